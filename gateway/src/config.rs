@@ -1,0 +1,807 @@
+//! Gateway configuration: the YAML file `gateway serve --config FILE` reads.
+//!
+//! Two stages, as in TensorZero: [`FileConfig`] mirrors the file (serde, `deny_unknown_fields`,
+//! defaults from named constants) and [`GatewayConfig::load`] validates it into runtime types,
+//! reporting every problem with file, line and column.
+//!
+//! ```yaml
+//! server:
+//!   listen: 0.0.0.0:8080
+//! admin:
+//!   listen: 127.0.0.1:9090
+//! limits:
+//!   max_body_bytes: 2000000
+//! policy: ../policies/default.yaml      # relative to this file
+//! upstreams:
+//!   tgi:
+//!     backends: [127.0.0.1:3000]
+//!     balance: round_robin                # or least_connections
+//!     timeouts: {connect: 2s, read: 60s, write: 30s, idle: 60s}
+//!     retries: 1                          # extra attempts, only before the first response byte
+//!     health_check: {path: /health, interval: 2s, timeout: 1s}
+//!     circuit_breaker: {failure_threshold: 5, open_for: 10s}
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use filters::yaml::{Loaded, YamlError, load_yaml};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// Default public listener.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// Default admin listener (loopback only).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+/// Default request body limit: TGI's own default payload limit (2 MB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 2_000_000;
+/// Largest body limit accepted: bodies are buffered in memory to be checked before forwarding.
+pub const MAX_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Default limit on the silence while a client sends its body.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default connect timeout to a backend.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default read timeout: the longest silence accepted from a backend, including the time to
+/// first token of a long prompt.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default write timeout to a backend.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default idle time of a pooled upstream connection.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default number of extra attempts on another backend.
+pub const DEFAULT_RETRIES: u32 = 1;
+/// Default health check path (TGI's).
+pub const DEFAULT_HEALTH_PATH: &str = "/health";
+/// Default health check interval.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+/// Default health check timeout.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default consecutive failed checks before a backend is taken out.
+pub const DEFAULT_UNHEALTHY_AFTER: u32 = 2;
+/// Default consecutive passed checks before a backend is put back.
+pub const DEFAULT_HEALTHY_AFTER: u32 = 1;
+/// Default consecutive failures that open a backend's circuit.
+pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
+/// Default time a circuit stays open before one probe request is let through.
+pub const DEFAULT_BREAKER_OPEN_FOR: Duration = Duration::from_secs(10);
+/// Default grace period for in-flight requests on SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+// ------------------------------------------------------------------------------------------------
+// The file as written
+
+/// The configuration file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The public listener and process settings.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`).
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// The policy file, relative to this config file.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogSection,
+    /// Named upstream pools.
+    pub upstreams: BTreeMap<String, UpstreamSection>,
+    /// The pool requests go to; required when there is more than one.
+    #[serde(default)]
+    pub default_upstream: Option<String>,
+}
+
+/// `server:`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Address of the public listener.
+    #[serde(default = "default_listen")]
+    #[schemars(with = "String")]
+    pub listen: SocketAddr,
+    /// Worker threads of the proxy (default: the number of cores).
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// How long in-flight requests may finish after SIGTERM (SIGINT stops at once).
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: default_listen(),
+            threads: None,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// `admin:`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Address of the admin listener. Keep it on loopback or a private network.
+    #[serde(default = "default_admin_listen")]
+    #[schemars(with = "String")]
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+/// `limits:`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Longest silence accepted while a client sends its request body (408 after that).
+    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub body_read_timeout: Duration,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `log:`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// Output format.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Filter in `tracing` syntax (`info`, `gateway=debug,pingora=warn`); `RUST_LOG` overrides.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: LogFormat::Text,
+            level: default_log_level(),
+        }
+    }
+}
+
+/// Load-balancing algorithm of a pool.
+#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Each backend in turn.
+    #[default]
+    RoundRobin,
+    /// The backend with the fewest requests in flight (LLM requests vary widely in length).
+    LeastConnections,
+}
+
+/// One entry of `upstreams:`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// Backends as `host:port`.
+    pub backends: Vec<String>,
+    /// Load-balancing algorithm.
+    #[serde(default)]
+    pub balance: Balance,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutsSection,
+    /// Extra attempts on another backend when connecting fails or the connection breaks before
+    /// the first response byte (the request body is buffered, so this is always safe).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Also retry when a backend times out before answering (off: a slow backend is usually a
+    /// busy one, and retrying doubles the wait).
+    #[serde(default)]
+    pub retry_on_timeout: bool,
+    /// Active health checks.
+    #[serde(default)]
+    pub health_check: HealthCheckSection,
+    /// Per-backend circuit breaker.
+    #[serde(default)]
+    pub circuit_breaker: BreakerSection,
+}
+
+/// `timeouts:`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsSection {
+    /// TCP connect.
+    #[serde(default = "d_connect", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub connect: Duration,
+    /// Longest wait for the next byte of the response (the first one included).
+    #[serde(default = "d_read", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub read: Duration,
+    /// Longest wait to write to the backend.
+    #[serde(default = "d_write", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub write: Duration,
+    /// How long an idle pooled connection is kept.
+    #[serde(default = "d_idle", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub idle: Duration,
+}
+
+impl Default for TimeoutsSection {
+    fn default() -> Self {
+        TimeoutsSection {
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            read: DEFAULT_READ_TIMEOUT,
+            write: DEFAULT_WRITE_TIMEOUT,
+            idle: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// `health_check:`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSection {
+    /// Run active health checks.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Path of a `GET` that answers 200 when the backend is healthy.
+    #[serde(default = "d_health_path")]
+    pub path: String,
+    /// Time between checks.
+    #[serde(default = "d_health_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub interval: Duration,
+    /// Timeout of one check.
+    #[serde(default = "d_health_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub timeout: Duration,
+    /// Consecutive failed checks before the backend is taken out.
+    #[serde(default = "d_unhealthy_after")]
+    pub unhealthy_after: u32,
+    /// Consecutive passed checks before the backend is put back.
+    #[serde(default = "d_healthy_after")]
+    pub healthy_after: u32,
+}
+
+impl Default for HealthCheckSection {
+    fn default() -> Self {
+        HealthCheckSection {
+            enabled: true,
+            path: d_health_path(),
+            interval: DEFAULT_HEALTH_INTERVAL,
+            timeout: DEFAULT_HEALTH_TIMEOUT,
+            unhealthy_after: DEFAULT_UNHEALTHY_AFTER,
+            healthy_after: DEFAULT_HEALTHY_AFTER,
+        }
+    }
+}
+
+/// `circuit_breaker:`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSection {
+    /// Use the breaker.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Consecutive failures (connect errors, timeouts, broken streams, 500/502/503/504) that
+    /// open the circuit.
+    #[serde(default = "d_breaker_failures")]
+    pub failure_threshold: u32,
+    /// How long an open circuit refuses requests before letting one probe through.
+    #[serde(default = "d_breaker_open_for", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub open_for: Duration,
+}
+
+impl Default for BreakerSection {
+    fn default() -> Self {
+        BreakerSection {
+            enabled: true,
+            failure_threshold: DEFAULT_BREAKER_FAILURES,
+            open_for: DEFAULT_BREAKER_OPEN_FOR,
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN
+        .parse()
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080)))
+}
+fn default_admin_listen() -> SocketAddr {
+    DEFAULT_ADMIN_LISTEN
+        .parse()
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090)))
+}
+fn default_shutdown_grace() -> Duration {
+    DEFAULT_SHUTDOWN_GRACE
+}
+fn default_max_body() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+fn default_body_read_timeout() -> Duration {
+    DEFAULT_BODY_READ_TIMEOUT
+}
+fn default_log_level() -> String {
+    "info".to_string()
+}
+fn default_retries() -> u32 {
+    DEFAULT_RETRIES
+}
+fn yes() -> bool {
+    true
+}
+fn d_connect() -> Duration {
+    DEFAULT_CONNECT_TIMEOUT
+}
+fn d_read() -> Duration {
+    DEFAULT_READ_TIMEOUT
+}
+fn d_write() -> Duration {
+    DEFAULT_WRITE_TIMEOUT
+}
+fn d_idle() -> Duration {
+    DEFAULT_IDLE_TIMEOUT
+}
+fn d_health_path() -> String {
+    DEFAULT_HEALTH_PATH.to_string()
+}
+fn d_health_interval() -> Duration {
+    DEFAULT_HEALTH_INTERVAL
+}
+fn d_health_timeout() -> Duration {
+    DEFAULT_HEALTH_TIMEOUT
+}
+fn d_unhealthy_after() -> u32 {
+    DEFAULT_UNHEALTHY_AFTER
+}
+fn d_healthy_after() -> u32 {
+    DEFAULT_HEALTHY_AFTER
+}
+fn d_breaker_failures() -> u32 {
+    DEFAULT_BREAKER_FAILURES
+}
+fn d_breaker_open_for() -> Duration {
+    DEFAULT_BREAKER_OPEN_FOR
+}
+
+// ------------------------------------------------------------------------------------------------
+// Validated runtime configuration
+
+/// A validated configuration, ready to serve.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The file it was read from.
+    pub source: PathBuf,
+    /// Public listener.
+    pub listen: SocketAddr,
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// Proxy worker threads.
+    pub threads: usize,
+    /// Grace period on SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Body limit in bytes.
+    pub max_body_bytes: usize,
+    /// Body read timeout.
+    pub body_read_timeout: Duration,
+    /// The loaded policy, with the file it came from.
+    pub policy: Option<(PathBuf, filters::Policy)>,
+    /// Logging.
+    pub log: LogSection,
+    /// Pools by name.
+    pub upstreams: BTreeMap<String, UpstreamSection>,
+    /// The pool requests go to.
+    pub default_upstream: String,
+}
+
+/// Why a configuration cannot be used: every problem found, each located in its file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    /// The problems, in file order where known.
+    pub errors: Vec<YamlError>,
+}
+
+impl From<YamlError> for ConfigError {
+    fn from(e: YamlError) -> Self {
+        ConfigError { errors: vec![e] }
+    }
+}
+
+impl GatewayConfig {
+    /// Read, parse and validate a configuration file (and the policy it names).
+    pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+        let loaded: Loaded<FileConfig> = load_yaml(path)?;
+        validate(loaded)
+    }
+}
+
+fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
+    let c = &loaded.value;
+    let mut errors = Vec::new();
+    let mut err = |path: &str, msg: String| errors.push(loaded.error_at(path, msg));
+
+    if c.server.listen == c.admin.listen {
+        err(
+            "server.listen",
+            format!(
+                "the public listener must differ from the admin one ({})",
+                c.admin.listen
+            ),
+        );
+    }
+    if let Some(t) = c.server.threads {
+        if t == 0 || t > 256 {
+            err(
+                "server.threads",
+                format!("threads must be between 1 and 256, got {t}"),
+            );
+        }
+    }
+    if c.limits.max_body_bytes == 0 || c.limits.max_body_bytes > MAX_MAX_BODY_BYTES {
+        err(
+            "limits.max_body_bytes",
+            format!(
+                "max_body_bytes must be between 1 and {MAX_MAX_BODY_BYTES}, got {}",
+                c.limits.max_body_bytes
+            ),
+        );
+    }
+    if c.limits.body_read_timeout.is_zero() {
+        err(
+            "limits.body_read_timeout",
+            "must be greater than zero".into(),
+        );
+    }
+    if c.log.level.trim().is_empty() {
+        err(
+            "log.level",
+            "log level must not be empty (e.g. `info`)".into(),
+        );
+    } else if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.log.level) {
+        err(
+            "log.level",
+            format!("invalid log filter `{}`: {e}", c.log.level),
+        );
+    }
+
+    if c.upstreams.is_empty() {
+        err("upstreams", "at least one upstream pool is required".into());
+    }
+    for (name, u) in &c.upstreams {
+        let base = format!("upstreams.{name}");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
+            err(
+                &base,
+                format!("upstream name `{name}` must use only letters, digits, `-` and `_`"),
+            );
+        }
+        if u.backends.is_empty() {
+            err(
+                &format!("{base}.backends"),
+                "at least one backend is required".into(),
+            );
+        }
+        for (i, b) in u.backends.iter().enumerate() {
+            let p = format!("{base}.backends[{i}]");
+            if let Err(m) = check_backend_addr(b) {
+                err(&p, m);
+            }
+            if u.backends[..i].contains(b) {
+                err(&p, format!("backend `{b}` is listed twice"));
+            }
+        }
+        for (field, d) in [
+            ("connect", u.timeouts.connect),
+            ("read", u.timeouts.read),
+            ("write", u.timeouts.write),
+            ("idle", u.timeouts.idle),
+        ] {
+            if d.is_zero() {
+                err(
+                    &format!("{base}.timeouts.{field}"),
+                    "timeouts must be greater than zero".into(),
+                );
+            }
+        }
+        if u.retries > 10 {
+            err(
+                &format!("{base}.retries"),
+                format!("at most 10 retries, got {}", u.retries),
+            );
+        }
+        let h = &u.health_check;
+        if h.enabled {
+            if !h.path.starts_with('/') {
+                err(
+                    &format!("{base}.health_check.path"),
+                    format!("path `{}` must start with `/`", h.path),
+                );
+            }
+            if h.interval.is_zero() {
+                err(
+                    &format!("{base}.health_check.interval"),
+                    "interval must be greater than zero".into(),
+                );
+            }
+            if h.timeout.is_zero() || h.timeout > h.interval {
+                err(
+                    &format!("{base}.health_check.timeout"),
+                    format!(
+                        "timeout must be greater than zero and at most the interval ({})",
+                        humantime::format_duration(h.interval)
+                    ),
+                );
+            }
+            if h.unhealthy_after == 0 {
+                err(
+                    &format!("{base}.health_check.unhealthy_after"),
+                    "must be at least 1".into(),
+                );
+            }
+            if h.healthy_after == 0 {
+                err(
+                    &format!("{base}.health_check.healthy_after"),
+                    "must be at least 1".into(),
+                );
+            }
+        }
+        let b = &u.circuit_breaker;
+        if b.enabled {
+            if b.failure_threshold == 0 {
+                err(
+                    &format!("{base}.circuit_breaker.failure_threshold"),
+                    "must be at least 1".into(),
+                );
+            }
+            if b.open_for.is_zero() {
+                err(
+                    &format!("{base}.circuit_breaker.open_for"),
+                    "must be greater than zero".into(),
+                );
+            }
+        }
+    }
+
+    let default_upstream = match (&c.default_upstream, c.upstreams.len()) {
+        (Some(d), _) if c.upstreams.contains_key(d) => Some(d.clone()),
+        (Some(d), _) => {
+            let known: Vec<_> = c.upstreams.keys().map(String::as_str).collect();
+            err(
+                "default_upstream",
+                format!("no upstream named `{d}` (defined: {})", known.join(", ")),
+            );
+            None
+        }
+        (None, 1) => c.upstreams.keys().next().cloned(),
+        (None, 0) => None,
+        (None, _) => {
+            err(
+                "default_upstream",
+                "several upstreams are defined: set `default_upstream` to one of them".into(),
+            );
+            None
+        }
+    };
+
+    let policy = match &c.policy {
+        None => None,
+        Some(p) => {
+            let resolved = match loaded.file.parent() {
+                Some(dir) if p.is_relative() => dir.join(p),
+                _ => p.clone(),
+            };
+            match filters::Policy::load(&resolved) {
+                Ok(policy) => Some((resolved, policy)),
+                Err(e) => {
+                    // The policy's own error (its file, its line), plus where the config named it.
+                    errors.push(
+                        loaded.error_at("policy", format!("cannot use policy `{}`", p.display())),
+                    );
+                    errors.push(e);
+                    None
+                }
+            }
+        }
+    };
+
+    if !errors.is_empty() {
+        return Err(ConfigError { errors });
+    }
+    let c = loaded.value;
+    Ok(GatewayConfig {
+        source: loaded.file,
+        listen: c.server.listen,
+        admin_listen: c.admin.listen,
+        threads: c
+            .server
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        shutdown_grace: c.server.shutdown_grace,
+        max_body_bytes: c.limits.max_body_bytes,
+        body_read_timeout: c.limits.body_read_timeout,
+        policy,
+        log: c.log,
+        upstreams: c.upstreams,
+        default_upstream: default_upstream.unwrap_or_default(),
+    })
+}
+
+/// A backend address must be `host:port` with a non-zero port (IPv6 in brackets).
+fn check_backend_addr(s: &str) -> Result<(), String> {
+    if s.contains("://") {
+        return Err(format!(
+            "backend `{s}` must be `host:port`, without a scheme"
+        ));
+    }
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("backend `{s}` must be `host:port`"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("backend `{s}` has an invalid port `{port}`"))?;
+    if port == 0 {
+        return Err(format!("backend `{s}` must not use port 0"));
+    }
+    if host.is_empty() {
+        return Err(format!("backend `{s}` has an empty host"));
+    }
+    if host.starts_with('[') != host.ends_with(']') {
+        return Err(format!(
+            "backend `{s}`: IPv6 addresses go in brackets, e.g. `[::1]:3000`"
+        ));
+    }
+    if host.contains(':') && !host.starts_with('[') {
+        return Err(format!(
+            "backend `{s}`: IPv6 addresses go in brackets, e.g. `[::1]:3000`"
+        ));
+    }
+    Ok(())
+}
+
+/// The JSON Schema of the configuration file.
+pub fn json_schema() -> schemars::Schema {
+    schemars::schema_for!(FileConfig)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Result<GatewayConfig, ConfigError> {
+        let loaded = filters::yaml::parse_yaml::<FileConfig>(Path::new("gw.yaml"), src)?;
+        validate(loaded)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse("upstreams:\n  tgi:\n    backends: [127.0.0.1:3000]\n").unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.admin_listen.to_string(), DEFAULT_ADMIN_LISTEN);
+        assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(c.default_upstream, "tgi");
+        let u = &c.upstreams["tgi"];
+        assert_eq!(u.balance, Balance::RoundRobin);
+        assert_eq!(u.timeouts.read, DEFAULT_READ_TIMEOUT);
+        assert!(u.health_check.enabled);
+    }
+
+    #[test]
+    fn durations_are_human() {
+        let c = parse(
+            "upstreams:\n  tgi:\n    backends: [h:1]\n    timeouts: {connect: 250ms, read: 2m}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.upstreams["tgi"].timeouts.connect,
+            Duration::from_millis(250)
+        );
+        assert_eq!(c.upstreams["tgi"].timeouts.read, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn unknown_fields_name_their_line() {
+        let e = parse("upstreams:\n  tgi:\n    backends: [h:1]\n    retires: 3\n").unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("gw.yaml:4:"), "{s}");
+        assert!(s.contains("unknown field `retires`"), "{s}");
+    }
+
+    #[test]
+    fn semantic_errors_are_all_reported_with_lines() {
+        let src = "\
+server:
+  listen: 127.0.0.1:9090
+upstreams:
+  a:
+    backends: []
+  b:
+    backends:
+      - http://x:1
+      - h:0
+    health_check: {timeout: 5s, interval: 1s}
+default_upstream: c
+";
+        let e = parse(src).unwrap_err();
+        let lines: Vec<_> = e
+            .errors
+            .iter()
+            .map(|e| (e.line, e.path.clone().unwrap_or_default()))
+            .collect();
+        assert!(lines.contains(&(Some(2), "server.listen".into())), "{e}");
+        assert!(
+            lines.contains(&(Some(5), "upstreams.a.backends".into())),
+            "{e}"
+        );
+        assert!(
+            lines.contains(&(Some(8), "upstreams.b.backends[0]".into())),
+            "{e}"
+        );
+        assert!(
+            lines.contains(&(Some(9), "upstreams.b.backends[1]".into())),
+            "{e}"
+        );
+        assert!(
+            lines.contains(&(Some(10), "upstreams.b.health_check.timeout".into())),
+            "{e}"
+        );
+        assert!(
+            lines.contains(&(Some(11), "default_upstream".into())),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn several_upstreams_need_a_default() {
+        let e = parse("upstreams:\n  a: {backends: [h:1]}\n  b: {backends: [h:2]}\n").unwrap_err();
+        assert!(e.to_string().contains("default_upstream"), "{e}");
+    }
+
+    #[test]
+    fn backend_addresses() {
+        assert!(check_backend_addr("127.0.0.1:3000").is_ok());
+        assert!(check_backend_addr("tgi.internal:80").is_ok());
+        assert!(check_backend_addr("[::1]:3000").is_ok());
+        assert!(check_backend_addr("::1:3000").is_err());
+        assert!(check_backend_addr("localhost").is_err());
+        assert!(check_backend_addr("h:99999").is_err());
+        assert!(check_backend_addr(":80").is_err());
+    }
+}

@@ -1,0 +1,20 @@
+//! The Portcullis gateway: a Pingora reverse proxy for TGI and OpenAI-compatible LLM servers.
+//!
+//! Read `ARCHITECTURE.md` at the repository root first. Module map:
+//! - [`config`]: the YAML config, validated with file/line errors.
+//! - [`routes`]: which routes exist and which API's error shape each speaks.
+//! - [`error`]: the gateway's own error answers.
+//! - [`proxy`]: the request path (pingora's `ProxyHttp`, phase by phase).
+//! - [`upstream`]: pools, load balancing, health checks, circuit breakers.
+//! - [`metrics`], [`admin`]: Prometheus metrics and the admin listener.
+//! - [`server`]: assembling the pingora server; [`telemetry`]: logging.
+
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod proxy;
+pub mod routes;
+pub mod server;
+pub mod telemetry;
+pub mod upstream;

@@ -1,0 +1,240 @@
+//! Prometheus metrics of the gateway, served on the admin listener's `/metrics`.
+//!
+//! Labels are bounded: route labels come from [`crate::routes::Route::label`], backends from the
+//! config, error codes from [`crate::error::ErrorKind::code`]. Request content never becomes a
+//! label.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Latency buckets (seconds) from sub-millisecond proxy overhead to two-minute generations.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0,
+];
+
+/// Every metric the gateway exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// The registry the admin listener encodes.
+    pub registry: Registry,
+    /// `portcullis_requests_total{route,status,source}`; `source` is `backend` for answers the
+    /// backend produced and `gateway` for answers the gateway produced itself.
+    pub requests: IntCounterVec,
+    /// `portcullis_request_duration_seconds{route}`: first request byte to last response byte.
+    pub request_duration: HistogramVec,
+    /// `portcullis_upstream_duration_seconds{route}`: first upstream attempt to the end of the
+    /// backend's response.
+    pub upstream_duration: HistogramVec,
+    /// `portcullis_upstream_first_byte_seconds{route}`: attempt start to response header
+    /// (time to first token, for generation routes).
+    pub upstream_first_byte: HistogramVec,
+    /// `portcullis_request_body_bytes_total{route}`
+    pub request_bytes: IntCounterVec,
+    /// `portcullis_response_body_bytes_total{route}`
+    pub response_bytes: IntCounterVec,
+    /// `portcullis_in_flight_requests`
+    pub in_flight: IntGauge,
+    /// `portcullis_gateway_errors_total{route,code}`: answers the gateway produced itself.
+    pub gateway_errors: IntCounterVec,
+    /// `portcullis_upstream_healthy{upstream,backend}`: 1 in rotation, 0 out.
+    pub upstream_healthy: IntGaugeVec,
+    /// `portcullis_upstream_circuit_state{upstream,backend}`: 0 closed, 1 half-open, 2 open.
+    pub upstream_circuit: IntGaugeVec,
+    /// `portcullis_upstream_in_flight{upstream,backend}`
+    pub upstream_in_flight: IntGaugeVec,
+    /// `portcullis_upstream_failures_total{upstream,backend,reason}`
+    pub upstream_failures: IntCounterVec,
+    /// `portcullis_upstream_retries_total{upstream}`
+    pub upstream_retries: IntCounterVec,
+    /// `portcullis_policy_info{policy,version}` = 1 for the loaded policy.
+    pub policy_info: IntGaugeVec,
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    c: T,
+) -> prometheus::Result<T> {
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered. Fails only if a metric definition is
+    /// invalid (a programming error the unit tests catch).
+    pub fn new() -> prometheus::Result<Self> {
+        let r = Registry::new();
+        let hist = |name: &str, help: &str| {
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                &["route"],
+            )
+        };
+        let cv = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels)
+        };
+        let gv = |name: &str, help: &str, labels: &[&str]| {
+            IntGaugeVec::new(Opts::new(name, help), labels)
+        };
+        Ok(Metrics {
+            requests: reg(
+                &r,
+                cv(
+                    "portcullis_requests_total",
+                    "Requests by route, status and who produced the answer",
+                    &["route", "status", "source"],
+                )?,
+            )?,
+            request_duration: reg(
+                &r,
+                hist(
+                    "portcullis_request_duration_seconds",
+                    "Total request latency seen by the gateway",
+                )?,
+            )?,
+            upstream_duration: reg(
+                &r,
+                hist(
+                    "portcullis_upstream_duration_seconds",
+                    "From the first upstream attempt to the end of the backend's response",
+                )?,
+            )?,
+            upstream_first_byte: reg(
+                &r,
+                hist(
+                    "portcullis_upstream_first_byte_seconds",
+                    "From the upstream attempt to the backend's response header",
+                )?,
+            )?,
+            request_bytes: reg(
+                &r,
+                cv(
+                    "portcullis_request_body_bytes_total",
+                    "Request body bytes received",
+                    &["route"],
+                )?,
+            )?,
+            response_bytes: reg(
+                &r,
+                cv(
+                    "portcullis_response_body_bytes_total",
+                    "Response body bytes sent",
+                    &["route"],
+                )?,
+            )?,
+            in_flight: reg(
+                &r,
+                IntGauge::new("portcullis_in_flight_requests", "Requests being served")?,
+            )?,
+            gateway_errors: reg(
+                &r,
+                cv(
+                    "portcullis_gateway_errors_total",
+                    "Error answers the gateway produced itself",
+                    &["route", "code"],
+                )?,
+            )?,
+            upstream_healthy: reg(
+                &r,
+                gv(
+                    "portcullis_upstream_healthy",
+                    "1 when the backend passes its health checks",
+                    &["upstream", "backend"],
+                )?,
+            )?,
+            upstream_circuit: reg(
+                &r,
+                gv(
+                    "portcullis_upstream_circuit_state",
+                    "Circuit breaker: 0 closed, 1 half-open, 2 open",
+                    &["upstream", "backend"],
+                )?,
+            )?,
+            upstream_in_flight: reg(
+                &r,
+                gv(
+                    "portcullis_upstream_in_flight",
+                    "Requests in flight per backend",
+                    &["upstream", "backend"],
+                )?,
+            )?,
+            upstream_failures: reg(
+                &r,
+                cv(
+                    "portcullis_upstream_failures_total",
+                    "Failed upstream attempts by reason",
+                    &["upstream", "backend", "reason"],
+                )?,
+            )?,
+            upstream_retries: reg(
+                &r,
+                cv(
+                    "portcullis_upstream_retries_total",
+                    "Attempts retried on another backend",
+                    &["upstream"],
+                )?,
+            )?,
+            policy_info: reg(
+                &r,
+                gv(
+                    "portcullis_policy_info",
+                    "The loaded policy",
+                    &["policy", "version"],
+                )?,
+            )?,
+            registry: r,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_registers_and_encodes() {
+        let m = Metrics::new().unwrap();
+        m.requests
+            .with_label_values(&["generate", "200", "backend"])
+            .inc();
+        m.request_duration
+            .with_label_values(&["generate"])
+            .observe(0.01);
+        m.upstream_healthy
+            .with_label_values(&["tgi", "127.0.0.1:3000"])
+            .set(1);
+        m.in_flight.inc();
+        let text = String::from_utf8(m.encode()).unwrap();
+        for name in [
+            "portcullis_requests_total",
+            "portcullis_request_duration_seconds_bucket",
+            "portcullis_upstream_healthy",
+            "portcullis_in_flight_requests",
+        ] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+        // 14 families registered (the registry refuses duplicates)
+        m.upstream_duration.with_label_values(&["x"]);
+        m.upstream_first_byte.with_label_values(&["x"]);
+        m.request_bytes.with_label_values(&["x"]);
+        m.response_bytes.with_label_values(&["x"]);
+        m.gateway_errors.with_label_values(&["x", "y"]);
+        m.upstream_circuit.with_label_values(&["x", "y"]);
+        m.upstream_in_flight.with_label_values(&["x", "y"]);
+        m.upstream_failures.with_label_values(&["x", "y", "z"]);
+        m.upstream_retries.with_label_values(&["x"]);
+        m.policy_info.with_label_values(&["x", "1"]);
+        assert_eq!(m.registry.gather().len(), 14);
+    }
+}

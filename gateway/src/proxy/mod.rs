@@ -1,0 +1,697 @@
+//! The gateway's request path: one [`ProxyHttp`] implementation, phase by phase.
+//!
+//! ```text
+//! request_filter       request id; route (404/405); body read whole with a size limit (413),
+//!                      JSON checked (422); guardrails will run here
+//! upstream_peer        a backend from the pool: healthy, circuit closed, least loaded (503 if none)
+//! upstream_request_filter  x-request-id; Content-Length of the body we forward
+//! request_body_filter  substitutes the buffered body (see `body.rs`)
+//! response_filter      time to first byte; x-request-id; x-portcullis-error-source on errors
+//! response_body_filter streamed through as it arrives (bytes counted, never buffered)
+//! fail_to_connect /
+//! error_while_proxy    backend failure -> circuit breaker; retry on another backend only before
+//!                      the first response byte
+//! fail_to_proxy        the gateway's own error in the route's shape, or a final error event
+//!                      when a stream was already under way
+//! logging              metrics, circuit breaker success, one access log line
+//! ```
+
+pub mod body;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::ErrorType;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::{HttpPeer, ProxyHttp, Session};
+use pingora::proxy::FailToProxy;
+use pingora::{Error, ErrorSource};
+
+use crate::error::{ERROR_SOURCE_HEADER, ErrorKind, GatewayError, REQUEST_ID_HEADER};
+use crate::metrics::Metrics;
+use crate::routes::{Api, Route, RouteError, api_for_path};
+use crate::upstream::{Lease, Pool};
+
+/// Settings of the request path that do not belong to a pool.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Longest silence accepted while reading a request body.
+    pub body_read_timeout: Duration,
+}
+
+/// The gateway proxy. Cheap to share: everything inside is behind `Arc`s.
+pub struct Gateway {
+    default_pool: Arc<Pool>,
+    pools: HashMap<String, Arc<Pool>>,
+    metrics: Arc<Metrics>,
+    settings: ProxySettings,
+}
+
+impl Gateway {
+    /// A gateway forwarding to `default_pool`.
+    pub fn new(
+        default_pool: Arc<Pool>,
+        pools: HashMap<String, Arc<Pool>>,
+        metrics: Arc<Metrics>,
+        settings: ProxySettings,
+    ) -> Self {
+        Gateway {
+            default_pool,
+            pools,
+            metrics,
+            settings,
+        }
+    }
+
+    /// The pools, by name.
+    pub fn pools(&self) -> &HashMap<String, Arc<Pool>> {
+        &self.pools
+    }
+}
+
+/// Per-request state, created by [`ProxyHttp::new_ctx`] and dropped when the request ends.
+pub struct RequestCtx {
+    started: Instant,
+    request_id: String,
+    route: Option<Route>,
+    api: Api,
+    method: http::Method,
+    body: Bytes,
+    body_buffered: bool,
+    pool: Option<Arc<Pool>>,
+    lease: Option<Lease>,
+    tried: Vec<usize>,
+    attempts: u32,
+    attempt_started: Option<Instant>,
+    upstream_started: Option<Instant>,
+    upstream_ended: Option<Instant>,
+    first_byte: Option<Duration>,
+    upstream_status: Option<u16>,
+    response_started: bool,
+    streaming: bool,
+    /// Why the gateway failed, decided where the failure was seen (answered in fail_to_proxy).
+    failure: Option<GatewayError>,
+    /// The error the gateway answered, for metrics and the log line.
+    gateway_error: Option<ErrorKind>,
+    bytes_out: u64,
+    in_flight: Option<InFlight>,
+}
+
+/// Keeps `portcullis_in_flight_requests` right whatever path the request ends on.
+struct InFlight(Arc<Metrics>);
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
+}
+
+/// Accept a client's request id if it is short and plain; otherwise mint one.
+fn request_id_from(session: &Session) -> String {
+    session
+        .req_header()
+        .headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| {
+            !s.is_empty()
+                && s.len() <= 128
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string)
+}
+
+/// Map a pingora error to what the gateway tells the client. `None`: the client is gone.
+fn classify(e: &Error) -> Option<ErrorKind> {
+    use ErrorType::*;
+    if *e.esource() == ErrorSource::Downstream {
+        return match e.etype() {
+            ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout => None,
+            _ => Some(ErrorKind::Internal),
+        };
+    }
+    Some(match e.etype() {
+        ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | BindError
+        | SocketError | TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert
+        | HandshakeError | TLSWantX509Lookup | ConnectProxyFailure => ErrorKind::UpstreamConnect,
+        ReadTimedout | WriteTimedout => ErrorKind::UpstreamTimeout,
+        InternalError | UnknownError => {
+            if *e.esource() == ErrorSource::Upstream {
+                ErrorKind::UpstreamProtocol
+            } else {
+                ErrorKind::Internal
+            }
+        }
+        _ => {
+            if *e.esource() == ErrorSource::Internal {
+                ErrorKind::Internal
+            } else {
+                ErrorKind::UpstreamProtocol
+            }
+        }
+    })
+}
+
+/// The failure reason label of an upstream error.
+fn failure_reason(kind: ErrorKind, response_started: bool) -> &'static str {
+    match kind {
+        ErrorKind::UpstreamConnect => "connect_error",
+        ErrorKind::UpstreamTimeout => "timeout",
+        _ if response_started => "broken_response",
+        _ => "connection_error",
+    }
+}
+
+fn client_message(kind: ErrorKind, pool: &str) -> String {
+    match kind {
+        ErrorKind::UpstreamConnect => {
+            format!("the gateway could not connect to any backend of upstream `{pool}`")
+        }
+        ErrorKind::UpstreamTimeout => {
+            format!("the backend of upstream `{pool}` did not answer in time")
+        }
+        ErrorKind::UpstreamProtocol => format!(
+            "the backend of upstream `{pool}` closed the connection or sent an invalid response"
+        ),
+        ErrorKind::NoHealthyUpstream => format!("no healthy backend in upstream `{pool}`"),
+        _ => "internal gateway error".to_string(),
+    }
+}
+
+impl Gateway {
+    /// Answer the request with a gateway error in the route's shape.
+    async fn respond(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        err: GatewayError,
+        close: bool,
+    ) -> pingora::Result<()> {
+        let body = err.body(ctx.api);
+        let mut h = ResponseHeader::build(err.kind.status(), Some(6))?;
+        h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        h.insert_header(ERROR_SOURCE_HEADER, "gateway")?;
+        h.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        if err.kind == ErrorKind::MethodNotAllowed {
+            if let Some(r) = ctx.route {
+                h.insert_header(http::header::ALLOW, r.method().as_str())?;
+            }
+        }
+        if close {
+            // The request body was not (fully) read: the connection cannot be reused.
+            session.set_keepalive(None);
+        }
+        self.metrics
+            .gateway_errors
+            .with_label_values(&[route_label(ctx), err.kind.code()])
+            .inc();
+        ctx.gateway_error = Some(err.kind);
+        session.write_response_header(Box::new(h), false).await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(())
+    }
+}
+
+fn route_label(ctx: &RequestCtx) -> &'static str {
+    ctx.route.map_or("unmatched", Route::label)
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        self.metrics.in_flight.inc();
+        RequestCtx {
+            started: Instant::now(),
+            request_id: String::new(),
+            route: None,
+            api: Api::Tgi,
+            method: http::Method::GET,
+            body: Bytes::new(),
+            body_buffered: false,
+            pool: None,
+            lease: None,
+            tried: Vec::new(),
+            attempts: 0,
+            attempt_started: None,
+            upstream_started: None,
+            upstream_ended: None,
+            first_byte: None,
+            upstream_status: None,
+            response_started: false,
+            streaming: false,
+            failure: None,
+            gateway_error: None,
+            bytes_out: 0,
+            in_flight: Some(InFlight(self.metrics.clone())),
+        }
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        ctx.request_id = request_id_from(session);
+        let (method, path) = {
+            let req = session.req_header();
+            (req.method.clone(), req.uri.path().to_string())
+        };
+        ctx.method = method.clone();
+        ctx.api = api_for_path(&path);
+        let route = match Route::classify(&method, &path) {
+            Ok(r) => r,
+            Err(RouteError::NotFound) => {
+                let e = GatewayError::new(ErrorKind::NotFound, "no such route on this gateway");
+                self.respond(session, ctx, e, true).await?;
+                return Ok(true);
+            }
+            Err(RouteError::MethodNotAllowed { allowed }) => {
+                // remember the route only for the Allow header
+                ctx.route = Route::classify(&allowed, &path).ok();
+                let e = GatewayError::new(
+                    ErrorKind::MethodNotAllowed,
+                    format!("method {method} is not allowed on {path}; use {allowed}"),
+                );
+                self.respond(session, ctx, e, true).await?;
+                return Ok(true);
+            }
+        };
+        ctx.route = Some(route);
+        ctx.api = route.api();
+        ctx.pool = Some(self.default_pool.clone());
+
+        if route.has_json_body() {
+            let limit = self.settings.max_body_bytes;
+            match body::read_whole(session, limit, self.settings.body_read_timeout).await {
+                Ok(b) => ctx.body = b,
+                Err(body::BodyError::TooLarge { limit }) => {
+                    let e = GatewayError::new(
+                        ErrorKind::BodyTooLarge,
+                        format!("request body is larger than the gateway's limit of {limit} bytes"),
+                    );
+                    self.respond(session, ctx, e, true).await?;
+                    return Ok(true);
+                }
+                Err(body::BodyError::ChunkedTooLarge) => {
+                    let e = GatewayError::new(
+                        ErrorKind::LengthRequired,
+                        format!(
+                            "chunked request bodies larger than {} bytes are not supported; send a Content-Length header",
+                            body::REPLAY_WINDOW
+                        ),
+                    );
+                    self.respond(session, ctx, e, true).await?;
+                    return Ok(true);
+                }
+                Err(body::BodyError::Timeout) => {
+                    let e = GatewayError::new(
+                        ErrorKind::RequestTimeout,
+                        "the request body did not arrive in time",
+                    );
+                    self.respond(session, ctx, e, true).await?;
+                    return Ok(true);
+                }
+                Err(body::BodyError::NotReplayable) => {
+                    let e = GatewayError::new(
+                        ErrorKind::Internal,
+                        "the gateway could not buffer the request body",
+                    );
+                    self.respond(session, ctx, e, true).await?;
+                    return Ok(true);
+                }
+                Err(body::BodyError::Read(e)) => return Err(e),
+            }
+            self.metrics
+                .request_bytes
+                .with_label_values(&[route.label()])
+                .inc_by(ctx.body.len() as u64);
+            if ctx.body.is_empty() {
+                let e = GatewayError::new(
+                    ErrorKind::InvalidJson,
+                    "request body is empty; expected a JSON object",
+                );
+                self.respond(session, ctx, e, false).await?;
+                return Ok(true);
+            }
+            if let Err(err) = serde_json::from_slice::<serde::de::IgnoredAny>(&ctx.body) {
+                // The parser's message has a position but never the content.
+                let e = GatewayError::new(
+                    ErrorKind::InvalidJson,
+                    format!("request body is not valid JSON: {err}"),
+                );
+                self.respond(session, ctx, e, false).await?;
+                return Ok(true);
+            }
+            ctx.body_buffered = true;
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let pool = match &ctx.pool {
+            Some(p) => p.clone(),
+            None => {
+                return Err(Error::explain(
+                    ErrorType::InternalError,
+                    "no upstream pool for this request",
+                ));
+            }
+        };
+        // Release the previous attempt's backend before choosing the next one.
+        if let Some(prev) = ctx.lease.take() {
+            ctx.tried.push(prev.backend().index);
+        }
+        let Some(lease) = pool.select(&ctx.tried) else {
+            ctx.failure = Some(GatewayError::new(
+                ErrorKind::NoHealthyUpstream,
+                client_message(ErrorKind::NoHealthyUpstream, &pool.name),
+            ));
+            return Err(Error::explain(
+                ErrorType::ConnectNoRoute,
+                "no healthy backend (all unhealthy or circuits open)",
+            ));
+        };
+        ctx.attempts += 1;
+        if ctx.attempts > 1 {
+            self.metrics
+                .upstream_retries
+                .with_label_values(&[&pool.name])
+                .inc();
+        }
+        let now = Instant::now();
+        ctx.attempt_started = Some(now);
+        ctx.upstream_started.get_or_insert(now);
+        let t = &pool.settings.timeouts;
+        let mut peer = HttpPeer::new(lease.backend().addr, false, String::new());
+        peer.options.connection_timeout = Some(t.connect);
+        peer.options.total_connection_timeout = Some(t.connect);
+        peer.options.read_timeout = Some(t.read);
+        peer.options.write_timeout = Some(t.write);
+        peer.options.idle_timeout = Some(t.idle);
+        ctx.lease = Some(lease);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let kind = classify(&e).unwrap_or(ErrorKind::UpstreamConnect);
+        if let Some(lease) = ctx.lease.as_mut() {
+            lease.failed(failure_reason(kind, false));
+        }
+        // Nothing reached the backend: always safe to try another one.
+        let retries = ctx.pool.as_ref().map_or(0, |p| p.settings.retries);
+        e.set_retry(ctx.attempts <= retries);
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        upstream_request.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        if ctx.body_buffered {
+            // We forward exactly the bytes we hold (later: rewritten by guardrails).
+            upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
+            upstream_request
+                .insert_header(http::header::CONTENT_LENGTH, ctx.body.len().to_string())?;
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if ctx.body_buffered {
+            // Pingora replays its retry buffer here; we send our full copy instead.
+            *body = Some(if end_of_stream {
+                ctx.body.clone()
+            } else {
+                Bytes::new()
+            });
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        ctx.response_started = true;
+        ctx.first_byte = ctx.attempt_started.map(|t| t.elapsed());
+        let status = upstream_response.status.as_u16();
+        ctx.upstream_status = Some(status);
+        ctx.streaming = upstream_response
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        upstream_response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        if status >= 400 {
+            upstream_response.insert_header(ERROR_SOURCE_HEADER, "backend")?;
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Option<Duration>> {
+        if let Some(b) = body {
+            ctx.bytes_out += b.len() as u64;
+        }
+        if end_of_stream {
+            ctx.upstream_ended = Some(Instant::now());
+        }
+        Ok(None)
+    }
+
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        _session: &mut Session,
+        mut e: Box<Error>,
+        ctx: &mut RequestCtx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let upstream_fault = *e.esource() == ErrorSource::Upstream;
+        let kind = classify(&e);
+        if upstream_fault {
+            if let (Some(lease), Some(kind)) = (ctx.lease.as_mut(), kind) {
+                lease.failed(failure_reason(kind, ctx.response_started));
+            }
+        }
+        let retries = ctx.pool.as_ref().map_or(0, |p| p.settings.retries);
+        let retry_timeouts = ctx
+            .pool
+            .as_ref()
+            .is_some_and(|p| p.settings.retry_on_timeout);
+        // Only before the first response byte: after that the client has seen part of an answer.
+        let may_retry = upstream_fault
+            && !ctx.response_started
+            && ctx.attempts <= retries
+            && (kind != Some(ErrorKind::UpstreamTimeout) || retry_timeouts);
+        e.set_retry(may_retry);
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let no_reuse = FailToProxy {
+            error_code: 0,
+            can_reuse_downstream: false,
+        };
+        let pool_name = ctx
+            .pool
+            .as_ref()
+            .map_or("default", |p| p.name.as_str())
+            .to_string();
+        let err = match ctx.failure.take() {
+            Some(err) => err,
+            None => match classify(e) {
+                None => return no_reuse, // the client is gone
+                Some(kind) => GatewayError::new(kind, client_message(kind, &pool_name)),
+            },
+        };
+        if let Some(sent) = session.response_written() {
+            let code = sent.status.as_u16();
+            // Headers (and maybe tokens) already reached the client. A stream gets a final error
+            // event in its own format; any other body can only be cut short.
+            if ctx.streaming && !err.kind.is_client_error() {
+                let event = err.stream_event(ctx.api);
+                ctx.gateway_error = Some(err.kind);
+                self.metrics
+                    .gateway_errors
+                    .with_label_values(&[route_label(ctx), err.kind.code()])
+                    .inc();
+                if let Err(we) = session.write_response_body(Some(event), true).await {
+                    tracing::debug!(request_id = %ctx.request_id, error = %we, "could not send the final error event");
+                }
+            }
+            return FailToProxy {
+                error_code: code,
+                can_reuse_downstream: false,
+            };
+        }
+        let status = err.kind.status().as_u16();
+        if let Err(we) = self.respond(session, ctx, err, true).await {
+            tracing::debug!(request_id = %ctx.request_id, error = %we, "could not send the error response");
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let route = route_label(ctx);
+        let status = session.response_written().map_or(0, |h| h.status.as_u16());
+        // Breaker bookkeeping for the last attempt, if no failure was reported for it already.
+        if let Some(mut lease) = ctx.lease.take() {
+            let client_gone = e.is_some_and(|e| *e.esource() == ErrorSource::Downstream);
+            match ctx.upstream_status {
+                Some(500 | 502 | 503 | 504) => lease.failed("http_5xx"),
+                Some(_) if !client_gone && e.is_none() => lease.succeeded(),
+                _ => {} // abandoned: tells nothing about the backend
+            }
+        }
+        let source = if ctx.gateway_error.is_some() {
+            "gateway"
+        } else {
+            "backend"
+        };
+        self.metrics
+            .requests
+            .with_label_values(&[route, &status.to_string(), source])
+            .inc();
+        let total = ctx.started.elapsed();
+        self.metrics
+            .request_duration
+            .with_label_values(&[route])
+            .observe(total.as_secs_f64());
+        let upstream = ctx.upstream_started.map(|s| {
+            ctx.upstream_ended
+                .unwrap_or_else(Instant::now)
+                .duration_since(s)
+        });
+        if let Some(u) = upstream {
+            self.metrics
+                .upstream_duration
+                .with_label_values(&[route])
+                .observe(u.as_secs_f64());
+        }
+        if let Some(fb) = ctx.first_byte {
+            self.metrics
+                .upstream_first_byte
+                .with_label_values(&[route])
+                .observe(fb.as_secs_f64());
+        }
+        self.metrics
+            .response_bytes
+            .with_label_values(&[route])
+            .inc_by(ctx.bytes_out);
+        let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+        tracing::info!(
+            target: "portcullis::access",
+            request_id = %ctx.request_id,
+            method = %ctx.method,
+            route,
+            status,
+            source,
+            upstream = ctx.pool.as_ref().map_or("", |p| p.name.as_str()),
+            attempts = ctx.attempts,
+            duration_ms = ms(total),
+            upstream_ms = upstream.map(ms),
+            first_byte_ms = ctx.first_byte.map(ms),
+            request_bytes = ctx.body.len(),
+            response_bytes = ctx.bytes_out,
+            streamed = ctx.streaming,
+            error = ctx.gateway_error.map(ErrorKind::code),
+            cause = e.map(|e| e.etype().as_str()),
+            "request"
+        );
+        ctx.in_flight.take();
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        // The access log line above carries the error; pingora's own line would repeat it.
+        true
+    }
+
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        format!(
+            "{} {} request_id={}",
+            session.req_header().method,
+            session.req_header().uri.path(),
+            ctx.request_id
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_connect_timeout_and_client_errors() {
+        let mut e = Error::new(ErrorType::ConnectRefused);
+        e.set_esource(ErrorSource::Upstream);
+        assert_eq!(classify(&e), Some(ErrorKind::UpstreamConnect));
+        let mut e = Error::new(ErrorType::ReadTimedout);
+        e.set_esource(ErrorSource::Upstream);
+        assert_eq!(classify(&e), Some(ErrorKind::UpstreamTimeout));
+        let mut e = Error::new(ErrorType::ConnectionClosed);
+        e.set_esource(ErrorSource::Upstream);
+        assert_eq!(classify(&e), Some(ErrorKind::UpstreamProtocol));
+        let mut e = Error::new(ErrorType::WriteError);
+        e.set_esource(ErrorSource::Downstream);
+        assert_eq!(classify(&e), None);
+    }
+
+    #[test]
+    fn failure_reasons() {
+        assert_eq!(
+            failure_reason(ErrorKind::UpstreamConnect, false),
+            "connect_error"
+        );
+        assert_eq!(
+            failure_reason(ErrorKind::UpstreamProtocol, true),
+            "broken_response"
+        );
+        assert_eq!(
+            failure_reason(ErrorKind::UpstreamProtocol, false),
+            "connection_error"
+        );
+    }
+}

@@ -1,0 +1,128 @@
+//! Assembling and running the pingora server: the proxy service on the public listener, the
+//! admin service, and the health-check background service.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use anyhow::Context;
+use pingora::server::Server;
+use pingora::server::configuration::ServerConf;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::AdminApp;
+use crate::config::GatewayConfig;
+use crate::metrics::Metrics;
+use crate::proxy::{Gateway, ProxySettings};
+use crate::upstream::Pool;
+use crate::upstream::health::HealthChecker;
+
+/// Everything built from a config, before the server starts: tests and benches can use the
+/// parts without sockets.
+pub struct Built {
+    /// The proxy.
+    pub gateway: Gateway,
+    /// The admin app.
+    pub admin: AdminApp,
+    /// The pools (shared by proxy, admin and health checks).
+    pub pools: Vec<Arc<Pool>>,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Build the proxy, admin app and pools from a validated config.
+pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
+    let metrics = Arc::new(Metrics::new().context("building the metrics registry")?);
+    let mut pools = HashMap::new();
+    for (name, section) in &config.upstreams {
+        pools.insert(name.clone(), Pool::new(name, section, metrics.clone())?);
+    }
+    let default_pool = pools
+        .get(&config.default_upstream)
+        .cloned()
+        .with_context(|| {
+            format!(
+                "default upstream `{}` is not defined",
+                config.default_upstream
+            )
+        })?;
+    let policy = config
+        .policy
+        .as_ref()
+        .map(|(_, p)| (p.name.clone(), p.version));
+    if let Some((name, version)) = &policy {
+        metrics
+            .policy_info
+            .with_label_values(&[name, &version.to_string()])
+            .set(1);
+    }
+    let pool_list: Vec<_> = pools.values().cloned().collect();
+    let gateway = Gateway::new(
+        default_pool,
+        pools,
+        metrics.clone(),
+        ProxySettings {
+            max_body_bytes: config.max_body_bytes,
+            body_read_timeout: config.body_read_timeout,
+        },
+    );
+    let admin = AdminApp::new(pool_list.clone(), metrics.clone(), policy);
+    Ok(Built {
+        gateway,
+        admin,
+        pools: pool_list,
+        metrics,
+    })
+}
+
+fn check_bindable(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
+    TcpListener::bind(addr)
+        .map(drop)
+        .with_context(|| format!("cannot listen on {addr} ({what}): is another process using it?"))
+}
+
+/// Run the gateway until SIGINT (immediate) or SIGTERM (graceful). Exits the process.
+pub fn run(config: GatewayConfig) -> anyhow::Result<()> {
+    check_bindable(config.listen, "public listener")?;
+    check_bindable(config.admin_listen, "admin listener")?;
+    let built = build(&config)?;
+
+    let grace = config.shutdown_grace.as_secs().max(1);
+    let conf = ServerConf {
+        threads: config.threads,
+        grace_period_seconds: Some(grace),
+        graceful_shutdown_timeout_seconds: Some(grace),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        built.gateway,
+        "portcullis proxy",
+    );
+    proxy.add_tcp(&config.listen.to_string());
+
+    let mut admin = Service::new("portcullis admin".to_string(), built.admin);
+    admin.add_tcp(&config.admin_listen.to_string());
+    admin.threads = Some(1);
+
+    let mut health = background_service("health checks", HealthChecker::new(built.pools.clone()));
+    health.threads = Some(1);
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(health);
+
+    tracing::info!(
+        listen = %config.listen,
+        admin = %config.admin_listen,
+        threads = config.threads,
+        upstreams = ?built.pools.iter().map(|p| format!("{}={:?}", p.name, p.settings.backends)).collect::<Vec<_>>(),
+        policy = ?config.policy.as_ref().map(|(path, p)| format!("{} v{} ({})", p.name, p.version, path.display())),
+        "portcullis gateway starting"
+    );
+    server.run_forever()
+}

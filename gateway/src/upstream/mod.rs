@@ -1,0 +1,397 @@
+//! Upstream pools: backends, load balancing, health and circuit breaking.
+//!
+//! We keep our own small pool instead of `pingora-load-balancing`'s `LoadBalancer` because LLM
+//! requests need least-connections (one request can stream for a minute while another takes
+//! 50 ms) and a per-backend circuit breaker, which that crate does not offer; its
+//! `HttpHealthCheck` still does the probing (see [`health`]).
+
+pub mod breaker;
+pub mod health;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use breaker::{Breaker, BreakerState, Pass};
+
+use crate::config::{Balance, UpstreamSection};
+use crate::metrics::Metrics;
+
+/// One backend server.
+#[derive(Debug)]
+pub struct Backend {
+    /// Position in its pool.
+    pub index: usize,
+    /// `host:port` as configured (metrics label, logs).
+    pub label: String,
+    /// The resolved address.
+    pub addr: SocketAddr,
+    healthy: AtomicBool,
+    active: AtomicUsize,
+    /// The backend's circuit breaker.
+    pub breaker: Breaker,
+}
+
+impl Backend {
+    /// Whether the last health checks passed.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Requests in flight on this backend.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+/// A named group of interchangeable backends.
+#[derive(Debug)]
+pub struct Pool {
+    /// The pool's name in the config.
+    pub name: String,
+    /// Its backends.
+    pub backends: Vec<Arc<Backend>>,
+    /// Its settings (timeouts, retries, checks).
+    pub settings: UpstreamSection,
+    next: AtomicUsize,
+    checked: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+/// Why a pool could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// A backend host name did not resolve.
+    #[error("upstream `{pool}`: cannot resolve backend `{backend}`: {reason}")]
+    Resolve {
+        /// Pool name.
+        pool: String,
+        /// Backend as configured.
+        backend: String,
+        /// The resolver's answer.
+        reason: String,
+    },
+}
+
+/// A backend reserved for one attempt. Dropping it releases the slot; report the outcome with
+/// [`Lease::succeeded`] or [`Lease::failed`] first, or the attempt counts as abandoned.
+#[derive(Debug)]
+pub struct Lease {
+    backend: Arc<Backend>,
+    pool: Arc<Pool>,
+    pass: Pass,
+    reported: bool,
+}
+
+impl Lease {
+    /// The backend.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+
+    /// The attempt got a good answer.
+    pub fn succeeded(&mut self) {
+        if self.reported {
+            return;
+        }
+        self.reported = true;
+        if self.backend.breaker.on_success(self.pass) {
+            tracing::info!(upstream = %self.pool.name, backend = %self.backend.label, "circuit closed: backend answered the probe");
+        }
+        self.pool.publish_breaker(&self.backend);
+    }
+
+    /// The attempt failed because of the backend (connect error, timeout, broken response, 5xx).
+    pub fn failed(&mut self, outcome: &'static str) {
+        if self.reported {
+            return;
+        }
+        self.reported = true;
+        self.pool
+            .metrics
+            .upstream_failures
+            .with_label_values(&[&self.pool.name, &self.backend.label, outcome])
+            .inc();
+        if self.backend.breaker.on_failure(self.pass, Instant::now()) {
+            tracing::warn!(
+                upstream = %self.pool.name,
+                backend = %self.backend.label,
+                reason = outcome,
+                open_for = %humantime::format_duration(self.pool.settings.circuit_breaker.open_for),
+                "circuit opened: backend refused until the next probe"
+            );
+        }
+        self.pool.publish_breaker(&self.backend);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.backend.active.fetch_sub(1, Ordering::Relaxed);
+        self.pool
+            .metrics
+            .upstream_in_flight
+            .with_label_values(&[&self.pool.name, &self.backend.label])
+            .dec();
+        if !self.reported {
+            self.backend.breaker.on_abandon(self.pass);
+        }
+    }
+}
+
+impl Pool {
+    /// Build a pool, resolving backend addresses now.
+    pub fn new(
+        name: &str,
+        settings: &UpstreamSection,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Pool>, PoolError> {
+        let mut backends = Vec::with_capacity(settings.backends.len());
+        for (index, label) in settings.backends.iter().enumerate() {
+            let addr = label
+                .to_socket_addrs()
+                .map_err(|e| e.to_string())
+                .and_then(|mut it| it.next().ok_or_else(|| "no address".to_string()))
+                .map_err(|reason| PoolError::Resolve {
+                    pool: name.to_string(),
+                    backend: label.clone(),
+                    reason,
+                })?;
+            let cb = &settings.circuit_breaker;
+            backends.push(Arc::new(Backend {
+                index,
+                label: label.clone(),
+                addr,
+                // Optimistic until the first check: traffic flows from the first millisecond;
+                // `/readyz` still waits for a completed round of checks.
+                healthy: AtomicBool::new(true),
+                active: AtomicUsize::new(0),
+                breaker: if cb.enabled {
+                    Breaker::new(cb.failure_threshold, cb.open_for)
+                } else {
+                    Breaker::disabled()
+                },
+            }));
+        }
+        let pool = Arc::new(Pool {
+            name: name.to_string(),
+            backends,
+            settings: settings.clone(),
+            next: AtomicUsize::new(0),
+            checked: AtomicBool::new(!settings.health_check.enabled),
+            metrics,
+        });
+        for b in &pool.backends {
+            pool.publish_health(b);
+            pool.publish_breaker(b);
+            pool.metrics
+                .upstream_in_flight
+                .with_label_values(&[&pool.name, &b.label])
+                .set(0);
+        }
+        Ok(pool)
+    }
+
+    /// Reserve a backend for an attempt, skipping unhealthy ones and open circuits. Backends in
+    /// `tried` are used only when no other one is available. `None`: nothing can take it.
+    pub fn select(self: &Arc<Self>, tried: &[usize]) -> Option<Lease> {
+        let now = Instant::now();
+        let n = self.backends.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        for allow_tried in [false, true] {
+            let eligible =
+                |b: &&Arc<Backend>| b.is_healthy() && (allow_tried || !tried.contains(&b.index));
+            // Rotation from `start` spreads ties (and is the whole of round robin).
+            let mut order: Vec<&Arc<Backend>> = (0..n)
+                .map(|i| &self.backends[(start + i) % n])
+                .filter(eligible)
+                .collect();
+            if self.settings.balance == Balance::LeastConnections {
+                // stable sort keeps the rotation among equals
+                order.sort_by_key(|b| b.active());
+            }
+            for b in order {
+                if let Some(pass) = b.breaker.try_acquire(now) {
+                    b.active.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .upstream_in_flight
+                        .with_label_values(&[&self.name, &b.label])
+                        .inc();
+                    if pass == Pass::Probe {
+                        tracing::info!(upstream = %self.name, backend = %b.label, "circuit half-open: sending one probe request");
+                        self.publish_breaker(b);
+                    }
+                    return Some(Lease {
+                        backend: b.clone(),
+                        pool: self.clone(),
+                        pass,
+                        reported: false,
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// Record a health check result: `healthy` flips the backend in or out.
+    pub(crate) fn set_health(&self, b: &Backend, healthy: bool) {
+        let was = b.healthy.swap(healthy, Ordering::Relaxed);
+        if was != healthy {
+            if healthy {
+                tracing::info!(upstream = %self.name, backend = %b.label, "backend healthy again: back in rotation");
+            } else {
+                tracing::warn!(upstream = %self.name, backend = %b.label, "backend failed its health checks: out of rotation");
+            }
+        }
+        self.publish_health(b);
+    }
+
+    pub(crate) fn mark_checked(&self) {
+        self.checked.store(true, Ordering::Relaxed);
+    }
+
+    /// Ready: health checks ran at least once and at least one backend can take requests.
+    pub fn is_ready(&self) -> bool {
+        let now = Instant::now();
+        self.checked.load(Ordering::Relaxed)
+            && self
+                .backends
+                .iter()
+                .any(|b| b.is_healthy() && b.breaker.would_allow(now))
+    }
+
+    /// A JSON summary for `/readyz` and the admin API.
+    pub fn summary(&self) -> serde_json::Value {
+        let now = Instant::now();
+        serde_json::json!({
+            "name": self.name,
+            "ready": self.is_ready(),
+            "health_checked": self.checked.load(Ordering::Relaxed),
+            "backends": self.backends.iter().map(|b| serde_json::json!({
+                "backend": b.label,
+                "healthy": b.is_healthy(),
+                "circuit": match b.breaker.state(now) {
+                    BreakerState::Closed => "closed",
+                    BreakerState::Open => "open",
+                    BreakerState::HalfOpen => "half_open",
+                },
+                "in_flight": b.active(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    fn publish_health(&self, b: &Backend) {
+        self.metrics
+            .upstream_healthy
+            .with_label_values(&[&self.name, &b.label])
+            .set(i64::from(b.is_healthy()));
+    }
+
+    fn publish_breaker(&self, b: &Backend) {
+        self.metrics
+            .upstream_circuit
+            .with_label_values(&[&self.name, &b.label])
+            .set(b.breaker.state(Instant::now()).as_gauge());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BreakerSection, HealthCheckSection, TimeoutsSection};
+    use std::time::Duration;
+
+    fn pool(n: usize, balance: Balance, breaker_threshold: u32) -> Arc<Pool> {
+        let settings = UpstreamSection {
+            backends: (0..n).map(|i| format!("127.0.0.1:{}", 3000 + i)).collect(),
+            balance,
+            timeouts: TimeoutsSection::default(),
+            retries: 1,
+            retry_on_timeout: false,
+            health_check: HealthCheckSection::default(),
+            circuit_breaker: BreakerSection {
+                enabled: breaker_threshold > 0,
+                failure_threshold: breaker_threshold,
+                open_for: Duration::from_secs(60),
+            },
+        };
+        Pool::new("p", &settings, Arc::new(Metrics::new().unwrap())).unwrap()
+    }
+
+    #[test]
+    fn round_robin_cycles() {
+        let p = pool(3, Balance::RoundRobin, 0);
+        let picks: Vec<usize> = (0..6)
+            .map(|_| {
+                let mut l = p.select(&[]).unwrap();
+                l.succeeded();
+                l.backend().index
+            })
+            .collect();
+        assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn least_connections_prefers_idle_backends() {
+        let p = pool(3, Balance::LeastConnections, 0);
+        let a = p.select(&[]).unwrap();
+        let b = p.select(&[]).unwrap();
+        let busy = [a.backend().index, b.backend().index];
+        let c = p.select(&[]).unwrap();
+        assert!(!busy.contains(&c.backend().index), "picked a busy backend");
+        drop(a);
+        // backend of `a` is idle again; the other two are busy
+        let d = p.select(&[]).unwrap();
+        assert_eq!(d.backend().index, busy[0]);
+    }
+
+    #[test]
+    fn skips_unhealthy_and_open_circuits() {
+        let p = pool(3, Balance::RoundRobin, 1);
+        p.set_health(&p.backends[0], false);
+        let mut l = p.select(&[]).unwrap();
+        assert_ne!(l.backend().index, 0);
+        let opened = l.backend().index;
+        l.failed("connect_error");
+        drop(l);
+        for _ in 0..10 {
+            let l = p.select(&[]).unwrap();
+            assert!(l.backend().index != 0 && l.backend().index != opened);
+        }
+    }
+
+    #[test]
+    fn retries_avoid_tried_backends_until_none_is_left() {
+        let p = pool(2, Balance::RoundRobin, 0);
+        let first = p.select(&[]).unwrap().backend().index;
+        let second = p.select(&[first]).unwrap().backend().index;
+        assert_ne!(first, second);
+        // everything tried: a tried backend is better than no backend
+        assert!(p.select(&[0, 1]).is_some());
+    }
+
+    #[test]
+    fn none_when_everything_is_down() {
+        let p = pool(2, Balance::RoundRobin, 0);
+        for b in &p.backends.clone() {
+            p.set_health(b, false);
+        }
+        assert!(p.select(&[]).is_none());
+        assert!(!p.is_ready());
+    }
+
+    #[test]
+    fn in_flight_counts_follow_leases() {
+        let p = pool(1, Balance::LeastConnections, 0);
+        let a = p.select(&[]).unwrap();
+        let b = p.select(&[]).unwrap();
+        assert_eq!(p.backends[0].active(), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(p.backends[0].active(), 0);
+    }
+}

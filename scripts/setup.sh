@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Idempotent set-up for Portcullis. Installs, from the package registries only:
+#   - Debian packages: cmake (pingora builds zlib-ng with it), libssl-dev/pkg-config (OpenSSL,
+#     not vendored), redis-server (limit tests), nginx-light and wrk (proxy benchmark baseline);
+#   - a Python venv in .venv with the pinned packages of scripts/requirements.txt
+#     (torch -> libtorch for tch, onnxruntime -> libonnxruntime.so for ort, client SDKs for tests);
+#   - stable links under .deps/ that .cargo/config.toml points every cargo call at.
+# A second run only checks stamps and takes a second or two.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+DEPS="$ROOT/.deps"
+VENV="$ROOT/.venv"
+PYTHON=${PYTHON:-python3}
+ORT_VERSION=1.31.1
+
+log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+mkdir -p "$DEPS"
+
+# --- 1. Debian packages ---------------------------------------------------------------------
+DEB_PACKAGES=(cmake pkg-config libssl-dev redis-server nginx-light wrk)
+missing=()
+for p in "${DEB_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  SUDO=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || die "need root or sudo to install: ${missing[*]}"
+    SUDO=(sudo -n)
+  fi
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The Debian nginx package starts a system-wide nginx on port 80; the benchmark runs its own.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
+    "${SUDO[@]}" systemctl stop nginx || true
+  fi
+fi
+
+# --- 2. Python venv ---------------------------------------------------------------------------
+command -v "$PYTHON" >/dev/null || die "$PYTHON not found (Python >= 3.10 is needed for the venv)"
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating venv in $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+want=$(sha256sum scripts/requirements.txt | cut -d' ' -f1)
+have=$(cat "$VENV/.portcullis-requirements" 2>/dev/null || true)
+if [ "$want" != "$have" ]; then
+  log "installing Python packages (torch is ~2.7 GB the first time; later runs use pip's cache)"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
+  echo "$want" > "$VENV/.portcullis-requirements"
+fi
+
+# --- 3. Stable links for the Rust build -------------------------------------------------------
+site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+torch_dir="$site/torch"
+ort_lib="$site/onnxruntime/capi/libonnxruntime.so.$ORT_VERSION"
+[ -f "$torch_dir/lib/libtorch_cpu.so" ] || die "libtorch not found in $torch_dir (is torch installed in $VENV?)"
+[ -d "$torch_dir/include/torch" ] || die "libtorch headers not found in $torch_dir/include"
+[ -f "$ort_lib" ] || die "ONNX Runtime library not found at $ort_lib"
+ln -sfn "$torch_dir" "$DEPS/libtorch"
+ln -sfn "$ort_lib" "$DEPS/libonnxruntime.so"
+
+# For interactive shells: `source .deps/env.sh` gives the same environment cargo sees.
+cat > "$DEPS/env.sh" <<ENV
+# Written by scripts/setup.sh. Cargo reads the same values from .cargo/config.toml.
+export LIBTORCH="$DEPS/libtorch"
+export ORT_DYLIB_PATH="$DEPS/libonnxruntime.so"
+export OPENSSL_NO_VENDOR=1
+export PATH="$VENV/bin:\$PATH"
+ENV
+
+log "ready (LIBTORCH=.deps/libtorch, ORT_DYLIB_PATH=.deps/libonnxruntime.so, venv=.venv)"
