@@ -8,6 +8,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -241,14 +242,17 @@ async fn json_answer(mock: &Arc<Mock>, fault: &Fault, plan: &Plan, body: Value) 
             .connections_dropped
             .fetch_add(1, Ordering::Relaxed);
         let half = bytes.slice(..bytes.len() / 2);
-        let parts: Vec<Result<Bytes, std::io::Error>> = vec![
-            Ok(half),
+        let cut = futures::stream::once(async move {
+            // Let the server flush the first half before the connection is cut.
+            tokio::time::sleep(Duration::from_millis(20)).await;
             Err(std::io::Error::new(
                 std::io::ErrorKind::ConnectionAborted,
                 "mock-tgi: connection dropped by x-mock-fault drop_after",
-            )),
-        ];
-        Response::new(Body::from_stream(futures::stream::iter(parts)))
+            ))
+        });
+        let parts =
+            futures::stream::once(async move { Ok::<Bytes, std::io::Error>(half) }).chain(cut);
+        Response::new(Body::from_stream(parts))
     } else {
         Response::new(Body::from(bytes))
     };

@@ -201,7 +201,12 @@ impl Pool {
         if n == 0 {
             return None;
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        // Retries do not advance the rotation: each request's first attempt keeps its turn.
+        let start = if tried.is_empty() {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        } else {
+            self.next.load(Ordering::Relaxed)
+        } % n;
         for allow_tried in [false, true] {
             let eligible =
                 |b: &&Arc<Backend>| b.is_healthy() && (allow_tried || !tried.contains(&b.index));

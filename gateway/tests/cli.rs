@@ -1,0 +1,135 @@
+//! `gateway validate` and `gateway schema`: precise, located errors and a machine-readable schema.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn validate(yaml: &str) -> (bool, String, String, std::path::PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(gateway_bin())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        path,
+        dir,
+    )
+}
+
+#[test]
+fn the_shipped_configs_are_valid() {
+    for f in ["deploy/portcullis.yaml"] {
+        let out = Command::new(gateway_bin())
+            .args(["validate", "--config"])
+            .arg(repo_root().join(f))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
+    }
+}
+
+#[test]
+fn errors_name_file_line_and_problem_and_exit_non_zero() {
+    let (ok, _, err, path, _d) =
+        validate("upstreams:\n  tgi:\n    backends: [127.0.0.1:3000]\n    balance: fastest\n");
+    assert!(!ok);
+    let p = path.display().to_string();
+    assert!(err.contains(&format!("{p}:4:")), "{err}");
+    assert!(err.contains("unknown variant `fastest`"), "{err}");
+    assert!(
+        err.contains("round_robin"),
+        "the message should list the valid values: {err}"
+    );
+}
+
+#[test]
+fn every_semantic_problem_is_listed() {
+    let (ok, _, err, path, _d) = validate(
+        "limits:\n  max_body_bytes: 0\nupstreams:\n  tgi:\n    backends: [localhost]\n    timeouts: {connect: 0s}\n",
+    );
+    assert!(!ok);
+    let p = path.display().to_string();
+    assert!(
+        err.contains(&format!("{p}:2:")) && err.contains("max_body_bytes"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{p}:5:")) && err.contains("host:port"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{p}:6:")) && err.contains("timeouts.connect"),
+        "{err}"
+    );
+    assert!(err.contains("3 problem(s)"), "{err}");
+}
+
+#[test]
+fn a_broken_policy_is_reported_in_its_own_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), "name: ok\nversion: one\n").unwrap();
+    let cfg = dir.path().join("gw.yaml");
+    std::fs::write(
+        &cfg,
+        "policy: p.yaml\nupstreams:\n  tgi: {backends: [h:1]}\n",
+    )
+    .unwrap();
+    let out = Command::new(gateway_bin())
+        .args(["validate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("p.yaml:2:"), "{err}");
+    assert!(err.contains(&format!("{}:1:", cfg.display())), "{err}");
+}
+
+#[test]
+fn missing_files_and_bad_yaml() {
+    let out = Command::new(gateway_bin())
+        .args(["validate", "--config", "/nonexistent/gw.yaml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read file"));
+    let (ok, _, err, _, _d) = validate("upstreams: [\n");
+    assert!(!ok);
+    assert!(err.contains(":2:") || err.contains(":1:"), "{err}");
+}
+
+#[test]
+fn serve_refuses_an_invalid_config_without_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gw.yaml");
+    std::fs::write(&cfg, "upstreams: {}\n").unwrap();
+    let out = Command::new(gateway_bin())
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least one upstream"));
+}
+
+#[test]
+fn schema_is_json_schema_of_the_config() {
+    let out = Command::new(gateway_bin()).arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["properties"]["upstreams"].is_object(), "{v}");
+    assert!(v["properties"]["server"].is_object());
+}
