@@ -134,10 +134,8 @@ impl MarkedEventReceiver for Walker {
                     self.spots.entry(p).or_insert(spot);
                 }
             }
-            Event::Alias(_) => {
-                if !self.is_key_position() {
-                    let _ = self.next_path();
-                }
+            Event::Alias(_) if !self.is_key_position() => {
+                let _ = self.next_path();
             }
             Event::MappingStart(..) | Event::SequenceStart(..) => {
                 let path = if self.is_key_position() {
@@ -276,6 +274,20 @@ upstreams:
         let e = parse_yaml::<T>(Path::new("x.yaml"), "a: many\n").unwrap_err();
         assert_eq!(e.line, Some(1));
         assert!(e.message.contains("invalid type"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// Config files are written by people: any text must give a map or an error, never a
+        /// panic, and every located spot must lie inside the text.
+        #[test]
+        fn any_text_is_handled(src in "[a-z:\\[\\]{}, \\-\\n\"']{0,120}") {
+            let map = SourceMap::new(&src);
+            for (line, col) in map.spots.values() {
+                proptest::prop_assert!(*line >= 1 && *line <= src.lines().count().max(1) + 1);
+                proptest::prop_assert!(*col >= 1);
+            }
+            let _ = parse_yaml::<serde_yaml::Value>(Path::new("p.yaml"), &src);
+        }
     }
 
     #[test]

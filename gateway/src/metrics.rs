@@ -5,8 +5,8 @@
 //! label.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets (seconds) from sub-millisecond proxy overhead to two-minute generations.
@@ -51,6 +51,21 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     /// `portcullis_policy_info{policy,version}` = 1 for the loaded policy.
     pub policy_info: IntGaugeVec,
+}
+
+/// The series of one route (see [`Metrics::for_route`]).
+#[derive(Debug, Clone)]
+pub struct RouteMetrics {
+    /// `portcullis_request_duration_seconds{route}`
+    pub request_duration: Histogram,
+    /// `portcullis_upstream_duration_seconds{route}`
+    pub upstream_duration: Histogram,
+    /// `portcullis_upstream_first_byte_seconds{route}`
+    pub upstream_first_byte: Histogram,
+    /// `portcullis_request_body_bytes_total{route}`
+    pub request_bytes: IntCounter,
+    /// `portcullis_response_body_bytes_total{route}`
+    pub response_bytes: IntCounter,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(
@@ -186,6 +201,17 @@ impl Metrics {
             )?,
             registry: r,
         })
+    }
+
+    /// Handles of the per-route series, resolved once so the request path does not hash labels.
+    pub fn for_route(&self, route: &str) -> RouteMetrics {
+        RouteMetrics {
+            request_duration: self.request_duration.with_label_values(&[route]),
+            upstream_duration: self.upstream_duration.with_label_values(&[route]),
+            upstream_first_byte: self.upstream_first_byte.with_label_values(&[route]),
+            request_bytes: self.request_bytes.with_label_values(&[route]),
+            response_bytes: self.response_bytes.with_label_values(&[route]),
+        }
     }
 
     /// The Prometheus text exposition of every metric.

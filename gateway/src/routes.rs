@@ -97,6 +97,11 @@ impl Route {
         }
     }
 
+    /// Position in [`Route::ALL`] (for per-route tables).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The method the route accepts.
     pub fn method(self) -> Method {
         if self.has_json_body() {
@@ -172,6 +177,13 @@ mod tests {
                 Route::Models => "/v1/models",
             };
             assert_eq!(Route::classify(&r.method(), path), Ok(r));
+        }
+    }
+
+    #[test]
+    fn indexes_match_all() {
+        for (i, r) in Route::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
         }
     }
 

@@ -82,7 +82,8 @@ fn check_bindable(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr} ({what}): is another process using it?"))
 }
 
-/// Run the gateway until SIGINT (immediate) or SIGTERM (graceful). Exits the process.
+/// Run the gateway until SIGINT (immediate) or SIGTERM (graceful: in-flight requests get
+/// `server.shutdown_grace` to finish).
 pub fn run(config: GatewayConfig) -> anyhow::Result<()> {
     check_bindable(config.listen, "public listener")?;
     check_bindable(config.admin_listen, "admin listener")?;
@@ -93,6 +94,7 @@ pub fn run(config: GatewayConfig) -> anyhow::Result<()> {
         threads: config.threads,
         grace_period_seconds: Some(grace),
         graceful_shutdown_timeout_seconds: Some(grace),
+        work_stealing: false,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -124,5 +126,7 @@ pub fn run(config: GatewayConfig) -> anyhow::Result<()> {
         policy = ?config.policy.as_ref().map(|(path, p)| format!("{} v{} ({})", p.name, p.version, path.display())),
         "portcullis gateway starting"
     );
-    server.run_forever()
+    server.run(pingora::server::RunArgs::default());
+    tracing::info!("portcullis gateway stopped");
+    Ok(())
 }

@@ -1,4 +1,5 @@
 //! The admin listener: liveness, readiness and Prometheus metrics, apart from the public one.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! `gateway validate` and `gateway schema`: precise, located errors and a machine-readable schema.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 
@@ -26,19 +27,27 @@ fn validate(yaml: &str) -> (bool, String, String, std::path::PathBuf, tempfile::
 
 #[test]
 fn the_shipped_configs_are_valid() {
-    for f in ["deploy/portcullis.yaml"] {
+    let mut n = 0;
+    for entry in std::fs::read_dir(repo_root().join("deploy")).unwrap() {
+        let f = entry.unwrap().path();
+        if f.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
         let out = Command::new(gateway_bin())
             .args(["validate", "--config"])
-            .arg(repo_root().join(f))
+            .arg(&f)
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "{f}: {}",
+            "{}: {}",
+            f.display(),
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
+        n += 1;
     }
+    assert!(n >= 1);
 }
 
 #[test]
@@ -132,4 +141,17 @@ fn schema_is_json_schema_of_the_config() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["properties"]["upstreams"].is_object(), "{v}");
     assert!(v["properties"]["server"].is_object());
+}
+
+#[test]
+fn the_checked_in_config_schema_is_current() {
+    let out = Command::new(gateway_bin()).arg("schema").output().unwrap();
+    let generated = String::from_utf8(out.stdout).unwrap();
+    let path = repo_root().join("deploy/gateway-config.schema.json");
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        generated == checked_in,
+        "{} is out of date: run `make schema` and commit it",
+        path.display()
+    );
 }

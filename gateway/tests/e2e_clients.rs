@@ -1,5 +1,6 @@
 //! End to end with real client libraries: the `openai` Python SDK and huggingface_hub's
 //! `InferenceClient`, from the project's venv, against the real gateway and mock-tgi.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

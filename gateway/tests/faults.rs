@@ -1,6 +1,7 @@
 //! Backend failures: errors pass through untouched; the gateway's own failures come in the
 //! route's shape with `x-portcullis-error-source: gateway`; broken streams end with an error
 //! event in the stream's own format.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Every TGI and OpenAI route passes through the gateway unchanged, streaming included; bodies
 //! are checked (size, JSON) before the backend is called.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 
@@ -504,4 +505,50 @@ async fn streams_are_forwarded_as_they_arrive_not_buffered() {
         }
         assert!(!rest.is_empty());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_is_answered_by_the_gateway() {
+    let mock = MockTgi::echo().await;
+    let gw = Gateway::start(&upstream_yaml(&[mock.addr], "")).await;
+    // curl sends `Expect: 100-continue` for large bodies and waits up to 1 s for the go-ahead.
+    let body =
+        serde_json::json!({"inputs": "z ".repeat(600_000), "parameters": {"max_new_tokens": 2}})
+            .to_string();
+    let path = gw.dir().join("big.json");
+    std::fs::write(&path, &body).unwrap();
+    let started = std::time::Instant::now();
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "x-request-id: expect-1",
+            "-H",
+            "Expect: 100-continue",
+            "--expect100-timeout",
+            "5",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", path.display()))
+        .arg(gw.url("/generate"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "curl waited for a 100 Continue that never came"
+    );
+    let seen = &mock.requests_with_id("expect-1")[0];
+    assert_eq!(seen.body.len(), body.len());
+    assert!(
+        !seen.headers.iter().any(|(k, _)| k == "expect"),
+        "Expect forwarded to the backend"
+    );
 }

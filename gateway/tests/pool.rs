@@ -1,5 +1,6 @@
 //! Upstream pools: round robin, least connections, retries on another backend, circuit
 //! breakers and active health checks, against several real mock backends.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The trainer binary must find libtorch by itself: no LD_LIBRARY_PATH, empty environment.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use std::process::Command;
 

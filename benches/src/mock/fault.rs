@@ -117,6 +117,25 @@ mod tests {
         assert_eq!(Fault::parse(" ; ").unwrap(), Fault::default());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_any_header(s in "\\PC{0,80}") {
+            let _ = Fault::parse(&s);
+        }
+
+        #[test]
+        fn well_formed_directives_round_trip(status in 100u16..600, delay in 0u64..100_000, drop in proptest::option::of(0usize..1000)) {
+            let mut h = format!("status={status}; delay_ms={delay}");
+            if let Some(d) = drop {
+                h.push_str(&format!(",drop_after={d}"));
+            }
+            let f = Fault::parse(&h).unwrap();
+            proptest::prop_assert_eq!(f.status, Some(status));
+            proptest::prop_assert_eq!(f.delay, Some(Duration::from_millis(delay)));
+            proptest::prop_assert_eq!(f.drop_after, drop);
+        }
+    }
+
     #[test]
     fn rejects_typos_and_bad_values() {
         assert!(matches!(

@@ -47,6 +47,16 @@ pub fn declared_length(session: &Session) -> Option<usize> {
         .and_then(|v| v.trim().parse::<usize>().ok())
 }
 
+/// Whether the client sent `Expect: 100-continue`.
+pub fn expects_continue(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+}
+
 /// Read the whole body (at most `limit` bytes), leaving pingora able to forward it.
 pub async fn read_whole(
     session: &mut Session,
@@ -56,6 +66,15 @@ pub async fn read_whole(
     let declared = declared_length(session);
     if declared.is_some_and(|n| n > limit) {
         return Err(BodyError::TooLarge { limit });
+    }
+    if expects_continue(session) {
+        // The client waits for our go-ahead before sending the body (curl does above 1 MB).
+        // We answer it ourselves: the backend only ever sees a complete request.
+        session
+            .as_downstream_mut()
+            .write_continue_response()
+            .await
+            .map_err(BodyError::Read)?;
     }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
     let mut armed = false;

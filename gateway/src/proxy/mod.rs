@@ -31,7 +31,7 @@ use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorSource};
 
 use crate::error::{ERROR_SOURCE_HEADER, ErrorKind, GatewayError, REQUEST_ID_HEADER};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::routes::{Api, Route, RouteError, api_for_path};
 use crate::upstream::{Lease, Pool};
 
@@ -49,6 +49,8 @@ pub struct Gateway {
     default_pool: Arc<Pool>,
     pools: HashMap<String, Arc<Pool>>,
     metrics: Arc<Metrics>,
+    /// Per-route series, indexed by `Route::index()`; the last one is for unmatched requests.
+    route_metrics: Vec<RouteMetrics>,
     settings: ProxySettings,
 }
 
@@ -60,10 +62,17 @@ impl Gateway {
         metrics: Arc<Metrics>,
         settings: ProxySettings,
     ) -> Self {
+        let route_metrics = Route::ALL
+            .iter()
+            .map(|r| r.label())
+            .chain(std::iter::once(UNMATCHED))
+            .map(|label| metrics.for_route(label))
+            .collect();
         Gateway {
             default_pool,
             pools,
             metrics,
+            route_metrics,
             settings,
         }
     }
@@ -218,8 +227,18 @@ impl Gateway {
     }
 }
 
+/// Route label of requests that match no route.
+const UNMATCHED: &str = "unmatched";
+
 fn route_label(ctx: &RequestCtx) -> &'static str {
-    ctx.route.map_or("unmatched", Route::label)
+    ctx.route.map_or(UNMATCHED, Route::label)
+}
+
+impl Gateway {
+    fn route_metrics(&self, ctx: &RequestCtx) -> &RouteMetrics {
+        let i = ctx.route.map_or(Route::ALL.len(), Route::index);
+        &self.route_metrics[i.min(self.route_metrics.len() - 1)]
+    }
 }
 
 #[async_trait]
@@ -329,9 +348,8 @@ impl ProxyHttp for Gateway {
                 }
                 Err(body::BodyError::Read(e)) => return Err(e),
             }
-            self.metrics
+            self.route_metrics(ctx)
                 .request_bytes
-                .with_label_values(&[route.label()])
                 .inc_by(ctx.body.len() as u64);
             if ctx.body.is_empty() {
                 let e = GatewayError::new(
@@ -429,7 +447,9 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         upstream_request.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         if ctx.body_buffered {
-            // We forward exactly the bytes we hold (later: rewritten by guardrails).
+            // We forward exactly the bytes we hold (later: rewritten by guardrails), at once:
+            // the client's `Expect: 100-continue` was answered by the gateway.
+            upstream_request.remove_header(&http::header::EXPECT);
             upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
             upstream_request
                 .insert_header(http::header::CONTENT_LENGTH, ctx.body.len().to_string())?;
@@ -595,32 +615,21 @@ impl ProxyHttp for Gateway {
             .requests
             .with_label_values(&[route, &status.to_string(), source])
             .inc();
+        let rm = self.route_metrics(ctx);
         let total = ctx.started.elapsed();
-        self.metrics
-            .request_duration
-            .with_label_values(&[route])
-            .observe(total.as_secs_f64());
+        rm.request_duration.observe(total.as_secs_f64());
         let upstream = ctx.upstream_started.map(|s| {
             ctx.upstream_ended
                 .unwrap_or_else(Instant::now)
                 .duration_since(s)
         });
         if let Some(u) = upstream {
-            self.metrics
-                .upstream_duration
-                .with_label_values(&[route])
-                .observe(u.as_secs_f64());
+            rm.upstream_duration.observe(u.as_secs_f64());
         }
         if let Some(fb) = ctx.first_byte {
-            self.metrics
-                .upstream_first_byte
-                .with_label_values(&[route])
-                .observe(fb.as_secs_f64());
+            rm.upstream_first_byte.observe(fb.as_secs_f64());
         }
-        self.metrics
-            .response_bytes
-            .with_label_values(&[route])
-            .inc_by(ctx.bytes_out);
+        rm.response_bytes.inc_by(ctx.bytes_out);
         let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
         tracing::info!(
             target: "portcullis::access",
@@ -665,18 +674,23 @@ mod tests {
 
     #[test]
     fn classifies_connect_timeout_and_client_errors() {
-        let mut e = Error::new(ErrorType::ConnectRefused);
-        e.set_esource(ErrorSource::Upstream);
-        assert_eq!(classify(&e), Some(ErrorKind::UpstreamConnect));
-        let mut e = Error::new(ErrorType::ReadTimedout);
-        e.set_esource(ErrorSource::Upstream);
-        assert_eq!(classify(&e), Some(ErrorKind::UpstreamTimeout));
-        let mut e = Error::new(ErrorType::ConnectionClosed);
-        e.set_esource(ErrorSource::Upstream);
-        assert_eq!(classify(&e), Some(ErrorKind::UpstreamProtocol));
-        let mut e = Error::new(ErrorType::WriteError);
-        e.set_esource(ErrorSource::Downstream);
-        assert_eq!(classify(&e), None);
+        assert_eq!(
+            classify(&Error::new_up(ErrorType::ConnectRefused)),
+            Some(ErrorKind::UpstreamConnect)
+        );
+        assert_eq!(
+            classify(&Error::new_up(ErrorType::ReadTimedout)),
+            Some(ErrorKind::UpstreamTimeout)
+        );
+        assert_eq!(
+            classify(&Error::new_up(ErrorType::ConnectionClosed)),
+            Some(ErrorKind::UpstreamProtocol)
+        );
+        assert_eq!(classify(&Error::new_down(ErrorType::WriteError)), None);
+        assert_eq!(
+            classify(&Error::new_in(ErrorType::InternalError)),
+            Some(ErrorKind::Internal)
+        );
     }
 
     #[test]

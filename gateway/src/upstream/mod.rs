@@ -31,6 +31,15 @@ pub struct Backend {
     active: AtomicUsize,
     /// The backend's circuit breaker.
     pub breaker: Breaker,
+    gauges: BackendGauges,
+}
+
+/// Metric handles of one backend, resolved once.
+#[derive(Debug)]
+struct BackendGauges {
+    healthy: prometheus::IntGauge,
+    circuit: prometheus::IntGauge,
+    in_flight: prometheus::IntGauge,
 }
 
 impl Backend {
@@ -129,11 +138,7 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.backend.active.fetch_sub(1, Ordering::Relaxed);
-        self.pool
-            .metrics
-            .upstream_in_flight
-            .with_label_values(&[&self.pool.name, &self.backend.label])
-            .dec();
+        self.backend.gauges.in_flight.dec();
         if !self.reported {
             self.backend.breaker.on_abandon(self.pass);
         }
@@ -159,6 +164,12 @@ impl Pool {
                     reason,
                 })?;
             let cb = &settings.circuit_breaker;
+            let labels = [name, label.as_str()];
+            let gauges = BackendGauges {
+                healthy: metrics.upstream_healthy.with_label_values(&labels),
+                circuit: metrics.upstream_circuit.with_label_values(&labels),
+                in_flight: metrics.upstream_in_flight.with_label_values(&labels),
+            };
             backends.push(Arc::new(Backend {
                 index,
                 label: label.clone(),
@@ -172,6 +183,7 @@ impl Pool {
                 } else {
                     Breaker::disabled()
                 },
+                gauges,
             }));
         }
         let pool = Arc::new(Pool {
@@ -185,10 +197,7 @@ impl Pool {
         for b in &pool.backends {
             pool.publish_health(b);
             pool.publish_breaker(b);
-            pool.metrics
-                .upstream_in_flight
-                .with_label_values(&[&pool.name, &b.label])
-                .set(0);
+            b.gauges.in_flight.set(0);
         }
         Ok(pool)
     }
@@ -222,10 +231,7 @@ impl Pool {
             for b in order {
                 if let Some(pass) = b.breaker.try_acquire(now) {
                     b.active.fetch_add(1, Ordering::Relaxed);
-                    self.metrics
-                        .upstream_in_flight
-                        .with_label_values(&[&self.name, &b.label])
-                        .inc();
+                    b.gauges.in_flight.inc();
                     if pass == Pass::Probe {
                         tracing::info!(upstream = %self.name, backend = %b.label, "circuit half-open: sending one probe request");
                         self.publish_breaker(b);
@@ -290,16 +296,12 @@ impl Pool {
     }
 
     fn publish_health(&self, b: &Backend) {
-        self.metrics
-            .upstream_healthy
-            .with_label_values(&[&self.name, &b.label])
-            .set(i64::from(b.is_healthy()));
+        b.gauges.healthy.set(i64::from(b.is_healthy()));
     }
 
     fn publish_breaker(&self, b: &Backend) {
-        self.metrics
-            .upstream_circuit
-            .with_label_values(&[&self.name, &b.label])
+        b.gauges
+            .circuit
             .set(b.breaker.state(Instant::now()).as_gauge());
     }
 }

@@ -1,6 +1,6 @@
 //! Test harness: mock TGI backends (in-process, real sockets) and the real `gateway` binary on
 //! ephemeral ports.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // shared helpers; unwraps fail tests
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Proxy overhead benchmark: requests/s and latency percentiles, in one run, of
+#   (a) wrk -> mock-tgi                (baseline: no proxy)
+#   (b) wrk -> portcullis gateway -> mock-tgi
+#   (c) wrk -> nginx (plain proxy) -> mock-tgi
+# at fixed concurrencies, rounds interleaved (a, b, c, a, b, c, ...) so that machine noise hits
+# all three alike; the median round is reported. Appends a section to benches/RESULTS.md.
+#
+# Environment: ROUNDS (3), DURATION (10s), CONCURRENCY ("1 32"), PROXY_THREADS (1),
+# WRK_THREADS (1), NO_RECORD=1 to print without appending to RESULTS.md.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+CONCURRENCY=${CONCURRENCY:-"1 32"}
+PROXY_THREADS=${PROXY_THREADS:-1}
+WRK_THREADS=${WRK_THREADS:-1}
+OUT=$ROOT/benches/out/proxy-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$OUT"
+
+say() { printf '\033[1;34m[bench]\033[0m %s\n' "$*" >&2; }
+command -v wrk >/dev/null || { echo "wrk missing: run scripts/setup.sh" >&2; exit 1; }
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "nginx missing: run scripts/setup.sh" >&2; exit 1; }
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+say "building release binaries"
+cargo build --release --bins -p gateway -p benches >&2
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+MOCK_PORT=$(free_port); GW_PORT=$(free_port); GW_ADMIN=$(free_port); NGINX_PORT=$(free_port)
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+./target/release/mock-tgi --listen "127.0.0.1:$MOCK_PORT" --threads 1 --record 0 --quiet >"$OUT/mock.log" 2>&1 &
+pids+=($!)
+
+sed -e "s#@LISTEN@#127.0.0.1:$GW_PORT#" -e "s#@ADMIN@#127.0.0.1:$GW_ADMIN#" -e "s#@THREADS@#$PROXY_THREADS#" \
+    -e "s#@BACKEND@#127.0.0.1:$MOCK_PORT#" -e "s#@ROOT@#$ROOT#" benches/proxy/gateway.yaml.tmpl >"$OUT/gateway.yaml"
+./target/release/gateway serve --config "$OUT/gateway.yaml" 2>"$OUT/gateway.log" &
+pids+=($!)
+
+mkdir -p "$OUT"/nginx-{body,proxy,fastcgi,uwsgi,scgi}
+sed -e "s#@OUT@#$OUT#g" -e "s#@LISTEN@#127.0.0.1:$NGINX_PORT#" -e "s#@BACKEND@#127.0.0.1:$MOCK_PORT#" \
+    benches/proxy/nginx.conf.tmpl >"$OUT/nginx.conf"
+sed -i "s#^worker_processes 1;#worker_processes $PROXY_THREADS;#" "$OUT/nginx.conf"
+"$NGINX" -c "$OUT/nginx.conf" -e "$OUT/nginx-error.log" 2>>"$OUT/nginx-error.log" &
+pids+=($!)
+
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$GW_ADMIN/readyz" >/dev/null 2>&1 && \
+  curl -fsS "http://127.0.0.1:$NGINX_PORT/health" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+for t in "127.0.0.1:$MOCK_PORT" "127.0.0.1:$GW_PORT" "127.0.0.1:$NGINX_PORT"; do
+  body=$(curl -fsS "http://$t/generate" -H 'Content-Type: application/json' \
+    -d '{"inputs":"What is Deep Learning? Answer in one sentence.","parameters":{"max_new_tokens":8}}')
+  [ -n "$body" ] || { echo "target $t does not answer" >&2; exit 1; }
+done
+
+run_wrk() { # target-name url concurrency round
+  local name=$1 url=$2 c=$3 round=$4
+  local line
+  # warm-up, then the measured run
+  wrk -t "$WRK_THREADS" -c "$c" -d 2s -s benches/proxy/generate.lua "$url/generate" >/dev/null 2>&1 || true
+  line=$(wrk -t "$WRK_THREADS" -c "$c" -d "$DURATION" --latency -s benches/proxy/generate.lua "$url/generate" | grep '^RESULT ' | sed 's/^RESULT //')
+  echo "{\"target\":\"$name\",\"concurrency\":$c,\"round\":$round,${line#\{}" >>"$OUT/results.jsonl"
+  say "$name c=$c round $round: $line"
+}
+
+for c in $CONCURRENCY; do
+  for r in $(seq 1 "$ROUNDS"); do
+    run_wrk direct "http://127.0.0.1:$MOCK_PORT" "$c" "$r"
+    run_wrk gateway "http://127.0.0.1:$GW_PORT" "$c" "$r"
+    run_wrk nginx "http://127.0.0.1:$NGINX_PORT" "$c" "$r"
+  done
+done
+
+CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+python3 benches/proxy/report.py "$OUT/results.jsonl" \
+  --machine "$(nproc) cores, $CPU, $(free -g | awk '/Mem:/{print $2}') GiB" \
+  --command "make bench (ROUNDS=$ROUNDS DURATION=$DURATION CONCURRENCY=\"$CONCURRENCY\" PROXY_THREADS=$PROXY_THREADS WRK_THREADS=$WRK_THREADS)" \
+  >"$OUT/report.md"
+cat "$OUT/report.md"
+if [ -z "${NO_RECORD:-}" ]; then
+  { echo; cat "$OUT/report.md"; } >>benches/RESULTS.md
+  say "appended to benches/RESULTS.md (raw results: $OUT)"
+fi

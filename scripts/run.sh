@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# `make run`: build in release mode, start the bundled mock TGI backend and the gateway with
+# deploy/portcullis.yaml (policies/default.yaml), print how to use it, stop both on Ctrl-C.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+CONFIG=${PORTCULLIS_CONFIG:-deploy/portcullis.yaml}
+GATEWAY_URL=http://localhost:8080
+ADMIN_URL=http://127.0.0.1:9090
+BACKEND=127.0.0.1:3000
+
+say() { printf '\033[1;34m[run]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[run] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+say "building (release)…"
+cargo build --release --bins -p gateway -p benches
+
+for port in 8080 9090 3000; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    die "port $port is already in use (another \`make run\`?); stop that process first"
+  fi
+done
+
+./target/release/gateway validate --config "$CONFIG" >/dev/null || die "$CONFIG is invalid (see above)"
+
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  say "stopped"
+}
+trap cleanup EXIT INT TERM
+
+# Echo mode with model-like pacing: 40 tokens/s after 150 ms to the first token.
+./target/release/mock-tgi --listen "$BACKEND" --tokens-per-second 40 --ttft-ms 150 --quiet >/dev/null &
+pids+=($!)
+./target/release/gateway serve --config "$CONFIG" &
+pids+=($!)
+
+for _ in $(seq 1 100); do
+  if curl -fsS "$ADMIN_URL/readyz" >/dev/null 2>&1; then break; fi
+  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || die "a process exited during start-up (see above)"; done
+  sleep 0.1
+done
+curl -fsS "$ADMIN_URL/readyz" >/dev/null 2>&1 || die "the gateway did not become ready within 10 s"
+
+cat <<BANNER
+
+  Portcullis gateway is running.
+
+  Gateway:  $GATEWAY_URL         (OpenAI routes under /v1, TGI routes at /)
+  Admin:    $ADMIN_URL/metrics   (/healthz, /readyz)
+  Backend:  mock-tgi on $BACKEND (echo mode: answers with your prompt)
+  Config:   $CONFIG  (policy: policies/default.yaml)
+
+  Try it:
+    curl -s $GATEWAY_URL/v1/chat/completions -H 'Content-Type: application/json' \\
+      -d '{"model":"tgi","messages":[{"role":"user","content":"Hello, Portcullis!"}]}'
+
+    curl -sN $GATEWAY_URL/generate_stream -H 'Content-Type: application/json' \\
+      -d '{"inputs":"Streaming through the gateway","parameters":{"max_new_tokens":20}}'
+
+  Ctrl-C stops everything.
+
+BANNER
+
+# Stop both when either exits.
+wait -n "${pids[@]}" || true
