@@ -242,13 +242,18 @@ async fn access_logs_are_json_lines_without_bodies() {
         .await
         .unwrap();
     r.bytes().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let logs = gw.logs();
-    let line = logs
-        .lines()
-        .find(|l| l.contains("\"request_id\":\"log-1\""))
-        .expect("access log line");
-    let v: Value = serde_json::from_str(line).unwrap();
+    // lines are written out in batches every 50 ms
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (logs, line) = loop {
+        let logs = gw.logs();
+        if let Some(l) = logs.lines().find(|l| l.contains("\"request_id\":\"log-1\"")) {
+            let l = l.to_string();
+            break (logs, l);
+        }
+        assert!(std::time::Instant::now() < deadline, "no access log line:\n{logs}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let v: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["status"], 200);
     assert_eq!(v["route"], "generate");
     assert_eq!(v["source"], "backend");
