@@ -246,11 +246,17 @@ async fn access_logs_are_json_lines_without_bodies() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let (logs, line) = loop {
         let logs = gw.logs();
-        if let Some(l) = logs.lines().find(|l| l.contains("\"request_id\":\"log-1\"")) {
+        if let Some(l) = logs
+            .lines()
+            .find(|l| l.contains("\"request_id\":\"log-1\""))
+        {
             let l = l.to_string();
             break (logs, l);
         }
-        assert!(std::time::Instant::now() < deadline, "no access log line:\n{logs}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access log line:\n{logs}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     let v: Value = serde_json::from_str(&line).unwrap();
