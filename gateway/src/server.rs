@@ -60,7 +60,6 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
     let pool_list: Vec<_> = pools.values().cloned().collect();
     let gateway = Gateway::new(
         default_pool,
-        pools,
         metrics.clone(),
         ProxySettings {
             max_body_bytes: config.max_body_bytes,

@@ -26,30 +26,13 @@ async fn healthz_readyz_and_metrics() {
     // traffic of several kinds
     let gen_body = json!({"inputs": "hello there"}).to_string();
     for _ in 0..3 {
-        let r = c
-            .post(gw.url("/generate"))
-            .header("content-type", "application/json")
-            .body(gen_body.clone())
-            .send()
-            .await
-            .unwrap();
+        let r = post_json(&c, gw.url("/generate"), gen_body.clone(), &[]).await;
         assert_eq!(r.status(), 200);
         r.bytes().await.unwrap();
     }
-    let r = c
-        .post(gw.url("/generate_stream"))
-        .header("content-type", "application/json")
-        .body(gen_body.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(&c, gw.url("/generate_stream"), gen_body.clone(), &[]).await;
     r.bytes().await.unwrap();
-    c.post(gw.url("/generate"))
-        .header("content-type", "application/json")
-        .body("{")
-        .send()
-        .await
-        .unwrap();
+    post_json(&c, gw.url("/generate"), "{", &[]).await;
 
     let m = gw.metrics().await;
     assert_eq!(
@@ -168,20 +151,16 @@ async fn healthz_readyz_and_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_counts_streams_while_they_run() {
-    let mock = MockTgi::start(benches::mock::MockConfig {
-        tokens_per_second: 5.0,
-        ..Default::default()
-    })
-    .await;
+    let mock = MockTgi::paced(5.0).await;
     let gw = Gateway::start(&upstream_yaml(&[mock.addr], "")).await;
     let c = client();
-    let r = c
-        .post(gw.url("/generate_stream"))
-        .header("content-type", "application/json")
-        .body(json!({"inputs": "a b c d e"}).to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &c,
+        gw.url("/generate_stream"),
+        json!({"inputs": "a b c d e"}).to_string(),
+        &[],
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(gw.metric("portcullis_in_flight_requests").await, 1.0);
     assert_eq!(
@@ -194,11 +173,10 @@ async fn in_flight_counts_streams_while_they_run() {
     );
     r.bytes().await.unwrap();
     // logging runs just after the last byte
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    while gw.metric("portcullis_in_flight_requests").await != 0.0 {
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_until("in-flight back to 0", || async {
+        gw.metric("portcullis_in_flight_requests").await == 0.0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,32 +211,26 @@ async fn access_logs_are_json_lines_without_bodies() {
     let gw = Gateway::start(&upstream_yaml(&[mock.addr], "")).await;
     let c = client();
     let secret = "my card is 4111 1111 1111 1111";
-    let r = c
-        .post(gw.url("/generate"))
-        .header("content-type", "application/json")
-        .header("x-request-id", "log-1")
-        .body(json!({"inputs": secret}).to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &c,
+        gw.url("/generate"),
+        json!({"inputs": secret}).to_string(),
+        &[("x-request-id", "log-1")],
+    )
+    .await;
     r.bytes().await.unwrap();
     // lines are written out in batches every 50 ms
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let (logs, line) = loop {
-        let logs = gw.logs();
-        if let Some(l) = logs
-            .lines()
-            .find(|l| l.contains("\"request_id\":\"log-1\""))
-        {
-            let l = l.to_string();
-            break (logs, l);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no access log line:\n{logs}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let marker = "\"request_id\":\"log-1\"";
+    wait_until("the access log line", || async {
+        gw.logs().contains(marker)
+    })
+    .await;
+    let logs = gw.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains(marker))
+        .unwrap()
+        .to_string();
     let v: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["status"], 200);
     assert_eq!(v["route"], "generate");

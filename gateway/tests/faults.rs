@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use serde_json::{Value, json};
 
@@ -32,23 +30,15 @@ async fn backend_errors_pass_through_as_they_were() {
         } else {
             gen_body()
         };
-        let direct = c
-            .post(mock.url(path))
-            .header("content-type", "application/json")
-            .header("x-mock-fault", &fault)
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
+        let direct = post_json(
+            &c,
+            mock.url(path),
+            body.clone(),
+            &[("x-mock-fault", fault.as_str())],
+        )
+        .await;
         let (ds, dbody) = (direct.status(), direct.text().await.unwrap());
-        let via = c
-            .post(gw.url(path))
-            .header("content-type", "application/json")
-            .header("x-mock-fault", &fault)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let via = post_json(&c, gw.url(path), body, &[("x-mock-fault", fault.as_str())]).await;
         assert_eq!(via.status(), ds, "{path} {status}");
         assert_eq!(
             via.headers()["x-portcullis-error-source"],
@@ -84,39 +74,36 @@ async fn a_slow_backend_times_out_with_504_from_the_gateway() {
     ))
     .await;
     let c = client();
-    let r = c
-        .post(gw.url("/generate"))
-        .header("content-type", "application/json")
-        .header("x-mock-fault", "delay_ms=2000")
-        .body(gen_body())
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &c,
+        gw.url("/generate"),
+        gen_body(),
+        &[("x-mock-fault", "delay_ms=2000")],
+    )
+    .await;
     assert_eq!(r.status(), 504);
     assert_eq!(r.headers()["x-portcullis-error-source"], "gateway");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error_type"], "upstream_timeout", "{v}");
-    let r = c
-        .post(gw.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .header("x-mock-fault", "delay_ms=2000")
-        .body(json!({"messages": [{"role": "user", "content": "hi"}]}).to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &c,
+        gw.url("/v1/chat/completions"),
+        json!({"messages": [{"role": "user", "content": "hi"}]}).to_string(),
+        &[("x-mock-fault", "delay_ms=2000")],
+    )
+    .await;
     assert_eq!(r.status(), 504);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "upstream_timeout");
     assert_eq!(v["error"]["type"], "server_error");
     // a slow-but-in-time backend is fine
-    let r = c
-        .post(gw.url("/generate"))
-        .header("content-type", "application/json")
-        .header("x-mock-fault", "delay_ms=100")
-        .body(gen_body())
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &c,
+        gw.url("/generate"),
+        gen_body(),
+        &[("x-mock-fault", "delay_ms=100")],
+    )
+    .await;
     assert_eq!(r.status(), 200);
 }
 
@@ -135,14 +122,13 @@ async fn a_stream_cut_mid_way_ends_with_an_error_event_in_its_own_format() {
     let c = fresh();
 
     // TGI: tokens, then `data:{"error","error_type"}`, and a clean end of the HTTP response
-    let r = c
-        .post(gw.url("/generate_stream"))
-        .header("content-type", "application/json")
-        .header("x-mock-fault", "drop_after=2")
-        .body(gen_body())
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &c,
+        gw.url("/generate_stream"),
+        gen_body(),
+        &[("x-mock-fault", "drop_after=2")],
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.expect("the gateway ends the stream cleanly");
     let events = sse_data(&text);
@@ -159,14 +145,13 @@ async fn a_stream_cut_mid_way_ends_with_an_error_event_in_its_own_format() {
     let body =
         json!({"messages": [{"role": "user", "content": "Hello big world"}], "stream": true})
             .to_string();
-    let r = c
-        .post(gw.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .header("x-mock-fault", "drop_after=1")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &c,
+        gw.url("/v1/chat/completions"),
+        body,
+        &[("x-mock-fault", "drop_after=1")],
+    )
+    .await;
     let text = r.text().await.unwrap();
     let events = sse_data(&text);
     assert_eq!(events.len(), 2, "{text}");
@@ -178,14 +163,13 @@ async fn a_stream_cut_mid_way_ends_with_an_error_event_in_its_own_format() {
     assert!(!text.contains("[DONE]"));
 
     // a backend's own mid-stream generation error passes through as the backend sent it
-    let r = c
-        .post(gw.url("/generate_stream"))
-        .header("content-type", "application/json")
-        .header("x-mock-fault", "error_after=1")
-        .body(gen_body())
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &c,
+        gw.url("/generate_stream"),
+        gen_body(),
+        &[("x-mock-fault", "error_after=1")],
+    )
+    .await;
     let events = sse_data(&r.text().await.unwrap());
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert_eq!(last["error_type"], "generation");
@@ -199,14 +183,13 @@ async fn a_non_streamed_answer_cut_mid_body_is_not_passed_off_as_complete() {
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    let r = c
-        .post(gw.url("/generate"))
-        .header("content-type", "application/json")
-        .header("x-mock-fault", "drop_after=1")
-        .body(gen_body())
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &c,
+        gw.url("/generate"),
+        gen_body(),
+        &[("x-mock-fault", "drop_after=1")],
+    )
+    .await;
     if r.status() == 200 {
         // the header was already forwarded: the client must see the body fail, not end cleanly
         assert!(
@@ -219,13 +202,7 @@ async fn a_non_streamed_answer_cut_mid_body_is_not_passed_off_as_complete() {
         assert_eq!(r.headers()["x-portcullis-error-source"], "gateway");
     }
     // and the gateway keeps serving
-    let r = c
-        .post(gw.url("/generate"))
-        .header("content-type", "application/json")
-        .body(gen_body())
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(&c, gw.url("/generate"), gen_body(), &[]).await;
     assert_eq!(r.status(), 200);
 }
 
@@ -237,13 +214,7 @@ async fn backend_down_without_health_checks_is_502_after_retries() {
     );
     let gw = Gateway::start(&cfg).await;
     let c = client();
-    let r = c
-        .post(gw.url("/generate"))
-        .header("content-type", "application/json")
-        .body(gen_body())
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(&c, gw.url("/generate"), gen_body(), &[]).await;
     assert_eq!(r.status(), 502);
     assert_eq!(r.headers()["x-portcullis-error-source"], "gateway");
     let v: Value = r.json().await.unwrap();
@@ -273,38 +244,29 @@ async fn backend_down_with_health_checks_is_503_no_healthy_upstream() {
     let c = client();
     mock.stop();
     // the next health check takes it out of rotation
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let r = c.get(gw.admin_url("/readyz")).send().await.unwrap();
-        if r.status() == 503 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "backend never marked unhealthy"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let r = c
-        .post(gw.url("/generate"))
-        .header("content-type", "application/json")
-        .body(gen_body())
-        .send()
-        .await
-        .unwrap();
+    wait_until("backend marked unhealthy", || async {
+        c.get(gw.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 503
+    })
+    .await;
+    let r = post_json(&c, gw.url("/generate"), gen_body(), &[]).await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["x-portcullis-error-source"], "gateway");
     assert_eq!(
         r.json::<Value>().await.unwrap()["error_type"],
         "no_healthy_upstream"
     );
-    let r = c
-        .post(gw.url("/v1/completions"))
-        .header("content-type", "application/json")
-        .body(json!({"prompt": "x"}).to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &c,
+        gw.url("/v1/completions"),
+        json!({"prompt": "x"}).to_string(),
+        &[],
+    )
+    .await;
     assert_eq!(r.status(), 503);
     assert_eq!(
         r.json::<Value>().await.unwrap()["error"]["code"],
@@ -314,44 +276,30 @@ async fn backend_down_with_health_checks_is_503_no_healthy_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_hangs_up_mid_stream_cancels_the_backend_stream() {
-    let mock = MockTgi::start(benches::mock::MockConfig {
-        tokens_per_second: 5.0,
-        ..Default::default()
-    })
-    .await;
+    let mock = MockTgi::paced(5.0).await;
     let gw = Gateway::start(&upstream_yaml(&[mock.addr], "")).await;
     let c = client();
-    let r = c
-        .post(gw.url("/generate_stream"))
-        .header("content-type", "application/json")
-        .body(json!({"inputs": "a b c d e f g h i j k l m n o p"}).to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &c,
+        gw.url("/generate_stream"),
+        json!({"inputs": "a b c d e f g h i j k l m n o p"}).to_string(),
+        &[],
+    )
+    .await;
     assert_eq!(r.status(), 200);
     drop(r);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while mock
-        .mock
-        .stats
-        .streams_cancelled
-        .load(std::sync::atomic::Ordering::SeqCst)
-        == 0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "backend stream kept running after the client left"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let cancelled = || {
+        mock.mock
+            .stats
+            .streams_cancelled
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    wait_until("backend stream cancelled after the client left", || async {
+        cancelled() > 0
+    })
+    .await;
     // the gateway is fine, and no failure was blamed on the backend
-    let r = c
-        .post(gw.url("/generate"))
-        .header("content-type", "application/json")
-        .body(gen_body())
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(&c, gw.url("/generate"), gen_body(), &[]).await;
     assert_eq!(r.status(), 200);
     let m = gw.metrics().await;
     assert!(!m.contains("portcullis_upstream_failures_total{"), "{m}");

@@ -222,25 +222,23 @@ async fn request_ids_are_propagated_or_minted() {
     let c = client();
     let body = json!({"inputs": "x"}).to_string();
     // a client id is kept and reaches the backend
-    let r = c
-        .post(gw.url("/generate"))
-        .header("content-type", "application/json")
-        .header("x-request-id", "client-id-1")
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &c,
+        gw.url("/generate"),
+        body.clone(),
+        &[("x-request-id", "client-id-1")],
+    )
+    .await;
     assert_eq!(r.headers()["x-request-id"], "client-id-1");
     assert_eq!(mock.requests_with_id("client-id-1").len(), 1);
     // a malformed one is replaced by a fresh id, which the backend sees too
-    let r = c
-        .post(gw.url("/generate"))
-        .header("content-type", "application/json")
-        .header("x-request-id", "has spaces and <tags>")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &c,
+        gw.url("/generate"),
+        body,
+        &[("x-request-id", "has spaces and <tags>")],
+    )
+    .await;
     let minted = r.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_ne!(minted, "has spaces and <tags>");
     assert_eq!(minted.len(), 36, "expected a UUID, got {minted}");
@@ -256,14 +254,13 @@ async fn bodies_up_to_the_limit_reach_the_backend_unchanged() {
     let text = "lorem ipsum ".repeat(166_000);
     let body = json!({"inputs": text, "parameters": {"max_new_tokens": 3}}).to_string();
     assert!(body.len() < 2_000_000 && body.len() > 1_900_000);
-    let r = c
-        .post(gw.url("/generate"))
-        .header("content-type", "application/json")
-        .header("x-request-id", "big-1")
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &c,
+        gw.url("/generate"),
+        body.clone(),
+        &[("x-request-id", "big-1")],
+    )
+    .await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let seen = mock.requests_with_id("big-1");
     assert_eq!(seen[0].body.len(), body.len());
@@ -282,26 +279,14 @@ async fn oversize_bodies_get_413_in_the_route_shape_without_calling_the_backend(
     let big = json!({"inputs": "a".repeat(100_001)}).to_string();
     let before = mock.api_requests();
 
-    let r = c
-        .post(gw.url("/generate"))
-        .header("content-type", "application/json")
-        .body(big.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(&c, gw.url("/generate"), big.clone(), &[]).await;
     assert_eq!(r.status(), 413);
     assert_eq!(r.headers()["x-portcullis-error-source"], "gateway");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error_type"], "request_too_large");
     assert!(v["error"].as_str().unwrap().contains("100000"));
 
-    let r = c
-        .post(gw.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(big)
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(&c, gw.url("/v1/chat/completions"), big, &[]).await;
     assert_eq!(r.status(), 413);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "request_too_large");
@@ -310,13 +295,13 @@ async fn oversize_bodies_get_413_in_the_route_shape_without_calling_the_backend(
     // no Content-Length to go by: counted while reading
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..30).map(|_| Ok(vec![b' '; 5000])).collect();
-    let r = c
-        .post(gw.url("/generate"))
-        .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &c,
+        gw.url("/generate"),
+        reqwest::Body::wrap_stream(futures::stream::iter(chunks)),
+        &[],
+    )
+    .await;
     assert_eq!(r.status(), 413);
     assert_eq!(mock.api_requests(), before, "the backend was called");
 }
@@ -333,39 +318,21 @@ async fn malformed_json_gets_422_before_the_backend_is_called() {
         ("/", "{\"a\":1}}"),
         ("/generate", ""),
     ] {
-        let r = c
-            .post(gw.url(path))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let r = post_json(&c, gw.url(path), body, &[]).await;
         assert_eq!(r.status(), 422, "{path} {body:?}");
         assert_eq!(r.headers()["x-portcullis-error-source"], "gateway");
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error_type"], "invalid_json", "{v}");
         assert!(v["error"].is_string());
     }
-    let r = c
-        .post(gw.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body("{\"messages\": [")
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(&c, gw.url("/v1/chat/completions"), "{\"messages\": [", &[]).await;
     assert_eq!(r.status(), 422);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "invalid_json");
     assert_eq!(mock.api_requests(), before, "the backend was called");
     // The error names the position, never the content.
     let secret = "{\"inputs\": \"my password is hunter2\" oops}";
-    let r = c
-        .post(gw.url("/generate"))
-        .header("content-type", "application/json")
-        .body(secret)
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(&c, gw.url("/generate"), secret, &[]).await;
     assert!(!r.text().await.unwrap().contains("hunter2"));
 }
 
@@ -377,14 +344,13 @@ async fn chunked_request_bodies() {
     let body = json!({"inputs": "chunked hello", "parameters": {"max_new_tokens": 5}}).to_string();
     let parts: Vec<Result<Vec<u8>, std::io::Error>> =
         body.as_bytes().chunks(7).map(|p| Ok(p.to_vec())).collect();
-    let r = c
-        .post(gw.url("/generate"))
-        .header("content-type", "application/json")
-        .header("x-request-id", "chunked-1")
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(parts)))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &c,
+        gw.url("/generate"),
+        reqwest::Body::wrap_stream(futures::stream::iter(parts)),
+        &[("x-request-id", "chunked-1")],
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.json::<Value>().await.unwrap()["generated_text"],
@@ -402,13 +368,13 @@ async fn chunked_request_bodies() {
     // larger than the replay window without a length: 411 telling the client what to do
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..20).map(|_| Ok(vec![b' '; 5000])).collect();
-    let r = c
-        .post(gw.url("/generate"))
-        .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &c,
+        gw.url("/generate"),
+        reqwest::Body::wrap_stream(futures::stream::iter(chunks)),
+        &[],
+    )
+    .await;
     assert_eq!(r.status(), 411);
     let v: Value = r.json().await.unwrap();
     assert!(v["error"].as_str().unwrap().contains("Content-Length"));
@@ -443,11 +409,7 @@ async fn unknown_routes_and_wrong_methods_are_refused_by_the_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_are_forwarded_as_they_arrive_not_buffered() {
     // 6 tokens at 4 tokens/s: the backend needs ~1.5 s to finish.
-    let mock = MockTgi::start(benches::mock::MockConfig {
-        tokens_per_second: 4.0,
-        ..Default::default()
-    })
-    .await;
+    let mock = MockTgi::paced(4.0).await;
     let gw = Gateway::start(&upstream_yaml(&[mock.addr], "")).await;
     let c = client();
     for (path, body) in [
@@ -465,13 +427,7 @@ async fn streams_are_forwarded_as_they_arrive_not_buffered() {
             .stats
             .streams_completed
             .load(std::sync::atomic::Ordering::SeqCst);
-        let r = c
-            .post(gw.url(path))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
+        let r = post_json(&c, gw.url(path), body.to_string(), &[]).await;
         assert_eq!(r.status(), 200);
         let mut stream = r.bytes_stream();
         let first = tokio::time::timeout(Duration::from_secs(5), stream.next())

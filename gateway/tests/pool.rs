@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
@@ -60,21 +60,15 @@ async fn least_connections_avoids_the_busy_backend() {
         let c = c.clone();
         let url = gw.url("/generate");
         tokio::spawn(async move {
-            c.post(url)
-                .header("content-type", "application/json")
-                .header("x-mock-fault", "delay_ms=1500")
-                .body(body())
-                .send()
+            post_json(&c, url, body(), &[("x-mock-fault", "delay_ms=1500")])
                 .await
-                .unwrap()
                 .status()
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while a.api_requests() + b.api_requests() == 0 {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("the slow request reached a backend", || async {
+        a.api_requests() + b.api_requests() > 0
+    })
+    .await;
     let busy_is_a = a.api_requests() == 1;
     // ...so every short request goes to the other one.
     for _ in 0..10 {
@@ -195,11 +189,10 @@ async fn health_checks_take_a_backend_out_and_put_it_back() {
         a.addr
     );
     a.set_healthy(false);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while gw.metric(&healthy_a).await != 0.0 {
-        assert!(Instant::now() < deadline, "a never marked unhealthy");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("a marked unhealthy", || async {
+        gw.metric(&healthy_a).await == 0.0
+    })
+    .await;
     let before = a.api_requests();
     for _ in 0..8 {
         assert_eq!(post(&c, &gw, None).await.status(), 200);
@@ -210,14 +203,7 @@ async fn health_checks_take_a_backend_out_and_put_it_back() {
         "traffic went to an unhealthy backend"
     );
     // readyz still 200: b can serve; it reports a as unhealthy
-    let r: Value = c
-        .get(gw.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = get_json(&c, gw.admin_url("/readyz")).await;
     assert_eq!(r["ready"], true);
     let backends = r["upstreams"][0]["backends"].as_array().unwrap();
     assert!(
@@ -227,13 +213,10 @@ async fn health_checks_take_a_backend_out_and_put_it_back() {
         "{r}"
     );
     a.set_healthy(true);
-    while gw.metric(&healthy_a).await != 1.0 {
-        assert!(
-            Instant::now() < deadline + Duration::from_secs(5),
-            "a never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("a healthy again", || async {
+        gw.metric(&healthy_a).await == 1.0
+    })
+    .await;
     for _ in 0..8 {
         assert_eq!(post(&c, &gw, None).await.status(), 200);
     }

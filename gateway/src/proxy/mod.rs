@@ -18,7 +18,6 @@
 
 pub mod body;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,7 +46,6 @@ pub struct ProxySettings {
 /// The gateway proxy. Cheap to share: everything inside is behind `Arc`s.
 pub struct Gateway {
     default_pool: Arc<Pool>,
-    pools: HashMap<String, Arc<Pool>>,
     metrics: Arc<Metrics>,
     /// Per-route series, indexed by `Route::index()`; the last one is for unmatched requests.
     route_metrics: Vec<RouteMetrics>,
@@ -56,12 +54,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway forwarding to `default_pool`.
-    pub fn new(
-        default_pool: Arc<Pool>,
-        pools: HashMap<String, Arc<Pool>>,
-        metrics: Arc<Metrics>,
-        settings: ProxySettings,
-    ) -> Self {
+    pub fn new(default_pool: Arc<Pool>, metrics: Arc<Metrics>, settings: ProxySettings) -> Self {
         let route_metrics = Route::ALL
             .iter()
             .map(|r| r.label())
@@ -70,16 +63,10 @@ impl Gateway {
             .collect();
         Gateway {
             default_pool,
-            pools,
             metrics,
             route_metrics,
             settings,
         }
-    }
-
-    /// The pools, by name.
-    pub fn pools(&self) -> &HashMap<String, Arc<Pool>> {
-        &self.pools
     }
 }
 

@@ -286,3 +286,49 @@ pub fn normalize(mut v: serde_json::Value) -> serde_json::Value {
     walk(&mut v);
     v
 }
+
+/// `POST url` with a JSON body and extra headers.
+pub async fn post_json(
+    c: &reqwest::Client,
+    url: String,
+    body: impl Into<reqwest::Body>,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut rb = c
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    rb.send().await.unwrap()
+}
+
+/// `GET url` and parse the JSON answer.
+pub async fn get_json(c: &reqwest::Client, url: String) -> serde_json::Value {
+    c.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// Poll `cond` every 20 ms until it holds; fail the test with `what` after 10 s.
+pub async fn wait_until<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl MockTgi {
+    /// An echo mock that generates `tps` tokens per second.
+    pub async fn paced(tps: f64) -> MockTgi {
+        Self::start(MockConfig {
+            tokens_per_second: tps,
+            ..Default::default()
+        })
+        .await
+    }
+}
