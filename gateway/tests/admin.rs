@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_readyz_and_metrics() {
     let mock = MockTgi::echo().await;
-    let gw = Gateway::start(&upstream_yaml(&[mock.addr], "")).await;
+    let gw = Gateway::in_front_of(&mock).await;
     let c = client();
 
     let r = c.get(gw.admin_url("/healthz")).send().await.unwrap();
@@ -34,7 +34,7 @@ async fn healthz_readyz_and_metrics() {
     r.bytes().await.unwrap();
     post_json(&c, gw.url("/generate"), "{", &[]).await;
 
-    let m = gw.metrics().await;
+    let m = gw.settled_metrics().await;
     assert_eq!(
         metric_value(
             &m,
@@ -152,7 +152,7 @@ async fn healthz_readyz_and_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_counts_streams_while_they_run() {
     let mock = MockTgi::paced(5.0).await;
-    let gw = Gateway::start(&upstream_yaml(&[mock.addr], "")).await;
+    let gw = Gateway::in_front_of(&mock).await;
     let c = client();
     let r = post_json(
         &c,
@@ -208,7 +208,7 @@ async fn the_policy_in_use_is_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_logs_are_json_lines_without_bodies() {
     let mock = MockTgi::echo().await;
-    let gw = Gateway::start(&upstream_yaml(&[mock.addr], "")).await;
+    let gw = Gateway::in_front_of(&mock).await;
     let c = client();
     let secret = "my card is 4111 1111 1111 1111";
     let r = post_json(

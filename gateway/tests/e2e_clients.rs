@@ -20,7 +20,7 @@ fn python() -> std::path::PathBuf {
 
 async fn run_client(script: &str) {
     let mock = MockTgi::echo().await;
-    let gw = Gateway::start(&upstream_yaml(&[mock.addr], "")).await;
+    let gw = Gateway::in_front_of(&mock).await;
     let script_path = repo_root().join("gateway/tests/clients").join(script);
     let url = format!("http://{}", gw.addr);
     let out = tokio::task::spawn_blocking(move || {

@@ -15,7 +15,7 @@ fn gen_body() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_errors_pass_through_as_they_were() {
     let mock = MockTgi::echo().await;
-    let gw = Gateway::start(&upstream_yaml(&[mock.addr], "")).await;
+    let gw = Gateway::in_front_of(&mock).await;
     let c = client();
     for (status, path) in [
         (500, "/generate"),
@@ -52,7 +52,7 @@ async fn backend_errors_pass_through_as_they_were() {
         );
     }
     // a backend error does not open the circuit for client-caused statuses, and 5xx are counted
-    let m = gw.metrics().await;
+    let m = gw.settled_metrics().await;
     assert!(
         metric_value(
             &m,
@@ -110,7 +110,7 @@ async fn a_slow_backend_times_out_with_504_from_the_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_cut_mid_way_ends_with_an_error_event_in_its_own_format() {
     let mock = MockTgi::echo().await;
-    let gw = Gateway::start(&upstream_yaml(&[mock.addr], "")).await;
+    let gw = Gateway::in_front_of(&mock).await;
     // After a broken upstream the gateway closes the client connection (pingora does not reuse
     // a connection whose request failed): use a fresh connection per request.
     let fresh = || {
@@ -178,7 +178,7 @@ async fn a_stream_cut_mid_way_ends_with_an_error_event_in_its_own_format() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_streamed_answer_cut_mid_body_is_not_passed_off_as_complete() {
     let mock = MockTgi::echo().await;
-    let gw = Gateway::start(&upstream_yaml(&[mock.addr], "")).await;
+    let gw = Gateway::in_front_of(&mock).await;
     let c = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
@@ -219,7 +219,7 @@ async fn backend_down_without_health_checks_is_502_after_retries() {
     assert_eq!(r.headers()["x-portcullis-error-source"], "gateway");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error_type"], "upstream_connect_error");
-    let m = gw.metrics().await;
+    let m = gw.settled_metrics().await;
     // 1 attempt + 2 retries
     assert_eq!(
         metric_value(
@@ -240,7 +240,7 @@ async fn backend_down_without_health_checks_is_502_after_retries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_down_with_health_checks_is_503_no_healthy_upstream() {
     let mock = MockTgi::echo().await;
-    let gw = Gateway::start(&upstream_yaml(&[mock.addr], "")).await;
+    let gw = Gateway::in_front_of(&mock).await;
     let c = client();
     mock.stop();
     // the next health check takes it out of rotation
@@ -277,7 +277,7 @@ async fn backend_down_with_health_checks_is_503_no_healthy_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_hangs_up_mid_stream_cancels_the_backend_stream() {
     let mock = MockTgi::paced(5.0).await;
-    let gw = Gateway::start(&upstream_yaml(&[mock.addr], "")).await;
+    let gw = Gateway::in_front_of(&mock).await;
     let c = client();
     let r = post_json(
         &c,
@@ -301,6 +301,6 @@ async fn a_client_that_hangs_up_mid_stream_cancels_the_backend_stream() {
     // the gateway is fine, and no failure was blamed on the backend
     let r = post_json(&c, gw.url("/generate"), gen_body(), &[]).await;
     assert_eq!(r.status(), 200);
-    let m = gw.metrics().await;
+    let m = gw.settled_metrics().await;
     assert!(!m.contains("portcullis_upstream_failures_total{"), "{m}");
 }

@@ -170,7 +170,7 @@ fn comparable(body: &str, stream: bool) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_exactly_like_the_backend() {
     let mock = MockTgi::echo().await;
-    let gw = Gateway::start(&upstream_yaml(&[mock.addr], "")).await;
+    let gw = Gateway::in_front_of(&mock).await;
     let c = client();
     let direct_base = format!("http://{}", mock.addr);
     let gw_base = format!("http://{}", gw.addr);
@@ -218,7 +218,7 @@ async fn every_route_answers_exactly_like_the_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_are_propagated_or_minted() {
     let mock = MockTgi::echo().await;
-    let gw = Gateway::start(&upstream_yaml(&[mock.addr], "")).await;
+    let gw = Gateway::in_front_of(&mock).await;
     let c = client();
     let body = json!({"inputs": "x"}).to_string();
     // a client id is kept and reaches the backend
@@ -248,7 +248,7 @@ async fn request_ids_are_propagated_or_minted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_up_to_the_limit_reach_the_backend_unchanged() {
     let mock = MockTgi::echo().await;
-    let gw = Gateway::start(&upstream_yaml(&[mock.addr], "")).await;
+    let gw = Gateway::in_front_of(&mock).await;
     let c = client();
     // just under the 2 MB default, far over pingora's 64 KiB replay buffer
     let text = "lorem ipsum ".repeat(166_000);
@@ -309,7 +309,7 @@ async fn oversize_bodies_get_413_in_the_route_shape_without_calling_the_backend(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_json_gets_422_before_the_backend_is_called() {
     let mock = MockTgi::echo().await;
-    let gw = Gateway::start(&upstream_yaml(&[mock.addr], "")).await;
+    let gw = Gateway::in_front_of(&mock).await;
     let c = client();
     let before = mock.api_requests();
     for (path, body) in [
@@ -339,7 +339,7 @@ async fn malformed_json_gets_422_before_the_backend_is_called() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_request_bodies() {
     let mock = MockTgi::echo().await;
-    let gw = Gateway::start(&upstream_yaml(&[mock.addr], "")).await;
+    let gw = Gateway::in_front_of(&mock).await;
     let c = client();
     let body = json!({"inputs": "chunked hello", "parameters": {"max_new_tokens": 5}}).to_string();
     let parts: Vec<Result<Vec<u8>, std::io::Error>> =
@@ -383,7 +383,7 @@ async fn chunked_request_bodies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_and_wrong_methods_are_refused_by_the_gateway() {
     let mock = MockTgi::echo().await;
-    let gw = Gateway::start(&upstream_yaml(&[mock.addr], "")).await;
+    let gw = Gateway::in_front_of(&mock).await;
     let c = client();
     let r = c.get(gw.url("/admin/secrets")).send().await.unwrap();
     assert_eq!(r.status(), 404);
@@ -410,7 +410,7 @@ async fn unknown_routes_and_wrong_methods_are_refused_by_the_gateway() {
 async fn streams_are_forwarded_as_they_arrive_not_buffered() {
     // 6 tokens at 4 tokens/s: the backend needs ~1.5 s to finish.
     let mock = MockTgi::paced(4.0).await;
-    let gw = Gateway::start(&upstream_yaml(&[mock.addr], "")).await;
+    let gw = Gateway::in_front_of(&mock).await;
     let c = client();
     for (path, body) in [
         (
@@ -466,7 +466,7 @@ async fn streams_are_forwarded_as_they_arrive_not_buffered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_100_continue_is_answered_by_the_gateway() {
     let mock = MockTgi::echo().await;
-    let gw = Gateway::start(&upstream_yaml(&[mock.addr], "")).await;
+    let gw = Gateway::in_front_of(&mock).await;
     // curl sends `Expect: 100-continue` for large bodies and waits up to 1 s for the go-ahead.
     let body =
         serde_json::json!({"inputs": "z ".repeat(600_000), "parameters": {"max_new_tokens": 2}})

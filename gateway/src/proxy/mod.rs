@@ -266,26 +266,30 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
         ctx.request_id = request_id_from(session);
-        let (method, path) = {
-            let req = session.req_header();
-            (req.method.clone(), req.uri.path().to_string())
-        };
-        ctx.method = method.clone();
-        ctx.api = api_for_path(&path);
-        let route = match Route::classify(&method, &path) {
+        let req = session.req_header();
+        ctx.method = req.method.clone();
+        let path = req.uri.path();
+        let route = match Route::classify(&req.method, path) {
             Ok(r) => r,
-            Err(RouteError::NotFound) => {
-                let e = GatewayError::new(ErrorKind::NotFound, "no such route on this gateway");
-                self.respond(session, ctx, e, true).await?;
-                return Ok(true);
-            }
-            Err(RouteError::MethodNotAllowed { allowed }) => {
-                // remember the route only for the Allow header
-                ctx.route = Route::classify(&allowed, &path).ok();
-                let e = GatewayError::new(
-                    ErrorKind::MethodNotAllowed,
-                    format!("method {method} is not allowed on {path}; use {allowed}"),
-                );
+            Err(rejected) => {
+                // Only the error paths need an owned copy of the path.
+                ctx.api = api_for_path(path);
+                let e = match rejected {
+                    RouteError::NotFound => {
+                        GatewayError::new(ErrorKind::NotFound, "no such route on this gateway")
+                    }
+                    RouteError::MethodNotAllowed { allowed } => {
+                        // remember the route only for the Allow header
+                        ctx.route = Route::classify(&allowed, path).ok();
+                        GatewayError::new(
+                            ErrorKind::MethodNotAllowed,
+                            format!(
+                                "method {} is not allowed on {path}; use {allowed}",
+                                req.method
+                            ),
+                        )
+                    }
+                };
                 self.respond(session, ctx, e, true).await?;
                 return Ok(true);
             }
@@ -472,6 +476,13 @@ impl ProxyHttp for Gateway {
         ctx.first_byte = ctx.attempt_started.map(|t| t.elapsed());
         let status = upstream_response.status.as_u16();
         ctx.upstream_status = Some(status);
+        if matches!(status, 500 | 502 | 503 | 504) {
+            // Count it against the backend before the client sees it, so the next request
+            // already meets the circuit this answer may have opened.
+            if let Some(lease) = ctx.lease.as_mut() {
+                lease.failed("http_5xx");
+            }
+        }
         ctx.streaming = upstream_response
             .headers
             .get(http::header::CONTENT_TYPE)
@@ -584,13 +595,11 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let route = route_label(ctx);
         let status = session.response_written().map_or(0, |h| h.status.as_u16());
-        // Breaker bookkeeping for the last attempt, if no failure was reported for it already.
+        // The last attempt answered in full: a success for its backend (failures were reported
+        // where they were seen; a client that left tells nothing about the backend).
         if let Some(mut lease) = ctx.lease.take() {
-            let client_gone = e.is_some_and(|e| *e.esource() == ErrorSource::Downstream);
-            match ctx.upstream_status {
-                Some(500 | 502 | 503 | 504) => lease.failed("http_5xx"),
-                Some(_) if !client_gone && e.is_none() => lease.succeeded(),
-                _ => {} // abandoned: tells nothing about the backend
+            if ctx.upstream_status.is_some() && e.is_none() {
+                lease.succeeded();
             }
         }
         let source = if ctx.gateway_error.is_some() {

@@ -81,12 +81,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// An address on which nothing listens (bound then released).
+/// An address on which nothing listens. A privileged port, because the kernel never hands
+/// those out as ephemeral ports: a bound-then-released ephemeral port can be given to the
+/// gateway under test a moment later, turning the "dead" backend into the gateway itself.
 pub fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = l.local_addr().unwrap();
-    drop(l);
-    a
+    let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err(),
+        "something listens on {addr}; the dead-backend tests need it closed"
+    );
+    addr
 }
 
 pub fn gateway_bin() -> PathBuf {
@@ -109,16 +113,22 @@ pub struct Gateway {
     pub log_path: PathBuf,
 }
 
-/// Fast health checks and short timeouts so tests run quickly.
+/// Quick health checks so tests run fast, with enough slack (250 ms, two misses) that a
+/// loaded CI machine does not take a healthy backend out.
 pub fn upstream_yaml(backends: &[SocketAddr], extra: &str) -> String {
     let list: Vec<String> = backends.iter().map(|b| format!("      - {b}\n")).collect();
     format!(
-        "upstreams:\n  tgi:\n    backends:\n{}    health_check: {{interval: 100ms, timeout: 100ms, unhealthy_after: 1, healthy_after: 1}}\n{extra}",
+        "upstreams:\n  tgi:\n    backends:\n{}    health_check: {{interval: 250ms, timeout: 250ms, unhealthy_after: 2, healthy_after: 1}}\n{extra}",
         list.concat()
     )
 }
 
 impl Gateway {
+    /// The default set-up: one pool with `mock` as its only backend, fast health checks.
+    pub async fn in_front_of(mock: &MockTgi) -> Gateway {
+        Self::start(&upstream_yaml(&[mock.addr], "")).await
+    }
+
     /// Start with `body` as the config (the listen/admin/log sections are added here).
     pub async fn start(body: &str) -> Gateway {
         Self::start_opts(body, true).await
@@ -179,7 +189,8 @@ impl Gateway {
                 .send()
                 .await
             {
-                if r.status() == 200 {
+                // pingora may start the admin service before the proxy's listener is bound
+                if r.status() == 200 && std::net::TcpStream::connect(self.addr).is_ok() {
                     return true;
                 }
             }
@@ -202,6 +213,16 @@ impl Gateway {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The metrics once every request so far is accounted for: the gateway records them in its
+    /// logging phase, just after the client got the last byte.
+    pub async fn settled_metrics(&self) -> String {
+        wait_until("in-flight requests back to 0", || async {
+            self.metric("portcullis_in_flight_requests").await == 0.0
+        })
+        .await;
+        self.metrics().await
     }
 
     /// The gateway's Prometheus text.
