@@ -1,12 +1,32 @@
-//! Portcullis filters: guardrail detectors and the policies that drive them.
+//! Portcullis filters: guardrail detectors, the policies that drive them, and the streaming
+//! machinery that applies them to answers as they arrive.
 //!
 //! This crate has no dependency on the proxy, so the gateway, the trainer's data guard and the
-//! command-line tools share it. Today it holds the policy file format and the YAML loader that
-//! reports errors with file, line and column; the detectors (PII, secrets, injection heuristics,
-//! toxicity lexicon, output checks) plug in here.
+//! command-line tools share it.
+//!
+//! * [`text`]: the views detectors match on (raw, folded, words) with maps back to the original.
+//! * [`engine`]: the [`Detector`] trait and the [`Engine`] that runs every detector's patterns
+//!   in one `RegexSet` pass and one Aho-Corasick pass per view.
+//! * [`detectors`]: the built-in detectors, one file each.
+//! * [`policy`]: policy files (YAML, validated, schema in `policies/schema.json`) compiled into
+//!   a [`Policy`] with one engine per direction.
+//! * [`actions`]: redaction, keyed pseudonyms, the placeholder [`Vault`] and its [`Restorer`].
+//! * [`stream`]: the [`StreamGuard`] that filters an answer token by token with a hold-back.
+//! * [`sse`]: TGI and OpenAI event-stream parsing and rewriting.
 
+pub mod actions;
+pub mod detectors;
+pub mod engine;
+pub mod finding;
 pub mod policy;
+pub mod sse;
+pub mod stream;
+pub mod text;
 pub mod yaml;
 
-pub use policy::Policy;
+pub use actions::{Pseudonymizer, Restorer, Vault};
+pub use engine::{Detector, Engine};
+pub use finding::{Action, Direction, Finding, TYPES};
+pub use policy::{Applied, Decision, Policy, PolicyFile};
+pub use stream::StreamGuard;
 pub use yaml::{YamlError, load_yaml};

@@ -1,19 +1,131 @@
-//! Policy files: what the gateway does with what the filters find.
+//! Policy files: what the gateway does with what the detectors find.
 //!
-//! A policy is a YAML file in `policies/`. This module holds its identity (name, version,
-//! description); detectors and their per-direction actions are added to the same file format.
+//! A policy is a YAML file (`policies/*.yaml`, schema in `policies/schema.json`). `input` and
+//! `output` map finding types (`email`) or families (`pii`, `secrets`, `injection`, `toxicity`,
+//! `unsafe_output`) to actions; a type's own entry wins over its family's; anything not listed
+//! is `allow` (not even looked for). [`Policy::load`] validates the file and compiles one
+//! [`Engine`] per direction holding only the detectors the policy uses.
 
-use std::path::Path;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
-use schemars::JsonSchema;
-use serde::Deserialize;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Serialize};
 
-use crate::yaml::{Loaded, YamlError, load_yaml};
+use crate::actions::{Pseudonymizer, Vault, replacement};
+use crate::detectors::{self, DetectorConfig};
+use crate::engine::Engine;
+use crate::finding::{Action, Direction, Finding, Group, TYPES, type_info};
+use crate::yaml::{Loaded, YamlError, parse_yaml};
 
-/// A policy file.
+/// Rules of one direction: finding type or family name → action.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Rules(pub BTreeMap<String, Action>);
+
+impl JsonSchema for Rules {
+    fn schema_name() -> Cow<'static, str> {
+        "Rules".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let action = generator.subschema_for::<Action>().to_value();
+        let mut props = serde_json::Map::new();
+        for g in Group::ALL {
+            let mut s = action.clone();
+            if let Some(o) = s.as_object_mut() {
+                o.insert(
+                    "description".into(),
+                    format!("Action for every `{}` type not listed on its own.", g.name()).into(),
+                );
+            }
+            props.insert(g.name().to_string(), s);
+        }
+        for t in TYPES {
+            let mut s = action.clone();
+            if let Some(o) = s.as_object_mut() {
+                o.insert(
+                    "description".into(),
+                    format!("{} (family `{}`).", t.about, t.group.name()).into(),
+                );
+            }
+            props.insert(t.name.to_string(), s);
+        }
+        let v = serde_json::json!({
+            "type": "object",
+            "description": "Finding type or family → action. A type's own entry wins over its family's; unlisted types are `allow`.",
+            "properties": props,
+            "additionalProperties": false,
+        });
+        Schema::try_from(v).unwrap_or_default()
+    }
+}
+
+fn default_languages() -> Vec<String> {
+    vec!["en".to_string()]
+}
+fn default_lexicon_dir() -> PathBuf {
+    PathBuf::from("lexicons/toxicity")
+}
+fn default_hold_back() -> usize {
+    128
+}
+fn default_block_status() -> u16 {
+    403
+}
+fn default_max_decode() -> usize {
+    4096
+}
+
+/// Detector and enforcement settings.
 #[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct Policy {
+pub struct Settings {
+    /// A unique string placed in the system prompt; its appearance in an answer is a
+    /// `canary_leak` finding.
+    #[serde(default)]
+    pub canary: Option<String>,
+    /// Hosts that markdown/HTML links and images in answers may point at: `example.com` (that
+    /// host) or `*.example.com` (it and its subdomains). Others are `exfil_image`/`exfil_link`.
+    #[serde(default)]
+    pub allowed_link_hosts: Vec<String>,
+    /// Toxicity word lists to load, by language (files `<lexicon_dir>/<lang>.txt`).
+    #[serde(default = "default_languages")]
+    pub toxicity_languages: Vec<String>,
+    /// Folder of the word lists, relative to the policy file.
+    #[serde(default = "default_lexicon_dir")]
+    #[schemars(with = "String")]
+    pub lexicon_dir: PathBuf,
+    /// Most bytes of a streamed answer held back to catch an entity split across tokens
+    /// (16 to 4096). Only text that may still be part of an entity is held.
+    #[serde(default = "default_hold_back")]
+    pub stream_hold_back_bytes: usize,
+    /// HTTP status of a blocked request: 400 or 403.
+    #[serde(default = "default_block_status")]
+    pub block_status: u16,
+    /// Largest base64/hex segment decoded and rescanned for injections.
+    #[serde(default = "default_max_decode")]
+    pub max_decode_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            canary: None,
+            allowed_link_hosts: Vec::new(),
+            toxicity_languages: default_languages(),
+            lexicon_dir: default_lexicon_dir(),
+            stream_hold_back_bytes: default_hold_back(),
+            block_status: default_block_status(),
+            max_decode_bytes: default_max_decode(),
+        }
+    }
+}
+
+/// A policy file as written.
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
     /// Name the gateway refers to the policy by (letters, digits, `-`, `_`).
     pub name: String,
     /// Version, recorded with every decision the policy makes.
@@ -21,12 +133,223 @@ pub struct Policy {
     /// What the policy is for.
     #[serde(default)]
     pub description: Option<String>,
+    /// Rules for prompts.
+    #[serde(default)]
+    pub input: Rules,
+    /// Rules for answers (`placeholder` is input-only).
+    #[serde(default)]
+    pub output: Rules,
+    /// Detector settings.
+    #[serde(default)]
+    pub settings: Settings,
+}
+
+/// A finding with the action the policy gave it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Applied {
+    /// Finding type.
+    #[serde(rename = "type")]
+    pub ty: &'static str,
+    /// Start byte in the scanned text.
+    pub start: usize,
+    /// End byte.
+    pub end: usize,
+    /// Rule id.
+    pub rule: &'static str,
+    /// Action taken.
+    pub action: Action,
+    /// Confidence.
+    #[serde(skip)]
+    pub score: f32,
+}
+
+/// What the policy decided about a text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The most severe action taken (`allow` when nothing was found).
+    pub action: Action,
+    /// Every finding, in text order.
+    pub findings: Vec<Applied>,
+    /// The rewritten text, when an action changed it.
+    pub text: Option<String>,
+}
+
+impl Decision {
+    /// The finding that blocked, if the decision is `block`.
+    pub fn blocking(&self) -> Option<&Applied> {
+        self.findings.iter().find(|f| f.action == Action::Block)
+    }
+}
+
+/// One direction of a compiled policy.
+#[derive(Debug)]
+pub struct Side {
+    engine: Engine,
+    actions: HashMap<&'static str, Action>,
+}
+
+impl Side {
+    fn new(rules: &Rules, cfg: &DetectorConfig) -> Result<Side, String> {
+        let mut actions = HashMap::new();
+        for t in TYPES {
+            let a = rules
+                .0
+                .get(t.name)
+                .or_else(|| rules.0.get(t.group.name()))
+                .copied()
+                .unwrap_or(Action::Allow);
+            if a != Action::Allow {
+                actions.insert(t.name, a);
+            }
+        }
+        let engine = Engine::new(detectors::builtin(cfg), &|t| actions.contains_key(t))
+            .map_err(|e| e.to_string())?;
+        Ok(Side { engine, actions })
+    }
+
+    /// The action for a finding type.
+    pub fn action(&self, ty: &str) -> Action {
+        self.actions.get(ty).copied().unwrap_or(Action::Allow)
+    }
+
+    /// Whether this side does anything at all.
+    pub fn is_active(&self) -> bool {
+        !self.actions.is_empty()
+    }
+
+    /// Whether this side can change or stop text (not only monitor).
+    pub fn enforces(&self) -> bool {
+        self.actions.values().any(|a| *a > Action::Monitor)
+    }
+
+    /// Findings with their actions, in text order.
+    pub fn findings(&self, text: &str) -> Vec<Applied> {
+        let mut found = self.engine.scan(text);
+        drop_generic_overlaps(&mut found);
+        found
+            .into_iter()
+            .filter_map(|f| {
+                let action = self.action(f.ty);
+                (action != Action::Allow).then_some(Applied {
+                    ty: f.ty,
+                    start: f.start,
+                    end: f.end,
+                    rule: f.rule,
+                    action,
+                    score: f.score,
+                })
+            })
+            .collect()
+    }
+
+    /// Scan and apply.
+    pub fn evaluate(&self, text: &str, vault: &mut Vault, pseudo: &Pseudonymizer) -> Decision {
+        let findings = self.findings(text);
+        let action = findings
+            .iter()
+            .map(|f| f.action)
+            .max()
+            .unwrap_or(Action::Allow);
+        let text = if action == Action::Block || !findings.iter().any(|f| f.action.rewrites()) {
+            None
+        } else {
+            Some(rewrite(text, &findings, vault, pseudo))
+        };
+        Decision {
+            action,
+            findings,
+            text,
+        }
+    }
+}
+
+/// A generic-secret finding says less than a provider-specific one at the same place.
+fn drop_generic_overlaps(found: &mut Vec<Finding>) {
+    let specific: Vec<(usize, usize)> = found
+        .iter()
+        .filter(|f| f.ty != "generic_secret" && type_info(f.ty).is_some_and(|t| t.group == Group::Secrets))
+        .map(|f| (f.start, f.end))
+        .collect();
+    if specific.is_empty() {
+        return;
+    }
+    found.retain(|f| {
+        f.ty != "generic_secret" || !specific.iter().any(|&(s, e)| f.start < e && s < f.end)
+    });
+}
+
+/// Non-overlapping rewrites: when rewriting findings overlap, the more severe action wins,
+/// then the longer span.
+pub fn select_rewrites(findings: &[Applied]) -> Vec<&Applied> {
+    let mut chosen: Vec<&Applied> = Vec::new();
+    for f in findings.iter().filter(|f| f.action.rewrites()) {
+        match chosen.last() {
+            Some(last) if f.start < last.end => {
+                if (f.action, f.end - f.start) > (last.action, last.end - last.start) {
+                    chosen.pop();
+                    chosen.push(f);
+                }
+            }
+            _ => chosen.push(f),
+        }
+    }
+    chosen
+}
+
+/// Apply the rewriting findings to `text`.
+pub fn rewrite(text: &str, findings: &[Applied], vault: &mut Vault, pseudo: &Pseudonymizer) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for f in select_rewrites(findings) {
+        if f.start < at || f.end > text.len() {
+            continue;
+        }
+        let value = &text[f.start..f.end];
+        if let Some(r) = replacement(f.action, f.ty, value, vault, pseudo) {
+            out.push_str(&text[at..f.start]);
+            out.push_str(&r);
+            at = f.end;
+        }
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// A compiled policy.
+#[derive(Debug)]
+pub struct Policy {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: u32,
+    /// What it is for.
+    pub description: Option<String>,
+    /// Settings as written.
+    pub settings: Settings,
+    /// Rules for prompts.
+    pub input: Side,
+    /// Rules for answers.
+    pub output: Side,
+    /// The file it came from.
+    pub source: PathBuf,
 }
 
 impl Policy {
-    /// Load and validate a policy file.
+    /// Load, validate and compile a policy file.
     pub fn load(path: &Path) -> Result<Policy, YamlError> {
-        let loaded: Loaded<Policy> = load_yaml(path)?;
+        let src = std::fs::read_to_string(path).map_err(|e| YamlError {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            path: None,
+            message: format!("cannot read the policy: {e}"),
+        })?;
+        Policy::parse(path, &src)
+    }
+
+    /// Validate and compile policy text (`path` names it in errors and anchors `lexicon_dir`).
+    pub fn parse(path: &Path, src: &str) -> Result<Policy, YamlError> {
+        let loaded: Loaded<PolicyFile> = parse_yaml(path, src)?;
         let p = &loaded.value;
         if p.name.is_empty()
             || !p
@@ -42,42 +365,191 @@ impl Policy {
                 ),
             ));
         }
-        Ok(loaded.value)
+        for (dir, rules) in [("input", &p.input), ("output", &p.output)] {
+            for (key, action) in &rules.0 {
+                let known = type_info(key).is_some() || Group::ALL.iter().any(|g| g.name() == key);
+                if !known {
+                    return Err(loaded.error_at(
+                        &format!("{dir}.{key}"),
+                        format!(
+                            "unknown finding type or family `{key}`; known families: {}; known types: {}",
+                            Group::ALL.map(Group::name).join(", "),
+                            TYPES.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+                if dir == "output" && *action == Action::Placeholder {
+                    return Err(loaded.error_at(
+                        &format!("{dir}.{key}"),
+                        "`placeholder` is for input only (placeholders are restored in the answer); use `redact` or `pseudonymize` for answers",
+                    ));
+                }
+            }
+        }
+        let s = &p.settings;
+        if !(16..=4096).contains(&s.stream_hold_back_bytes) {
+            return Err(loaded.error_at(
+                "settings.stream_hold_back_bytes",
+                format!("{} is out of range 16..=4096", s.stream_hold_back_bytes),
+            ));
+        }
+        if s.block_status != 400 && s.block_status != 403 {
+            return Err(loaded.error_at(
+                "settings.block_status",
+                format!("{} must be 400 or 403", s.block_status),
+            ));
+        }
+        if !(64..=1_048_576).contains(&s.max_decode_bytes) {
+            return Err(loaded.error_at(
+                "settings.max_decode_bytes",
+                format!("{} is out of range 64..=1048576", s.max_decode_bytes),
+            ));
+        }
+        if s.canary.as_ref().is_some_and(|c| c.len() < 8) {
+            return Err(loaded.error_at(
+                "settings.canary",
+                "the canary must be at least 8 characters, or it will match ordinary text",
+            ));
+        }
+        for (i, h) in s.allowed_link_hosts.iter().enumerate() {
+            let bare = h.strip_prefix("*.").unwrap_or(h);
+            if bare.is_empty() || bare.contains(['/', ':', '*', ' ']) {
+                return Err(loaded.error_at(
+                    &format!("settings.allowed_link_hosts[{i}]"),
+                    format!("`{h}` is not a host name (write `example.com` or `*.example.com`)"),
+                ));
+            }
+        }
+        // lexicons: only when some side uses toxicity
+        let uses_tox = [&p.input, &p.output]
+            .iter()
+            .any(|r| r.0.get("toxicity").is_some_and(|a| *a != Action::Allow));
+        let mut lexicons = Vec::new();
+        if uses_tox {
+            let base = path.parent().unwrap_or(Path::new("."));
+            let dir = base.join(&s.lexicon_dir);
+            for (i, lang) in s.toxicity_languages.iter().enumerate() {
+                if lang.is_empty() || !lang.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                    return Err(loaded.error_at(
+                        &format!("settings.toxicity_languages[{i}]"),
+                        format!("`{lang}` is not a language code"),
+                    ));
+                }
+                let file = dir.join(format!("{lang}.txt"));
+                let words = read_lexicon(&file).map_err(|e| {
+                    loaded.error_at(
+                        &format!("settings.toxicity_languages[{i}]"),
+                        format!("cannot read the word list {}: {e}", file.display()),
+                    )
+                })?;
+                lexicons.push((lang.clone(), words));
+            }
+        }
+        let cfg = DetectorConfig {
+            canary: s.canary.clone(),
+            allowed_link_hosts: s.allowed_link_hosts.clone(),
+            lexicons,
+            max_decode_bytes: s.max_decode_bytes,
+        };
+        let input = Side::new(&p.input, &cfg).map_err(|e| loaded.error_at("input", e))?;
+        let output = Side::new(&p.output, &cfg).map_err(|e| loaded.error_at("output", e))?;
+        let p = loaded.value;
+        Ok(Policy {
+            name: p.name,
+            version: p.version,
+            description: p.description,
+            settings: p.settings,
+            input,
+            output,
+            source: path.to_path_buf(),
+        })
     }
+
+    /// The side for a direction.
+    pub fn side(&self, d: Direction) -> &Side {
+        match d {
+            Direction::Input => &self.input,
+            Direction::Output => &self.output,
+        }
+    }
+
+    /// The JSON Schema of policy files.
+    pub fn json_schema() -> serde_json::Value {
+        let mut s = schemars::schema_for!(PolicyFile).to_value();
+        if let Some(o) = s.as_object_mut() {
+            o.insert(
+                "title".into(),
+                "Portcullis policy file (generated by `gateway policy-schema`; do not edit)".into(),
+            );
+        }
+        s
+    }
+}
+
+/// Read a word list: one entry per line, `#` comments and blank lines ignored.
+pub fn read_lexicon(file: &Path) -> std::io::Result<Vec<String>> {
+    Ok(std::fs::read_to_string(file)?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
-    fn write(s: &str) -> tempfile::NamedTempFile {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(s.as_bytes()).unwrap();
-        f
+    fn parse(s: &str) -> Result<Policy, YamlError> {
+        Policy::parse(Path::new("p.yaml"), s)
+    }
+
+    fn keys() -> (Vault, Pseudonymizer) {
+        (Vault::default(), Pseudonymizer::new(b"test-key", "t"))
     }
 
     #[test]
-    fn loads_a_valid_policy() {
-        let f = write("name: default\nversion: 3\ndescription: hi\n");
-        let p = Policy::load(f.path()).unwrap();
-        assert_eq!(p.name, "default");
-        assert_eq!(p.version, 3);
+    fn family_rules_and_type_overrides() {
+        let p = parse("name: a\nversion: 1\ninput:\n  pii: redact\n  email: placeholder\n").unwrap();
+        assert_eq!(p.input.action("phone"), Action::Redact);
+        assert_eq!(p.input.action("email"), Action::Placeholder);
+        assert_eq!(p.input.action("aws_key"), Action::Allow);
+        let (mut v, ps) = keys();
+        let d = p.input.evaluate("mail a@b.io or call +14155550132", &mut v, &ps);
+        assert_eq!(d.action, Action::Placeholder);
+        assert_eq!(d.text.as_deref(), Some("mail <EMAIL_1> or call [PHONE]"));
+        assert_eq!(v.restore("hi <EMAIL_1>"), "hi a@b.io");
     }
 
     #[test]
-    fn rejects_bad_names_with_a_line() {
-        let f = write("version: 1\nname: 'bad name'\n");
-        let e = Policy::load(f.path()).unwrap_err();
-        assert_eq!(e.line, Some(2));
-        assert!(e.message.contains("bad name"));
+    fn block_wins_and_leaves_the_text() {
+        let p = parse("name: a\nversion: 1\ninput:\n  pii: redact\n  secrets: block\n").unwrap();
+        let (mut v, ps) = keys();
+        let d = p.input.evaluate("a@b.io key AKIAQ7LMZ2XABCDEFGHI", &mut v, &ps);
+        assert_eq!(d.action, Action::Block);
+        assert_eq!(d.blocking().unwrap().rule, "secrets.aws_access_key");
+        assert!(d.text.is_none());
     }
 
     #[test]
-    fn rejects_unknown_fields() {
-        let f = write("name: a\nversion: 1\nactions: []\n");
-        let e = Policy::load(f.path()).unwrap_err();
-        assert_eq!(e.line, Some(3));
+    fn errors_are_located() {
+        let e = parse("name: a\nversion: 1\ninput:\n  emial: redact\n").unwrap_err();
+        assert_eq!(e.line, Some(4));
+        assert!(e.message.contains("unknown finding type"), "{e}");
+        let e = parse("name: a\nversion: 1\noutput:\n  email: placeholder\n").unwrap_err();
+        assert!(e.message.contains("input only"), "{e}");
+        let e = parse("name: a\nversion: 1\ninput:\n  email: scrub\n").unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        let e = parse("name: a\nversion: 1\nsettings:\n  block_status: 500\n").unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+    }
+
+    #[test]
+    fn overlapping_rewrites_pick_the_stronger() {
+        let mk = |s, e, a| Applied { ty: "email", start: s, end: e, rule: "r", action: a, score: 1.0 };
+        let f = [mk(0, 5, Action::Redact), mk(2, 9, Action::Placeholder), mk(10, 12, Action::Redact)];
+        let chosen: Vec<_> = select_rewrites(&f).into_iter().map(|a| (a.start, a.end)).collect();
+        assert_eq!(chosen, [(2, 9), (10, 12)]);
     }
 
     #[test]
@@ -91,6 +563,14 @@ mod tests {
                 n += 1;
             }
         }
-        assert!(n >= 1, "no policies found in {}", dir.display());
+        assert!(n >= 4, "expected the four shipped policies in {}", dir.display());
+    }
+
+    #[test]
+    fn the_checked_in_schema_is_current() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/schema.json");
+        let want = serde_json::to_string_pretty(&Policy::json_schema()).unwrap() + "\n";
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(have == want, "policies/schema.json is stale: run `make schema`");
     }
 }

@@ -1,0 +1,402 @@
+//! The detection engine: every detector's patterns compiled into one pass per view.
+//!
+//! A [`Detector`] declares [`Pattern`]s (regexes or literals, each on a [`ViewKind`]) and
+//! confirms candidate matches (Luhn, mod-97, context words, host allowlists...). The engine
+//! compiles the regexes of each view into one [`RegexSet`] and the literals of each view into
+//! one Aho-Corasick automaton, so the text is scanned once per view however many detectors
+//! there are; only patterns the set reports as present are re-run to find their spans.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use regex::{Regex, RegexSet, RegexSetBuilder};
+
+use crate::finding::Finding;
+use crate::text::{self, View, ViewKind};
+
+/// How a pattern matches.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// A regular expression (Rust `regex` syntax).
+    Regex(String),
+    /// A literal string (matched leftmost-longest).
+    Literal(String),
+}
+
+/// One pattern of a detector.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    /// The view it matches on.
+    pub view: ViewKind,
+    /// Regex or literal.
+    pub matcher: Matcher,
+    /// The detector's own tag, handed back in [`Hit::tag`].
+    pub tag: u32,
+    /// The finding type the pattern leads to, when it leads to one type only: the engine drops
+    /// the pattern when the policy does not act on that type.
+    pub ty: Option<&'static str>,
+}
+
+impl Pattern {
+    /// A regex pattern.
+    pub fn regex(view: ViewKind, re: impl Into<String>, tag: u32, ty: &'static str) -> Pattern {
+        Pattern {
+            view,
+            matcher: Matcher::Regex(re.into()),
+            tag,
+            ty: Some(ty),
+        }
+    }
+
+    /// A literal pattern.
+    pub fn literal(view: ViewKind, lit: impl Into<String>, tag: u32, ty: &'static str) -> Pattern {
+        Pattern {
+            view,
+            matcher: Matcher::Literal(lit.into()),
+            tag,
+            ty: Some(ty),
+        }
+    }
+}
+
+/// A candidate match handed to [`Detector::confirm`].
+pub struct Hit<'a> {
+    /// The pattern's tag.
+    pub tag: u32,
+    /// The text of the view the pattern matched on.
+    pub text: &'a str,
+    /// Start of the match in the view.
+    pub start: usize,
+    /// End of the match in the view.
+    pub end: usize,
+    /// The pattern's compiled regex (for captures), when it is a regex.
+    pub regex: Option<&'a Regex>,
+    /// The original text.
+    pub raw: &'a str,
+    view: Option<&'a View>,
+}
+
+impl<'a> Hit<'a> {
+    /// The matched text, in the view.
+    pub fn as_str(&self) -> &'a str {
+        &self.text[self.start..self.end]
+    }
+
+    /// Map a span of the view to the original text.
+    pub fn original(&self, start: usize, end: usize) -> (usize, usize) {
+        match self.view {
+            None => (start, end),
+            Some(v) => v.original(start, end),
+        }
+    }
+
+    /// A finding for the view span `start..end`.
+    pub fn finding(
+        &self,
+        ty: &'static str,
+        start: usize,
+        end: usize,
+        score: f32,
+        rule: &'static str,
+    ) -> Finding {
+        let (start, end) = self.original(start, end);
+        Finding {
+            ty,
+            start,
+            end,
+            score,
+            rule,
+        }
+    }
+
+    /// A finding for the whole match.
+    pub fn whole(&self, ty: &'static str, score: f32, rule: &'static str) -> Finding {
+        self.finding(ty, self.start, self.end, score, rule)
+    }
+}
+
+/// A detector: declares patterns, confirms their matches. Adding one is one file in
+/// `detectors/` and one line in [`crate::detectors::builtin`].
+pub trait Detector: Send + Sync {
+    /// Name, for errors and docs.
+    fn name(&self) -> &'static str;
+    /// The finding types this detector can report.
+    fn types(&self) -> &'static [&'static str];
+    /// Patterns to feed the shared automata.
+    fn patterns(&self) -> Vec<Pattern>;
+    /// Confirm a candidate; push zero or more findings.
+    fn confirm(&self, hit: &Hit<'_>, out: &mut Vec<Finding>);
+    /// Whole-text hook for detectors that are not pattern-driven (a NER model for person names
+    /// and addresses plugs in here). Default: nothing.
+    fn scan_whole(&self, _text: &str, _out: &mut Vec<Finding>) {}
+}
+
+/// Errors building an engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A pattern does not compile.
+    #[error("detector `{detector}`: pattern `{pattern}` does not compile: {source}")]
+    Regex {
+        /// Detector name.
+        detector: &'static str,
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        source: regex::Error,
+    },
+    /// The automata could not be built (too large).
+    #[error("building the matcher failed: {0}")]
+    Build(String),
+}
+
+#[derive(Default)]
+struct ViewMatchers {
+    set: Option<RegexSet>,
+    regexes: Vec<(Regex, usize, u32)>,
+    ac: Option<AhoCorasick>,
+    literals: Vec<(usize, u32)>,
+}
+
+impl ViewMatchers {
+    fn is_empty(&self) -> bool {
+        self.regexes.is_empty() && self.literals.is_empty()
+    }
+}
+
+/// Compiled detectors.
+pub struct Engine {
+    detectors: Vec<Box<dyn Detector>>,
+    views: [ViewMatchers; 3],
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field(
+                "detectors",
+                &self.detectors.iter().map(|d| d.name()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Compile `detectors`, keeping only the patterns for which `wants(type)` holds.
+    pub fn new(
+        detectors: Vec<Box<dyn Detector>>,
+        wants: &dyn Fn(&str) -> bool,
+    ) -> Result<Engine, EngineError> {
+        let detectors: Vec<Box<dyn Detector>> = detectors
+            .into_iter()
+            .filter(|d| d.types().iter().any(|t| wants(t)))
+            .collect();
+        let mut views: [ViewMatchers; 3] = Default::default();
+        let mut regex_src: [Vec<String>; 3] = Default::default();
+        let mut lit_src: [Vec<String>; 3] = Default::default();
+        for (di, d) in detectors.iter().enumerate() {
+            for p in d.patterns() {
+                if p.ty.is_some_and(|t| !wants(t)) {
+                    continue;
+                }
+                let v = p.view.index();
+                match p.matcher {
+                    Matcher::Regex(src) => {
+                        let re = Regex::new(&src).map_err(|e| EngineError::Regex {
+                            detector: d.name(),
+                            pattern: src.clone(),
+                            source: e,
+                        })?;
+                        views[v].regexes.push((re, di, p.tag));
+                        regex_src[v].push(src);
+                    }
+                    Matcher::Literal(lit) => {
+                        if lit.is_empty() {
+                            continue;
+                        }
+                        views[v].literals.push((di, p.tag));
+                        lit_src[v].push(lit);
+                    }
+                }
+            }
+        }
+        for v in 0..3 {
+            if regex_src[v].len() > 1 {
+                let set = RegexSetBuilder::new(&regex_src[v])
+                    .size_limit(64 << 20)
+                    .dfa_size_limit(16 << 20)
+                    .build()
+                    .map_err(|e| EngineError::Build(e.to_string()))?;
+                views[v].set = Some(set);
+            }
+            if !lit_src[v].is_empty() {
+                let ac = AhoCorasickBuilder::new()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(&lit_src[v])
+                    .map_err(|e| EngineError::Build(e.to_string()))?;
+                views[v].ac = Some(ac);
+            }
+        }
+        Ok(Engine { detectors, views })
+    }
+
+    /// Whether the engine has anything to look for.
+    pub fn is_empty(&self) -> bool {
+        self.views.iter().all(ViewMatchers::is_empty)
+    }
+
+    /// Scan `text`; findings sorted by start (longest first), exact duplicates removed.
+    pub fn scan(&self, text: &str) -> Vec<Finding> {
+        let mut out = Vec::new();
+        if text.is_empty() {
+            return out;
+        }
+        let need_words = !self.views[ViewKind::Words.index()].is_empty();
+        let need_folded = need_words || !self.views[ViewKind::Folded.index()].is_empty();
+        let folded = need_folded.then(|| text::folded(text));
+        let words = match (&folded, need_words) {
+            (Some(f), true) => Some(text::words(f)),
+            _ => None,
+        };
+        for kind in ViewKind::ALL {
+            let (vt, view) = match kind {
+                ViewKind::Raw => (text, None),
+                ViewKind::Folded => match &folded {
+                    Some(f) => (f.text.as_str(), Some(f)),
+                    None => continue,
+                },
+                ViewKind::Words => match &words {
+                    Some(w) => (w.text.as_str(), Some(w)),
+                    None => continue,
+                },
+            };
+            self.run_view(kind, vt, view, text, &mut out);
+        }
+        for d in &self.detectors {
+            d.scan_whole(text, &mut out);
+        }
+        out.retain(|f| f.start < f.end && f.end <= text.len());
+        out.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
+        out.dedup_by(|a, b| a.ty == b.ty && a.start == b.start && a.end == b.end);
+        out
+    }
+
+    fn run_view(
+        &self,
+        kind: ViewKind,
+        vt: &str,
+        view: Option<&View>,
+        raw: &str,
+        out: &mut Vec<Finding>,
+    ) {
+        let m = &self.views[kind.index()];
+        let mut run = |(re, di, tag): &(Regex, usize, u32)| {
+            for mat in re.find_iter(vt) {
+                let hit = Hit {
+                    tag: *tag,
+                    text: vt,
+                    start: mat.start(),
+                    end: mat.end(),
+                    regex: Some(re),
+                    raw,
+                    view,
+                };
+                self.detectors[*di].confirm(&hit, out);
+            }
+        };
+        match &m.set {
+            Some(set) => {
+                for i in set.matches(vt).iter() {
+                    run(&m.regexes[i]);
+                }
+            }
+            None => {
+                for r in &m.regexes {
+                    run(r);
+                }
+            }
+        }
+        if let Some(ac) = &m.ac {
+            for mat in ac.find_iter(vt) {
+                let (di, tag) = m.literals[mat.pattern().as_usize()];
+                let hit = Hit {
+                    tag,
+                    text: vt,
+                    start: mat.start(),
+                    end: mat.end(),
+                    regex: None,
+                    raw,
+                    view,
+                };
+                self.detectors[di].confirm(&hit, out);
+            }
+        }
+    }
+}
+
+/// Helpers detectors share.
+pub mod util {
+    /// The (at most) `n` bytes before `at`, on a char boundary.
+    pub fn before(text: &str, at: usize, n: usize) -> &str {
+        let mut s = at.saturating_sub(n);
+        while s > 0 && !text.is_char_boundary(s) {
+            s -= 1;
+        }
+        &text[s..at.min(text.len())]
+    }
+
+    /// The (at most) `n` bytes after `at`, on a char boundary.
+    pub fn after(text: &str, at: usize, n: usize) -> &str {
+        let at = at.min(text.len());
+        let mut e = (at + n).min(text.len());
+        while e < text.len() && !text.is_char_boundary(e) {
+            e += 1;
+        }
+        &text[at..e]
+    }
+
+    /// Whether `hay` contains any of `needles`, ignoring ASCII case.
+    pub fn contains_any(hay: &str, needles: &[&str]) -> bool {
+        let lower = hay.to_ascii_lowercase();
+        needles.iter().any(|n| lower.contains(n))
+    }
+
+    /// The last char before `at`.
+    pub fn char_before(text: &str, at: usize) -> Option<char> {
+        text.get(..at)?.chars().next_back()
+    }
+
+    /// The char at `at`.
+    pub fn char_at(text: &str, at: usize) -> Option<char> {
+        text.get(at..)?.chars().next()
+    }
+
+    /// Whether the match `start..end` is glued to an alphanumeric run by `-`, `.`, `_` or `/`
+    /// on either side (it is then part of an identifier like `INV-2024-558812` or `1.2.3.4.5`).
+    pub fn glued(text: &str, start: usize, end: usize) -> bool {
+        let b = text.as_bytes();
+        let joiner = |c: u8| matches!(c, b'-' | b'.' | b'_' | b'/' | b'#');
+        let left = start >= 2 && joiner(b[start - 1]) && b[start - 2].is_ascii_alphanumeric();
+        let right = end + 1 < b.len() && joiner(b[end]) && b[end + 1].is_ascii_alphanumeric();
+        left || right
+    }
+
+    /// Shannon entropy of `s` in bits per character.
+    pub fn entropy(s: &str) -> f64 {
+        let mut counts = [0u32; 256];
+        let mut n = 0u32;
+        for b in s.bytes() {
+            counts[b as usize] += 1;
+            n += 1;
+        }
+        if n == 0 {
+            return 0.0;
+        }
+        let n = f64::from(n);
+        counts
+            .iter()
+            .filter(|&&c| c > 0)
+            .map(|&c| {
+                let p = f64::from(c) / n;
+                -p * p.log2()
+            })
+            .sum()
+    }
+}

@@ -1,0 +1,222 @@
+//! What detectors find, the finding types they can report, and the actions a policy can take.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A detector's report: a finding type at a byte span of the scanned text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    /// Finding type (`email`, `aws_key`, `injection`, ...); see [`TYPES`].
+    #[serde(rename = "type")]
+    pub ty: &'static str,
+    /// First byte of the match in the scanned text.
+    pub start: usize,
+    /// One past the last byte.
+    pub end: usize,
+    /// Confidence in `0..=1` (rules report 1.0 once validated, heuristics less).
+    pub score: f32,
+    /// Id of the rule that matched (`pii.card.luhn`).
+    pub rule: &'static str,
+}
+
+/// The family a finding type belongs to; a policy can set one action for a whole family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Group {
+    /// Personal data.
+    Pii,
+    /// Credentials and keys.
+    Secrets,
+    /// Prompt injection and jailbreaks.
+    Injection,
+    /// Abusive language.
+    Toxicity,
+    /// Risks specific to model answers.
+    Output,
+}
+
+impl Group {
+    /// Name used in policy files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::Pii => "pii",
+            Group::Secrets => "secrets",
+            Group::Injection => "injection",
+            Group::Toxicity => "toxicity",
+            Group::Output => "unsafe_output",
+        }
+    }
+
+    /// All groups.
+    pub const ALL: [Group; 5] = [
+        Group::Pii,
+        Group::Secrets,
+        Group::Injection,
+        Group::Toxicity,
+        Group::Output,
+    ];
+}
+
+/// A finding type: its name in policies, its family and the label used when redacting.
+#[derive(Debug, Clone, Copy)]
+pub struct TypeInfo {
+    /// Name in policy files, metrics and `check` output.
+    pub name: &'static str,
+    /// Family.
+    pub group: Group,
+    /// Upper-case label used in `[LABEL]`, `<LABEL_1>` and `[LABEL:token]`.
+    pub label: &'static str,
+    /// One line for documentation.
+    pub about: &'static str,
+}
+
+const fn t(name: &'static str, group: Group, label: &'static str, about: &'static str) -> TypeInfo {
+    TypeInfo {
+        name,
+        group,
+        label,
+        about,
+    }
+}
+
+/// Every finding type a built-in detector (or a model hook) can report.
+pub const TYPES: &[TypeInfo] = &[
+    t("email", Group::Pii, "EMAIL", "e-mail address"),
+    t("phone", Group::Pii, "PHONE", "phone number, E.164 or national format"),
+    t("card", Group::Pii, "CARD", "payment card number (Luhn-checked, known issuer prefix)"),
+    t("iban", Group::Pii, "IBAN", "IBAN (mod-97 and country length checked)"),
+    t("ssn", Group::Pii, "SSN", "US social security number (valid ranges only)"),
+    t("ip_address", Group::Pii, "IP", "IPv4 or IPv6 address"),
+    t("date_of_birth", Group::Pii, "DOB", "a date next to words like `born` or `DOB`"),
+    t("postal_code", Group::Pii, "POSTAL_CODE", "a postal code next to words like `ZIP`"),
+    t("person", Group::Pii, "PERSON", "person name (needs a model detector; none built in)"),
+    t("address", Group::Pii, "ADDRESS", "street address (needs a model detector; none built in)"),
+    t("aws_key", Group::Secrets, "AWS_KEY", "AWS access key id"),
+    t("github_token", Group::Secrets, "GITHUB_TOKEN", "GitHub token (ghp_, gho_, github_pat_, ...)"),
+    t("gitlab_token", Group::Secrets, "GITLAB_TOKEN", "GitLab personal access token"),
+    t("slack_token", Group::Secrets, "SLACK_TOKEN", "Slack token or webhook URL"),
+    t("stripe_key", Group::Secrets, "STRIPE_KEY", "Stripe secret or restricted key"),
+    t("openai_key", Group::Secrets, "OPENAI_KEY", "OpenAI-style API key (sk-...)"),
+    t("jwt", Group::Secrets, "JWT", "JSON Web Token"),
+    t("private_key", Group::Secrets, "PRIVATE_KEY", "PEM private key block"),
+    t("url_password", Group::Secrets, "PASSWORD", "password in a URL or connection string"),
+    t("generic_secret", Group::Secrets, "SECRET", "high-entropy value next to a key word"),
+    t("instruction_override", Group::Injection, "INJECTION", "instruction-override phrases and chat-template delimiters"),
+    t("jailbreak", Group::Injection, "JAILBREAK", "role-play and restriction-removal markers"),
+    t("prompt_extraction", Group::Injection, "PROMPT_EXTRACTION", "system-prompt extraction"),
+    t("encoded_injection", Group::Injection, "ENCODED_INJECTION", "injection hidden in base64/hex/rot13"),
+    t("toxicity", Group::Toxicity, "TOXIC", "word from the toxicity lexicon"),
+    t("exfil_image", Group::Output, "IMAGE", "markdown/HTML image pointing at a host not allowlisted"),
+    t("exfil_link", Group::Output, "LINK", "markdown link pointing at a host not allowlisted"),
+    t("html_injection", Group::Output, "HTML", "script-capable HTML or javascript: URL"),
+    t("canary_leak", Group::Output, "CANARY", "the policy's system-prompt canary string"),
+];
+
+/// Look a finding type up by name.
+pub fn type_info(name: &str) -> Option<&'static TypeInfo> {
+    TYPES.iter().find(|t| t.name == name)
+}
+
+/// What a policy does with a finding. Ordered by severity: when findings overlap, the most
+/// severe action wins; a request's overall action is its most severe finding's.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Do not look for it.
+    Allow,
+    /// Record it (metrics, log, audit); change nothing.
+    Monitor,
+    /// Replace it with `[LABEL]`.
+    Redact,
+    /// Replace it with `[LABEL:token]`, the token a keyed HMAC-SHA256 of the value: the same value
+    /// gives the same token within a tenant; it cannot be reversed without the key.
+    Pseudonymize,
+    /// Input only: replace it with `<LABEL_n>`, keep the original in the request's vault, and
+    /// put it back into the answer (streamed or not).
+    Placeholder,
+    /// Refuse the request (or end the stream) naming the rule, never the value.
+    Block,
+}
+
+impl Action {
+    /// Name in policy files and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Monitor => "monitor",
+            Action::Redact => "redact",
+            Action::Pseudonymize => "pseudonymize",
+            Action::Placeholder => "placeholder",
+            Action::Block => "block",
+        }
+    }
+
+    /// Whether the action changes the text.
+    pub fn rewrites(self) -> bool {
+        matches!(
+            self,
+            Action::Redact | Action::Pseudonymize | Action::Placeholder
+        )
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which way the text flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Prompts, on their way to the model.
+    Input,
+    /// Answers, on their way to the client.
+    Output,
+}
+
+impl Direction {
+    /// Name in policies, metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Input => "input",
+            Direction::Output => "output",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_are_unique_and_labels_upper_case() {
+        let mut names: Vec<_> = TYPES.iter().map(|t| t.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), TYPES.len());
+        for t in TYPES {
+            assert!(
+                t.label
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c == '_')
+            );
+            // a group may share its name only with its single member (`toxicity`)
+            for g in Group::ALL {
+                if g.name() == t.name {
+                    assert_eq!(TYPES.iter().filter(|u| u.group == g).count(), 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn block_is_the_most_severe() {
+        assert!(Action::Block > Action::Placeholder);
+        assert!(Action::Monitor > Action::Allow);
+    }
+}
