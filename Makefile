@@ -35,6 +35,7 @@ fmt:
 # Regenerate the checked-in JSON Schema of the gateway config (a test fails when it drifts).
 schema: setup
 	$(CARGO) run -q -p gateway -- schema > deploy/gateway-config.schema.json
+	$(CARGO) run -q -p gateway -- policy-schema > policies/schema.json
 
 clean:
 	$(CARGO) clean

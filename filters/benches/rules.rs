@@ -60,29 +60,33 @@ fn stream_per_token(c: &mut Criterion) {
     let mut start = 0;
     let b = text.as_bytes();
     for i in 1..=b.len() {
-        if i == b.len() || (b[i] == b' ' && i > start) || (!b[i].is_ascii_alphanumeric() && b[i] != b' ') {
-            if text.is_char_boundary(i) {
-                tokens.push(&text[start..i]);
-                start = i;
-            }
+        let boundary = i == b.len()
+            || (b[i] == b' ' && i > start)
+            || (!b[i].is_ascii_alphanumeric() && b[i] != b' ');
+        if boundary && text.is_char_boundary(i) {
+            tokens.push(&text[start..i]);
+            start = i;
         }
     }
     for name in ["default", "strict"] {
         let p = policy(name);
         let ps = Pseudonymizer::new(b"bench", "t");
         g.throughput(Throughput::Elements(tokens.len() as u64));
-        g.bench_function(BenchmarkId::new(name, format!("{}tokens", tokens.len())), |bch| {
-            bch.iter(|| {
-                let mut v = Vault::default();
-                let mut guard = StreamGuard::new(p.clone());
-                let mut n = 0;
-                for t in &tokens {
-                    n += guard.push(t, &mut v, &ps).map(|s| s.len()).unwrap_or(0);
-                }
-                n += guard.finish(&mut v, &ps).map(|s| s.len()).unwrap_or(0);
-                black_box(n)
-            })
-        });
+        g.bench_function(
+            BenchmarkId::new(name, format!("{}tokens", tokens.len())),
+            |bch| {
+                bch.iter(|| {
+                    let mut v = Vault::default();
+                    let mut guard = StreamGuard::new(p.clone());
+                    let mut n = 0;
+                    for t in &tokens {
+                        n += guard.push(t, &mut v, &ps).map(|s| s.len()).unwrap_or(0);
+                    }
+                    n += guard.finish(&mut v, &ps).map(|s| s.len()).unwrap_or(0);
+                    black_box(n)
+                })
+            },
+        );
     }
     g.finish();
 }

@@ -207,7 +207,10 @@ mod tests {
         assert_ne!(a.token("email", "x@y.z"), b.token("email", "x@y.z"));
         assert_ne!(a.token("email", "x@y.z"), a.token("email", "x@y.zz"));
         assert_eq!(a.token("email", "x@y.z").len(), 12);
-        assert!(!format!("{a:?}").contains('k'.to_string().as_str()) || format!("{a:?}").contains("hidden"));
+        assert!(
+            !format!("{a:?}").contains('k'.to_string().as_str())
+                || format!("{a:?}").contains("hidden")
+        );
     }
 
     #[test]
@@ -218,7 +221,10 @@ mod tests {
         assert_eq!(p1, "<EMAIL_1>");
         assert_eq!(p2, "<EMAIL_2>");
         assert_eq!(v.placeholder("email", "a@b.co"), "<EMAIL_1>");
-        assert_eq!(v.restore("to <EMAIL_1> and <EMAIL_2>, not <EMAIL_3> or <b>"), "to a@b.co and c@d.co, not <EMAIL_3> or <b>");
+        assert_eq!(
+            v.restore("to <EMAIL_1> and <EMAIL_2>, not <EMAIL_3> or <b>"),
+            "to a@b.co and c@d.co, not <EMAIL_3> or <b>"
+        );
         assert_eq!(format!("{v:?}"), "Vault { 2 placeholders }");
     }
 

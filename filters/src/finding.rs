@@ -83,34 +83,159 @@ const fn t(name: &'static str, group: Group, label: &'static str, about: &'stati
 /// Every finding type a built-in detector (or a model hook) can report.
 pub const TYPES: &[TypeInfo] = &[
     t("email", Group::Pii, "EMAIL", "e-mail address"),
-    t("phone", Group::Pii, "PHONE", "phone number, E.164 or national format"),
-    t("card", Group::Pii, "CARD", "payment card number (Luhn-checked, known issuer prefix)"),
-    t("iban", Group::Pii, "IBAN", "IBAN (mod-97 and country length checked)"),
-    t("ssn", Group::Pii, "SSN", "US social security number (valid ranges only)"),
+    t(
+        "phone",
+        Group::Pii,
+        "PHONE",
+        "phone number, E.164 or national format",
+    ),
+    t(
+        "card",
+        Group::Pii,
+        "CARD",
+        "payment card number (Luhn-checked, known issuer prefix)",
+    ),
+    t(
+        "iban",
+        Group::Pii,
+        "IBAN",
+        "IBAN (mod-97 and country length checked)",
+    ),
+    t(
+        "ssn",
+        Group::Pii,
+        "SSN",
+        "US social security number (valid ranges only)",
+    ),
     t("ip_address", Group::Pii, "IP", "IPv4 or IPv6 address"),
-    t("date_of_birth", Group::Pii, "DOB", "a date next to words like `born` or `DOB`"),
-    t("postal_code", Group::Pii, "POSTAL_CODE", "a postal code next to words like `ZIP`"),
-    t("person", Group::Pii, "PERSON", "person name (needs a model detector; none built in)"),
-    t("address", Group::Pii, "ADDRESS", "street address (needs a model detector; none built in)"),
+    t(
+        "date_of_birth",
+        Group::Pii,
+        "DOB",
+        "a date next to words like `born` or `DOB`",
+    ),
+    t(
+        "postal_code",
+        Group::Pii,
+        "POSTAL_CODE",
+        "a postal code next to words like `ZIP`",
+    ),
+    t(
+        "person",
+        Group::Pii,
+        "PERSON",
+        "person name (needs a model detector; none built in)",
+    ),
+    t(
+        "address",
+        Group::Pii,
+        "ADDRESS",
+        "street address (needs a model detector; none built in)",
+    ),
     t("aws_key", Group::Secrets, "AWS_KEY", "AWS access key id"),
-    t("github_token", Group::Secrets, "GITHUB_TOKEN", "GitHub token (ghp_, gho_, github_pat_, ...)"),
-    t("gitlab_token", Group::Secrets, "GITLAB_TOKEN", "GitLab personal access token"),
-    t("slack_token", Group::Secrets, "SLACK_TOKEN", "Slack token or webhook URL"),
-    t("stripe_key", Group::Secrets, "STRIPE_KEY", "Stripe secret or restricted key"),
-    t("openai_key", Group::Secrets, "OPENAI_KEY", "OpenAI-style API key (sk-...)"),
+    t(
+        "github_token",
+        Group::Secrets,
+        "GITHUB_TOKEN",
+        "GitHub token (ghp_, gho_, github_pat_, ...)",
+    ),
+    t(
+        "gitlab_token",
+        Group::Secrets,
+        "GITLAB_TOKEN",
+        "GitLab personal access token",
+    ),
+    t(
+        "slack_token",
+        Group::Secrets,
+        "SLACK_TOKEN",
+        "Slack token or webhook URL",
+    ),
+    t(
+        "stripe_key",
+        Group::Secrets,
+        "STRIPE_KEY",
+        "Stripe secret or restricted key",
+    ),
+    t(
+        "openai_key",
+        Group::Secrets,
+        "OPENAI_KEY",
+        "OpenAI-style API key (sk-...)",
+    ),
     t("jwt", Group::Secrets, "JWT", "JSON Web Token"),
-    t("private_key", Group::Secrets, "PRIVATE_KEY", "PEM private key block"),
-    t("url_password", Group::Secrets, "PASSWORD", "password in a URL or connection string"),
-    t("generic_secret", Group::Secrets, "SECRET", "high-entropy value next to a key word"),
-    t("instruction_override", Group::Injection, "INJECTION", "instruction-override phrases and chat-template delimiters"),
-    t("jailbreak", Group::Injection, "JAILBREAK", "role-play and restriction-removal markers"),
-    t("prompt_extraction", Group::Injection, "PROMPT_EXTRACTION", "system-prompt extraction"),
-    t("encoded_injection", Group::Injection, "ENCODED_INJECTION", "injection hidden in base64/hex/rot13"),
-    t("toxicity", Group::Toxicity, "TOXIC", "word from the toxicity lexicon"),
-    t("exfil_image", Group::Output, "IMAGE", "markdown/HTML image pointing at a host not allowlisted"),
-    t("exfil_link", Group::Output, "LINK", "markdown link pointing at a host not allowlisted"),
-    t("html_injection", Group::Output, "HTML", "script-capable HTML or javascript: URL"),
-    t("canary_leak", Group::Output, "CANARY", "the policy's system-prompt canary string"),
+    t(
+        "private_key",
+        Group::Secrets,
+        "PRIVATE_KEY",
+        "PEM private key block",
+    ),
+    t(
+        "url_password",
+        Group::Secrets,
+        "PASSWORD",
+        "password in a URL or connection string",
+    ),
+    t(
+        "generic_secret",
+        Group::Secrets,
+        "SECRET",
+        "high-entropy value next to a key word",
+    ),
+    t(
+        "instruction_override",
+        Group::Injection,
+        "INJECTION",
+        "instruction-override phrases and chat-template delimiters",
+    ),
+    t(
+        "jailbreak",
+        Group::Injection,
+        "JAILBREAK",
+        "role-play and restriction-removal markers",
+    ),
+    t(
+        "prompt_extraction",
+        Group::Injection,
+        "PROMPT_EXTRACTION",
+        "system-prompt extraction",
+    ),
+    t(
+        "encoded_injection",
+        Group::Injection,
+        "ENCODED_INJECTION",
+        "injection hidden in base64/hex/rot13",
+    ),
+    t(
+        "toxicity",
+        Group::Toxicity,
+        "TOXIC",
+        "word from the toxicity lexicon",
+    ),
+    t(
+        "exfil_image",
+        Group::Output,
+        "IMAGE",
+        "markdown/HTML image pointing at a host not allowlisted",
+    ),
+    t(
+        "exfil_link",
+        Group::Output,
+        "LINK",
+        "markdown link pointing at a host not allowlisted",
+    ),
+    t(
+        "html_injection",
+        Group::Output,
+        "HTML",
+        "script-capable HTML or javascript: URL",
+    ),
+    t(
+        "canary_leak",
+        Group::Output,
+        "CANARY",
+        "the policy's system-prompt canary string",
+    ),
 ];
 
 /// Look a finding type up by name.
@@ -200,11 +325,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), TYPES.len());
         for t in TYPES {
-            assert!(
-                t.label
-                    .chars()
-                    .all(|c| c.is_ascii_uppercase() || c == '_')
-            );
+            assert!(t.label.chars().all(|c| c.is_ascii_uppercase() || c == '_'));
             // a group may share its name only with its single member (`toxicity`)
             for g in Group::ALL {
                 if g.name() == t.name {

@@ -36,7 +36,11 @@ impl JsonSchema for Rules {
             if let Some(o) = s.as_object_mut() {
                 o.insert(
                     "description".into(),
-                    format!("Action for every `{}` type not listed on its own.", g.name()).into(),
+                    format!(
+                        "Action for every `{}` type not listed on its own.",
+                        g.name()
+                    )
+                    .into(),
                 );
             }
             props.insert(g.name().to_string(), s);
@@ -267,7 +271,9 @@ impl Side {
 fn drop_generic_overlaps(found: &mut Vec<Finding>) {
     let specific: Vec<(usize, usize)> = found
         .iter()
-        .filter(|f| f.ty != "generic_secret" && type_info(f.ty).is_some_and(|t| t.group == Group::Secrets))
+        .filter(|f| {
+            f.ty != "generic_secret" && type_info(f.ty).is_some_and(|t| t.group == Group::Secrets)
+        })
         .map(|f| (f.start, f.end))
         .collect();
     if specific.is_empty() {
@@ -297,7 +303,12 @@ pub fn select_rewrites(findings: &[Applied]) -> Vec<&Applied> {
 }
 
 /// Apply the rewriting findings to `text`.
-pub fn rewrite(text: &str, findings: &[Applied], vault: &mut Vault, pseudo: &Pseudonymizer) -> String {
+pub fn rewrite(
+    text: &str,
+    findings: &[Applied],
+    vault: &mut Vault,
+    pseudo: &Pseudonymizer,
+) -> String {
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
     for f in select_rewrites(findings) {
@@ -429,7 +440,11 @@ impl Policy {
             let base = path.parent().unwrap_or(Path::new("."));
             let dir = base.join(&s.lexicon_dir);
             for (i, lang) in s.toxicity_languages.iter().enumerate() {
-                if lang.is_empty() || !lang.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                if lang.is_empty()
+                    || !lang
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
                     return Err(loaded.error_at(
                         &format!("settings.toxicity_languages[{i}]"),
                         format!("`{lang}` is not a language code"),
@@ -510,12 +525,15 @@ mod tests {
 
     #[test]
     fn family_rules_and_type_overrides() {
-        let p = parse("name: a\nversion: 1\ninput:\n  pii: redact\n  email: placeholder\n").unwrap();
+        let p =
+            parse("name: a\nversion: 1\ninput:\n  pii: redact\n  email: placeholder\n").unwrap();
         assert_eq!(p.input.action("phone"), Action::Redact);
         assert_eq!(p.input.action("email"), Action::Placeholder);
         assert_eq!(p.input.action("aws_key"), Action::Allow);
         let (mut v, ps) = keys();
-        let d = p.input.evaluate("mail a@b.io or call +14155550132", &mut v, &ps);
+        let d = p
+            .input
+            .evaluate("mail a@b.io or call +14155550132", &mut v, &ps);
         assert_eq!(d.action, Action::Placeholder);
         assert_eq!(d.text.as_deref(), Some("mail <EMAIL_1> or call [PHONE]"));
         assert_eq!(v.restore("hi <EMAIL_1>"), "hi a@b.io");
@@ -525,7 +543,9 @@ mod tests {
     fn block_wins_and_leaves_the_text() {
         let p = parse("name: a\nversion: 1\ninput:\n  pii: redact\n  secrets: block\n").unwrap();
         let (mut v, ps) = keys();
-        let d = p.input.evaluate("a@b.io key AKIAQ7LMZ2XABCDEFGHI", &mut v, &ps);
+        let d = p
+            .input
+            .evaluate("a@b.io key AKIAQ7LMZ2XABCDEFGHI", &mut v, &ps);
         assert_eq!(d.action, Action::Block);
         assert_eq!(d.blocking().unwrap().rule, "secrets.aws_access_key");
         assert!(d.text.is_none());
@@ -546,9 +566,23 @@ mod tests {
 
     #[test]
     fn overlapping_rewrites_pick_the_stronger() {
-        let mk = |s, e, a| Applied { ty: "email", start: s, end: e, rule: "r", action: a, score: 1.0 };
-        let f = [mk(0, 5, Action::Redact), mk(2, 9, Action::Placeholder), mk(10, 12, Action::Redact)];
-        let chosen: Vec<_> = select_rewrites(&f).into_iter().map(|a| (a.start, a.end)).collect();
+        let mk = |s, e, a| Applied {
+            ty: "email",
+            start: s,
+            end: e,
+            rule: "r",
+            action: a,
+            score: 1.0,
+        };
+        let f = [
+            mk(0, 5, Action::Redact),
+            mk(2, 9, Action::Placeholder),
+            mk(10, 12, Action::Redact),
+        ];
+        let chosen: Vec<_> = select_rewrites(&f)
+            .into_iter()
+            .map(|a| (a.start, a.end))
+            .collect();
         assert_eq!(chosen, [(2, 9), (10, 12)]);
     }
 
@@ -563,7 +597,11 @@ mod tests {
                 n += 1;
             }
         }
-        assert!(n >= 4, "expected the four shipped policies in {}", dir.display());
+        assert!(
+            n >= 4,
+            "expected the four shipped policies in {}",
+            dir.display()
+        );
     }
 
     #[test]
@@ -571,6 +609,9 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/schema.json");
         let want = serde_json::to_string_pretty(&Policy::json_schema()).unwrap() + "\n";
         let have = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(have == want, "policies/schema.json is stale: run `make schema`");
+        assert!(
+            have == want,
+            "policies/schema.json is stale: run `make schema`"
+        );
     }
 }

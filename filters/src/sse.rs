@@ -51,10 +51,7 @@ impl SseParser {
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<Event> {
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
-        loop {
-            let Some((end, next)) = find_event_end(&self.buf) else {
-                break;
-            };
+        while let Some((end, next)) = find_event_end(&self.buf) {
             let raw: Vec<u8> = self.buf[..end].to_vec();
             self.buf.drain(..next);
             out.push(parse_event(raw));
@@ -339,7 +336,10 @@ impl StreamRewriter {
         let token_text = if special { text } else { sent };
         self.shape_tgi(v, &token_text, special);
         if last && let Some(o) = v.as_object_mut() {
-            o.insert("generated_text".into(), Value::String(self.generated.clone()));
+            o.insert(
+                "generated_text".into(),
+                Value::String(self.generated.clone()),
+            );
         }
         Ok(())
     }
@@ -348,12 +348,17 @@ impl StreamRewriter {
     fn shape_tgi(&self, v: &mut Value, text: &str, special: bool) {
         if let Some(t) = v.get_mut("token").and_then(Value::as_object_mut) {
             t.insert("text".into(), Value::String(text.to_string()));
-            let _ = special;
+            if !special {
+                // a released tail (or a synthesized event) is ordinary text, never special
+                t.insert("special".into(), Value::Bool(false));
+            }
         }
         if let Some(i) = v.get("index").and_then(Value::as_i64) {
             v["index"] = Value::from(i + self.index_shift);
         }
-        if self.strip_alternatives && let Some(t) = v.get_mut("top_tokens") {
+        if self.strip_alternatives
+            && let Some(t) = v.get_mut("top_tokens")
+        {
             *t = Value::Array(Vec::new());
         }
     }
@@ -464,12 +469,26 @@ mod tests {
         assert!(evs.is_empty());
         evs.extend(p.feed(b"\ndata: x\r\n\r\n: comment\n\ndata:[DONE]\n\n"));
         let data: Vec<_> = evs.iter().map(|e| e.data.clone()).collect();
-        assert_eq!(data, [Some("{\"a\":1}".into()), Some("x".into()), None, Some("[DONE]".into())]);
+        assert_eq!(
+            data,
+            [
+                Some("{\"a\":1}".into()),
+                Some("x".into()),
+                None,
+                Some("[DONE]".into())
+            ]
+        );
         assert!(evs[1].spaced);
     }
 
     fn policy() -> Arc<Policy> {
-        Arc::new(Policy::parse(Path::new("p.yaml"), "name: a\nversion: 1\noutput:\n  pii: redact\n").unwrap())
+        Arc::new(
+            Policy::parse(
+                Path::new("p.yaml"),
+                "name: a\nversion: 1\noutput:\n  pii: redact\n",
+            )
+            .unwrap(),
+        )
     }
 
     fn tgi_stream(tokens: &[&str]) -> Vec<u8> {
@@ -491,18 +510,39 @@ mod tests {
         for c in bytes.chunks(chunk.max(1)) {
             match r.feed(c, &mut v, &ps) {
                 Step::Send(b) => out.extend(b),
-                Step::Blocked(b, f) => { out.extend(b); blocked = Some(f); break; }
+                Step::Blocked(b, f) => {
+                    out.extend(b);
+                    blocked = Some(f);
+                    break;
+                }
             }
         }
-        if blocked.is_none() && let Step::Send(b) = r.finish(&mut v, &ps) { out.extend(b); }
-        let evs = SseParser::default().feed(&out).into_iter().filter_map(|e| e.data).filter(|d| d != "[DONE]").map(|d| serde_json::from_str(&d).unwrap()).collect();
+        if blocked.is_none()
+            && let Step::Send(b) = r.finish(&mut v, &ps)
+        {
+            out.extend(b);
+        }
+        let evs = SseParser::default()
+            .feed(&out)
+            .into_iter()
+            .filter_map(|e| e.data)
+            .filter(|d| d != "[DONE]")
+            .map(|d| serde_json::from_str(&d).unwrap())
+            .collect();
         (evs, blocked)
     }
 
     #[test]
     fn tgi_entity_split_across_three_tokens() {
-        let (evs, _) = run(Format::Tgi, &tgi_stream(&["Mail", " jane", ".doe@exam", "ple.com", " now"]), 7);
-        let texts: String = evs.iter().map(|e| e["token"]["text"].as_str().unwrap()).collect();
+        let (evs, _) = run(
+            Format::Tgi,
+            &tgi_stream(&["Mail", " jane", ".doe@exam", "ple.com", " now"]),
+            7,
+        );
+        let texts: String = evs
+            .iter()
+            .map(|e| e["token"]["text"].as_str().unwrap())
+            .collect();
         assert_eq!(texts, "Mail [EMAIL] now");
         let last = evs.last().unwrap();
         assert_eq!(last["generated_text"], "Mail [EMAIL] now");
@@ -515,12 +555,19 @@ mod tests {
         let mut s = String::new();
         let toks = ["card ", "4111 1111", " 1111 1111", " thanks"];
         for (i, t) in toks.iter().enumerate() {
-            let fin = if i + 1 == toks.len() { Value::from("stop") } else { Value::Null };
+            let fin = if i + 1 == toks.len() {
+                Value::from("stop")
+            } else {
+                Value::Null
+            };
             s.push_str(&format!("data: {}\n\n", serde_json::json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": t}, "logprobs": null, "finish_reason": fin}]})));
         }
         s.push_str("data: [DONE]\n\n");
         let (evs, _) = run(Format::OpenAi, s.as_bytes(), 5);
-        let text: String = evs.iter().map(|e| e["choices"][0]["delta"]["content"].as_str().unwrap_or("")).collect();
+        let text: String = evs
+            .iter()
+            .map(|e| e["choices"][0]["delta"]["content"].as_str().unwrap_or(""))
+            .collect();
         assert_eq!(text, "card [CARD] thanks");
     }
 

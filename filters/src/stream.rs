@@ -93,7 +93,10 @@ impl StreamGuard {
                 break;
             }
             let groupish = seg.bytes().any(|b| b.is_ascii_digit())
-                || (seg.len() <= 4 && seg.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
+                || (seg.len() <= 4
+                    && seg
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
                 || seg.ends_with([':', '=', '+', '('])
                 || seg.starts_with(['+', '('])
                 || seg.bytes().any(|b| b == b'@');
@@ -130,7 +133,10 @@ impl StreamGuard {
         window.push_str(&self.pending);
         let found = side.findings(&window);
         // blocking findings stop the stream at once, wherever they are
-        if let Some(b) = found.iter().find(|f| f.action == Action::Block && f.end > ctx_len) {
+        if let Some(b) = found
+            .iter()
+            .find(|f| f.action == Action::Block && f.end > ctx_len)
+        {
             let mut b = b.clone();
             b.start = b.start.saturating_sub(ctx_len);
             b.end -= ctx_len;
@@ -201,7 +207,11 @@ mod tests {
         Arc::new(Policy::parse(Path::new("p.yaml"), yaml).unwrap())
     }
 
-    fn run(p: &Arc<Policy>, pieces: &[&str], vault: &mut Vault) -> Result<(String, Vec<String>), Blocked> {
+    fn run(
+        p: &Arc<Policy>,
+        pieces: &[&str],
+        vault: &mut Vault,
+    ) -> Result<(String, Vec<String>), Blocked> {
         let ps = Pseudonymizer::new(b"k", "t");
         let mut g = StreamGuard::new(p.clone());
         let mut outs = Vec::new();
@@ -215,28 +225,48 @@ mod tests {
     #[test]
     fn an_email_split_across_three_tokens_is_redacted() {
         let p = policy("name: a\nversion: 1\noutput:\n  pii: redact\n");
-        let (out, _) = run(&p, &["Write to jane", ".doe@exam", "ple.com today"], &mut Vault::default()).unwrap();
+        let (out, _) = run(
+            &p,
+            &["Write to jane", ".doe@exam", "ple.com today"],
+            &mut Vault::default(),
+        )
+        .unwrap();
         assert_eq!(out, "Write to [EMAIL] today");
     }
 
     #[test]
     fn a_card_in_groups_is_redacted() {
         let p = policy("name: a\nversion: 1\noutput:\n  pii: redact\n");
-        let (out, _) = run(&p, &["card ", "4111", " 1111", " 1111", " 1111", " ok"], &mut Vault::default()).unwrap();
+        let (out, _) = run(
+            &p,
+            &["card ", "4111", " 1111", " 1111", " 1111", " ok"],
+            &mut Vault::default(),
+        )
+        .unwrap();
         assert_eq!(out, "card [CARD] ok");
     }
 
     #[test]
     fn prose_is_not_held_beyond_the_last_word() {
         let p = policy("name: a\nversion: 1\noutput:\n  pii: redact\n");
-        let (_, outs) = run(&p, &["The", " quick", " brown", " fox"], &mut Vault::default()).unwrap();
+        let (_, outs) = run(
+            &p,
+            &["The", " quick", " brown", " fox"],
+            &mut Vault::default(),
+        )
+        .unwrap();
         assert_eq!(outs, ["", "The ", "quick ", "brown ", "fox"]);
     }
 
     #[test]
     fn blocking_mid_stream() {
         let p = policy("name: a\nversion: 1\noutput:\n  secrets: block\n");
-        let e = run(&p, &["here: AKIA", "Q7LMZ2XABCDEFGHI", " done"], &mut Vault::default()).unwrap_err();
+        let e = run(
+            &p,
+            &["here: AKIA", "Q7LMZ2XABCDEFGHI", " done"],
+            &mut Vault::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.0.rule, "secrets.aws_access_key");
     }
 

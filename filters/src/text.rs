@@ -56,7 +56,10 @@ impl View {
         if end <= start {
             return (s, s);
         }
-        let e = self.spans.get(end - 1).map_or(self.orig_len, |p| p.1 as usize);
+        let e = self
+            .spans
+            .get(end - 1)
+            .map_or(self.orig_len, |p| p.1 as usize);
         (s, e.max(s))
     }
 
@@ -80,15 +83,55 @@ pub fn is_invisible(c: char) -> bool {
 pub fn fold_confusable(c: char) -> char {
     match c {
         // Cyrillic
-        'а' => 'a', 'в' => 'b', 'е' | 'ё' => 'e', 'к' => 'k', 'м' => 'm', 'н' => 'h', 'о' => 'o',
-        'р' => 'p', 'с' => 'c', 'т' => 't', 'у' => 'y', 'х' => 'x', 'ѕ' => 's', 'і' | 'ї' => 'i',
-        'ј' => 'j', 'ԁ' => 'd', 'ɡ' => 'g', 'ԛ' => 'q', 'ԝ' => 'w', 'ո' => 'n', 'ս' => 'u',
+        'а' => 'a',
+        'в' => 'b',
+        'е' | 'ё' => 'e',
+        'к' => 'k',
+        'м' => 'm',
+        'н' => 'h',
+        'о' => 'o',
+        'р' => 'p',
+        'с' => 'c',
+        'т' => 't',
+        'у' => 'y',
+        'х' => 'x',
+        'ѕ' => 's',
+        'і' | 'ї' => 'i',
+        'ј' => 'j',
+        'ԁ' => 'd',
+        'ɡ' => 'g',
+        'ԛ' => 'q',
+        'ԝ' => 'w',
+        'ո' => 'n',
+        'ս' => 'u',
         // Greek
-        'α' => 'a', 'β' => 'b', 'ε' => 'e', 'η' => 'n', 'ι' => 'i', 'κ' => 'k', 'ν' => 'v',
-        'ο' => 'o', 'ρ' => 'p', 'τ' => 't', 'υ' => 'u', 'χ' => 'x', 'γ' => 'y', 'ω' => 'w',
+        'α' => 'a',
+        'β' => 'b',
+        'ε' => 'e',
+        'η' => 'n',
+        'ι' => 'i',
+        'κ' => 'k',
+        'ν' => 'v',
+        'ο' => 'o',
+        'ρ' => 'p',
+        'τ' => 't',
+        'υ' => 'u',
+        'χ' => 'x',
+        'γ' => 'y',
+        'ω' => 'w',
         // Latin look-alikes
-        'ı' => 'i', 'ł' => 'l', 'ø' => 'o', 'đ' => 'd', 'ħ' => 'h', 'ŀ' => 'l', 'ſ' => 's',
-        'ß' => 's', 'ɑ' => 'a', 'ɩ' => 'i', 'ʀ' => 'r', 'ʏ' => 'y',
+        'ı' => 'i',
+        'ł' => 'l',
+        'ø' => 'o',
+        'đ' => 'd',
+        'ħ' => 'h',
+        'ŀ' => 'l',
+        'ſ' => 's',
+        'ß' => 's',
+        'ɑ' => 'a',
+        'ɩ' => 'i',
+        'ʀ' => 'r',
+        'ʏ' => 'y',
         _ => c,
     }
 }
@@ -145,7 +188,9 @@ pub fn folded(text: &str) -> View {
                 // a symbol stands for a letter only between letters or digits (`a$$`, `h@ck`)
                 let prev = at.checked_sub(1).and_then(|p| bytes.get(p));
                 let next = bytes.get(at + 1);
-                let wordy = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'$' | b'@' | b'!'));
+                let wordy = |b: Option<&u8>| {
+                    b.is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'$' | b'@' | b'!'))
+                };
                 if wordy(prev) && (wordy(next) || c == '$') {
                     f = fold_leet_symbol(c);
                 }
@@ -186,7 +231,10 @@ pub fn folded(text: &str) -> View {
 
 /// Characters that may sit inside an obfuscated word (`f.u.c.k`, `f*ck`, `f-u-c-k`).
 fn is_inner_separator(c: char) -> bool {
-    matches!(c, '.' | '*' | '-' | '_' | '\'' | '`' | '~' | '^' | '#' | '%')
+    matches!(
+        c,
+        '.' | '*' | '-' | '_' | '\'' | '`' | '~' | '^' | '#' | '%'
+    )
 }
 
 /// Build the words view from a folded view (its map still points at the original text).
@@ -297,7 +345,10 @@ mod tests {
         assert_eq!(w.text, "you fuck and fuck and fuck ass");
         let s = w.text.find("fuck").unwrap();
         let (a, b) = w.original(s, s + 4);
-        assert_eq!(&"you f.u.c.k and fuuuuck and f u c k, ass!"[a..b], "f.u.c.k");
+        assert_eq!(
+            &"you f.u.c.k and fuuuuck and f u c k, ass!"[a..b],
+            "f.u.c.k"
+        );
     }
 
     proptest! {

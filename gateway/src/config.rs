@@ -27,6 +27,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use filters::yaml::{Loaded, YamlError, load_yaml};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -85,9 +88,12 @@ pub struct FileConfig {
     /// Request limits.
     #[serde(default)]
     pub limits: LimitsSection,
-    /// The policy file, relative to this config file.
+    /// The default policy file, relative to this config file (named `default` below).
     #[serde(default)]
     pub policy: Option<PathBuf>,
+    /// More policies, and which requests get them.
+    #[serde(default)]
+    pub guard: GuardSection,
     /// Logging.
     #[serde(default)]
     pub log: LogSection,
@@ -417,8 +423,10 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Body read timeout.
     pub body_read_timeout: Duration,
-    /// The loaded policy, with the file it came from.
-    pub policy: Option<(PathBuf, filters::Policy)>,
+    /// The loaded default policy, with the file it came from.
+    pub policy: Option<(PathBuf, Arc<filters::Policy>)>,
+    /// Every policy by name (`default` first), and how requests are mapped to them.
+    pub guard: GuardRuntime,
     /// Logging.
     pub log: LogSection,
     /// Pools by name.
@@ -621,25 +629,106 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
         }
     };
 
-    let policy = match &c.policy {
-        None => None,
-        Some(p) => {
-            let resolved = match loaded.file.parent() {
-                Some(dir) if p.is_relative() => dir.join(p),
-                _ => p.clone(),
-            };
-            match filters::Policy::load(&resolved) {
-                Ok(policy) => Some((resolved, policy)),
-                Err(e) => {
-                    // The policy's own error (its file, its line), plus where the config named it.
-                    errors.push(
-                        loaded.error_at("policy", format!("cannot use policy `{}`", p.display())),
-                    );
-                    errors.push(e);
-                    None
-                }
+    let resolve = |p: &Path| match loaded.file.parent() {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p.to_path_buf(),
+    };
+    let mut policies: Vec<(String, PathBuf, Arc<filters::Policy>)> = Vec::new();
+    let mut load_policy = |name: &str, at: &str, p: &Path, errors: &mut Vec<YamlError>| {
+        let resolved = resolve(p);
+        match filters::Policy::load(&resolved) {
+            Ok(policy) => policies.push((name.to_string(), resolved, Arc::new(policy))),
+            Err(e) => {
+                // The policy's own error (its file, its line), plus where the config named it.
+                errors.push(loaded.error_at(at, format!("cannot use policy `{}`", p.display())));
+                errors.push(e);
             }
         }
+    };
+    if let Some(p) = &c.policy {
+        load_policy("default", "policy", p, &mut errors);
+    }
+    for (name, p) in &c.guard.policies {
+        if name == "default" {
+            errors.push(loaded.error_at(
+                &format!("guard.policies.{name}"),
+                "`default` is the policy named by the top-level `policy` key; pick another name",
+            ));
+            continue;
+        }
+        load_policy(name, &format!("guard.policies.{name}"), p, &mut errors);
+    }
+    let known = |n: &str| n == "default" && c.policy.is_some() || c.guard.policies.contains_key(n);
+    let mut routes = HashMap::new();
+    for (label, name) in &c.guard.routes {
+        match crate::routes::Route::ALL
+            .iter()
+            .find(|r| r.label() == label)
+        {
+            None => errors.push(loaded.error_at(
+                &format!("guard.routes.{label}"),
+                format!(
+                    "no route `{label}` (routes: {})",
+                    crate::routes::Route::ALL.map(|r| r.label()).join(", ")
+                ),
+            )),
+            Some(r) if known(name) => {
+                routes.insert(*r, name.clone());
+            }
+            Some(_) => errors.push(loaded.error_at(
+                &format!("guard.routes.{label}"),
+                format!("no policy named `{name}` (define it under `guard.policies`)"),
+            )),
+        }
+    }
+    let mut keys = HashMap::new();
+    for (tenant, t) in &c.guard.tenants {
+        if let Some(name) = &t.policy
+            && !known(name)
+        {
+            errors.push(loaded.error_at(
+                &format!("guard.tenants.{tenant}.policy"),
+                format!("no policy named `{name}` (define it under `guard.policies`)"),
+            ));
+        }
+        for (i, k) in t.api_keys_sha256.iter().enumerate() {
+            let mut h = [0u8; 32];
+            if hex::decode_to_slice(k, &mut h).is_err() {
+                errors.push(loaded.error_at(
+                    &format!("guard.tenants.{tenant}.api_keys_sha256[{i}]"),
+                    "must be 64 hex digits: the SHA-256 of the API key (`printf %s KEY | sha256sum`)",
+                ));
+                continue;
+            }
+            keys.insert(
+                h,
+                crate::guard::Tenant {
+                    name: tenant.clone(),
+                    policy: t.policy.clone(),
+                },
+            );
+        }
+    }
+    if c.guard.max_response_bytes < 1024 {
+        errors.push(loaded.error_at(
+            "guard.max_response_bytes",
+            format!(
+                "{} is too small (at least 1024)",
+                c.guard.max_response_bytes
+            ),
+        ));
+    }
+    let policy = policies
+        .iter()
+        .find(|p| p.0 == "default")
+        .map(|(_, path, p)| (path.clone(), p.clone()));
+    let guard = GuardRuntime {
+        policies,
+        routes,
+        keys,
+        pseudonym_key_env: c.guard.pseudonym_key_env.clone(),
+        max_response_bytes: c.guard.max_response_bytes,
+        hot_reload: c.guard.hot_reload,
     };
 
     if !errors.is_empty() {
@@ -658,6 +747,7 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
         max_body_bytes: c.limits.max_body_bytes,
         body_read_timeout: c.limits.body_read_timeout,
         policy,
+        guard,
         log: c.log,
         upstreams: c.upstreams,
         default_upstream: default_upstream.unwrap_or_default(),
@@ -694,6 +784,84 @@ fn check_backend_addr(s: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+fn default_pseudonym_key_env() -> String {
+    "PORTCULLIS_PSEUDONYM_KEY".to_string()
+}
+fn default_max_response_bytes() -> usize {
+    8 * 1024 * 1024
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Policies beyond the default, how requests map to them, and guard settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GuardSection {
+    /// More policy files by name, relative to this config file.
+    #[serde(default)]
+    pub policies: BTreeMap<String, PathBuf>,
+    /// Route label (`chat_completions`, `generate`, ...) → policy name.
+    #[serde(default)]
+    pub routes: BTreeMap<String, String>,
+    /// Tenants: their API keys (by SHA-256) and, optionally, their own policy. A tenant's
+    /// policy wins over the route's; the tenant also keys pseudonyms.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantSection>,
+    /// Environment variable holding the pseudonymisation master key. When unset, a random key
+    /// is made at start (pseudonyms then change across restarts; a warning says so).
+    #[serde(default = "default_pseudonym_key_env")]
+    pub pseudonym_key_env: String,
+    /// Largest non-streamed answer buffered for output filtering (bytes).
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// Reload policy files when they change.
+    #[serde(default = "default_true")]
+    pub hot_reload: bool,
+}
+
+impl Default for GuardSection {
+    fn default() -> Self {
+        GuardSection {
+            policies: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            tenants: BTreeMap::new(),
+            pseudonym_key_env: default_pseudonym_key_env(),
+            max_response_bytes: default_max_response_bytes(),
+            hot_reload: true,
+        }
+    }
+}
+
+/// One tenant.
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSection {
+    /// The tenant's policy (a name under `guard.policies`, or `default`).
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// SHA-256 (hex) of each API key of the tenant, sent as `Authorization: Bearer KEY`.
+    #[serde(default)]
+    pub api_keys_sha256: Vec<String>,
+}
+
+/// Validated guard settings.
+#[derive(Debug, Clone)]
+pub struct GuardRuntime {
+    /// Policies by name, compiled.
+    pub policies: Vec<(String, PathBuf, Arc<filters::Policy>)>,
+    /// Route → policy name.
+    pub routes: HashMap<crate::routes::Route, String>,
+    /// Key hash → tenant.
+    pub keys: HashMap<[u8; 32], crate::guard::Tenant>,
+    /// Where the pseudonym key comes from.
+    pub pseudonym_key_env: String,
+    /// Largest buffered answer.
+    pub max_response_bytes: usize,
+    /// Watch files.
+    pub hot_reload: bool,
 }
 
 /// The JSON Schema of the configuration file.

@@ -40,6 +40,10 @@ pub enum ErrorKind {
     UpstreamProtocol,
     /// A bug or resource problem in the gateway.
     Internal,
+    /// A guardrail policy refused the request (HTTP 403).
+    PolicyForbidden,
+    /// A guardrail policy refused the request (HTTP 400, for policies that ask for it).
+    PolicyBadRequest,
 }
 
 impl ErrorKind {
@@ -56,6 +60,8 @@ impl ErrorKind {
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::PolicyForbidden => StatusCode::FORBIDDEN,
+            ErrorKind::PolicyBadRequest => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -73,6 +79,7 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::UpstreamProtocol => "upstream_error",
             ErrorKind::Internal => "internal_error",
+            ErrorKind::PolicyForbidden | ErrorKind::PolicyBadRequest => "policy_violation",
         }
     }
 

@@ -36,6 +36,104 @@ enum Command {
     },
     /// Print the JSON Schema of the configuration file.
     Schema,
+    /// Print the JSON Schema of policy files (checked in as `policies/schema.json`).
+    PolicySchema,
+    /// Try a policy offline: read text on stdin, print the decision as JSON:
+    /// `{"action", "findings": [{"type","start","end","rule","action"}], "text"}` (`text` is what
+    /// would be sent on, null when blocked; offsets are UTF-8 bytes). Exit 0, or 1 on a bad policy.
+    Check {
+        /// The policy file.
+        #[arg(long, short)]
+        policy: PathBuf,
+        /// Which rules to apply: those for prompts or those for answers.
+        #[arg(long, value_enum, default_value = "input")]
+        direction: DirectionArg,
+        /// Tenant whose key derives pseudonyms (the master key comes from
+        /// PORTCULLIS_PSEUDONYM_KEY; unset, an empty key is used and a warning printed).
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Read one JSON object per line (`{"id": .., "text": ..}`) and print one result per
+        /// line, with the `id`, instead of reading all of stdin as one text.
+        #[arg(long)]
+        jsonl: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DirectionArg {
+    Input,
+    Output,
+}
+
+fn check(policy: &std::path::Path, direction: DirectionArg, tenant: &str, jsonl: bool) -> ExitCode {
+    use std::io::{BufRead, Read, Write};
+    let p = match filters::Policy::load(policy) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let key = std::env::var("PORTCULLIS_PSEUDONYM_KEY").unwrap_or_else(|_| {
+        eprintln!("warning: PORTCULLIS_PSEUDONYM_KEY is not set; pseudonyms use an empty key");
+        String::new()
+    });
+    let pseudo = filters::Pseudonymizer::new(key.as_bytes(), tenant);
+    let side = match direction {
+        DirectionArg::Input => &p.input,
+        DirectionArg::Output => &p.output,
+    };
+    let decide = |text: &str| {
+        let mut vault = filters::Vault::default();
+        let d = side.evaluate(text, &mut vault, &pseudo);
+        let out_text = match d.action {
+            filters::Action::Block => serde_json::Value::Null,
+            _ => serde_json::Value::String(d.text.clone().unwrap_or_else(|| text.to_string())),
+        };
+        serde_json::json!({"action": d.action, "findings": d.findings, "text": out_text})
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if jsonl {
+        for (n, line) in std::io::stdin().lock().lines().enumerate() {
+            let line = match line {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: reading stdin: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: serde_json::Value = match serde_json::from_str(&line) {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("error: line {}: not JSON: {e}", n + 1);
+                    return ExitCode::FAILURE;
+                }
+            };
+            let Some(text) = v.get("text").and_then(|t| t.as_str()) else {
+                eprintln!("error: line {}: no string field `text`", n + 1);
+                return ExitCode::FAILURE;
+            };
+            let mut r = decide(text);
+            r["id"] = v.get("id").cloned().unwrap_or(serde_json::Value::Null);
+            if writeln!(out, "{r}").is_err() {
+                return ExitCode::FAILURE;
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    let mut text = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+        eprintln!("error: stdin is not UTF-8 text: {e}");
+        return ExitCode::FAILURE;
+    }
+    match serde_json::to_string_pretty(&decide(&text)) {
+        Ok(s) if writeln!(out, "{s}").is_ok() => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
 }
 
 fn main() -> ExitCode {
@@ -50,10 +148,11 @@ fn main() -> ExitCode {
                     c.default_upstream,
                     c.listen,
                     c.admin_listen,
-                    c.policy
-                        .as_ref()
-                        .map(|(_, p)| format!(", policy `{}` v{}", p.name, p.version))
-                        .unwrap_or_default()
+                    c.guard
+                        .policies
+                        .iter()
+                        .map(|(n, _, p)| format!(", policy {n} = `{}` v{}", p.name, p.version))
+                        .collect::<String>()
                 );
                 ExitCode::SUCCESS
             }
@@ -75,6 +174,24 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::PolicySchema => {
+            match serde_json::to_string_pretty(&filters::Policy::json_schema()) {
+                Ok(s) => {
+                    println!("{s}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Check {
+            policy,
+            direction,
+            tenant,
+            jsonl,
+        } => check(&policy, direction, &tenant, jsonl),
         Command::Serve { config } => {
             let c = match GatewayConfig::load(&config) {
                 Ok(c) => c,

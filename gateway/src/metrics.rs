@@ -49,8 +49,16 @@ pub struct Metrics {
     pub upstream_failures: IntCounterVec,
     /// `portcullis_upstream_retries_total{upstream}`
     pub upstream_retries: IntCounterVec,
-    /// `portcullis_policy_info{policy,version}` = 1 for the loaded policy.
+    /// `portcullis_policy_info{policy,version}` = 1 for each loaded policy.
     pub policy_info: IntGaugeVec,
+    /// `portcullis_guard_findings_total{direction,type,action}` (never values).
+    pub guard_findings: IntCounterVec,
+    /// `portcullis_guard_decisions_total{direction,policy,action}`: one per prompt or answer.
+    pub guard_decisions: IntCounterVec,
+    /// `portcullis_guard_seconds{direction}`: time spent evaluating a whole prompt or answer.
+    pub guard_seconds: HistogramVec,
+    /// `portcullis_policy_reloads_total{policy,result}`: hot reloads, `ok` or `error`.
+    pub policy_reloads: IntCounterVec,
 }
 
 /// The series of one route (see [`Metrics::for_route`]).
@@ -195,8 +203,46 @@ impl Metrics {
                 &r,
                 gv(
                     "portcullis_policy_info",
-                    "The loaded policy",
+                    "Loaded policies (1 per policy name and version in force)",
                     &["policy", "version"],
+                )?,
+            )?,
+            guard_findings: reg(
+                &r,
+                cv(
+                    "portcullis_guard_findings_total",
+                    "Guardrail findings by direction, finding type and action taken",
+                    &["direction", "type", "action"],
+                )?,
+            )?,
+            guard_decisions: reg(
+                &r,
+                cv(
+                    "portcullis_guard_decisions_total",
+                    "Prompts and answers by direction, policy and the most severe action taken",
+                    &["direction", "policy", "action"],
+                )?,
+            )?,
+            guard_seconds: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "portcullis_guard_seconds",
+                        "Time spent evaluating a whole prompt or answer",
+                    )
+                    .buckets(vec![
+                        0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5,
+                        0.005, 0.01, 0.025, 0.05, 0.1,
+                    ]),
+                    &["direction"],
+                )?,
+            )?,
+            policy_reloads: reg(
+                &r,
+                cv(
+                    "portcullis_policy_reloads_total",
+                    "Policy hot reloads by policy and result (ok, error)",
+                    &["policy", "result"],
                 )?,
             )?,
             registry: r,

@@ -13,6 +13,7 @@ use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::config::GatewayConfig;
+use crate::guard::{Guard, GuardMetrics, GuardSettings};
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, ProxySettings};
 use crate::upstream::Pool;
@@ -29,6 +30,8 @@ pub struct Built {
     pub pools: Vec<Arc<Pool>>,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
+    /// The guard (policies, hot reload), when a policy is configured.
+    pub guard: Option<Arc<Guard>>,
 }
 
 /// Build the proxy, admin app and pools from a validated config.
@@ -51,12 +54,40 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
         .policy
         .as_ref()
         .map(|(_, p)| (p.name.clone(), p.version));
-    if let Some((name, version)) = &policy {
-        metrics
-            .policy_info
-            .with_label_values(&[name, &version.to_string()])
-            .set(1);
-    }
+    let guard = if config.guard.policies.is_empty() {
+        None
+    } else {
+        let g = &config.guard;
+        let master_key = match std::env::var(&g.pseudonym_key_env) {
+            Ok(k) if !k.is_empty() => k.into_bytes(),
+            _ => {
+                tracing::warn!(
+                    env = %g.pseudonym_key_env,
+                    "no pseudonymisation key set: using a random one, so pseudonyms change when the gateway restarts"
+                );
+                let mut k = uuid::Uuid::new_v4().as_bytes().to_vec();
+                k.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+                k
+            }
+        };
+        Some(Guard::new(
+            GuardSettings {
+                policies: g.policies.clone(),
+                routes: g.routes.clone(),
+                keys: g.keys.clone(),
+                master_key,
+                max_response_bytes: g.max_response_bytes,
+                hot_reload: g.hot_reload,
+            },
+            GuardMetrics {
+                findings: metrics.guard_findings.clone(),
+                decisions: metrics.guard_decisions.clone(),
+                seconds: metrics.guard_seconds.clone(),
+                reloads: metrics.policy_reloads.clone(),
+                info: metrics.policy_info.clone(),
+            },
+        ))
+    };
     let pool_list: Vec<_> = pools.values().cloned().collect();
     let gateway = Gateway::new(
         default_pool,
@@ -65,6 +96,7 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
             max_body_bytes: config.max_body_bytes,
             body_read_timeout: config.body_read_timeout,
         },
+        guard.clone(),
     );
     let admin = AdminApp::new(pool_list.clone(), metrics.clone(), policy);
     Ok(Built {
@@ -72,6 +104,7 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
         admin,
         pools: pool_list,
         metrics,
+        guard,
     })
 }
 

@@ -43,7 +43,10 @@ mod tests {
     #[test]
     fn finds_the_canary() {
         let d = || Box::new(Canary::new(Some("CANARY-7f3a".into())));
-        assert_eq!(found(d(), "canary_leak", "my prompt says CANARY-7f3a ok"), ["CANARY-7f3a"]);
+        assert_eq!(
+            found(d(), "canary_leak", "my prompt says CANARY-7f3a ok"),
+            ["CANARY-7f3a"]
+        );
         assert!(found(d(), "canary_leak", "nothing").is_empty());
     }
 }

@@ -11,9 +11,28 @@ use crate::text::ViewKind;
 pub struct DateOfBirth;
 
 const KEYWORDS: &[&str] = &[
-    "born", "birth", "dob", "d.o.b", "b-day", "bday", "geboren", "geburtsdatum", "geburtstag",
-    "né le", "née le", "né(e)", "naissance", "nacido", "nacida", "nacimiento", "nato il", "nata il",
-    "nascita", "geboortedatum", "geboren op", "age:",
+    "born",
+    "birth",
+    "dob",
+    "d.o.b",
+    "b-day",
+    "bday",
+    "geboren",
+    "geburtsdatum",
+    "geburtstag",
+    "né le",
+    "née le",
+    "né(e)",
+    "naissance",
+    "nacido",
+    "nacida",
+    "nacimiento",
+    "nato il",
+    "nata il",
+    "nascita",
+    "geboortedatum",
+    "geboren op",
+    "age:",
 ];
 
 const MONTHS: &str = "jan(?:uary|uar|vier)?|feb(?:ruary|ruar)?|févr(?:ier)?|fevrier|mar(?:ch)?|märz|mars|apr(?:il)?|avril|may|mai|juin|jun(?:e|i)?|jul(?:y|i)?|juillet|aug(?:ust)?|août|sep(?:t|tember)?|okt(?:ober)?|oct(?:ober|obre)?|nov(?:ember|embre)?|de[cz](?:ember)?|décembre|enero|febrero|marzo|abril|mayo|junio|julio|agosto|septiembre|octubre|noviembre|diciembre|gennaio|febbraio|aprile|maggio|giugno|luglio|settembre|ottobre|dicembre|januari|februari|maart|juni|juli|augustus|oktober";
@@ -29,13 +48,17 @@ impl Detector for DateOfBirth {
         vec![
             Pattern::regex(
                 ViewKind::Raw,
-                format!(r"{B}(?:[0-9]{{4}}[-/.][0-9]{{1,2}}[-/.][0-9]{{1,2}}|[0-9]{{1,2}}[-/.][0-9]{{1,2}}[-/.](?:[0-9]{{4}}|[0-9]{{2}})){B}"),
+                format!(
+                    r"{B}(?:[0-9]{{4}}[-/.][0-9]{{1,2}}[-/.][0-9]{{1,2}}|[0-9]{{1,2}}[-/.][0-9]{{1,2}}[-/.](?:[0-9]{{4}}|[0-9]{{2}})){B}"
+                ),
                 0,
                 "date_of_birth",
             ),
             Pattern::regex(
                 ViewKind::Raw,
-                format!(r"(?i){B}(?:(?:{MONTHS})\.? [0-9]{{1,2}}(?:st|nd|rd|th)?,? [0-9]{{4}}|[0-9]{{1,2}}(?:st|nd|rd|th|er|\.)? (?:of |de )?(?:{MONTHS})\.?,? (?:de )?[0-9]{{4}}){B}"),
+                format!(
+                    r"(?i){B}(?:(?:{MONTHS})\.? [0-9]{{1,2}}(?:st|nd|rd|th)?,? [0-9]{{4}}|[0-9]{{1,2}}(?:st|nd|rd|th|er|\.)? (?:of |de )?(?:{MONTHS})\.?,? (?:de )?[0-9]{{4}}){B}"
+                ),
                 1,
                 "date_of_birth",
             ),
@@ -58,7 +81,11 @@ impl Detector for DateOfBirth {
                 plausible(parts[0], parts[1], parts[2])
             } else {
                 // d/m/y or m/d/y
-                let y = if parts[2] < 100 { parts[2] + 1900 } else { parts[2] };
+                let y = if parts[2] < 100 {
+                    parts[2] + 1900
+                } else {
+                    parts[2]
+                };
                 plausible(y, parts[1], parts[0]) || plausible(y, parts[0], parts[1])
             };
             if !ok {

@@ -58,7 +58,10 @@ mod tests {
 
     #[test]
     fn positives() {
-        assert_eq!(f("mail jane.doe+tag@mail.example.co.uk now"), ["jane.doe+tag@mail.example.co.uk"]);
+        assert_eq!(
+            f("mail jane.doe+tag@mail.example.co.uk now"),
+            ["jane.doe+tag@mail.example.co.uk"]
+        );
         assert_eq!(f("<o'brien@example.ie>"), ["o'brien@example.ie"]);
         assert_eq!(f("Grüße an k.mueller@web.de."), ["k.mueller@web.de"]);
     }

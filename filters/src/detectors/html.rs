@@ -18,9 +18,28 @@ impl Detector for Html {
     }
     fn patterns(&self) -> Vec<Pattern> {
         vec![
-            Pattern::regex(ViewKind::Raw, format!(r"(?i)<\s*/?\s*(?:script|iframe|object|embed|applet|base|meta|form|svg|math|frameset|frame|link|style){B}[^>]{{0,1024}}>?"), 0, "html_injection"),
-            Pattern::regex(ViewKind::Raw, format!(r#"(?i)<[a-z][a-z0-9]*{B}[^>]{{0,1024}}?{B}on[a-z]{{3,24}}\s*=[^>]{{0,1024}}>?"#), 1, "html_injection"),
-            Pattern::regex(ViewKind::Raw, r"(?i)(?:javascript|vbscript|data\s*:\s*text/html)\s*:[^\s)>]{0,1024}".to_string(), 2, "html_injection"),
+            Pattern::regex(
+                ViewKind::Raw,
+                format!(
+                    r"(?i)<\s*/?\s*(?:script|iframe|object|embed|applet|base|meta|form|svg|math|frameset|frame|link|style){B}[^>]{{0,1024}}>?"
+                ),
+                0,
+                "html_injection",
+            ),
+            Pattern::regex(
+                ViewKind::Raw,
+                format!(
+                    r#"(?i)<[a-z][a-z0-9]*{B}[^>]{{0,1024}}?{B}on[a-z]{{3,24}}\s*=[^>]{{0,1024}}>?"#
+                ),
+                1,
+                "html_injection",
+            ),
+            Pattern::regex(
+                ViewKind::Raw,
+                r"(?i)(?:javascript|vbscript|data\s*:\s*text/html)\s*:[^\s)>]{0,1024}".to_string(),
+                2,
+                "html_injection",
+            ),
         ]
     }
     fn confirm(&self, hit: &Hit<'_>, out: &mut Vec<Finding>) {
@@ -45,7 +64,10 @@ mod tests {
     #[test]
     fn catches_scripts_handlers_and_urls() {
         assert_eq!(f("hi <script>alert(1)</script>"), ["<script>", "</script>"]);
-        assert_eq!(f(r#"<img src=x onerror="fetch('//e')">"#), [r#"<img src=x onerror="fetch('//e')">"#]);
+        assert_eq!(
+            f(r#"<img src=x onerror="fetch('//e')">"#),
+            [r#"<img src=x onerror="fetch('//e')">"#]
+        );
         assert_eq!(f("[a](javascript:alert(1))"), ["javascript:alert(1"]);
     }
 

@@ -11,7 +11,9 @@ use crate::text::ViewKind;
 /// IP address detector.
 pub struct Ip;
 
-const VERSION_WORDS: &[&str] = &["version", "ver.", "build", "release", "v.", "firmware", "chrome/", "version:"];
+const VERSION_WORDS: &[&str] = &[
+    "version", "ver.", "build", "release", "v.", "firmware", "chrome/", "version:",
+];
 
 impl Detector for Ip {
     fn name(&self) -> &'static str {
@@ -40,13 +42,16 @@ impl Detector for Ip {
         let m = hit.as_str();
         let raw = hit.raw;
         if hit.tag == 4 {
-            if !m.split('.').all(|p| p.parse::<u16>().is_ok_and(|v| v <= 255) && (p.len() == 1 || !p.starts_with('0'))) {
+            if !m.split('.').all(|p| {
+                p.parse::<u16>().is_ok_and(|v| v <= 255) && (p.len() == 1 || !p.starts_with('0'))
+            }) {
                 return;
             }
             // part of a longer dotted run, or a version string
             let prev = char_before(raw, hit.start);
             if matches!(prev, Some('.') | Some('v') | Some('V'))
-                || raw[hit.end..].starts_with('.') && char_at(raw, hit.end + 1).is_some_and(|c| c.is_ascii_digit())
+                || raw[hit.end..].starts_with('.')
+                    && char_at(raw, hit.end + 1).is_some_and(|c| c.is_ascii_digit())
                 || contains_any(before(raw, hit.start, 12), VERSION_WORDS)
             {
                 return;
@@ -85,14 +90,31 @@ mod tests {
 
     #[test]
     fn positives() {
-        for a in ["192.168.1.20", "8.8.8.8", "2001:db8::1", "fe80::1ff:fe23:4567:890a", "2001:0db8:85a3:0000:0000:8a2e:0370:7334", "::1"] {
+        for a in [
+            "192.168.1.20",
+            "8.8.8.8",
+            "2001:db8::1",
+            "fe80::1ff:fe23:4567:890a",
+            "2001:0db8:85a3:0000:0000:8a2e:0370:7334",
+            "::1",
+        ] {
             assert_eq!(f(&format!("host {a}, ok")), [a], "{a}");
         }
     }
 
     #[test]
     fn negatives() {
-        for t in ["version 10.0.19045.3693", "v1.2.3.4", "1.2.3.4.5", "999.1.1.1", "at 10:22:31", "mac 00:1a:2b:3c:4d:5e", "std::vector", "a::b", "build 4.2.0.1"] {
+        for t in [
+            "version 10.0.19045.3693",
+            "v1.2.3.4",
+            "1.2.3.4.5",
+            "999.1.1.1",
+            "at 10:22:31",
+            "mac 00:1a:2b:3c:4d:5e",
+            "std::vector",
+            "a::b",
+            "build 4.2.0.1",
+        ] {
             assert!(f(t).is_empty(), "{t}: {:?}", f(t));
         }
     }

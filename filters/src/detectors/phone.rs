@@ -23,13 +23,40 @@ const SEP: &str = r"[ .\-/]";
 const EXT: &str = r"(?:[ ]?(?:x|ext\.?|#)[ ]?[0-9]{1,5})?";
 
 const KEYWORDS: &[&str] = &[
-    "phone", "tel", "call", "mobile", "cell", "fax", "whatsapp", "contact", "ring", "text me",
-    "sms", "number", "hotline", "telefon", "téléphone", "portable", "handy", "móvil", "movil",
-    "telefono", "teléfono", "cellulare", "bel ", "nummer", "numéro", "numero", "reach",
+    "phone",
+    "tel",
+    "call",
+    "mobile",
+    "cell",
+    "fax",
+    "whatsapp",
+    "contact",
+    "ring",
+    "text me",
+    "sms",
+    "number",
+    "hotline",
+    "telefon",
+    "téléphone",
+    "portable",
+    "handy",
+    "móvil",
+    "movil",
+    "telefono",
+    "teléfono",
+    "cellulare",
+    "bel ",
+    "nummer",
+    "numéro",
+    "numero",
+    "reach",
 ];
 
 static DATE_START: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    Regex::new(r"^(?:[0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}|[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{2,4}$)").ok()
+    Regex::new(
+        r"^(?:[0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}|[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{2,4}$)",
+    )
+    .ok()
 });
 static NANP: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(r"^(?:1[ .\-])?(?:\([0-9]{3}\) ?|[0-9]{3}[ .\-])[0-9]{3}[ .\-][0-9]{4}").ok()
@@ -95,7 +122,11 @@ impl Detector for Phone {
             trunk || bracket_area || matches(&NANP, main) || matches(&GROUPS_333, main.trim_end())
         };
         if ok {
-            out.push(hit.whole("phone", if intl || context { 0.95 } else { 0.85 }, "pii.phone"));
+            out.push(hit.whole(
+                "phone",
+                if intl || context { 0.95 } else { 0.85 },
+                "pii.phone",
+            ));
         }
     }
 }

@@ -11,8 +11,18 @@ use crate::text::ViewKind;
 pub struct PostalCode;
 
 const KEYWORDS: &[&str] = &[
-    "zip", "postal", "postcode", "post code", "plz", "code postal", "cp ", "c.p.", "cap ",
-    "postleitzahl", "código postal", "codice postale",
+    "zip",
+    "postal",
+    "postcode",
+    "post code",
+    "plz",
+    "code postal",
+    "cp ",
+    "c.p.",
+    "cap ",
+    "postleitzahl",
+    "código postal",
+    "codice postale",
 ];
 
 const STATES: &str = "AL|AK|AZ|AR|CA|CO|CT|DE|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|DC";
@@ -29,7 +39,9 @@ impl Detector for PostalCode {
             // US ZIP(+4), DE/FR/ES/IT five digits, NL 1234 AB, UK and Canadian codes
             Pattern::regex(
                 ViewKind::Raw,
-                format!(r"{B}(?:[0-9]{{5}}(?:-[0-9]{{4}})?|[1-9][0-9]{{3}} ?[A-Z]{{2}}|[A-Z]{{1,2}}[0-9][A-Z0-9]? ?[0-9][A-Z]{{2}}|[A-Z][0-9][A-Z] ?[0-9][A-Z][0-9]){B}"),
+                format!(
+                    r"{B}(?:[0-9]{{5}}(?:-[0-9]{{4}})?|[1-9][0-9]{{3}} ?[A-Z]{{2}}|[A-Z]{{1,2}}[0-9][A-Z0-9]? ?[0-9][A-Z]{{2}}|[A-Z][0-9][A-Z] ?[0-9][A-Z][0-9]){B}"
+                ),
                 0,
                 "postal_code",
             ),
@@ -43,8 +55,18 @@ impl Detector for PostalCode {
     }
     fn confirm(&self, hit: &Hit<'_>, out: &mut Vec<Finding>) {
         if hit.tag == 1 {
-            if let Some(c) = hit.regex.and_then(|r| r.captures_at(hit.text, hit.start)).and_then(|c| c.get(1)) {
-                out.push(hit.finding("postal_code", c.start(), c.end(), 0.85, "pii.postal.us_state"));
+            if let Some(c) = hit
+                .regex
+                .and_then(|r| r.captures_at(hit.text, hit.start))
+                .and_then(|c| c.get(1))
+            {
+                out.push(hit.finding(
+                    "postal_code",
+                    c.start(),
+                    c.end(),
+                    0.85,
+                    "pii.postal.us_state",
+                ));
             }
             return;
         }

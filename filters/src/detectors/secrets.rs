@@ -98,7 +98,10 @@ impl Detector for Secrets {
                 };
                 let mut v = (c.start(), c.end());
                 let s = c.as_str();
-                if (s.starts_with('"') && s.ends_with('"') || s.starts_with('\'') && s.ends_with('\'')) && s.len() >= 2 {
+                if (s.starts_with('"') && s.ends_with('"')
+                    || s.starts_with('\'') && s.ends_with('\''))
+                    && s.len() >= 2
+                {
                     v = (v.0 + 1, v.1 - 1);
                 }
                 let val = &hit.text[v.0..v.1];
@@ -134,7 +137,9 @@ impl Detector for Secrets {
         if placeholder_value(m) && ty != "private_key" {
             return;
         }
-        if hit.tag == OPENAI && (m.bytes().filter(u8::is_ascii_digit).count() == 0 || entropy(m) < 3.5) {
+        if hit.tag == OPENAI
+            && (m.bytes().filter(u8::is_ascii_digit).count() == 0 || entropy(m) < 3.5)
+        {
             return;
         }
         out.push(hit.whole(ty, 1.0, rule));
@@ -175,9 +180,18 @@ mod tests {
     fn pem_blocks_and_passwords() {
         let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7\nabc+/=\n-----END RSA PRIVATE KEY-----";
         assert_eq!(f(&format!("key:\n{pem}\nthanks")), [("private_key", pem)]);
-        assert_eq!(f("postgres://app:S3cr3t!pw@db.example.com:5432/app"), [("url_password", "S3cr3t!pw")]);
-        assert_eq!(f("Server=db;User Id=sa;Password=Tr0ub4dor&3;"), [("url_password", "Tr0ub4dor&3")]);
-        assert_eq!(f("api_key = \"9f8aQ2Lx7Rt4Vb1Nz6Kc3Hw8Jm5Pd0Ys\""), [("generic_secret", "9f8aQ2Lx7Rt4Vb1Nz6Kc3Hw8Jm5Pd0Ys")]);
+        assert_eq!(
+            f("postgres://app:S3cr3t!pw@db.example.com:5432/app"),
+            [("url_password", "S3cr3t!pw")]
+        );
+        assert_eq!(
+            f("Server=db;User Id=sa;Password=Tr0ub4dor&3;"),
+            [("url_password", "Tr0ub4dor&3")]
+        );
+        assert_eq!(
+            f("api_key = \"9f8aQ2Lx7Rt4Vb1Nz6Kc3Hw8Jm5Pd0Ys\""),
+            [("generic_secret", "9f8aQ2Lx7Rt4Vb1Nz6Kc3Hw8Jm5Pd0Ys")]
+        );
     }
 
     #[test]

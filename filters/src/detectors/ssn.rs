@@ -10,7 +10,15 @@ use crate::text::ViewKind;
 /// SSN detector.
 pub struct Ssn;
 
-const KEYWORDS: &[&str] = &["ssn", "social security", "ss#", "soc sec", "social sec", "ssa", "tin"];
+const KEYWORDS: &[&str] = &[
+    "ssn",
+    "social security",
+    "ss#",
+    "soc sec",
+    "social sec",
+    "ssa",
+    "tin",
+];
 
 /// Whether the three parts are in issued ranges.
 pub fn valid_ranges(area: u32, group: u32, serial: u32) -> bool {
@@ -74,7 +82,16 @@ mod tests {
         assert_eq!(f("SSN 123-45-6789"), ["123-45-6789"]);
         assert_eq!(f("my social security number is 123456789"), ["123456789"]);
         assert_eq!(f("id 123 45 6789"), ["123 45 6789"]);
-        for t in ["000-12-3456", "666-12-3456", "912-34-5678", "123-00-4567", "123-45-0000", "order 123456789", "123-45 6789", "A-123-45-6789"] {
+        for t in [
+            "000-12-3456",
+            "666-12-3456",
+            "912-34-5678",
+            "123-00-4567",
+            "123-45-0000",
+            "order 123456789",
+            "123-45 6789",
+            "A-123-45-6789",
+        ] {
             assert!(f(t).is_empty(), "{t}");
         }
     }

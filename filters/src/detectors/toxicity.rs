@@ -65,7 +65,15 @@ mod tests {
     use crate::detectors::testutil::found;
 
     fn f(t: &str) -> Vec<&str> {
-        let lex = vec![("en".to_string(), vec!["fuck".to_string(), "shit".to_string(), "ass".to_string(), "piece of shit".to_string()])];
+        let lex = vec![(
+            "en".to_string(),
+            vec![
+                "fuck".to_string(),
+                "shit".to_string(),
+                "ass".to_string(),
+                "piece of shit".to_string(),
+            ],
+        )];
         found(Box::new(Toxicity::new(&lex)), "toxicity", t)
     }
 

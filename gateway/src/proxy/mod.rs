@@ -2,12 +2,15 @@
 //!
 //! ```text
 //! request_filter       request id; route (404/405); body read whole with a size limit (413),
-//!                      JSON checked (422); guardrails will run here
+//!                      JSON checked (422); policy selected (tenant > route > default) and the
+//!                      prompt fields evaluated: block (400/403 naming the rule) or rewrite
 //! upstream_peer        a backend from the pool: healthy, circuit closed, least loaded (503 if none)
 //! upstream_request_filter  x-request-id; Content-Length of the body we forward
 //! request_body_filter  substitutes the buffered body (see `body.rs`)
 //! response_filter      time to first byte; x-request-id; x-portcullis-error-source on errors
-//! response_body_filter streamed through as it arrives (bytes counted, never buffered)
+//! response_body_filter streams: each event rewritten as it arrives (hold-back only where an
+//!                      entity may be split; a block ends the stream with an error event);
+//!                      whole JSON answers: buffered, rewritten, placeholders restored
 //! fail_to_connect /
 //! error_while_proxy    backend failure -> circuit breaker; retry on another backend only before
 //!                      the first response byte
@@ -29,7 +32,11 @@ use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorSource};
 
+use filters::sse::{Format, Step, StreamRewriter};
+use filters::{Action, Applied, Direction, Policy, Pseudonymizer, Vault};
+
 use crate::error::{ERROR_SOURCE_HEADER, ErrorKind, GatewayError, REQUEST_ID_HEADER};
+use crate::guard::{self, Guard};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::routes::{Api, Route, RouteError, api_for_path};
 use crate::upstream::{Lease, Pool};
@@ -50,11 +57,17 @@ pub struct Gateway {
     /// Per-route series, indexed by `Route::index()`; the last one is for unmatched requests.
     route_metrics: Vec<RouteMetrics>,
     settings: ProxySettings,
+    guard: Option<Arc<Guard>>,
 }
 
 impl Gateway {
-    /// A gateway forwarding to `default_pool`.
-    pub fn new(default_pool: Arc<Pool>, metrics: Arc<Metrics>, settings: ProxySettings) -> Self {
+    /// A gateway forwarding to `default_pool`, applying `guard`'s policies when given.
+    pub fn new(
+        default_pool: Arc<Pool>,
+        metrics: Arc<Metrics>,
+        settings: ProxySettings,
+        guard: Option<Arc<Guard>>,
+    ) -> Self {
         let route_metrics = Route::ALL
             .iter()
             .map(|r| r.label())
@@ -66,8 +79,35 @@ impl Gateway {
             metrics,
             route_metrics,
             settings,
+            guard,
         }
     }
+}
+
+/// What happens to the answer of a guarded request.
+enum Output {
+    /// Passed through untouched.
+    Off,
+    /// An event stream, rewritten event by event.
+    Stream(Box<StreamRewriter>),
+    /// A whole JSON answer, buffered until its end.
+    Whole(Vec<u8>),
+    /// A policy ended the stream; the next body chunk closes the connection.
+    Closing,
+    /// Done (blocked or over the buffer limit): drop whatever else comes.
+    Done,
+}
+
+/// A request's guardrail state: its policy snapshot, vault and pseudonymizer.
+struct ReqGuard {
+    policy: Arc<Policy>,
+    tenant: String,
+    pseudo: Pseudonymizer,
+    vault: Vault,
+    format: Option<Format>,
+    findings: Vec<Applied>,
+    output: Output,
+    output_started: Option<Instant>,
 }
 
 /// Per-request state, created by [`ProxyHttp::new_ctx`] and dropped when the request ends.
@@ -96,6 +136,9 @@ pub struct RequestCtx {
     gateway_error: Option<ErrorKind>,
     bytes_out: u64,
     in_flight: Option<InFlight>,
+    guard: Option<ReqGuard>,
+    /// The stream was ended by a policy: fail_to_proxy must not add another error event.
+    policy_closed: bool,
 }
 
 /// Keeps `portcullis_in_flight_requests` right whatever path the request ends on.
@@ -215,6 +258,287 @@ impl Gateway {
 }
 
 /// Route label of requests that match no route.
+impl Gateway {
+    /// Count findings and the decision of one prompt or answer.
+    fn record(
+        &self,
+        dir: Direction,
+        policy: &str,
+        findings: &[Applied],
+        action: Action,
+        took: Duration,
+    ) {
+        let m = &self.metrics;
+        for f in findings {
+            m.guard_findings
+                .with_label_values(&[dir.name(), f.ty, f.action.name()])
+                .inc();
+        }
+        m.guard_decisions
+            .with_label_values(&[dir.name(), policy, action.name()])
+            .inc();
+        m.guard_seconds
+            .with_label_values(&[dir.name()])
+            .observe(took.as_secs_f64());
+    }
+
+    fn blocked_error(policy: &Policy, f: &Applied, dir: Direction) -> GatewayError {
+        let kind = if policy.settings.block_status == 400 {
+            ErrorKind::PolicyBadRequest
+        } else {
+            ErrorKind::PolicyForbidden
+        };
+        let place = match dir {
+            Direction::Input => "the prompt",
+            Direction::Output => "the answer",
+        };
+        GatewayError::new(
+            kind,
+            format!(
+                "blocked by policy `{}` v{}: rule `{}` ({}) matched in {place}",
+                policy.name, policy.version, f.rule, f.ty
+            ),
+        )
+    }
+
+    /// The input side. `Ok(true)`: the request was answered (blocked).
+    async fn guard_input(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        g: Arc<Guard>,
+    ) -> pingora::Result<bool> {
+        let Some(route) = ctx.route else {
+            return Ok(false);
+        };
+        let auth = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let Some(sel) = g.select(route, auth) else {
+            return Ok(false);
+        };
+        let format = if route == Route::Invocations {
+            serde_json::from_slice::<serde_json::Value>(&ctx.body)
+                .ok()
+                .and_then(|v| guard::answer_format(route, &v))
+        } else {
+            guard::answer_format(route, &serde_json::Value::Null)
+        };
+        let mut rg = ReqGuard {
+            pseudo: g.pseudonymizer(&sel.tenant),
+            policy: sel.policy,
+            tenant: sel.tenant,
+            vault: Vault::default(),
+            format,
+            findings: Vec::new(),
+            output: Output::Off,
+            output_started: None,
+        };
+        let t0 = Instant::now();
+        let outcome = match guard::apply_input(&ctx.body, &rg.policy, &mut rg.vault, &rg.pseudo) {
+            Ok(o) => o,
+            Err(e) => {
+                let e = GatewayError::new(ErrorKind::InvalidJson, e.to_string());
+                self.respond(session, ctx, e, false).await?;
+                return Ok(true);
+            }
+        };
+        let action = outcome
+            .findings
+            .iter()
+            .map(|f| f.action)
+            .max()
+            .unwrap_or(Action::Allow);
+        if rg.policy.input.is_active() {
+            self.record(
+                Direction::Input,
+                &rg.policy.name,
+                &outcome.findings,
+                action,
+                t0.elapsed(),
+            );
+        }
+        rg.findings = outcome.findings;
+        if let Some(b) = outcome.blocked {
+            let e = Self::blocked_error(&rg.policy, &b, Direction::Input);
+            ctx.guard = Some(rg);
+            self.respond(session, ctx, e, false).await?;
+            return Ok(true);
+        }
+        if let Some(body) = outcome.body {
+            ctx.body = Bytes::from(body);
+        }
+        ctx.guard = Some(rg);
+        Ok(false)
+    }
+
+    /// The output side, called for every body chunk of a guarded request.
+    fn guard_output(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        let api = ctx.api;
+        let Some(rg) = ctx.guard.as_mut() else {
+            return Ok(());
+        };
+        let output = std::mem::replace(&mut rg.output, Output::Off);
+        rg.output = match output {
+            Output::Off => Output::Off,
+            Output::Done => {
+                *body = None;
+                Output::Done
+            }
+            Output::Closing => {
+                *body = None;
+                ctx.policy_closed = true;
+                return Err(Error::explain(
+                    ErrorType::InternalError,
+                    "stream ended by a guardrail policy",
+                ));
+            }
+            Output::Stream(mut rw) => {
+                let mut out = Vec::new();
+                let mut step = match body.take() {
+                    Some(b) => rw.feed(&b, &mut rg.vault, &rg.pseudo),
+                    None => Step::Send(Vec::new()),
+                };
+                if end && let Step::Send(sent) = step {
+                    out.extend(sent);
+                    step = rw.finish(&mut rg.vault, &rg.pseudo);
+                }
+                let next = match step {
+                    Step::Send(b) => {
+                        out.extend(b);
+                        Output::Stream(rw)
+                    }
+                    Step::Blocked(b, f) => {
+                        out.extend(b);
+                        let e = Self::blocked_error(&rg.policy, &f, Direction::Output);
+                        out.extend_from_slice(&e.stream_event(api));
+                        session.set_keepalive(None);
+                        let found: Vec<Applied> = rw.findings().cloned().collect();
+                        self.finish_output(rg, Action::Block, found);
+                        ctx.gateway_error = Some(e.kind);
+                        self.metrics
+                            .gateway_errors
+                            .with_label_values(&[route_label_of(ctx.route), e.kind.code()])
+                            .inc();
+                        if end { Output::Done } else { Output::Closing }
+                    }
+                };
+                if end && let Output::Stream(rw) = &next {
+                    let found: Vec<Applied> = rw.findings().cloned().collect();
+                    let action = found
+                        .iter()
+                        .map(|f| f.action)
+                        .max()
+                        .unwrap_or(Action::Allow);
+                    self.finish_output(rg, action, found);
+                }
+                *body = Some(Bytes::from(out));
+                next
+            }
+            Output::Whole(mut buf) => {
+                if let Some(b) = body.take() {
+                    buf.extend_from_slice(&b);
+                }
+                let limit = self
+                    .guard
+                    .as_ref()
+                    .map_or(usize::MAX, |g| g.max_response_bytes);
+                if buf.len() > limit {
+                    tracing::error!(request_id = %ctx.request_id, limit, "answer larger than guard.max_response_bytes: cannot filter it, closing");
+                    ctx.policy_closed = true;
+                    return Err(Error::explain(
+                        ErrorType::InternalError,
+                        "answer too large to filter",
+                    ));
+                }
+                if !end {
+                    Output::Whole(buf)
+                } else {
+                    let format = rg.format.unwrap_or(Format::Tgi);
+                    let mut found = Vec::new();
+                    let result = guard::apply_output_whole(
+                        &buf,
+                        format,
+                        &rg.policy,
+                        &mut rg.vault,
+                        &rg.pseudo,
+                        &mut found,
+                    );
+                    let action = found
+                        .iter()
+                        .map(|f| f.action)
+                        .max()
+                        .unwrap_or(Action::Allow);
+                    let out = match result {
+                        Ok(Some(b)) => b,
+                        Ok(None) => {
+                            // not JSON: only placeholders can be put back
+                            match std::str::from_utf8(&buf) {
+                                Ok(s) => rg.vault.restore(s).into_bytes(),
+                                Err(_) => buf,
+                            }
+                        }
+                        Err(f) => {
+                            let e = Self::blocked_error(&rg.policy, &f, Direction::Output);
+                            ctx.gateway_error = Some(e.kind);
+                            blocked_answer(format, &buf, &e)
+                        }
+                    };
+                    self.finish_output(rg, action, found);
+                    *body = Some(Bytes::from(out));
+                    Output::Done
+                }
+            }
+        };
+        Ok(())
+    }
+
+    /// Count an answer's findings and decision, and keep its findings for the log line.
+    fn finish_output(&self, rg: &mut ReqGuard, action: Action, found: Vec<Applied>) {
+        if rg.policy.output.is_active() {
+            let took = rg.output_started.map_or(Duration::ZERO, |t| t.elapsed());
+            self.record(Direction::Output, &rg.policy.name, &found, action, took);
+        }
+        rg.findings.extend(found);
+    }
+}
+
+/// A non-streamed answer a block rule stopped: OpenAI answers keep their shape with empty
+/// content and `finish_reason: "content_filter"` (what OpenAI itself does); TGI answers become
+/// the TGI error body. The status was already sent with the backend's headers.
+fn blocked_answer(format: Format, original: &[u8], e: &GatewayError) -> Vec<u8> {
+    if format == Format::OpenAi
+        && let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(original)
+        && let Some(choices) = v.get_mut("choices").and_then(|c| c.as_array_mut())
+    {
+        for c in choices.iter_mut() {
+            if let Some(m) = c.get_mut("message").and_then(|m| m.as_object_mut()) {
+                m.insert("content".into(), "".into());
+            }
+            if let Some(t) = c.get_mut("text") {
+                *t = "".into();
+            }
+            c["finish_reason"] = "content_filter".into();
+            c["logprobs"] = serde_json::Value::Null;
+        }
+        v["portcullis_error"] = serde_json::json!({"message": e.message, "code": e.kind.code()});
+        return serde_json::to_vec(&v).unwrap_or_default();
+    }
+    e.body(crate::routes::Api::Tgi).to_vec()
+}
+
+fn route_label_of(route: Option<Route>) -> &'static str {
+    route.map_or(UNMATCHED, Route::label)
+}
+
 const UNMATCHED: &str = "unmatched";
 
 fn route_label(ctx: &RequestCtx) -> &'static str {
@@ -257,6 +581,8 @@ impl ProxyHttp for Gateway {
             gateway_error: None,
             bytes_out: 0,
             in_flight: Some(InFlight(self.metrics.clone())),
+            guard: None,
+            policy_closed: false,
         }
     }
 
@@ -360,6 +686,12 @@ impl ProxyHttp for Gateway {
                 return Ok(true);
             }
             ctx.body_buffered = true;
+            if let Some(g) = &self.guard
+                && guard::has_prompt(route)
+                && self.guard_input(session, ctx, g.clone()).await?
+            {
+                return Ok(true);
+            }
         }
         Ok(false)
     }
@@ -492,21 +824,48 @@ impl ProxyHttp for Gateway {
         if status >= 400 {
             upstream_response.insert_header(ERROR_SOURCE_HEADER, "backend")?;
         }
+        if let Some(rg) = ctx.guard.as_mut()
+            && status == 200
+            && let Some(format) = rg.format
+            && (rg.policy.output.is_active() || !rg.vault.is_empty())
+        {
+            let json = upstream_response
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| ct.contains("json"));
+            rg.output = if ctx.streaming {
+                Output::Stream(Box::new(StreamRewriter::new(format, rg.policy.clone())))
+            } else if json {
+                Output::Whole(Vec::new())
+            } else {
+                Output::Off
+            };
+            if !matches!(rg.output, Output::Off) {
+                // the body changes length: send it chunked
+                upstream_response.remove_header(&http::header::CONTENT_LENGTH);
+                upstream_response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                rg.output_started = Some(Instant::now());
+            }
+        }
         Ok(())
     }
 
     fn response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Option<Duration>> {
-        if let Some(b) = body {
-            ctx.bytes_out += b.len() as u64;
-        }
         if end_of_stream {
             ctx.upstream_ended = Some(Instant::now());
+        }
+        if ctx.guard.is_some() {
+            self.guard_output(session, body, end_of_stream, ctx)?;
+        }
+        if let Some(b) = body {
+            ctx.bytes_out += b.len() as u64;
         }
         Ok(None)
     }
@@ -550,6 +909,13 @@ impl ProxyHttp for Gateway {
             error_code: 0,
             can_reuse_downstream: false,
         };
+        if ctx.policy_closed {
+            // the stream already carries the policy's error event
+            return FailToProxy {
+                error_code: session.response_written().map_or(0, |h| h.status.as_u16()),
+                can_reuse_downstream: false,
+            };
+        }
         let pool_name = ctx
             .pool
             .as_ref()
@@ -642,6 +1008,9 @@ impl ProxyHttp for Gateway {
             request_bytes = ctx.body.len(),
             response_bytes = ctx.bytes_out,
             streamed = ctx.streaming,
+            policy = ctx.guard.as_ref().map(|g| g.policy.name.as_str()),
+            tenant = ctx.guard.as_ref().map(|g| g.tenant.as_str()),
+            findings = ctx.guard.as_ref().map(|g| guard::summary(&g.findings)).filter(|s| !s.is_empty()),
             error = ctx.gateway_error.map(ErrorKind::code),
             cause = e.map(|e| e.etype().as_str()),
             "request"
