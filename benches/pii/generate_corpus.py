@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import random
 import re
 import string
@@ -300,8 +301,12 @@ def v_email(ctx: Ctx) -> Ent:
     return Ent("email", f"{local}@{domain}")
 
 
-# Per-country E.164-style mobile numbers: (country code, builder of national part).
 def _e164(ctx: Ctx) -> str:
+    """An international-format mobile number using allocated mobile ranges.
+
+    Mostly the text's own country, sometimes another one; compact E.164
+    (``+4915123456789``) or spaced the way people write it.
+    """
     r, d = ctx.rng, ctx.digits
     country = {"en_US": "US", "en_GB": "GB", "de_DE": "DE", "fr_FR": "FR",
                "nl_NL": "NL", "es_ES": "ES", "it_IT": "IT"}[ctx.locale]
@@ -315,20 +320,21 @@ def _e164(ctx: Ctx) -> str:
         return f"+1{area}{exch}{line}" if compact else ctx.choice(
             [f"+1 {area} {exch} {line}", f"+1-{area}-{exch}-{line}", f"+1 ({area}) {exch}-{line}"])
     if country == "GB":
-        n = "7" + ctx.choice(["400", "700", "800", "900", "500"]) + d(6)
+        n = "7" + ctx.choice(["400", "500", "800", "900", "827"]) + d(6)
         return f"+44{n}" if compact else f"+44 {n[:4]} {n[4:]}"
     if country == "DE":
         pre = ctx.choice(["151", "152", "160", "162", "170", "171", "172", "176", "157"])
         rest = d(8 if pre[:2] in ("15", "16") and pre != "160" else 7)
         return f"+49{pre}{rest}" if compact else f"+49 {pre} {rest}"
     if country == "FR":
-        n = ctx.choice(["6", "7"]) + d(8)
+        # 06 1x,2x,4x,5x and 07 5x-8x: metropolitan mobile (063x/069x are overseas).
+        n = ctx.choice(["6" + ctx.choice("1245"), "7" + str(r.randrange(5, 9))]) + d(7)
         return f"+33{n}" if compact else f"+33 {n[0]} {n[1:3]} {n[3:5]} {n[5:7]} {n[7:]}"
     if country == "NL":
-        n = "6" + d(8)
+        n = "6" + str(r.randrange(1, 6)) + d(7)  # 06-1x..5x are allocated mobile blocks
         return f"+31{n}" if compact else f"+31 6 {n[1:]}"
     if country == "ES":
-        n = ctx.choice(["6", "7"]) + d(8)
+        n = ctx.choice(["6" + d(1), "7" + str(r.randrange(1, 5))]) + d(7)  # 6xx, 71x-74x mobile
         return f"+34{n}" if compact else f"+34 {n[:3]} {n[3:6]} {n[6:]}"
     n = "3" + ctx.choice(["20", "33", "35", "38", "40", "47", "49"]) + d(7)  # IT mobile
     return f"+39{n}" if compact else f"+39 {n[:3]} {n[3:6]} {n[6:]}"
@@ -357,9 +363,7 @@ def v_card(ctx: Ctx) -> tuple[Ent, str]:
         text = num
     else:
         sep = " " if style < 0.85 else "-"
-        if len(num) == 15:  # Amex 4-6-5
-            groups = [num[:4], num[4:10], num[10:]]
-        elif len(num) == 14:  # Diners 4-6-4
+        if len(num) in (14, 15):  # Diners 4-6-4, Amex 4-6-5
             groups = [num[:4], num[4:10], num[10:]]
         else:
             groups = [num[i:i + 4] for i in range(0, len(num), 4)]
@@ -474,7 +478,10 @@ def v_jwt(ctx: Ctx) -> Ent:
         payload["iss"] = "https://auth." + ctx.fake.domain_name()
     sig_len = {"HS256": 32, "HS512": 64, "RS256": 256, "ES256": 64}[alg]
     sig = bytes(ctx.rng.getrandbits(8) for _ in range(sig_len))
-    enc = lambda o: b64url(json.dumps(o, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+    def enc(obj: dict) -> str:
+        return b64url(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
     return Ent("jwt", f"{enc(header)}.{enc(payload)}.{b64url(sig)}")
 
 
@@ -521,7 +528,8 @@ def v_url_password(ctx: Ctx) -> tuple[list, str]:
     if kind == 2:
         return [f"mysql://{user}:", ent, f"@{host}:3306/{db}"], "MYSQL_URL"
     if kind == 3:
-        return [f"mongodb+srv://{user}:", ent, f"@cluster0.{ctx.rand_str(5, LOWER_ALNUM)}.mongodb.net/{db}?retryWrites=true&w=majority"], "MONGO_URI"
+        cluster = f"cluster0.{ctx.rand_str(5, LOWER_ALNUM)}.mongodb.net"
+        return [f"mongodb+srv://{user}:", ent, f"@{cluster}/{db}?retryWrites=true&w=majority"], "MONGO_URI"
     if kind == 4:
         return ["redis://:", ent, f"@{host}:6379/0"], "REDIS_URL"
     if kind == 5:
@@ -773,7 +781,8 @@ LOG_TEMPLATES = {
     "card": ["payment declined card={v} reason=insufficient_funds", "tokenize request pan={v} merchant={company}"],
     "iban": ["payout created iban={v} amount={amount}", "sepa mandate validated account={v}"],
     "ssn": ["kyc check ssn={v} result=match", "identity lookup for SSN {v} took 212ms"],
-    "ip_address": ["GET /api/v1/orders 200 client={v}", "rate limit exceeded for {v}", "new connection from {v} port 52144"],
+    "ip_address": ["GET /api/v1/orders 200 client={v}", "rate limit exceeded for {v}",
+                   "new connection from {v} port 52144"],
     "date_of_birth": ["profile updated dob={v}", "age verification input birthdate={v}"],
     "postal_code": ["geocode lookup zip={v} country={cc}", "shipping quote postal_code={v}"],
     "aws_key": ["boto3 credentials loaded access_key={v}", "AccessDenied for key {v} on s3:GetObject"],
@@ -960,7 +969,8 @@ def _tracking(ctx: Ctx) -> str:
 def hn_order(c: Ctx):
     v = c.choice([f"#A-{c.rng.randrange(2022, 2026)}-{c.digits(6)}", c.digits(9),
                   "ORD-" + c.rand_str(8, UPPER_ALNUM)])
-    return c.choice([f"Order {v} still shows as processing.", f"Re: order {v} — wrong size delivered."]), ("order_id", v)
+    sentence = c.choice([f"Order {v} still shows as processing.", f"Re: order {v} — wrong size delivered."])
+    return sentence, ("order_id", v)
 
 
 def hn_timestamp(c: Ctx):
@@ -1032,7 +1042,8 @@ def hn_bad_ssn(c: Ctx):
 def hn_email_like(c: Ctx):
     v = c.choice(["icon@2x.png", "logo@3x.webp", "avatar@2x.jpg", "@" + c.fake.user_name(), "user@localhost",
                   "root@localhost", "npm install @types/node", "admin@intranet", "meet @ 5pm"])
-    return c.choice([f"Replace {v} in the assets folder.", f"See {v} for details.", f"Ping {v} if it breaks."]), ("asset", v)
+    sentence = c.choice([f"Replace {v} in the assets folder.", f"See {v} for details.", f"Ping {v} if it breaks."])
+    return sentence, ("asset", v)
 
 
 def hn_numbers_prose(c: Ctx):
@@ -1194,7 +1205,7 @@ def sc_chat(ctx: Ctx, types, hns) -> list:
         # "Here's my config, what's wrong?" style prompt embedding a snippet.
         return [ctx.choice(["Why doesn't this config load?", "Can you review this .env file?",
                             "Convert this to YAML:", "Is anything sensitive in here?"]),
-                "\n\n```\n", _config_body(ctx, types, hns, fmt="env"), "\n```"]
+                "\n\n```\n", _config_body(ctx, types, hns, fmt="env"), "```"]
     return [ctx.choice(CHAT_OPENERS), "\n\n", _prose_body(ctx, types, hns)]
 
 
@@ -1335,6 +1346,19 @@ def generate(seed: int, n: int):
         yield {"id": idx, "locale": locale, "text": text, "entities": ents}, scenario, bool(hns)
 
 
+def _ensure_fixed_hash_seed() -> None:
+    """Re-exec with PYTHONHASHSEED=0 unless already set.
+
+    Some Faker locale data is built from Python sets (e.g. it_IT's city list is
+    ``list({...})``), so its order - and hence which city a seeded RNG picks -
+    depends on string hash randomisation.  Pinning the hash seed makes the
+    corpus byte-identical across runs.
+    """
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        env = dict(os.environ, PYTHONHASHSEED="0")
+        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__)] + sys.argv[1:], env)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=42)
@@ -1371,4 +1395,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    _ensure_fixed_hash_seed()
     sys.exit(main())

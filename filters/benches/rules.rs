@@ -1,5 +1,6 @@
-//! Criterion benches for the rule chain: the strict policy's input side on 1, 8 and 64 KB
-//! prompts (target ≤ 20 µs per KB, linear), and the streaming guard's cost per token
+//! Criterion benches for the rule chain: the default and strict policies' input side on 1, 8 and
+//! 64 KB prompts, typical (prose, one or two entities per KB) and dense (about 12 per KB) (target
+//! ≤ 20 µs per KB, linear), and the streaming guard's cost per token
 //! (target < 5 µs per token). Run with `cargo bench -p filters --bench rules`.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use filters::{Policy, Pseudonymizer, StreamGuard, Vault};
 
-/// Realistic prompt text with a few entities per KB.
+/// Worst case: a support ticket dense with entities (about 12 per KB), every detector busy.
 fn prompt(bytes: usize) -> String {
     let para = "Hi team, the customer Jane Doe (jane.doe@example.com, +44 20 7946 0958) says the \
         invoice INV-2024-00042 from 2024-03-14 10:22:31 was charged twice to card 4111 1111 1111 \
@@ -28,6 +29,24 @@ fn prompt(bytes: usize) -> String {
     s
 }
 
+/// A typical prompt: prose and code with one or two entities per KB.
+fn typical(bytes: usize) -> String {
+    let para = "I am working on a Rust service that parses log lines and aggregates latency \
+        percentiles per endpoint. The current implementation keeps a HashMap from endpoint to a \
+        Vec of samples and sorts on every report, which is slow once we reach a few million \
+        requests per hour. Could you suggest a data structure that keeps approximate quantiles \
+        in bounded memory, explain the error guarantees, and sketch the code? We deploy on \
+        Kubernetes with three replicas behind an ingress and scrape metrics every fifteen \
+        seconds; reports go to the on-call channel. If anything is unclear, the owner is \
+        sam.lee@example.org and the runbook lives in the ops wiki under latency dashboards. ";
+    let mut s = String::with_capacity(bytes + para.len());
+    while s.len() < bytes {
+        s.push_str(para);
+    }
+    s.truncate(bytes);
+    s
+}
+
 fn policy(name: &str) -> Arc<Policy> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../policies/{name}.yaml"));
     Arc::new(Policy::load(&path).unwrap())
@@ -39,14 +58,22 @@ fn rule_chain(c: &mut Criterion) {
         let p = policy(name);
         let ps = Pseudonymizer::new(b"bench", "t");
         for kb in [1usize, 8, 64] {
-            let text = prompt(kb * 1024);
-            g.throughput(Throughput::Bytes(text.len() as u64));
-            g.bench_with_input(BenchmarkId::new(name, format!("{kb}KB")), &text, |b, t| {
-                b.iter(|| {
-                    let mut v = Vault::default();
-                    black_box(p.input.evaluate(black_box(t), &mut v, &ps))
-                })
-            });
+            for (kind, text) in [
+                ("typical", typical(kb * 1024)),
+                ("dense", prompt(kb * 1024)),
+            ] {
+                g.throughput(Throughput::Bytes(text.len() as u64));
+                g.bench_with_input(
+                    BenchmarkId::new(format!("{name}/{kind}"), format!("{kb}KB")),
+                    &text,
+                    |b, t| {
+                        b.iter(|| {
+                            let mut v = Vault::default();
+                            black_box(p.input.evaluate(black_box(t), &mut v, &ps))
+                        })
+                    },
+                );
+            }
         }
     }
     g.finish();

@@ -354,8 +354,11 @@ pub mod util {
 
     /// Whether `hay` contains any of `needles`, ignoring ASCII case.
     pub fn contains_any(hay: &str, needles: &[&str]) -> bool {
-        let lower = hay.to_ascii_lowercase();
-        needles.iter().any(|n| lower.contains(n))
+        let h = hay.as_bytes();
+        needles.iter().any(|n| {
+            let n = n.as_bytes();
+            n.len() <= h.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+        })
     }
 
     /// The last char before `at`.

@@ -38,6 +38,12 @@ impl Detector for Email {
         if local.contains("..") || domain.contains("..") {
             return;
         }
+        // `scheme://user:password@host` is a URL's authority, not an address
+        let before = &hit.raw[..hit.start];
+        let segment = before.rsplit(char::is_whitespace).next().unwrap_or(before);
+        if segment.contains("://") {
+            return;
+        }
         let tld = domain.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
         if FILE_TLDS.contains(&tld.as_str()) {
             return;
@@ -69,6 +75,7 @@ mod tests {
     #[test]
     fn negatives() {
         assert!(f("logo icon@2x.png and @mention and user@localhost").is_empty());
+        assert!(f("postgres://app:S3cr3t!pw@db.example.com:5432/app").is_empty());
         assert!(f("a..b@example.com").is_empty() || f("a..b@example.com") == ["b@example.com"]);
     }
 

@@ -61,6 +61,8 @@ static DATE_START: LazyLock<Option<Regex>> = LazyLock::new(|| {
 static NANP: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(r"^(?:1[ .\-])?(?:\([0-9]{3}\) ?|[0-9]{3}[ .\-])[0-9]{3}[ .\-][0-9]{4}").ok()
 });
+static SSN_SHAPE: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"^[0-9]{3}-[0-9]{2}-[0-9]{4}$").ok());
 static GROUPS_333: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"^[0-9]{3} [0-9]{3} [0-9]{3,4}$").ok());
 
@@ -106,7 +108,10 @@ impl Detector for Phone {
         let digits = main.bytes().filter(u8::is_ascii_digit).count();
         let intl = m.starts_with('+') || m.starts_with("00");
         let has_sep = main.trim_end().bytes().any(|b| b" .-/()".contains(&b));
-        if matches(&DATE_START, main) || is_dotted_quad(main) {
+        if matches(&DATE_START, main)
+            || is_dotted_quad(main)
+            || matches(&SSN_SHAPE, main.trim_end())
+        {
             return;
         }
         let context = contains_any(before(raw, hit.start, 32), KEYWORDS);
@@ -186,6 +191,7 @@ mod tests {
             "ticket #4815162342",
             "on 14/03/2024 we met",
             "id 550e8400-e29b-41d4-a716-446655440000",
+            "call about number 123-45-6789",
         ] {
             assert!(f(t).is_empty(), "{t}: {:?}", f(t));
         }

@@ -34,6 +34,10 @@ fn placeholder_value(v: &str) -> bool {
         || l.contains("<")
         || l.contains("redacted")
         || l.contains("****")
+        || l.contains("${")
+        || l.contains("{{")
+        || l.starts_with('$')
+        || l.starts_with("%(")
         || l.bytes().all(|b| b == l.as_bytes()[0])
 }
 
@@ -68,7 +72,7 @@ impl Detector for Secrets {
             r(format!(r"{B}eyJ[A-Za-z0-9_\-]{{8,}}\.eyJ[A-Za-z0-9_\-]{{8,}}\.[A-Za-z0-9_\-]{{8,}}"), JWT, "jwt"),
             r(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=:,\-\s]*)".to_string(), PEM, "private_key"),
             r(format!(r"{B}[A-Za-z][A-Za-z0-9+.\-]{{1,20}}://[^\s:/@]{{1,64}}:([^\s@/]{{1,128}})@[A-Za-z0-9.\-\[\]]+"), URL_PW, "url_password"),
-            r(r#"(?i)(?:password|passwd|pwd)\s*[=:]\s*("[^"]{1,128}"|'[^']{1,128}'|[^;'"\s]{1,128})"#.to_string(), CONN_PW, "url_password"),
+            r(r#"(?i)(?:password|passwd|pwd)\s*[=:]\s*("[^"]{1,128}"|'[^']{1,128}'|[^;'"`\s]{1,128})"#.to_string(), CONN_PW, "url_password"),
             r(
                 r#"(?i)(?:api[_\-]?key|apikey|secret(?:[_\-]?(?:key|token|access[_\-]?key))?|access[_\-]?(?:key|token)|auth[_\-]?token|token|client[_\-]?secret|private[_\-]?key|bearer)["']?\s*(?:[:=]|=>|\s)\s*["']?([A-Za-z0-9_\-+/=.~!@#$%^&*]{12,256})"#.to_string(),
                 GENERIC,
@@ -110,7 +114,15 @@ impl Detector for Secrets {
                 if val.is_empty() || placeholder_value(val) {
                     return;
                 }
+                // `SMTP_PASSWORD=...`: an identifier's value (an environment variable or config
+                // key), not a connection string's field
+                let in_identifier = hit.tag == CONN_PW
+                    && crate::engine::util::char_before(hit.text, hit.start)
+                        .is_some_and(|c| c == '_' || c.is_ascii_alphanumeric());
                 let (ty, rule, score) = match hit.tag {
+                    CONN_PW if in_identifier => {
+                        ("generic_secret", "secrets.password_assignment", 0.9)
+                    }
                     URL_PW => ("url_password", "secrets.url_password", 1.0),
                     CONN_PW => ("url_password", "secrets.connection_string_password", 0.95),
                     _ => {
@@ -203,6 +215,7 @@ mod tests {
             "the password=changeme default",
             "secret: the-quick-brown-fox",
             "see https://example.com/a:b@c",
+            "postgres://app:${DB_PASSWORD}@db:5432/app",
             "commit 3f9a1c2b7d4e5f60718293a4b5c6d7e8f9012345",
         ] {
             assert!(f(t).is_empty(), "{t}: {:?}", f(t));
