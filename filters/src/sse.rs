@@ -212,18 +212,28 @@ impl StreamRewriter {
             return Step::Send(out);
         }
         self.done = true;
-        let choices: Vec<u64> = self.guards.keys().copied().collect();
-        for c in choices {
-            let tail = match self.guard(c).finish(vault, pseudo) {
-                Ok(t) => t,
-                Err(Blocked(f)) => return Step::Blocked(out, f),
-            };
-            if !tail.is_empty() {
-                self.synthesize(c, &tail, &mut out);
-            }
+        if let Err(Blocked(f)) = self.release_all(&mut out, vault, pseudo) {
+            return Step::Blocked(out, f);
         }
         out.extend_from_slice(&self.parser.remainder());
         Step::Send(out)
+    }
+
+    /// Release every choice's held text, each in a synthesized event.
+    fn release_all(
+        &mut self,
+        out: &mut Vec<u8>,
+        vault: &mut Vault,
+        pseudo: &Pseudonymizer,
+    ) -> Result<(), Blocked> {
+        let choices: Vec<u64> = self.guards.keys().copied().collect();
+        for c in choices {
+            let tail = self.guard(c).finish(vault, pseudo)?;
+            if !tail.is_empty() {
+                self.synthesize(c, &tail, out);
+            }
+        }
+        Ok(())
     }
 
     fn frame(&self, data: &str, out: &mut Vec<u8>) {
@@ -251,13 +261,7 @@ impl StreamRewriter {
         };
         if data.trim() == "[DONE]" {
             // release anything still held before the end marker
-            let choices: Vec<u64> = self.guards.keys().copied().collect();
-            for c in choices {
-                let tail = self.guard(c).finish(vault, pseudo)?;
-                if !tail.is_empty() {
-                    self.synthesize(c, &tail, out);
-                }
-            }
+            self.release_all(out, vault, pseudo)?;
             Self::passthrough(&ev, out);
             return Ok(());
         }
@@ -267,13 +271,7 @@ impl StreamRewriter {
         };
         if v.get("error").is_some() {
             // an upstream error event: release held text first, then pass it on
-            let choices: Vec<u64> = self.guards.keys().copied().collect();
-            for c in choices {
-                let tail = self.guard(c).finish(vault, pseudo)?;
-                if !tail.is_empty() {
-                    self.synthesize(c, &tail, out);
-                }
-            }
+            self.release_all(out, vault, pseudo)?;
             Self::passthrough(&ev, out);
             return Ok(());
         }

@@ -136,6 +136,20 @@ fn check(policy: &std::path::Path, direction: DirectionArg, tenant: &str, jsonl:
     }
 }
 
+/// Print a value as pretty JSON on stdout.
+fn print_json(v: &impl serde::Serialize) -> ExitCode {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => {
+            println!("{s}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -164,28 +178,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Schema => match serde_json::to_string_pretty(&gateway::config::json_schema()) {
-            Ok(s) => {
-                println!("{s}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::PolicySchema => {
-            match serde_json::to_string_pretty(&filters::Policy::json_schema()) {
-                Ok(s) => {
-                    println!("{s}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Schema => print_json(&gateway::config::json_schema()),
+        Command::PolicySchema => print_json(&filters::Policy::json_schema()),
         Command::Check {
             policy,
             direction,

@@ -319,32 +319,26 @@ impl Gateway {
         let Some(sel) = g.select(route, auth) else {
             return Ok(false);
         };
-        let format = if route == Route::Invocations {
-            serde_json::from_slice::<serde_json::Value>(&ctx.body)
-                .ok()
-                .and_then(|v| guard::answer_format(route, &v))
-        } else {
-            guard::answer_format(route, &serde_json::Value::Null)
-        };
         let mut rg = ReqGuard {
             pseudo: g.pseudonymizer(&sel.tenant),
             policy: sel.policy,
             tenant: sel.tenant,
             vault: Vault::default(),
-            format,
+            format: None,
             findings: Vec::new(),
             output: Output::Off,
             output_started: None,
         };
         let t0 = Instant::now();
-        let outcome = match guard::apply_input(&ctx.body, &rg.policy, &mut rg.vault, &rg.pseudo) {
-            Ok(o) => o,
-            Err(e) => {
-                let e = GatewayError::new(ErrorKind::InvalidJson, e.to_string());
-                self.respond(session, ctx, e, false).await?;
-                return Ok(true);
-            }
-        };
+        let outcome =
+            match guard::apply_input(route, &ctx.body, &rg.policy, &mut rg.vault, &rg.pseudo) {
+                Ok(o) => o,
+                Err(e) => {
+                    let e = GatewayError::new(ErrorKind::InvalidJson, e.to_string());
+                    self.respond(session, ctx, e, false).await?;
+                    return Ok(true);
+                }
+            };
         let action = outcome
             .findings
             .iter()
@@ -361,6 +355,7 @@ impl Gateway {
             );
         }
         rg.findings = outcome.findings;
+        rg.format = outcome.format;
         if let Some(b) = outcome.blocked {
             let e = Self::blocked_error(&rg.policy, &b, Direction::Input);
             ctx.guard = Some(rg);
