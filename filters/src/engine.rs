@@ -243,6 +243,10 @@ impl Engine {
     }
 
     /// Scan `text`; findings sorted by start (longest first), exact duplicates removed.
+    ///
+    /// The derived views are first built as text only; their maps to the original text are
+    /// built (by building the view again) only when one of their patterns matched, which in
+    /// most prompts none does.
     pub fn scan(&self, text: &str) -> Vec<Finding> {
         let mut out = Vec::new();
         if text.is_empty() {
@@ -250,24 +254,25 @@ impl Engine {
         }
         let need_words = !self.views[ViewKind::Words.index()].is_empty();
         let need_folded = need_words || !self.views[ViewKind::Folded.index()].is_empty();
-        let folded = need_folded.then(|| text::folded(text));
-        let words = match (&folded, need_words) {
-            (Some(f), true) => Some(text::words(f)),
-            _ => None,
-        };
-        for kind in ViewKind::ALL {
-            let (vt, view) = match kind {
-                ViewKind::Raw => (text, None),
-                ViewKind::Folded => match &folded {
-                    Some(f) => (f.text.as_str(), Some(f)),
-                    None => continue,
-                },
-                ViewKind::Words => match &words {
-                    Some(w) => (w.text.as_str(), Some(w)),
-                    None => continue,
-                },
+        self.run_view(ViewKind::Raw, text, None, text, &mut out);
+        if need_folded {
+            let folded = text::folded_with(text, false);
+            let words = need_words.then(|| text::words_with(&folded, false));
+            let fh = self.candidates(ViewKind::Folded, &folded.text);
+            let wh = match &words {
+                Some(w) => self.candidates(ViewKind::Words, &w.text),
+                None => Vec::new(),
             };
-            self.run_view(kind, vt, view, text, &mut out);
+            if !fh.is_empty() || !wh.is_empty() {
+                let folded = text::folded(text);
+                if !fh.is_empty() {
+                    self.confirm_all(ViewKind::Folded, &fh, &folded, text, &mut out);
+                }
+                if !wh.is_empty() {
+                    let words = text::words(&folded);
+                    self.confirm_all(ViewKind::Words, &wh, &words, text, &mut out);
+                }
+            }
         }
         for d in &self.detectors {
             d.scan_whole(text, &mut out);
@@ -276,6 +281,67 @@ impl Engine {
         out.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
         out.dedup_by(|a, b| a.ty == b.ty && a.start == b.start && a.end == b.end);
         out
+    }
+
+    /// Every match of the view's patterns in `vt`, not yet confirmed.
+    fn candidates(&self, kind: ViewKind, vt: &str) -> Vec<Candidate> {
+        let m = &self.views[kind.index()];
+        let mut hits = Vec::new();
+        let mut run = |i: usize| {
+            for mat in m.regexes[i].0.find_iter(vt) {
+                hits.push(Candidate {
+                    regex: true,
+                    index: i,
+                    start: mat.start(),
+                    end: mat.end(),
+                });
+            }
+        };
+        match &m.set {
+            Some(set) => set.matches(vt).iter().for_each(&mut run),
+            None => (0..m.regexes.len()).for_each(&mut run),
+        }
+        if let Some(ac) = &m.ac {
+            for mat in ac.find_iter(vt) {
+                hits.push(Candidate {
+                    regex: false,
+                    index: mat.pattern().as_usize(),
+                    start: mat.start(),
+                    end: mat.end(),
+                });
+            }
+        }
+        hits
+    }
+
+    fn confirm_all(
+        &self,
+        kind: ViewKind,
+        hits: &[Candidate],
+        view: &View,
+        raw: &str,
+        out: &mut Vec<Finding>,
+    ) {
+        let m = &self.views[kind.index()];
+        for c in hits {
+            let (re, di, tag) = if c.regex {
+                let (re, di, tag) = &m.regexes[c.index];
+                (Some(re), *di, *tag)
+            } else {
+                let (di, tag) = m.literals[c.index];
+                (None, di, tag)
+            };
+            let hit = Hit {
+                tag,
+                text: &view.text,
+                start: c.start,
+                end: c.end,
+                regex: re,
+                raw,
+                view: Some(view),
+            };
+            self.detectors[di].confirm(&hit, out);
+        }
     }
 
     fn run_view(
@@ -331,6 +397,14 @@ impl Engine {
     }
 }
 
+/// A match in a derived view, waiting for the view's map before confirmation.
+struct Candidate {
+    regex: bool,
+    index: usize,
+    start: usize,
+    end: usize,
+}
+
 /// Helpers detectors share.
 pub mod util {
     /// The (at most) `n` bytes before `at`, on a char boundary.
@@ -350,6 +424,93 @@ pub mod util {
             e += 1;
         }
         &text[at..e]
+    }
+
+    /// A keyword list matched by one ASCII-case-insensitive Aho-Corasick automaton, built on
+    /// first use: context checks run for every candidate, so they must not cost one pass per
+    /// keyword. A keyword counts only at the start of a word (`tel` in `tel:` and `telephone`,
+    /// not in `hotel`), so short keywords do not fire inside unrelated words.
+    pub struct Keywords {
+        list: &'static [&'static str],
+        ac: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>>,
+    }
+
+    impl Keywords {
+        /// Keywords from a static list (usable in a `static`).
+        pub const fn new(list: &'static [&'static str]) -> Keywords {
+            Keywords {
+                list,
+                ac: std::sync::OnceLock::new(),
+            }
+        }
+
+        fn automaton(&self) -> Option<&aho_corasick::AhoCorasick> {
+            self.ac
+                .get_or_init(|| {
+                    aho_corasick::AhoCorasick::builder()
+                        .ascii_case_insensitive(true)
+                        .build(self.list)
+                        .ok()
+                })
+                .as_ref()
+        }
+
+        /// The end of the last keyword in `hay` that starts a word.
+        pub fn last_end(&self, hay: &str) -> Option<usize> {
+            let b = hay.as_bytes();
+            let at_word_start =
+                |s: usize| s == 0 || !(b[s - 1].is_ascii_alphanumeric() || b[s - 1] >= 0x80);
+            match self.automaton() {
+                Some(ac) => ac
+                    .find_overlapping_iter(hay)
+                    .filter(|m| at_word_start(m.start()))
+                    .map(|m| m.end())
+                    .max(),
+                None => self
+                    .list
+                    .iter()
+                    .filter_map(|k| {
+                        let k = k.as_bytes();
+                        if k.is_empty() || k.len() > b.len() {
+                            return None;
+                        }
+                        (0..=b.len() - k.len())
+                            .rev()
+                            .find(|&s| {
+                                at_word_start(s) && b[s..s + k.len()].eq_ignore_ascii_case(k)
+                            })
+                            .map(|s| s + k.len())
+                    })
+                    .max(),
+            }
+        }
+
+        /// Whether `hay` contains a keyword at the start of a word, ignoring ASCII case.
+        pub fn in_text(&self, hay: &str) -> bool {
+            self.last_end(hay).is_some()
+        }
+    }
+
+    static IBAN_HEAD: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?:^|[^A-Za-z0-9])[A-Z]{2}[0-9]{2} ?(?:[A-Z0-9]{4} ?)?$").ok()
+    });
+
+    /// Whether the digits at `at` follow an IBAN's country code and check digits, and maybe an
+    /// alphanumeric bank code (`DE06 `, `NL14 SIPY `): they are then the rest of an IBAN, not
+    /// a card or a phone number.
+    pub fn after_iban_head(text: &str, at: usize) -> bool {
+        IBAN_HEAD
+            .as_ref()
+            .is_some_and(|r| r.is_match(before(text, at, 12)))
+    }
+
+    /// The part of `text` before `at` on the same line, at most `n` bytes.
+    pub fn line_before(text: &str, at: usize, n: usize) -> &str {
+        let s = before(text, at, n);
+        match s.rfind('\n') {
+            Some(i) => &s[i + 1..],
+            None => s,
+        }
     }
 
     /// Whether `hay` contains any of `needles`, ignoring ASCII case.

@@ -37,39 +37,159 @@ impl ViewKind {
 }
 
 /// A derived view and its map to original offsets.
+///
+/// The map is a list of segments rather than one entry per byte: ASCII text that only changes
+/// case or leetspeak keeps a one-to-one byte map, so a run of it is one segment whatever its
+/// length. A character that changes length (NFKD, removed marks) gets a segment of its own.
 #[derive(Debug, Clone, Default)]
 pub struct View {
     /// The view's text.
     pub text: String,
-    /// For each view byte, the original span of the character that produced it.
-    spans: Vec<(u32, u32)>,
+    segs: Vec<Seg>,
     orig_len: usize,
+    mapped: bool,
+}
+
+/// View bytes from `view` up to the next segment's `view` come from the original text at
+/// `orig`: byte for byte when `ident`, otherwise every byte maps to `orig..orig + olen`.
+#[derive(Debug, Clone, Copy)]
+struct Seg {
+    view: u32,
+    orig: u32,
+    olen: u32,
+    ident: bool,
 }
 
 impl View {
+    fn with_capacity(n: usize, orig_len: usize) -> View {
+        View {
+            text: String::with_capacity(n),
+            segs: Vec::with_capacity(n / 4 + 4),
+            orig_len,
+            mapped: true,
+        }
+    }
+
+    /// The original span of the character that produced view byte `p`.
+    fn span_at(&self, p: usize) -> (usize, usize) {
+        if p >= self.text.len() {
+            return (self.orig_len, self.orig_len);
+        }
+        let k = self.segs.partition_point(|s| s.view as usize <= p);
+        self.seg_span(k.saturating_sub(1), p)
+    }
+
+    /// Like [`View::span_at`] for increasing `p`, with a cursor `k` kept by the caller.
+    fn span_from(&self, p: usize, k: &mut usize) -> (usize, usize) {
+        while *k + 1 < self.segs.len() && self.segs[*k + 1].view as usize <= p {
+            *k += 1;
+        }
+        self.seg_span(*k, p)
+    }
+
+    fn seg_span(&self, k: usize, p: usize) -> (usize, usize) {
+        match self.segs.get(k) {
+            None => (self.orig_len, self.orig_len),
+            Some(s) if s.ident => {
+                let o = s.orig as usize + (p - s.view as usize);
+                (o, o + 1)
+            }
+            Some(s) => (s.orig as usize, (s.orig + s.olen) as usize),
+        }
+    }
+
+    /// Whether the view carries its map to the original text ([`View::original`] is only
+    /// meaningful then).
+    pub fn is_mapped(&self) -> bool {
+        self.mapped
+    }
+
     /// The original span of the view span `start..end`.
     pub fn original(&self, start: usize, end: usize) -> (usize, usize) {
-        let s = self
-            .spans
-            .get(start)
-            .map_or(self.orig_len, |p| p.0 as usize);
+        let s = self.span_at(start).0;
         if end <= start {
             return (s, s);
         }
-        let e = self
-            .spans
-            .get(end - 1)
-            .map_or(self.orig_len, |p| p.1 as usize);
+        let e = self.span_at(end - 1).1;
         (s, e.max(s))
     }
+}
 
-    fn push(&mut self, c: char, span: (u32, u32)) {
-        self.text.push(c);
-        for _ in 0..c.len_utf8() {
-            self.spans.push(span);
+/// Builds a [`View`], keeping the current one-to-one segment's offset so that extending it is
+/// one comparison per byte.
+struct Builder {
+    v: View,
+    /// `orig - view` of the current identity segment, if the last segment is one.
+    delta: Option<u32>,
+    /// Whether to build the map at all (text-only views are for a first, cheap pass).
+    map: bool,
+}
+
+impl Builder {
+    fn new(n: usize, orig_len: usize, map: bool) -> Builder {
+        let mut v = View::with_capacity(n, orig_len);
+        if !map {
+            v.segs = Vec::new();
+        }
+        v.mapped = map;
+        Builder {
+            v,
+            delta: None,
+            map,
         }
     }
+
+    /// Push an ASCII byte `b` that stands for original byte `orig`.
+    #[inline(always)]
+    fn push_ascii(&mut self, b: u8, orig: u32) {
+        if !self.map {
+            self.v.text.push(char::from(b));
+            return;
+        }
+        let at = self.v.text.len() as u32;
+        let d = orig.wrapping_sub(at);
+        if self.delta != Some(d) {
+            self.v.segs.push(Seg {
+                view: at,
+                orig,
+                olen: 1,
+                ident: true,
+            });
+            self.delta = Some(d);
+        }
+        self.v.text.push(char::from(b));
+    }
+
+    /// Push `c`, produced by the original span `span`.
+    #[inline(always)]
+    fn push(&mut self, c: char, span: (u32, u32)) {
+        if !self.map {
+            self.v.text.push(c);
+            return;
+        }
+        if c.is_ascii() && span.1 == span.0 + 1 {
+            return self.push_ascii(c as u8, span.0);
+        }
+        let at = self.v.text.len() as u32;
+        let same = self.delta.is_none()
+            && self
+                .v
+                .segs
+                .last()
+                .is_some_and(|s| s.orig == span.0 && s.olen == span.1 - span.0);
+        if !same {
+            self.v.segs.push(Seg {
+                view: at,
+                orig: span.0,
+                olen: span.1 - span.0,
+                ident: false,
+            });
+            self.delta = None;
+        }
+        self.v.text.push(c);
+    }
 }
+
 /// Zero-width characters, bidi controls and other invisible formatting code points.
 pub fn is_invisible(c: char) -> bool {
     matches!(c,
@@ -162,42 +282,71 @@ pub fn fold_leet_symbol(c: char) -> char {
     }
 }
 
-/// Build the folded view of `text`.
+/// Lower case and leetspeak digits, for ASCII bytes.
+const ASCII_FOLD: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut i = 0;
+    while i < 128 {
+        let b = (i as u8).to_ascii_lowercase();
+        t[i] = match b {
+            b'0' => b'o',
+            b'1' => b'i',
+            b'3' => b'e',
+            b'4' => b'a',
+            b'5' => b's',
+            b'7' => b't',
+            b'8' => b'b',
+            b'9' => b'g',
+            _ => b,
+        };
+        i += 1;
+    }
+    t
+};
+
+/// Build the folded view of `text`, with its map.
 pub fn folded(text: &str) -> View {
-    let mut v = View {
-        text: String::with_capacity(text.len()),
-        spans: Vec::with_capacity(text.len()),
-        orig_len: text.len(),
-    };
+    folded_with(text, true)
+}
+
+/// Build the folded view of `text`; `map` says whether to build its map too.
+pub fn folded_with(text: &str, map: bool) -> View {
+    let mut v = Builder::new(text.len(), text.len(), map);
     let mut last_space = true; // drop leading whitespace
     let bytes = text.as_bytes();
-    for (i, c) in text.char_indices() {
-        let at = i;
-        let i = (i as u32, (i + c.len_utf8()) as u32);
-        if c.is_ascii() {
-            if c.is_ascii_whitespace() {
+    let mut at = 0;
+    while at < bytes.len() {
+        let b = bytes[at];
+        if b.is_ascii() {
+            let o = at as u32;
+            at += 1;
+            if b.is_ascii_whitespace() {
                 if !last_space {
-                    v.push(' ', i);
+                    v.push_ascii(b' ', o);
                     last_space = true;
                 }
                 continue;
             }
             last_space = false;
-            let mut f = fold_leet(c.to_ascii_lowercase());
-            if f == c && c.is_ascii_punctuation() {
+            let mut f = ASCII_FOLD[b as usize];
+            if f == b && b.is_ascii_punctuation() {
                 // a symbol stands for a letter only between letters or digits (`a$$`, `h@ck`)
-                let prev = at.checked_sub(1).and_then(|p| bytes.get(p));
-                let next = bytes.get(at + 1);
                 let wordy = |b: Option<&u8>| {
                     b.is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'$' | b'@' | b'!'))
                 };
-                if wordy(prev) && (wordy(next) || c == '$') {
-                    f = fold_leet_symbol(c);
+                let prev = (o as usize).checked_sub(1).and_then(|p| bytes.get(p));
+                if wordy(prev) && (wordy(bytes.get(at)) || b == b'$') {
+                    f = fold_leet_symbol(char::from(b)) as u8;
                 }
             }
-            v.push(f, i);
+            v.push_ascii(f, o);
             continue;
         }
+        let Some(c) = text.get(at..).and_then(|t| t.chars().next()) else {
+            break;
+        };
+        let i = (at as u32, (at + c.len_utf8()) as u32);
+        at += c.len_utf8();
         if is_invisible(c) {
             continue;
         }
@@ -226,7 +375,7 @@ pub fn folded(text: &str) -> View {
             }
         }
     }
-    v
+    v.v
 }
 
 /// Characters that may sit inside an obfuscated word (`f.u.c.k`, `f*ck`, `f-u-c-k`).
@@ -238,84 +387,115 @@ fn is_inner_separator(c: char) -> bool {
 }
 
 /// Build the words view from a folded view (its map still points at the original text).
+///
+/// One pass over the folded text. The letters of the current word and of a run of
+/// single-letter words go to two small reused buffers; nothing is allocated per word.
 pub fn words(f: &View) -> View {
-    let mut v = View {
-        text: String::with_capacity(f.text.len()),
-        spans: Vec::with_capacity(f.text.len()),
-        orig_len: f.orig_len,
-    };
-    // 1. cut into words: letters plus inner separators between letters
-    struct Word {
-        letters: Vec<(char, (u32, u32))>, // char and original span
+    words_with(f, f.mapped)
+}
+
+/// Build the words view; `map` (which needs a mapped `f`) says whether to build its map too.
+pub fn words_with(f: &View, map: bool) -> View {
+    let map = map && f.mapped;
+    struct W<'a> {
+        f: &'a View,
+        v: Builder,
+        cursor: usize,
+        first: bool,
     }
-    let mut out_words: Vec<Word> = Vec::new();
-    let mut cur: Vec<(char, (u32, u32))> = Vec::new();
-    let mut pending_sep = false;
-    let chars: Vec<(usize, char)> = f.text.char_indices().collect();
-    for &(i, c) in &chars {
-        let orig = f.spans.get(i).copied().unwrap_or((0, 0));
-        if c.is_alphabetic() {
-            cur.push((c, orig));
-            pending_sep = false;
-        } else if is_inner_separator(c) && !cur.is_empty() {
-            pending_sep = true;
-        } else {
-            let _ = pending_sep;
-            pending_sep = false;
-            if !cur.is_empty() {
-                out_words.push(Word {
-                    letters: std::mem::take(&mut cur),
-                });
+    impl W<'_> {
+        /// Write one word: squeeze letter runs of three or more to one letter.
+        fn emit(&mut self, letters: &[(u32, char)]) {
+            let Some(&(p0, _)) = letters.first() else {
+                return;
+            };
+            let span = |w: &mut W<'_>, p: u32| {
+                if !w.v.map {
+                    return (0, 0);
+                }
+                let (a, b) = w.f.span_from(p as usize, &mut w.cursor);
+                (a as u32, b as u32)
+            };
+            let start = span(self, p0);
+            if !self.first {
+                // the separating space maps to the empty span at the word's start
+                self.v.push(' ', (start.0, start.0));
+            }
+            self.first = false;
+            let mut k = 0;
+            while k < letters.len() {
+                let c = letters[k].1;
+                let mut run = 1;
+                while k + run < letters.len() && letters[k + run].1 == c {
+                    run += 1;
+                }
+                let keep = if run >= 3 { 1 } else { run };
+                for &(p, c) in &letters[k..k + keep] {
+                    let sp = span(self, p);
+                    self.v.push(c, sp);
+                }
+                k += run;
             }
         }
+
+        /// A word ended: single letters wait for the next word (runs of three or more
+        /// single-letter words are one word, `f u c k`); a longer word flushes them first.
+        fn word(&mut self, cur: &mut Vec<(u32, char)>, singles: &mut Vec<(u32, char)>) {
+            if cur.len() == 1 {
+                singles.push(cur[0]);
+            } else {
+                self.flush(singles);
+                self.emit(cur);
+            }
+            cur.clear();
+        }
+
+        fn flush(&mut self, singles: &mut Vec<(u32, char)>) {
+            if singles.len() >= 3 {
+                self.emit(singles);
+            } else {
+                for i in 0..singles.len() {
+                    self.emit(&singles[i..=i]);
+                }
+            }
+            singles.clear();
+        }
+    }
+
+    let mut w = W {
+        f,
+        v: Builder::new(f.text.len(), f.orig_len, map),
+        cursor: 0,
+        first: true,
+    };
+    let mut cur: Vec<(u32, char)> = Vec::with_capacity(64);
+    let mut singles: Vec<(u32, char)> = Vec::with_capacity(16);
+    let bytes = f.text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let (c, len) = if b.is_ascii() {
+            (char::from(b), 1)
+        } else {
+            match f.text.get(i..).and_then(|t| t.chars().next()) {
+                Some(c) => (c, c.len_utf8()),
+                None => break,
+            }
+        };
+        if c.is_alphabetic() {
+            cur.push((i as u32, c));
+        } else if is_inner_separator(c) && !cur.is_empty() {
+            // stays inside the word
+        } else if !cur.is_empty() {
+            w.word(&mut cur, &mut singles);
+        }
+        i += len;
     }
     if !cur.is_empty() {
-        out_words.push(Word { letters: cur });
+        w.word(&mut cur, &mut singles);
     }
-    // 2. join runs of three or more single letters (`f u c k`)
-    let mut joined: Vec<Word> = Vec::with_capacity(out_words.len());
-    let mut i = 0;
-    while i < out_words.len() {
-        let mut j = i;
-        while j < out_words.len() && out_words[j].letters.len() == 1 {
-            j += 1;
-        }
-        if j - i >= 3 {
-            let mut letters = Vec::with_capacity(j - i);
-            for w in &out_words[i..j] {
-                letters.extend_from_slice(&w.letters);
-            }
-            joined.push(Word { letters });
-            i = j;
-        } else {
-            joined.push(Word {
-                letters: std::mem::take(&mut out_words[i].letters),
-            });
-            i += 1;
-        }
-    }
-    // 3. squeeze letter runs of three or more to one letter
-    for (n, w) in joined.iter().enumerate() {
-        if n > 0 {
-            // the separating space maps to the empty span at the word's start
-            let at = w.letters.first().map_or(0, |l| l.1.0);
-            v.push(' ', (at, at));
-        }
-        let mut k = 0;
-        while k < w.letters.len() {
-            let c = w.letters[k].0;
-            let mut run = 1;
-            while k + run < w.letters.len() && w.letters[k + run].0 == c {
-                run += 1;
-            }
-            let keep = if run >= 3 { 1 } else { run };
-            for r in 0..keep {
-                v.push(c, w.letters[k + r].1);
-            }
-            k += run;
-        }
-    }
-    v
+    w.flush(&mut singles);
+    w.v.v
 }
 
 #[cfg(test)]
@@ -352,6 +532,24 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn ascii_bytes_map_to_the_byte_they_came_from(t in "[ -~\t\n]{0,96}") {
+            let f = folded(&t);
+            let raw = t.as_bytes();
+            for (p, &b) in f.text.as_bytes().iter().enumerate() {
+                let (a, e) = f.original(p, p + 1);
+                prop_assert_eq!(e, a + 1);
+                let o = raw[a];
+                if b == b' ' {
+                    prop_assert!(o.is_ascii_whitespace());
+                } else {
+                    let c = char::from(o);
+                    let want = [fold_leet(c.to_ascii_lowercase()), fold_leet_symbol(c)];
+                    prop_assert!(want.contains(&char::from(b)), "{} from {}", b, o);
+                }
+            }
+        }
+
         #[test]
         fn maps_stay_in_bounds_and_on_char_boundaries(t in "\\PC{0,64}") {
             let f = folded(&t);

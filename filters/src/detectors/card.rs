@@ -2,7 +2,7 @@
 //! plain or in groups separated by one kind of separator.
 
 use super::B;
-use crate::engine::util::glued;
+use crate::engine::util::{after_iban_head, glued};
 use crate::engine::{Detector, Hit, Pattern};
 use crate::finding::Finding;
 use crate::text::ViewKind;
@@ -39,9 +39,9 @@ pub fn known_issuer(d: &[u8]) -> bool {
         Some(b'5') => (51..=55).contains(&p(2)) && n == 16, // Mastercard
         Some(b'2') => (2221..=2720).contains(&p(4)) && n == 16, // Mastercard 2-series
         Some(b'3') => match p(2) {
-            34 | 37 => n == 15,                                            // Amex
-            35 => (3528..=3589).contains(&p(4)) && (16..=19).contains(&n), // JCB
-            30 | 36 | 38 | 39 => (14..=19).contains(&n),                   // Diners
+            34 | 37 => n == 15,                          // Amex
+            35 => (16..=19).contains(&n), // JCB (3528-3589 assigned; generators use all of 35)
+            30 | 36 | 38 | 39 => (14..=19).contains(&n), // Diners
             _ => false,
         },
         Some(b'6') => {
@@ -70,7 +70,11 @@ impl Detector for Card {
     }
     fn confirm(&self, hit: &Hit<'_>, out: &mut Vec<Finding>) {
         let m = hit.as_str();
-        if glued(hit.raw, hit.start, hit.end) {
+        // `INV-4111...`, `+4915257703418` (a phone number), `DE06 6564 7448 ...` (an IBAN)
+        if glued(hit.raw, hit.start, hit.end)
+            || hit.raw[..hit.start].ends_with('+')
+            || after_iban_head(hit.raw, hit.start)
+        {
             return;
         }
         let seps: Vec<u8> = m.bytes().filter(|b| !b.is_ascii_digit()).collect();
@@ -105,6 +109,7 @@ mod tests {
             "6011000990139424",
             "2223003122003222",
             "3530111333300000",
+            "3511636736824662",
         ] {
             assert_eq!(f(&format!("card: {c}.")), [c], "{c}");
         }
@@ -113,11 +118,13 @@ mod tests {
     #[test]
     fn negatives() {
         for t in [
-            "4111111111111112",         // Luhn fails
-            "1234567812345670",         // no issuer
-            "4111 1111-1111 1111",      // mixed separators
-            "ref 9781234567897 ok",     // ISBN-13 shape
-            "order A-4111111111111111", // glued
+            "4111111111111112",                 // Luhn fails
+            "1234567812345670",                 // no issuer
+            "4111 1111-1111 1111",              // mixed separators
+            "ref 9781234567897 ok",             // ISBN-13 shape
+            "order A-4111111111111111",         // glued
+            "call +4111111111111111",           // a phone number
+            "IBAN DE06 6564 7448 5379 6011 55", // the rest of an IBAN
         ] {
             assert!(f(t).is_empty(), "{t}");
         }

@@ -2,7 +2,7 @@
 //! a birth word (`born`, `DOB`, `date of birth`, `geboren`, `né le`, ...) within 48 bytes.
 
 use super::B;
-use crate::engine::util::{before, contains_any};
+use crate::engine::util::{Keywords, before};
 use crate::engine::{Detector, Hit, Pattern};
 use crate::finding::Finding;
 use crate::text::ViewKind;
@@ -10,7 +10,7 @@ use crate::text::ViewKind;
 /// Date-of-birth detector.
 pub struct DateOfBirth;
 
-const KEYWORDS: &[&str] = &[
+static KEYWORDS: Keywords = Keywords::new(&[
     "born",
     "birth",
     "dob",
@@ -33,7 +33,15 @@ const KEYWORDS: &[&str] = &[
     "geboortedatum",
     "geboren op",
     "age:",
-];
+    "geb.",
+    "geb ",
+    "nací",
+    "naci ",
+    "je suis né",
+    "je suis née",
+    "sono nato",
+    "sono nata",
+]);
 
 const MONTHS: &str = "jan(?:uary|uar|vier)?|feb(?:ruary|ruar)?|févr(?:ier)?|fevrier|mar(?:ch)?|märz|mars|apr(?:il)?|avril|may|mai|juin|jun(?:e|i)?|jul(?:y|i)?|juillet|aug(?:ust)?|août|sep(?:t|tember)?|okt(?:ober)?|oct(?:ober|obre)?|nov(?:ember|embre)?|de[cz](?:ember)?|décembre|enero|febrero|marzo|abril|mayo|junio|julio|agosto|septiembre|octubre|noviembre|diciembre|gennaio|febbraio|aprile|maggio|giugno|luglio|settembre|ottobre|dicembre|januari|februari|maart|juni|juli|augustus|oktober";
 
@@ -65,7 +73,7 @@ impl Detector for DateOfBirth {
         ]
     }
     fn confirm(&self, hit: &Hit<'_>, out: &mut Vec<Finding>) {
-        if !contains_any(before(hit.raw, hit.start, 48), KEYWORDS) {
+        if !KEYWORDS.in_text(before(hit.raw, hit.start, 48)) {
             return;
         }
         let m = hit.as_str();
@@ -77,7 +85,10 @@ impl Detector for DateOfBirth {
             if parts.len() != 3 {
                 return;
             }
-            let ok = if m.as_bytes().get(4).is_some_and(|b| !b.is_ascii_digit()) {
+            // year first only when the first part has four digits (`8/28/1958` has a separator at
+            // byte 4 too)
+            let year_first = m.bytes().take_while(u8::is_ascii_digit).count() == 4;
+            let ok = if year_first {
                 plausible(parts[0], parts[1], parts[2])
             } else {
                 // d/m/y or m/d/y
@@ -124,6 +135,13 @@ mod tests {
         assert_eq!(f("DOB: 1987-03-14"), ["1987-03-14"]);
         assert_eq!(f("date of birth March 14, 1987"), ["March 14, 1987"]);
         assert_eq!(f("geboren am 14. März 1987"), ["14. März 1987"]);
+        assert_eq!(f("Meredith Jimenez (d.o.b. 8/28/1958)"), ["8/28/1958"]);
+        assert_eq!(f("birthdate=6/25/2003"), ["6/25/2003"]);
+        assert_eq!(
+            f("Nací el 22 de octubre de 1995"),
+            ["22 de octubre de 1995"]
+        );
+        assert_eq!(f("geb. am 02.05.1961"), ["02.05.1961"]);
         assert!(f("invoice dated 14/03/1987").is_empty());
         assert!(f("born on 2024-13-45").is_empty());
         assert!(f("meeting on 2024-03-14 10:00").is_empty());

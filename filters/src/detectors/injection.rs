@@ -103,7 +103,7 @@ impl Injection {
 
     /// Whether decoded text contains an injection phrase.
     fn rescan(&self, decoded: &str) -> bool {
-        let f = text::folded(decoded);
+        let f = text::folded_with(decoded, false);
         self.rescan.as_ref().is_some_and(|s| s.is_match(&f.text))
     }
 }

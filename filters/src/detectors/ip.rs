@@ -3,7 +3,7 @@
 use std::net::Ipv6Addr;
 
 use super::B;
-use crate::engine::util::{before, char_at, char_before, contains_any};
+use crate::engine::util::{Keywords, before, char_at, char_before};
 use crate::engine::{Detector, Hit, Pattern};
 use crate::finding::Finding;
 use crate::text::ViewKind;
@@ -11,9 +11,9 @@ use crate::text::ViewKind;
 /// IP address detector.
 pub struct Ip;
 
-const VERSION_WORDS: &[&str] = &[
+static VERSION_WORDS: Keywords = Keywords::new(&[
     "version", "ver.", "build", "release", "v.", "firmware", "chrome/", "version:",
-];
+]);
 
 impl Detector for Ip {
     fn name(&self) -> &'static str {
@@ -52,7 +52,7 @@ impl Detector for Ip {
             if matches!(prev, Some('.') | Some('v') | Some('V'))
                 || raw[hit.end..].starts_with('.')
                     && char_at(raw, hit.end + 1).is_some_and(|c| c.is_ascii_digit())
-                || contains_any(before(raw, hit.start, 12), VERSION_WORDS)
+                || VERSION_WORDS.in_text(before(raw, hit.start, 12))
             {
                 return;
             }

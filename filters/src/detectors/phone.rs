@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::B;
-use crate::engine::util::{before, contains_any, glued};
+use crate::engine::util::{Keywords, after_iban_head, before, glued, line_before};
 use crate::engine::{Detector, Hit, Pattern};
 use crate::finding::Finding;
 use crate::text::ViewKind;
@@ -22,35 +22,92 @@ pub struct Phone;
 const SEP: &str = r"[ .\-/]";
 const EXT: &str = r"(?:[ ]?(?:x|ext\.?|#)[ ]?[0-9]{1,5})?";
 
-const KEYWORDS: &[&str] = &[
+/// Words that say the next number is a phone number (matched at a word start, same line).
+static KEYWORDS: Keywords = Keywords::new(&[
     "phone",
     "tel",
+    "tél",
     "call",
     "mobile",
     "cell",
     "fax",
     "whatsapp",
+    "signal",
     "contact",
     "ring",
-    "text me",
+    "text",
     "sms",
-    "number",
+    "2fa",
+    "otp",
     "hotline",
+    "helpline",
+    "my number",
+    "your number",
+    "his number",
+    "her number",
+    "their number",
+    "number to call",
     "telefon",
-    "téléphone",
     "portable",
     "handy",
     "móvil",
     "movil",
-    "telefono",
-    "teléfono",
+    "celular",
+    "llamar",
+    "llámame",
+    "appel",
+    "appelez",
+    "joindre",
+    "joignable",
+    "anrufen",
+    "erreichbar",
     "cellulare",
+    "chiamare",
     "bel ",
-    "nummer",
-    "numéro",
-    "numero",
+    "bellen",
+    "mobiel",
     "reach",
-];
+]);
+
+/// Words that say the next number is something else; when one is nearer the number than any
+/// phone word, the number is not a phone number (`Tracking number 6039776485`, `Order 0076`).
+static NOT_PHONE: Keywords = Keywords::new(&[
+    "tracking",
+    "order",
+    "invoice",
+    "inv",
+    "case",
+    "ticket",
+    "ref",
+    "reference",
+    "isbn",
+    "postal",
+    "zip",
+    "plz",
+    "account",
+    "acct",
+    "customer",
+    "iban",
+    "bic",
+    "swift",
+    "sort code",
+    "routing",
+    "serial",
+    "sku",
+    "part",
+    "build",
+    "version",
+    "pid",
+    "port",
+    "id",
+    "uid",
+    "nr.",
+    "no.",
+    "amount",
+    "total",
+    "price",
+    "balance",
+]);
 
 static DATE_START: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(
@@ -114,7 +171,18 @@ impl Detector for Phone {
         {
             return;
         }
-        let context = contains_any(before(raw, hit.start, 32), KEYWORDS);
+        if after_iban_head(raw, hit.start) {
+            return;
+        }
+        // context words count on the number's own line only (a CSV header naming a `phone`
+        // column says nothing about the first field of the next row)
+        let line = line_before(raw, hit.start, 32);
+        let phone_word = KEYWORDS.last_end(line);
+        let other_word = NOT_PHONE.last_end(line);
+        if other_word.is_some_and(|o| phone_word.is_none_or(|p| o > p)) {
+            return;
+        }
+        let context = phone_word.is_some();
         let ok = if intl {
             (8..=15).contains(&digits)
         } else if !(7..=12).contains(&digits) {
@@ -175,6 +243,10 @@ mod tests {
             assert_eq!(f(&format!("reach me at {p} today")), [p], "{p}");
         }
         assert_eq!(f("call 5551234567"), ["5551234567"]);
+        assert_eq!(f("Please text 02074960153"), ["02074960153"]);
+        assert_eq!(f("Tél. : 0495229243"), ["0495229243"]);
+        assert_eq!(f("me joindre au 0553190352"), ["0553190352"]);
+        assert_eq!(f("order questions: call 0553190352"), ["0553190352"]);
     }
 
     #[test]
@@ -192,6 +264,14 @@ mod tests {
             "on 14/03/2024 we met",
             "id 550e8400-e29b-41d4-a716-446655440000",
             "call about number 123-45-6789",
+            "Tracking number 6039776485",
+            "tracking_number = \"6759114014\"",
+            "customer_id,name,phone,city\n8835985,Ann,Lyon",
+            "Rekeningnummer: NL14 SIPY 0198 3702 08",
+            "postal_code=04622-0741",
+            "[billing] Order 007664447",
+            "Case number 908-79-7019. Invoice Nr. 2025-2899",
+            "the hotel has 1234567 rooms",
         ] {
             assert!(f(t).is_empty(), "{t}: {:?}", f(t));
         }

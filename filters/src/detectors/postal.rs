@@ -2,7 +2,7 @@
 //! or after a US state abbreviation (`CA 94107`): five-digit codes alone are too common.
 
 use super::B;
-use crate::engine::util::{before, contains_any};
+use crate::engine::util::{Keywords, before};
 use crate::engine::{Detector, Hit, Pattern};
 use crate::finding::Finding;
 use crate::text::ViewKind;
@@ -10,7 +10,7 @@ use crate::text::ViewKind;
 /// Postal code detector.
 pub struct PostalCode;
 
-const KEYWORDS: &[&str] = &[
+static KEYWORDS: Keywords = Keywords::new(&[
     "zip",
     "postal",
     "postcode",
@@ -23,7 +23,7 @@ const KEYWORDS: &[&str] = &[
     "postleitzahl",
     "código postal",
     "codice postale",
-];
+]);
 
 const STATES: &str = "AL|AK|AZ|AR|CA|CO|CT|DE|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|DC";
 
@@ -70,7 +70,7 @@ impl Detector for PostalCode {
             }
             return;
         }
-        if contains_any(before(hit.raw, hit.start, 24), KEYWORDS) {
+        if KEYWORDS.in_text(before(hit.raw, hit.start, 24)) {
             out.push(hit.whole("postal_code", 0.9, "pii.postal.context"));
         }
     }

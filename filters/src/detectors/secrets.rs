@@ -22,6 +22,7 @@ const URL_PW: u32 = 8;
 const CONN_PW: u32 = 9;
 const GENERIC: u32 = 10;
 const SLACK_HOOK: u32 = 11;
+const CLI_FLAG: u32 = 12;
 
 /// Values that are obviously examples, not secrets.
 fn placeholder_value(v: &str) -> bool {
@@ -36,9 +37,22 @@ fn placeholder_value(v: &str) -> bool {
         || l.contains("****")
         || l.contains("${")
         || l.contains("{{")
-        || l.starts_with('$')
+        || env_reference(v)
         || l.starts_with("%(")
         || l.bytes().all(|b| b == l.as_bytes()[0])
+}
+
+/// `$DB_PASSWORD`, `${DB_PASSWORD}`, `$env:TOKEN`: a reference to a variable, not a value
+/// (`$L_p2jf0uOk` with lower-case letters is a value).
+fn env_reference(v: &str) -> bool {
+    let Some(rest) = v.strip_prefix('$') else {
+        return false;
+    };
+    let rest = rest.strip_prefix("env:").unwrap_or(rest);
+    !rest.is_empty()
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
 impl Detector for Secrets {
@@ -71,11 +85,17 @@ impl Detector for Secrets {
             r(format!(r"{B}sk-(?:(?:proj|svcacct|admin|ant-api03)-)?[A-Za-z0-9_\-]{{20,200}}"), OPENAI, "openai_key"),
             r(format!(r"{B}eyJ[A-Za-z0-9_\-]{{8,}}\.eyJ[A-Za-z0-9_\-]{{8,}}\.[A-Za-z0-9_\-]{{8,}}"), JWT, "jwt"),
             r(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=:,\-\s]*)".to_string(), PEM, "private_key"),
-            r(format!(r"{B}[A-Za-z][A-Za-z0-9+.\-]{{1,20}}://[^\s:/@]{{1,64}}:([^\s@/]{{1,128}})@[A-Za-z0-9.\-\[\]]+"), URL_PW, "url_password"),
-            r(r#"(?i)(?:password|passwd|pwd)\s*[=:]\s*("[^"]{1,128}"|'[^']{1,128}'|[^;'"`\s]{1,128})"#.to_string(), CONN_PW, "url_password"),
+            r(format!(r"{B}[A-Za-z][A-Za-z0-9+.\-]{{1,20}}://[^\s:/@]{{0,64}}:([^\s@/]{{1,128}})@[A-Za-z0-9.\-\[\]]+"), URL_PW, "url_password"),
+            r(r#"(?i)(?:password|passwd|pwd)["']?\s*[=:]\s*("[^"]{1,128}"|'[^']{1,128}'|[^;'"`\s]{1,128})"#.to_string(), CONN_PW, "url_password"),
             r(
-                r#"(?i)(?:api[_\-]?key|apikey|secret(?:[_\-]?(?:key|token|access[_\-]?key))?|access[_\-]?(?:key|token)|auth[_\-]?token|token|client[_\-]?secret|private[_\-]?key|bearer)["']?\s*(?:[:=]|=>|\s)\s*["']?([A-Za-z0-9_\-+/=.~!@#$%^&*]{12,256})"#.to_string(),
+                r#"(?i)(?:api[_\-]?key|apikey|secret(?:[_\-]?(?:key|token|access[_\-]?key))?|access[_\-]?(?:key|token)|auth[_\-]?token|token|client[_\-]?secret|private[_\-]?key|(?:encryption|signing|master|session)[_\-]?(?:key|secret)|bearer)["']?\s*(?:[:=]|=>|\s)\s*["']?([A-Za-z0-9_\-+/=.~!@#$%^&*()?]{12,256})"#.to_string(),
                 GENERIC,
+                "generic_secret",
+            ),
+            // `mycli login --password VALUE`: whatever follows a credential flag is the credential
+            r(
+                r#"(?i)(?:^|[ \t\n])--(?:password|passwd|pass|pwd|token|api[_\-]?key|secret|client[_\-]?secret|access[_\-]?token|auth[_\-]?token)(?:=|[ \t]+)("[ !#-~]{1,128}"|'[ -&(-~]{1,128}'|[!#-&(-_a-~]{1,128})"#.to_string(),
+                CLI_FLAG,
                 "generic_secret",
             ),
         ]
@@ -92,7 +112,11 @@ impl Detector for Secrets {
             OPENAI => ("openai_key", "secrets.openai"),
             JWT => ("jwt", "secrets.jwt"),
             PEM => ("private_key", "secrets.pem_private_key"),
-            URL_PW | CONN_PW | GENERIC => {
+            URL_PW | CONN_PW | GENERIC | CLI_FLAG => {
+                // a `--token VALUE` flag is the CLI rule's
+                if hit.tag == GENERIC && hit.text[..hit.start].ends_with("--") {
+                    return;
+                }
                 let Some(c) = hit
                     .regex
                     .and_then(|r| r.captures_at(hit.text, hit.start))
@@ -125,6 +149,12 @@ impl Detector for Secrets {
                     }
                     URL_PW => ("url_password", "secrets.url_password", 1.0),
                     CONN_PW => ("url_password", "secrets.connection_string_password", 0.95),
+                    CLI_FLAG => {
+                        if val.len() < 6 || val.starts_with('-') {
+                            return;
+                        }
+                        ("generic_secret", "secrets.cli_flag", 0.9)
+                    }
                     _ => {
                         // high entropy, several character classes, not a word or a path
                         let classes = [
@@ -204,6 +234,59 @@ mod tests {
             f("api_key = \"9f8aQ2Lx7Rt4Vb1Nz6Kc3Hw8Jm5Pd0Ys\""),
             [("generic_secret", "9f8aQ2Lx7Rt4Vb1Nz6Kc3Hw8Jm5Pd0Ys")]
         );
+    }
+
+    #[test]
+    fn passwords_in_every_shape() {
+        for (t, want) in [
+            (
+                "redis://:k7DtPjIPK1c2g@cache:6379/0",
+                ("url_password", "k7DtPjIPK1c2g"),
+            ),
+            (
+                "mongodb+srv://app:$A4LV8LX-FFEX$u-Sbkc@c0.mongodb.net/db",
+                ("url_password", "$A4LV8LX-FFEX$u-Sbkc"),
+            ),
+            (
+                "mycli login --password 23c5c3d4689929795cc9cb4f632e7a04",
+                ("generic_secret", "23c5c3d4689929795cc9cb4f632e7a04"),
+            ),
+            (
+                "mycli login --token mw19hiTtnYDO&?rWr",
+                ("generic_secret", "mw19hiTtnYDO&?rWr"),
+            ),
+            (
+                "mycli login --api-key ?RfXYe_j#?-NhVG_EF3&Nfl",
+                ("generic_secret", "?RfXYe_j#?-NhVG_EF3&Nfl"),
+            ),
+            (
+                "\"SMTP_PASSWORD\": \"071d5dkgtWU#ni8Jahj3LAGOTO\"",
+                ("generic_secret", "071d5dkgtWU#ni8Jahj3LAGOTO"),
+            ),
+            (
+                "ENCRYPTION_KEY=rZUVSNvtVLH8uKMJCEa3OWK9KlNBXSdV5d5vOyvoIlI=",
+                (
+                    "generic_secret",
+                    "rZUVSNvtVLH8uKMJCEa3OWK9KlNBXSdV5d5vOyvoIlI=",
+                ),
+            ),
+            (
+                "DJANGO_SECRET_KEY=mx@em+w6l(1p5=s277-7jtv(%h#758h=nn!h5jm)i97k&)o%l_",
+                (
+                    "generic_secret",
+                    "mx@em+w6l(1p5=s277-7jtv(%h#758h=nn!h5jm)i97k&)o%l_",
+                ),
+            ),
+        ] {
+            assert_eq!(f(t), [want], "{t}");
+        }
+        for t in [
+            "mycli login --password $DB_PASSWORD",
+            "mycli login --token --verbose",
+            "postgres://app:${DB_PASSWORD}@db:5432/app",
+        ] {
+            assert!(f(t).is_empty(), "{t}: {:?}", f(t));
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! 900-999; group 00; serial 0000). Nine digits without separators count only after an SSN word.
 
 use super::B;
-use crate::engine::util::{before, contains_any, glued};
+use crate::engine::util::{Keywords, before, glued};
 use crate::engine::{Detector, Hit, Pattern};
 use crate::finding::Finding;
 use crate::text::ViewKind;
@@ -10,7 +10,7 @@ use crate::text::ViewKind;
 /// SSN detector.
 pub struct Ssn;
 
-const KEYWORDS: &[&str] = &[
+static KEYWORDS: Keywords = Keywords::new(&[
     "ssn",
     "social security",
     "ss#",
@@ -18,7 +18,7 @@ const KEYWORDS: &[&str] = &[
     "social sec",
     "ssa",
     "tin",
-];
+]);
 
 /// Whether the three parts are in issued ranges.
 pub fn valid_ranges(area: u32, group: u32, serial: u32) -> bool {
@@ -58,7 +58,7 @@ impl Detector for Ssn {
         if !valid_ranges(num(0..3), num(3..5), num(5..9)) {
             return;
         }
-        let context = contains_any(before(hit.raw, hit.start, 40), KEYWORDS);
+        let context = KEYWORDS.in_text(before(hit.raw, hit.start, 40));
         if seps.is_empty() && !context {
             return;
         }

@@ -17,7 +17,7 @@ impl Toxicity {
         let mut entries: Vec<String> = lexicons
             .iter()
             .flat_map(|(_, words)| words.iter())
-            .map(|w| text::words(&text::folded(w)).text)
+            .map(|w| text::words_with(&text::folded_with(w, false), false).text)
             .filter(|w| w.len() >= 2)
             .collect();
         entries.sort_unstable();
