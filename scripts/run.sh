@@ -22,6 +22,13 @@ for port in 8080 9090 3000; do
   fi
 done
 
+# A fresh demo key (only its hash is stored) and admin token for this run.
+mkdir -p target/demo
+rm -f target/demo/keys.yaml
+API_KEY=$(./target/release/gateway keys add --file target/demo/keys.yaml --id demo --tenant demo --quiet) \
+  || die "could not create the demo API key"
+export PORTCULLIS_ADMIN_TOKEN=${PORTCULLIS_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')}
+
 ./target/release/gateway validate --config "$CONFIG" >/dev/null || die "$CONFIG is invalid (see above)"
 
 pids=()
@@ -54,12 +61,17 @@ cat <<BANNER
   Admin:    $ADMIN_URL/metrics   (/healthz, /readyz)
   Backend:  mock-tgi on $BACKEND (echo mode: answers with your prompt)
   Config:   $CONFIG  (policy: policies/default.yaml)
+  API key: $API_KEY
+  Admin token: $PORTCULLIS_ADMIN_TOKEN  (for /admin/*: reload, keys, limits)
+  Audit trail: target/demo/audit  (check it: ./target/release/gateway audit verify target/demo/audit)
 
   Try it:
-    curl -s $GATEWAY_URL/v1/chat/completions -H 'Content-Type: application/json' \\
+    curl -s $GATEWAY_URL/v1/chat/completions -H "Authorization: Bearer $API_KEY" \\
+      -H 'Content-Type: application/json' \\
       -d '{"model":"tgi","messages":[{"role":"user","content":"Hello, Portcullis!"}]}'
 
-    curl -sN $GATEWAY_URL/generate_stream -H 'Content-Type: application/json' \\
+    curl -sN $GATEWAY_URL/generate_stream -H "Authorization: Bearer $API_KEY" \\
+      -H 'Content-Type: application/json' \\
       -d '{"inputs":"Streaming through the gateway","parameters":{"max_new_tokens":20}}'
 
   Ctrl-C stops everything.

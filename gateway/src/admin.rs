@@ -1,6 +1,8 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`. Separate from the public listener
-//! (default `127.0.0.1:9090`) so that probes and scrapes never compete with, or are exposed to,
-//! API traffic.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, and the `/admin/*` API behind its own
+//! bearer token (`admin.token_env`): `POST /admin/reload` (keys and policies), `GET
+//! /admin/policies`, `GET /admin/keys`, `GET /admin/limits/<key id>`. Separate from the public
+//! listener (default `127.0.0.1:9090`) so that probes and scrapes never compete with, or are
+//! exposed to, API traffic; nothing here is routed on the public listener.
 
 use std::sync::Arc;
 
@@ -9,14 +11,34 @@ use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use sha2::{Digest, Sha256};
+
+use crate::guard::Guard;
+use crate::keys::KeyStore;
+use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::upstream::Pool;
+
+/// What the `/admin/*` API controls.
+pub struct Control {
+    /// The bearer token (`None`: the API is disabled).
+    pub token: Option<String>,
+    /// Where the token comes from, for the error message.
+    pub token_env: String,
+    /// API keys.
+    pub keys: Arc<KeyStore>,
+    /// Limits.
+    pub limiter: Arc<Limiter>,
+    /// Policies.
+    pub guard: Option<Arc<Guard>>,
+}
 
 /// The admin application.
 pub struct AdminApp {
     pools: Vec<Arc<Pool>>,
     metrics: Arc<Metrics>,
     policy: Option<(String, u32)>,
+    control: Option<Control>,
 }
 
 impl AdminApp {
@@ -30,6 +52,80 @@ impl AdminApp {
             pools,
             metrics,
             policy,
+            control: None,
+        }
+    }
+
+    /// Enable the `/admin/*` API.
+    pub fn with_control(mut self, c: Control) -> Self {
+        self.control = Some(c);
+        self
+    }
+
+    fn control(&self, method: &http::Method, path: &str, auth: Option<&str>) -> Response<Vec<u8>> {
+        use serde_json::json;
+        let Some(c) = &self.control else {
+            return json(StatusCode::NOT_FOUND, &json!({"error": "not found"}));
+        };
+        let Some(token) = &c.token else {
+            return json(
+                StatusCode::FORBIDDEN,
+                &json!({"error": format!("the admin API is disabled: set {} to a secret token and restart", c.token_env)}),
+            );
+        };
+        let given = auth.and_then(crate::keys::bearer).unwrap_or("");
+        let same: bool = Sha256::digest(given.as_bytes()) == Sha256::digest(token.as_bytes());
+        if !same {
+            return json(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": "missing or wrong admin token (Authorization: Bearer <token>)"}),
+            );
+        }
+        match (method.as_str(), path) {
+            ("POST", "/admin/reload") => {
+                let keys = c.keys.reload();
+                let swapped = c.guard.as_ref().map_or(0, |g| g.reload_changed());
+                match keys {
+                    Ok(n) => json(
+                        StatusCode::OK,
+                        &json!({"keys": n, "policies_swapped": swapped}),
+                    ),
+                    Err(e) => json(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        &json!({"error": e.to_string(), "kept": "the previous keys stay in use", "policies_swapped": swapped}),
+                    ),
+                }
+            }
+            ("GET", "/admin/policies") => json(
+                StatusCode::OK,
+                &json!({"policies": c.guard.as_ref().map(|g| g.loaded()).unwrap_or_default().into_iter().map(|(slot, name, version, path)| json!({"slot": slot, "name": name, "version": version, "file": path})).collect::<Vec<_>>(),
+                        "models": [], "adapters": []}),
+            ),
+            ("GET", "/admin/keys") => json(
+                StatusCode::OK,
+                &json!({"file": c.keys.path(), "keys": c.keys.all().iter().map(|k| json!({
+                    "id": k.id, "tenant": k.tenant, "policy": k.policy, "revoked": k.revoked,
+                    "expires": k.expires.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                    "limits": serde_json::to_value(&k.limits).unwrap_or_default(),
+                })).collect::<Vec<_>>()}),
+            ),
+            ("GET", p) if p.starts_with("/admin/limits/") => {
+                let id = &p["/admin/limits/".len()..];
+                match c.keys.by_id(id) {
+                    Some(k) => json(
+                        StatusCode::OK,
+                        &serde_json::to_value(c.limiter.key_state(&k)).unwrap_or_default(),
+                    ),
+                    None => json(
+                        StatusCode::NOT_FOUND,
+                        &json!({"error": format!("no key with id `{id}`")}),
+                    ),
+                }
+            }
+            _ => json(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "not found", "routes": ["POST /admin/reload", "GET /admin/policies", "GET /admin/keys", "GET /admin/limits/<key id>"]}),
+            ),
         }
     }
 
@@ -79,10 +175,24 @@ fn json(status: StatusCode, v: &serde_json::Value) -> Response<Vec<u8>> {
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let (method, path) = {
+        let (method, path, auth) = {
             let req = session.req_header();
-            (req.method.clone(), req.uri.path().to_string())
+            (
+                req.method.clone(),
+                req.uri.path().to_string(),
+                req.headers
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+            )
         };
+        if path.starts_with("/admin/") {
+            if method == http::Method::POST {
+                // drain a body if any (there is none to read for these routes)
+                let _ = session.read_request_body().await;
+            }
+            return self.control(&method, &path, auth.as_deref());
+        }
         if method != http::Method::GET && method != http::Method::HEAD {
             return json(
                 StatusCode::METHOD_NOT_ALLOWED,

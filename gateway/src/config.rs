@@ -97,6 +97,15 @@ pub struct FileConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogSection,
+    /// API keys and which routes may be called without one.
+    #[serde(default)]
+    pub auth: AuthSection,
+    /// Request-rate, token-quota and concurrency limits.
+    #[serde(default)]
+    pub rate_limits: RateLimitsSection,
+    /// The tamper-evident audit trail.
+    #[serde(default)]
+    pub audit: Option<AuditSection>,
     /// Named upstream pools.
     pub upstreams: BTreeMap<String, UpstreamSection>,
     /// The pool requests go to; required when there is more than one.
@@ -139,14 +148,135 @@ pub struct AdminSection {
     #[serde(default = "default_admin_listen")]
     #[schemars(with = "String")]
     pub listen: SocketAddr,
+    /// Environment variable holding the bearer token of the `/admin/*` API (reload, keys,
+    /// limits). Unset or empty: that API answers 403 and says how to enable it.
+    #[serde(default = "default_admin_token_env")]
+    pub token_env: String,
 }
 
 impl Default for AdminSection {
     fn default() -> Self {
         AdminSection {
             listen: default_admin_listen(),
+            token_env: default_admin_token_env(),
         }
     }
+}
+
+fn default_admin_token_env() -> String {
+    "PORTCULLIS_ADMIN_TOKEN".to_string()
+}
+
+/// `auth:`
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// The keys file (relative to this config file), managed with `gateway keys`. When set,
+    /// every route needs `Authorization: Bearer <key>` unless listed in `anonymous_routes`.
+    /// When unset, the gateway is open and says so at start.
+    #[serde(default)]
+    pub keys_file: Option<PathBuf>,
+    /// Route labels (`health`, `info`, `generate`, ...) callable without a key.
+    #[serde(default)]
+    pub anonymous_routes: Vec<String>,
+}
+
+/// A request-rate bucket.
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateSection {
+    /// Refill rate: `N/s`, `N/m` or `N/h`.
+    pub rate: String,
+    /// Bucket size: requests allowed at once (default: one second's worth, at least 1).
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+/// `rate_limits:` (each limit is optional; API keys may override the per-key ones).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsSection {
+    /// Request rate per API key.
+    #[serde(default)]
+    pub per_key: Option<RateSection>,
+    /// Request rate per tenant.
+    #[serde(default)]
+    pub per_tenant: Option<RateSection>,
+    /// Request rate per client IP (anonymous requests too).
+    #[serde(default)]
+    pub per_ip: Option<RateSection>,
+    /// LLM tokens (prompt + generated) per key per minute.
+    #[serde(default)]
+    pub key_tokens_per_minute: Option<u64>,
+    /// LLM tokens per key per day.
+    #[serde(default)]
+    pub key_tokens_per_day: Option<u64>,
+    /// LLM tokens per tenant per minute.
+    #[serde(default)]
+    pub tenant_tokens_per_minute: Option<u64>,
+    /// LLM tokens per tenant per day.
+    #[serde(default)]
+    pub tenant_tokens_per_day: Option<u64>,
+    /// Requests in flight per key.
+    #[serde(default)]
+    pub concurrency_per_key: Option<u32>,
+    /// Generated tokens reserved when a request names no `max_new_tokens`/`max_tokens`.
+    #[serde(default = "default_max_tokens")]
+    pub default_max_tokens: u32,
+}
+
+impl Default for RateLimitsSection {
+    fn default() -> Self {
+        RateLimitsSection {
+            per_key: None,
+            per_tenant: None,
+            per_ip: None,
+            key_tokens_per_minute: None,
+            key_tokens_per_day: None,
+            tenant_tokens_per_minute: None,
+            tenant_tokens_per_day: None,
+            concurrency_per_key: None,
+            default_max_tokens: default_max_tokens(),
+        }
+    }
+}
+
+fn default_max_tokens() -> u32 {
+    1024
+}
+
+/// `audit:`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// Folder of the audit files (relative to this config file).
+    pub dir: PathBuf,
+    /// Rotate a file after this many bytes.
+    #[serde(default = "default_audit_bytes")]
+    pub max_file_bytes: u64,
+    /// Rotate a file after this long (`1h`, `1d`).
+    #[serde(default = "default_audit_age", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub max_file_age: Duration,
+    /// Records queued for the writer before `on_full` applies.
+    #[serde(default = "default_audit_capacity")]
+    pub channel_capacity: usize,
+    /// `drop` (count and go on) or `block` (the request waits for the writer).
+    #[serde(default = "default_on_full")]
+    pub on_full: crate::audit::OnFull,
+}
+
+fn default_audit_bytes() -> u64 {
+    64 << 20
+}
+fn default_audit_age() -> Duration {
+    Duration::from_secs(86_400)
+}
+fn default_audit_capacity() -> usize {
+    8192
+}
+fn default_on_full() -> crate::audit::OnFull {
+    crate::audit::OnFull::Drop
 }
 
 /// `limits:`
@@ -433,6 +563,16 @@ pub struct GatewayConfig {
     pub upstreams: BTreeMap<String, UpstreamSection>,
     /// The pool requests go to.
     pub default_upstream: String,
+    /// The keys file, resolved.
+    pub keys_file: Option<PathBuf>,
+    /// Routes callable without a key.
+    pub anonymous_routes: Vec<crate::routes::Route>,
+    /// Limits.
+    pub limits: crate::limits::LimitsConfig,
+    /// Audit trail.
+    pub audit: Option<crate::audit::AuditConfig>,
+    /// Env var of the admin token.
+    pub admin_token_env: String,
 }
 
 /// Why a configuration cannot be used: every problem found, each located in its file.
@@ -731,6 +871,99 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
         hot_reload: c.guard.hot_reload,
     };
 
+    let base = loaded
+        .file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let keys_file = c.auth.keys_file.as_ref().map(|p| base.join(p));
+    if let Some(k) = &keys_file
+        && let Err(e) = crate::keys::KeysFile::read(k)
+    {
+        errors.push(loaded.error_at("auth.keys_file", e.to_string()));
+    }
+    let mut anonymous_routes = Vec::new();
+    for (i, label) in c.auth.anonymous_routes.iter().enumerate() {
+        match crate::routes::Route::ALL
+            .iter()
+            .find(|r| r.label() == label)
+        {
+            Some(r) => anonymous_routes.push(*r),
+            None => errors.push(loaded.error_at(
+                &format!("auth.anonymous_routes[{i}]"),
+                format!(
+                    "no route `{label}`; routes are {}",
+                    crate::routes::Route::ALL
+                        .iter()
+                        .map(|r| r.label())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
+    }
+    let rl = &c.rate_limits;
+    let mut rate = |field: &str, r: &Option<RateSection>| -> Option<crate::limits::RateSpec> {
+        let r = r.as_ref()?;
+        match crate::keys::parse_rate(&r.rate) {
+            Ok(per_second) if r.burst != Some(0) => Some(crate::limits::RateSpec {
+                per_second,
+                burst: r.burst.unwrap_or_else(|| per_second.ceil().max(1.0) as u32),
+            }),
+            Ok(_) => {
+                errors.push(loaded.error_at(
+                    &format!("rate_limits.{field}.burst"),
+                    "burst must be at least 1",
+                ));
+                None
+            }
+            Err(e) => {
+                errors.push(loaded.error_at(&format!("rate_limits.{field}.rate"), e));
+                None
+            }
+        }
+    };
+    let limits = crate::limits::LimitsConfig {
+        per_key: rate("per_key", &rl.per_key),
+        per_tenant: rate("per_tenant", &rl.per_tenant),
+        per_ip: rate("per_ip", &rl.per_ip),
+        key_tokens_per_minute: rl.key_tokens_per_minute,
+        key_tokens_per_day: rl.key_tokens_per_day,
+        tenant_tokens_per_minute: rl.tenant_tokens_per_minute,
+        tenant_tokens_per_day: rl.tenant_tokens_per_day,
+        concurrency_per_key: rl.concurrency_per_key,
+        default_max_tokens: rl.default_max_tokens,
+    };
+    for (field, v) in [
+        ("key_tokens_per_minute", rl.key_tokens_per_minute),
+        ("key_tokens_per_day", rl.key_tokens_per_day),
+        ("tenant_tokens_per_minute", rl.tenant_tokens_per_minute),
+        ("tenant_tokens_per_day", rl.tenant_tokens_per_day),
+        ("concurrency_per_key", rl.concurrency_per_key.map(u64::from)),
+    ] {
+        if v == Some(0) {
+            errors.push(loaded.error_at(
+                &format!("rate_limits.{field}"),
+                "must be at least 1 (leave it out for no limit)",
+            ));
+        }
+    }
+    let audit = c.audit.as_ref().map(|a| crate::audit::AuditConfig {
+        dir: base.join(&a.dir),
+        max_file_bytes: a.max_file_bytes.max(4096),
+        max_file_age: a.max_file_age,
+        channel_capacity: a.channel_capacity.max(1),
+        on_full: a.on_full,
+    });
+    if let Some(a) = &c.audit
+        && (a.max_file_bytes < 4096 || a.channel_capacity == 0 || a.max_file_age.is_zero())
+    {
+        errors.push(loaded.error_at(
+            "audit",
+            "max_file_bytes must be at least 4096, channel_capacity and max_file_age more than 0",
+        ));
+    }
+
     if !errors.is_empty() {
         return Err(ConfigError { errors });
     }
@@ -751,6 +984,11 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
         log: c.log,
         upstreams: c.upstreams,
         default_upstream: default_upstream.unwrap_or_default(),
+        keys_file,
+        anonymous_routes,
+        limits,
+        audit,
+        admin_token_env: c.admin.token_env,
     })
 }
 

@@ -44,6 +44,10 @@ pub enum ErrorKind {
     PolicyForbidden,
     /// A guardrail policy refused the request (HTTP 400, for policies that ask for it).
     PolicyBadRequest,
+    /// No API key, or one that is unknown, expired or revoked.
+    Unauthorized,
+    /// A gateway limit (rate, token quota, concurrency) refused the request.
+    RateLimited,
 }
 
 impl ErrorKind {
@@ -62,6 +66,8 @@ impl ErrorKind {
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::PolicyForbidden => StatusCode::FORBIDDEN,
             ErrorKind::PolicyBadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -80,6 +86,8 @@ impl ErrorKind {
             ErrorKind::UpstreamProtocol => "upstream_error",
             ErrorKind::Internal => "internal_error",
             ErrorKind::PolicyForbidden | ErrorKind::PolicyBadRequest => "policy_violation",
+            ErrorKind::Unauthorized => "invalid_api_key",
+            ErrorKind::RateLimited => "rate_limit_exceeded",
         }
     }
 

@@ -170,12 +170,48 @@ impl Guard {
         guard
     }
 
+    /// Every loaded policy: name, policy name inside the file, version, file.
+    pub fn loaded(&self) -> Vec<(String, String, u32, PathBuf)> {
+        let mut v: Vec<_> = self
+            .slots
+            .values()
+            .map(|s| {
+                let p = s.load();
+                (s.name.clone(), p.name.clone(), p.version, s.path.clone())
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
     /// The slot of a policy.
     pub fn slot(&self, name: &str) -> Option<&Arc<Slot>> {
         self.slots.get(name)
     }
 
-    /// Choose the policy for a request.
+    /// Like [`Guard::select`] for a request authenticated with a keys-file key: the key's
+    /// policy, else its tenant's (from `guard.tenants`), else the route's, else `default`.
+    pub fn select_for_key(&self, route: Route, key: &crate::keys::ApiKey) -> Option<Selected> {
+        let tenant_policy = self
+            .keys
+            .values()
+            .find(|t| t.name == key.tenant)
+            .and_then(|t| t.policy.as_deref());
+        let name = key
+            .policy
+            .as_deref()
+            .or(tenant_policy)
+            .or_else(|| self.routes.get(&route).map(String::as_str))
+            .unwrap_or("default");
+        let slot = self.slots.get(name).or_else(|| self.slots.get("default"))?;
+        Some(Selected {
+            policy: slot.load(),
+            tenant: key.tenant.clone(),
+        })
+    }
+
+    /// The policy and tenant for a request: the tenant of the request's API key (matched by
+    /// SHA-256 against `guard.tenants`) > the route's policy > `default`.
     pub fn select(&self, route: Route, authorization: Option<&str>) -> Option<Selected> {
         let tenant = authorization
             .and_then(|a| {

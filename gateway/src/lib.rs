@@ -7,12 +7,16 @@
 //! - [`proxy`]: the request path (pingora's `ProxyHttp`, phase by phase).
 //! - [`upstream`]: pools, load balancing, health checks, circuit breakers.
 //! - [`metrics`], [`admin`]: Prometheus metrics and the admin listener.
+//! - [`keys`], [`limits`], [`audit`]: who may call, how much, and the tamper-evident record.
 //! - [`server`]: assembling the pingora server; [`telemetry`]: logging.
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod error;
 pub mod guard;
+pub mod keys;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod routes;

@@ -57,6 +57,78 @@ enum Command {
         #[arg(long)]
         jsonl: bool,
     },
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Audit trail tools.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a key: prints it once (only its SHA-256 is stored) and adds it to the file.
+    Add {
+        /// The keys file (created if missing).
+        #[arg(long, short)]
+        file: PathBuf,
+        /// The key's id (what logs and audit records name).
+        #[arg(long)]
+        id: String,
+        /// Its tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Its policy (a name the gateway config knows).
+        #[arg(long)]
+        policy: Option<String>,
+        /// Expiry: RFC 3339 (`2027-01-01T00:00:00Z`) or a duration from now (`30d`, `12h`).
+        #[arg(long)]
+        expires: Option<String>,
+        /// Request rate of this key (`10/s`, `600/m`).
+        #[arg(long)]
+        rate: Option<String>,
+        /// Burst of this key's rate.
+        #[arg(long)]
+        burst: Option<u32>,
+        /// LLM tokens per minute.
+        #[arg(long)]
+        tokens_per_minute: Option<u64>,
+        /// LLM tokens per day.
+        #[arg(long)]
+        tokens_per_day: Option<u64>,
+        /// Requests in flight at once.
+        #[arg(long)]
+        concurrency: Option<u32>,
+        /// Print only the key (for scripts).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// List keys as JSON (ids, tenants, limits, expiry; never hashes).
+    List {
+        /// The keys file.
+        #[arg(long, short)]
+        file: PathBuf,
+    },
+    /// Revoke a key by id (it stays in the file, refused).
+    Revoke {
+        /// The keys file.
+        #[arg(long, short)]
+        file: PathBuf,
+        /// The key's id.
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check audit files (or a folder of them, with its `audit.head`): prints JSON and exits 1
+    /// at the first broken, edited, removed, reordered or truncated record.
+    Verify {
+        /// Files in order, or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -150,6 +222,113 @@ fn print_json(v: &impl serde::Serialize) -> ExitCode {
     }
 }
 
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::FAILURE
+}
+
+fn keys(cmd: KeysCommand) -> ExitCode {
+    use gateway::keys::{KeyLimits, KeysFile};
+    match cmd {
+        KeysCommand::Add {
+            file,
+            id,
+            tenant,
+            policy,
+            expires,
+            rate,
+            burst,
+            tokens_per_minute,
+            tokens_per_day,
+            concurrency,
+            quiet,
+        } => {
+            let mut f = match KeysFile::read(&file) {
+                Ok(f) => f,
+                Err(e) => return fail(e),
+            };
+            let expires = match expires.as_deref().map(|e| {
+                humantime::parse_rfc3339(e).or_else(|_| {
+                    humantime::parse_duration(e).map(|d| std::time::SystemTime::now() + d)
+                })
+            }) {
+                None => None,
+                Some(Ok(t)) => Some(t),
+                Some(Err(_)) => {
+                    return fail(
+                        "--expires: give RFC 3339 (2027-01-01T00:00:00Z) or a duration (30d)",
+                    );
+                }
+            };
+            let limits = KeyLimits {
+                rate,
+                burst,
+                tokens_per_minute,
+                tokens_per_day,
+                concurrency,
+            };
+            let limits = (limits != KeyLimits::default()).then_some(limits);
+            let key = match f.add(&id, &tenant, policy, limits, expires) {
+                Ok(k) => k,
+                Err(e) => return fail(e),
+            };
+            if let Err(e) = f.write(&file) {
+                return fail(e);
+            }
+            if quiet {
+                println!("{key}");
+            } else {
+                println!("{key}");
+                eprintln!(
+                    "key `{id}` (tenant `{tenant}`) added to {}; this is the only time the key is shown",
+                    file.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        KeysCommand::List { file } => match KeysFile::read(&file) {
+            Ok(f) => print_json(
+                &serde_json::json!({"keys": f.keys.iter().map(|k| serde_json::json!({
+                "id": k.id, "tenant": k.tenant, "policy": k.policy, "limits": k.limits,
+                "expires": k.expires, "created": k.created, "revoked": k.revoked,
+            })).collect::<Vec<_>>()}),
+            ),
+            Err(e) => fail(e),
+        },
+        KeysCommand::Revoke { file, id } => {
+            let mut f = match KeysFile::read(&file) {
+                Ok(f) => f,
+                Err(e) => return fail(e),
+            };
+            if let Err(e) = f.revoke(&id) {
+                return fail(e);
+            }
+            match f.write(&file) {
+                Ok(()) => {
+                    eprintln!(
+                        "key `{id}` revoked; running gateways refuse it after `POST /admin/reload`"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+fn audit(cmd: AuditCommand) -> ExitCode {
+    match cmd {
+        AuditCommand::Verify { paths } => match gateway::audit::verify(&paths) {
+            Ok(v) => {
+                let ok = v.ok;
+                let code = print_json(&v);
+                if ok { code } else { ExitCode::FAILURE }
+            }
+            Err(e) => fail(format!("reading the audit files: {e}")),
+        },
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -178,6 +357,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Keys(k) => keys(k),
+        Command::Audit(a) => audit(a),
         Command::Schema => print_json(&gateway::config::json_schema()),
         Command::PolicySchema => print_json(&filters::Policy::json_schema()),
         Command::Check {

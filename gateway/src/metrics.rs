@@ -59,6 +59,14 @@ pub struct Metrics {
     pub guard_seconds: HistogramVec,
     /// `portcullis_policy_reloads_total{policy,result}`: hot reloads, `ok` or `error`.
     pub policy_reloads: IntCounterVec,
+    /// `portcullis_auth_failures_total{reason}`: requests refused for their key.
+    pub auth_failures: IntCounterVec,
+    /// `portcullis_limit_refusals_total{limit}`: requests refused by a limit.
+    pub limit_refusals: IntCounterVec,
+    /// `portcullis_llm_tokens_total{tenant,kind}`: prompt/generated tokens by tenant.
+    pub llm_tokens: IntCounterVec,
+    /// `portcullis_audit_dropped_total`: audit records dropped because the writer fell behind.
+    pub audit_dropped: IntCounter,
 }
 
 /// The series of one route (see [`Metrics::for_route`]).
@@ -245,6 +253,37 @@ impl Metrics {
                     &["policy", "result"],
                 )?,
             )?,
+            auth_failures: reg(
+                &r,
+                cv(
+                    "portcullis_auth_failures_total",
+                    "Requests refused for their API key (missing, unknown, expired, revoked)",
+                    &["reason"],
+                )?,
+            )?,
+            limit_refusals: reg(
+                &r,
+                cv(
+                    "portcullis_limit_refusals_total",
+                    "Requests the gateway refused with 429, by limit",
+                    &["limit"],
+                )?,
+            )?,
+            llm_tokens: reg(
+                &r,
+                cv(
+                    "portcullis_llm_tokens_total",
+                    "LLM tokens by tenant and kind (prompt, generated)",
+                    &["tenant", "kind"],
+                )?,
+            )?,
+            audit_dropped: reg(
+                &r,
+                IntCounter::new(
+                    "portcullis_audit_dropped_total",
+                    "Audit records dropped because the writer fell behind (audit.on_full: drop)",
+                )?,
+            )?,
             registry: r,
         })
     }
@@ -296,7 +335,6 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }
-        // 14 families registered (the registry refuses duplicates)
         m.upstream_duration.with_label_values(&["x"]);
         m.upstream_first_byte.with_label_values(&["x"]);
         m.request_bytes.with_label_values(&["x"]);
@@ -307,6 +345,11 @@ mod tests {
         m.upstream_failures.with_label_values(&["x", "y", "z"]);
         m.upstream_retries.with_label_values(&["x"]);
         m.policy_info.with_label_values(&["x", "1"]);
-        assert_eq!(m.registry.gather().len(), 14);
+        m.auth_failures.with_label_values(&["missing"]);
+        m.limit_refusals.with_label_values(&["key_rate"]);
+        m.llm_tokens.with_label_values(&["t", "prompt"]);
+        // families with at least one series: the 14 above, plus the 3 access counters and the
+        // audit drop counter
+        assert_eq!(m.registry.gather().len(), 18);
     }
 }

@@ -12,9 +12,13 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
+use crate::audit::AuditLog;
 use crate::config::GatewayConfig;
 use crate::guard::{Guard, GuardMetrics, GuardSettings};
+use crate::keys::KeyStore;
+use crate::limits::Limiter;
 use crate::metrics::Metrics;
+use crate::proxy::access::Access;
 use crate::proxy::{Gateway, ProxySettings};
 use crate::upstream::Pool;
 use crate::upstream::health::HealthChecker;
@@ -88,6 +92,32 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
             },
         ))
     };
+    let keys = match &config.keys_file {
+        Some(path) => Arc::new(
+            KeyStore::load(path)
+                .with_context(|| format!("loading keys from {}", path.display()))?,
+        ),
+        None => {
+            tracing::warn!(
+                "no auth.keys_file configured: the gateway accepts requests without an API key"
+            );
+            Arc::new(KeyStore::empty())
+        }
+    };
+    let audit = match &config.audit {
+        Some(a) => Some(
+            AuditLog::start(a.clone(), metrics.audit_dropped.clone())
+                .with_context(|| format!("starting the audit trail in {}", a.dir.display()))?,
+        ),
+        None => None,
+    };
+    let access = Access {
+        keys: keys.clone(),
+        required: config.keys_file.is_some(),
+        anonymous: config.anonymous_routes.clone(),
+        limiter: Arc::new(Limiter::new(config.limits.clone())),
+        audit,
+    };
     let pool_list: Vec<_> = pools.values().cloned().collect();
     let gateway = Gateway::new(
         default_pool,
@@ -97,8 +127,20 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
             body_read_timeout: config.body_read_timeout,
         },
         guard.clone(),
+        access.clone(),
     );
-    let admin = AdminApp::new(pool_list.clone(), metrics.clone(), policy);
+    let admin_token = std::env::var(&config.admin_token_env)
+        .ok()
+        .filter(|t| !t.is_empty());
+    let admin = AdminApp::new(pool_list.clone(), metrics.clone(), policy).with_control(
+        crate::admin::Control {
+            token: admin_token,
+            token_env: config.admin_token_env.clone(),
+            keys,
+            limiter: access.limiter.clone(),
+            guard: guard.clone(),
+        },
+    );
     Ok(Built {
         gateway,
         admin,

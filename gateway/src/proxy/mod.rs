@@ -1,9 +1,11 @@
 //! The gateway's request path: one [`ProxyHttp`] implementation, phase by phase.
 //!
 //! ```text
-//! request_filter       request id; route (404/405); body read whole with a size limit (413),
+//! request_filter       request id; route (404/405); API key (401); request-rate and
+//!                      concurrency limits (429); body read whole with a size limit (413),
 //!                      JSON checked (422); policy selected (tenant > route > default) and the
-//!                      prompt fields evaluated: block (400/403 naming the rule) or rewrite
+//!                      prompt fields evaluated: block (400/403 naming the rule) or rewrite;
+//!                      LLM tokens reserved against the key's and tenant's quotas (429)
 //! upstream_peer        a backend from the pool: healthy, circuit closed, least loaded (503 if none)
 //! upstream_request_filter  x-request-id; Content-Length of the body we forward
 //! request_body_filter  substitutes the buffered body (see `body.rs`)
@@ -16,9 +18,11 @@
 //!                      the first response byte
 //! fail_to_proxy        the gateway's own error in the route's shape, or a final error event
 //!                      when a stream was already under way
-//! logging              metrics, circuit breaker success, one access log line
+//! logging              metrics, circuit breaker success, token quota reconciled with the
+//!                      answer's real count, one access log line, one audit record
 //! ```
 
+pub mod access;
 pub mod body;
 
 use std::sync::Arc;
@@ -37,9 +41,12 @@ use filters::{Action, Applied, Direction, Policy, Pseudonymizer, Vault};
 
 use crate::error::{ERROR_SOURCE_HEADER, ErrorKind, GatewayError, REQUEST_ID_HEADER};
 use crate::guard::{self, Guard};
+use crate::keys::ApiKey;
+use crate::limits::Admission;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::routes::{Api, Route, RouteError, api_for_path};
 use crate::upstream::{Lease, Pool};
+use access::{Access, UsageMeter};
 
 /// Settings of the request path that do not belong to a pool.
 #[derive(Debug, Clone)]
@@ -58,15 +65,18 @@ pub struct Gateway {
     route_metrics: Vec<RouteMetrics>,
     settings: ProxySettings,
     guard: Option<Arc<Guard>>,
+    access: Access,
 }
 
 impl Gateway {
-    /// A gateway forwarding to `default_pool`, applying `guard`'s policies when given.
+    /// A gateway forwarding to `default_pool`, applying `guard`'s policies when given, and
+    /// `access`'s keys, limits and audit trail.
     pub fn new(
         default_pool: Arc<Pool>,
         metrics: Arc<Metrics>,
         settings: ProxySettings,
         guard: Option<Arc<Guard>>,
+        access: Access,
     ) -> Self {
         let route_metrics = Route::ALL
             .iter()
@@ -80,6 +90,7 @@ impl Gateway {
             route_metrics,
             settings,
             guard,
+            access,
         }
     }
 }
@@ -139,6 +150,18 @@ pub struct RequestCtx {
     guard: Option<ReqGuard>,
     /// The stream was ended by a policy: fail_to_proxy must not add another error event.
     policy_closed: bool,
+    /// The authenticated key.
+    key: Option<Arc<ApiKey>>,
+    /// What the limiter granted (in-flight slot, token reservation, headroom).
+    admission: Admission,
+    /// The limit that refused the request, if one did.
+    refused_by: Option<&'static str>,
+    /// Prompt tokens estimated before forwarding.
+    prompt_estimate: u64,
+    /// The answer's token counts.
+    usage: UsageMeter,
+    /// Tokens settled against the quotas (once).
+    tokens: Option<crate::audit::TokenCounts>,
 }
 
 /// Keeps `portcullis_in_flight_requests` right whatever path the request ends on.
@@ -231,12 +254,27 @@ impl Gateway {
         err: GatewayError,
         close: bool,
     ) -> pingora::Result<()> {
+        self.respond_with(session, ctx, err, close, &[]).await
+    }
+
+    /// [`Gateway::respond`] with extra headers (`Retry-After`, `x-ratelimit-*`, ...).
+    async fn respond_with(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        err: GatewayError,
+        close: bool,
+        extra: &[(&'static str, String)],
+    ) -> pingora::Result<()> {
         let body = err.body(ctx.api);
-        let mut h = ResponseHeader::build(err.kind.status(), Some(6))?;
+        let mut h = ResponseHeader::build(err.kind.status(), Some(6 + extra.len()))?;
         h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         h.insert_header(ERROR_SOURCE_HEADER, "gateway")?;
         h.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        for (k, v) in extra {
+            h.insert_header(*k, v.as_str())?;
+        }
         if err.kind == ErrorKind::MethodNotAllowed {
             if let Some(r) = ctx.route {
                 h.insert_header(http::header::ALLOW, r.method().as_str())?;
@@ -316,7 +354,11 @@ impl Gateway {
             .headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let Some(sel) = g.select(route, auth) else {
+        let sel = match ctx.key.as_deref() {
+            Some(k) => g.select_for_key(route, k),
+            None => g.select(route, auth),
+        };
+        let Some(sel) = sel else {
             return Ok(false);
         };
         let mut rg = ReqGuard {
@@ -578,6 +620,12 @@ impl ProxyHttp for Gateway {
             in_flight: Some(InFlight(self.metrics.clone())),
             guard: None,
             policy_closed: false,
+            key: None,
+            admission: Admission::default(),
+            refused_by: None,
+            prompt_estimate: 0,
+            usage: UsageMeter::default(),
+            tokens: None,
         }
     }
 
@@ -618,6 +666,9 @@ impl ProxyHttp for Gateway {
         ctx.route = Some(route);
         ctx.api = route.api();
         ctx.pool = Some(self.default_pool.clone());
+        if self.check_access(session, ctx, route).await? {
+            return Ok(true);
+        }
 
         if route.has_json_body() {
             let limit = self.settings.max_body_bytes;
@@ -685,6 +736,9 @@ impl ProxyHttp for Gateway {
                 && guard::has_prompt(route)
                 && self.guard_input(session, ctx, g.clone()).await?
             {
+                return Ok(true);
+            }
+            if guard::has_prompt(route) && self.reserve_tokens(session, ctx).await? {
                 return Ok(true);
             }
         }
@@ -816,6 +870,11 @@ impl ProxyHttp for Gateway {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
         upstream_response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        if let Some(h) = ctx.admission.headroom {
+            upstream_response.insert_header("x-ratelimit-limit", h.size.to_string())?;
+            upstream_response.insert_header("x-ratelimit-remaining", h.remaining.to_string())?;
+            upstream_response.insert_header("x-ratelimit-reset", h.reset.to_string())?;
+        }
         if status >= 400 {
             upstream_response.insert_header(ERROR_SOURCE_HEADER, "backend")?;
         }
@@ -855,6 +914,14 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<Option<Duration>> {
         if end_of_stream {
             ctx.upstream_ended = Some(Instant::now());
+        }
+        if let Some(b) = body.as_ref()
+            && ctx.route.is_some_and(guard::has_prompt)
+        {
+            ctx.usage.feed(b);
+        }
+        if end_of_stream {
+            self.settle_tokens(ctx);
         }
         if ctx.guard.is_some() {
             self.guard_output(session, body, end_of_stream, ctx)?;
@@ -1008,8 +1075,17 @@ impl ProxyHttp for Gateway {
             findings = ctx.guard.as_ref().map(|g| guard::summary(&g.findings)).filter(|s| !s.is_empty()),
             error = ctx.gateway_error.map(ErrorKind::code),
             cause = e.map(|e| e.etype().as_str()),
+            key = ctx.key.as_ref().map(|k| k.id.as_str()),
+            limit = ctx.refused_by,
             "request"
         );
+        let tokens = self.settle_tokens(ctx);
+        if let Some(audit) = &self.access.audit {
+            audit
+                .record(self.audit_record(ctx, status, source, total, tokens))
+                .await;
+        }
+        ctx.admission = Admission::default();
         ctx.in_flight.take();
     }
 

@@ -136,6 +136,11 @@ impl Gateway {
 
     /// Start; with `wait_ready`, wait until `/readyz` says 200 (else only `/healthz`).
     pub async fn start_opts(body: &str, wait_ready: bool) -> Gateway {
+        Self::start_env(body, wait_ready, &[]).await
+    }
+
+    /// Start with extra environment variables.
+    pub async fn start_env(body: &str, wait_ready: bool, env: &[(&str, &str)]) -> Gateway {
         let mut last_log = String::new();
         for _ in 0..3 {
             let dir = tempfile::tempdir().unwrap();
@@ -155,6 +160,7 @@ impl Gateway {
                 .args(["serve", "--config"])
                 .arg(&cfg_path)
                 .env_remove("RUST_LOG")
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()

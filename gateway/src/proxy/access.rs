@@ -1,0 +1,371 @@
+//! Who may call and how much, in the request path: the parts shared by the phases, kept apart
+//! from the phase code in `mod.rs`.
+//!
+//! * [`Access`]: the key store, which routes are anonymous, the limiter and the audit log.
+//! * [`max_new_tokens`]: what a request asks the backend to generate at most.
+//! * [`UsageMeter`]: the answer's real token counts, read off the bytes as they stream by
+//!   (TGI's `details.generated_tokens`, OpenAI's `usage`), or counted from stream events when
+//!   the backend does not report them.
+
+use std::sync::Arc;
+
+use pingora::prelude::Session;
+
+use super::{Gateway, RequestCtx, route_label};
+use crate::audit::{AuditLog, FindingCount, Record, TokenCounts};
+use crate::error::{ErrorKind, GatewayError};
+use crate::keys::KeyStore;
+use crate::limits::Limiter;
+use crate::limits::{Admission, Refusal};
+use crate::routes::Route;
+
+/// Identity, limits and audit for the proxy.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// The keys.
+    pub keys: Arc<KeyStore>,
+    /// Whether routes need a key (a keys file is configured).
+    pub required: bool,
+    /// Routes callable without a key.
+    pub anonymous: Vec<Route>,
+    /// Limits.
+    pub limiter: Arc<Limiter>,
+    /// The audit trail, when configured.
+    pub audit: Option<AuditLog>,
+}
+
+impl Access {
+    /// No keys, no limits, no audit: the open gateway.
+    pub fn open() -> Access {
+        Access {
+            keys: Arc::new(KeyStore::empty()),
+            required: false,
+            anonymous: Vec::new(),
+            limiter: Arc::new(Limiter::new(crate::limits::LimitsConfig::default())),
+            audit: None,
+        }
+    }
+}
+
+/// The most tokens the request lets the backend generate: TGI's `parameters.max_new_tokens`,
+/// OpenAI's `max_completion_tokens` or `max_tokens`; `None` when it does not say.
+pub fn max_new_tokens(body: &[u8]) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get("parameters")
+        .and_then(|p| p.get("max_new_tokens"))
+        .or_else(|| v.get("max_completion_tokens"))
+        .or_else(|| v.get("max_tokens"))
+        .and_then(serde_json::Value::as_u64)
+}
+
+/// The text a prompt route sends (the body's size bounds it; JSON overhead over-reserves a
+/// little, which reconciliation gives back).
+pub fn prompt_bytes(body: &[u8]) -> usize {
+    body.len()
+}
+
+/// Token counts read off an answer's bytes.
+#[derive(Debug, Default, Clone)]
+pub struct UsageMeter {
+    tail: Vec<u8>,
+    /// `prompt_tokens` reported by the backend.
+    pub prompt: Option<u64>,
+    /// `generated_tokens` / `completion_tokens` reported by the backend.
+    pub generated: Option<u64>,
+    /// Stream events that carried a token.
+    pub events: u64,
+    /// Bytes of the answer.
+    pub bytes: u64,
+}
+
+const KEYS: [(&[u8], u8); 3] = [
+    (b"\"generated_tokens\":", 0),
+    (b"\"completion_tokens\":", 0),
+    (b"\"prompt_tokens\":", 1),
+];
+const EVENT_MARKS: [&[u8]; 2] = [b"\"token\":{", b"\"delta\":{\"content\":"];
+
+impl UsageMeter {
+    /// Feed the next piece of the answer.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        self.bytes += chunk.len() as u64;
+        // join the previous tail so that a key split across chunks is still seen
+        let mut buf = std::mem::take(&mut self.tail);
+        let carried = buf.len();
+        buf.extend_from_slice(chunk);
+        for m in EVENT_MARKS {
+            // count only matches that end in the new bytes (the tail was counted before)
+            self.events += memchr::memmem::find_iter(&buf, m)
+                .filter(|&i| i + m.len() > carried)
+                .count() as u64;
+        }
+        for (k, which) in KEYS {
+            for i in memchr::memmem::find_iter(&buf, k) {
+                let rest = &buf[i + k.len()..];
+                let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+                let n = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+                if n == 0 || n == rest.len() {
+                    continue; // no digits yet, or maybe more in the next chunk
+                }
+                let Some(v) = std::str::from_utf8(&rest[..n])
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                else {
+                    continue;
+                };
+                match which {
+                    0 => self.generated = Some(v),
+                    _ => self.prompt = Some(v),
+                }
+            }
+        }
+        let keep = buf.len().min(48);
+        self.tail = buf[buf.len() - keep..].to_vec();
+    }
+
+    /// Generated tokens: reported, else counted stream events, else estimated from the size
+    /// of a whole answer (the same 3 bytes per token as the prompt estimate).
+    pub fn generated_or_counted(&self) -> u64 {
+        match (self.generated, self.events) {
+            (Some(n), _) => n,
+            (None, e) if e > 0 => e,
+            (None, _) => crate::limits::estimate_tokens(self.bytes as usize),
+        }
+    }
+}
+
+impl Gateway {
+    /// API key and request-rate/concurrency limits. `Ok(true)`: answered (401/429).
+    pub(super) async fn check_access(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: Route,
+    ) -> pingora::Result<bool> {
+        let a = &self.access;
+        if a.required && !a.anonymous.contains(&route) {
+            let auth = session
+                .req_header()
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            match a.keys.authenticate(auth) {
+                Ok(k) => ctx.key = Some(k),
+                Err(e) => {
+                    self.metrics
+                        .auth_failures
+                        .with_label_values(&[e.label()])
+                        .inc();
+                    let err = GatewayError::new(ErrorKind::Unauthorized, e.message());
+                    self.respond(session, ctx, err, true).await?;
+                    return Ok(true);
+                }
+            }
+        }
+        let ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        match a.limiter.admit(ctx.key.as_deref(), ip) {
+            Ok(adm) => {
+                ctx.admission = adm;
+                Ok(false)
+            }
+            Err(r) => {
+                self.refuse(session, ctx, r).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Reserve the request's LLM tokens. `Ok(true)`: answered (429).
+    pub(super) async fn reserve_tokens(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        ctx.prompt_estimate = crate::limits::estimate_tokens(prompt_bytes(&ctx.body));
+        let Some(key) = ctx.key.clone() else {
+            return Ok(false);
+        };
+        let l = &self.access.limiter;
+        if !l.has_token_quota(&key) {
+            return Ok(false);
+        }
+        let max_new =
+            max_new_tokens(&ctx.body).unwrap_or_else(|| u64::from(l.config().default_max_tokens));
+        match l.reserve_tokens(&key, ctx.prompt_estimate + max_new) {
+            Ok(r) => {
+                ctx.admission.tokens = Some(r);
+                Ok(false)
+            }
+            Err(r) => {
+                self.refuse(session, ctx, r).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// A 429 in the route's shape, saying the gateway refused, with the rate-limit headers.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        r: Refusal,
+    ) -> pingora::Result<()> {
+        self.metrics
+            .limit_refusals
+            .with_label_values(&[r.limit])
+            .inc();
+        ctx.refused_by = Some(r.limit);
+        ctx.admission = Admission::default();
+        let retry = r.retry_after.to_string();
+        let extra = [
+            ("retry-after", retry.clone()),
+            ("x-ratelimit-limit", r.size.to_string()),
+            ("x-ratelimit-remaining", r.remaining.to_string()),
+            ("x-ratelimit-reset", retry),
+            ("x-portcullis-limit", r.limit.to_string()),
+        ];
+        let err = GatewayError::new(ErrorKind::RateLimited, r.message);
+        // the body may not have been read: do not reuse the connection
+        self.respond_with(session, ctx, err, true, &extra).await
+    }
+
+    /// Reconcile the token reservation with the answer's real count, once (at the end of the
+    /// answer, before its last bytes go out, so the client's next request sees the tokens
+    /// given back; or in the logging phase when the answer never ended); the counts for the
+    /// audit record.
+    pub(super) fn settle_tokens(&self, ctx: &mut RequestCtx) -> Option<TokenCounts> {
+        if ctx.tokens.is_some() {
+            return ctx.tokens.clone();
+        }
+        if !ctx.route.is_some_and(crate::guard::has_prompt) || !ctx.body_buffered {
+            return None;
+        }
+        let answered = ctx.upstream_status.is_some_and(|s| s < 400);
+        let reported = ctx.usage.generated.is_some();
+        let prompt = ctx.usage.prompt.unwrap_or(ctx.prompt_estimate);
+        let generated = if answered {
+            ctx.usage.generated_or_counted()
+        } else {
+            0
+        };
+        // a refused or failed request used nothing the backend will bill
+        let used = if answered { prompt + generated } else { 0 };
+        let reserved = match ctx.admission.tokens.take() {
+            Some(r) => {
+                self.access.limiter.reconcile(&r, used);
+                r.reserved
+            }
+            None => 0,
+        };
+        if used > 0 {
+            let tenant = ctx
+                .key
+                .as_ref()
+                .map(|k| k.tenant.as_str())
+                .or(ctx.guard.as_ref().map(|g| g.tenant.as_str()))
+                .unwrap_or("default");
+            let m = &self.metrics.llm_tokens;
+            m.with_label_values(&[tenant, "prompt"]).inc_by(prompt);
+            m.with_label_values(&[tenant, "generated"])
+                .inc_by(generated);
+        }
+        ctx.tokens = Some(TokenCounts {
+            reserved,
+            prompt,
+            generated,
+            reported,
+        });
+        ctx.tokens.clone()
+    }
+
+    /// The request's audit record: ids, counts, types and actions; never content.
+    pub(super) fn audit_record(
+        &self,
+        ctx: &RequestCtx,
+        status: u16,
+        source: &str,
+        total: std::time::Duration,
+        tokens: Option<TokenCounts>,
+    ) -> Record {
+        let mut findings: Vec<FindingCount> = Vec::new();
+        if let Some(g) = &ctx.guard {
+            for f in &g.findings {
+                match findings
+                    .iter_mut()
+                    .find(|c| c.ty == f.ty && c.action == f.action.name())
+                {
+                    Some(c) => c.count += 1,
+                    None => findings.push(FindingCount {
+                        ty: f.ty.to_string(),
+                        action: f.action.name().to_string(),
+                        count: 1,
+                    }),
+                }
+            }
+        }
+        Record {
+            time: crate::audit::now_rfc3339(),
+            request_id: ctx.request_id.clone(),
+            key_id: ctx.key.as_ref().map(|k| k.id.clone()),
+            tenant: ctx
+                .key
+                .as_ref()
+                .map(|k| k.tenant.clone())
+                .or_else(|| ctx.guard.as_ref().map(|g| g.tenant.clone())),
+            route: route_label(ctx).to_string(),
+            policy: ctx.guard.as_ref().map(|g| g.policy.name.clone()),
+            policy_version: ctx.guard.as_ref().map(|g| g.policy.version),
+            findings,
+            upstream: ctx.pool.as_ref().map(|p| p.name.clone()),
+            status,
+            error_source: (status >= 400).then(|| source.to_string()),
+            latency_ms: (total.as_secs_f64() * 1e6).round() / 1e3,
+            upstream_ttfb_ms: ctx
+                .first_byte
+                .map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
+            tokens,
+            limit: ctx.refused_by.unwrap_or("pass").to_string(),
+            ..Record::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_counts_split_across_chunks() {
+        let tgi = b"data:{\"token\":{\"id\":1,\"text\":\"a\"}}\n\ndata:{\"token\":{\"id\":2,\"text\":\"b\"},\"generated_text\":\"ab\",\"details\":{\"finish_reason\":\"length\",\"generated_tokens\":2}}\n\n";
+        for cut in 1..tgi.len() {
+            let mut m = UsageMeter::default();
+            m.feed(&tgi[..cut]);
+            m.feed(&tgi[cut..]);
+            assert_eq!(m.generated, Some(2), "cut {cut}");
+            assert_eq!(m.events, 2, "cut {cut}");
+        }
+        let mut m = UsageMeter::default();
+        m.feed(br#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}"#);
+        assert_eq!((m.prompt, m.generated), (Some(12), Some(7)));
+    }
+
+    #[test]
+    fn max_tokens_by_api() {
+        assert_eq!(
+            max_new_tokens(br#"{"inputs":"x","parameters":{"max_new_tokens":20}}"#),
+            Some(20)
+        );
+        assert_eq!(
+            max_new_tokens(br#"{"messages":[],"max_tokens":7}"#),
+            Some(7)
+        );
+        assert_eq!(
+            max_new_tokens(br#"{"messages":[],"max_completion_tokens":9}"#),
+            Some(9)
+        );
+        assert_eq!(max_new_tokens(br#"{"inputs":"x"}"#), None);
+    }
+}
