@@ -6,3 +6,4 @@
 //! script mode answers from a file, and a request header injects faults per request.
 
 pub mod mock;
+pub mod redis;

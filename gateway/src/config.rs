@@ -223,6 +223,38 @@ pub struct RateLimitsSection {
     /// Generated tokens reserved when a request names no `max_new_tokens`/`max_tokens`.
     #[serde(default = "default_max_tokens")]
     pub default_max_tokens: u32,
+    /// Share request-rate and token-quota buckets with other replicas through Redis
+    /// (concurrency limits stay per replica). Unset: limits are in process.
+    #[serde(default)]
+    pub redis: Option<RedisSection>,
+}
+
+/// `rate_limits.redis:`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSection {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Prefix of every key the gateway writes.
+    #[serde(default = "default_redis_prefix")]
+    pub prefix: String,
+    /// Longest wait for one check; past it the check counts as failed.
+    #[serde(default = "default_redis_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub timeout: Duration,
+    /// When Redis fails: `open` (this replica limits on its own) or `closed` (503).
+    #[serde(default = "default_redis_on_error")]
+    pub on_error: crate::shared_limits::OnError,
+}
+
+fn default_redis_prefix() -> String {
+    "portcullis:".to_string()
+}
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(50)
+}
+fn default_redis_on_error() -> crate::shared_limits::OnError {
+    crate::shared_limits::OnError::Open
 }
 
 impl Default for RateLimitsSection {
@@ -237,6 +269,7 @@ impl Default for RateLimitsSection {
             tenant_tokens_per_day: None,
             concurrency_per_key: None,
             default_max_tokens: default_max_tokens(),
+            redis: None,
         }
     }
 }
@@ -573,6 +606,8 @@ pub struct GatewayConfig {
     pub audit: Option<crate::audit::AuditConfig>,
     /// Env var of the admin token.
     pub admin_token_env: String,
+    /// Shared limits.
+    pub redis: Option<RedisSection>,
 }
 
 /// Why a configuration cannot be used: every problem found, each located in its file.
@@ -948,6 +983,14 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
             ));
         }
     }
+    if let Some(r) = &rl.redis {
+        if let Err(e) = redis::Client::open(r.url.as_str()) {
+            errors.push(loaded.error_at("rate_limits.redis.url", format!("`{}`: {e}", r.url)));
+        }
+        if r.timeout.is_zero() {
+            errors.push(loaded.error_at("rate_limits.redis.timeout", "must be more than 0"));
+        }
+    }
     let audit = c.audit.as_ref().map(|a| crate::audit::AuditConfig {
         dir: base.join(&a.dir),
         max_file_bytes: a.max_file_bytes.max(4096),
@@ -989,6 +1032,7 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
         limits,
         audit,
         admin_token_env: c.admin.token_env,
+        redis: c.rate_limits.redis,
     })
 }
 

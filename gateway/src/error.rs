@@ -48,6 +48,8 @@ pub enum ErrorKind {
     Unauthorized,
     /// A gateway limit (rate, token quota, concurrency) refused the request.
     RateLimited,
+    /// The shared limit store is unreachable and the config says fail closed.
+    LimiterUnavailable,
 }
 
 impl ErrorKind {
@@ -68,6 +70,7 @@ impl ErrorKind {
             ErrorKind::PolicyBadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -88,6 +91,7 @@ impl ErrorKind {
             ErrorKind::PolicyForbidden | ErrorKind::PolicyBadRequest => "policy_violation",
             ErrorKind::Unauthorized => "invalid_api_key",
             ErrorKind::RateLimited => "rate_limit_exceeded",
+            ErrorKind::LimiterUnavailable => "limiter_unavailable",
         }
     }
 

@@ -21,5 +21,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+pub mod shared_limits;
 pub mod telemetry;
 pub mod upstream;

@@ -55,6 +55,92 @@ pub struct LimitsConfig {
     pub default_max_tokens: u32,
 }
 
+/// A request-rate bucket for the shared limiter, with what a refusal says.
+#[derive(Debug, Clone)]
+pub struct RateOp {
+    /// The bucket.
+    pub op: crate::shared_limits::BucketOp,
+    /// Refusal label.
+    pub label: &'static str,
+    /// Who, for the message.
+    pub what: String,
+    /// The spec.
+    pub spec: RateSpec,
+}
+
+impl RateOp {
+    /// The refusal when this bucket is empty for `wait_ms`.
+    pub fn refusal(&self, wait_ms: u64) -> Refusal {
+        let retry_after = wait_ms.div_ceil(1000).max(1);
+        Refusal {
+            limit: self.label,
+            size: u64::from(self.spec.burst),
+            remaining: 0,
+            retry_after,
+            message: format!(
+                "the gateway refused the request: {} is over its request rate ({:.3}/s, burst {}); retry in {retry_after} s",
+                self.what, self.spec.per_second, self.spec.burst
+            ),
+        }
+    }
+
+    /// The headroom after taking, with `remaining` left.
+    pub fn headroom(&self, remaining: f64) -> Headroom {
+        let remaining = remaining.max(0.0).floor() as u64;
+        Headroom {
+            size: u64::from(self.spec.burst),
+            remaining,
+            reset: ((f64::from(self.spec.burst) - remaining as f64) / self.spec.per_second).ceil()
+                as u64,
+        }
+    }
+}
+
+/// A token bucket for the shared limiter, with what a refusal says.
+#[derive(Debug, Clone)]
+pub struct TokenOp {
+    /// The bucket.
+    pub op: crate::shared_limits::BucketOp,
+    /// Refusal label.
+    pub label: &'static str,
+    /// Who.
+    pub what: String,
+    /// `minute` or `day`.
+    pub window: &'static str,
+}
+
+impl TokenOp {
+    /// The refusal when the bucket holds `level` and `wait_ms` (< 0: never) is the wait.
+    pub fn refusal(&self, level: f64, wait_ms: u64) -> Refusal {
+        let n = self.op.cost as u64;
+        let cap = self.op.cap as u64;
+        let remaining = level.max(0.0) as u64;
+        if n > cap {
+            return Refusal {
+                limit: self.label,
+                size: cap,
+                remaining,
+                retry_after: 0,
+                message: format!(
+                    "the gateway refused the request: it needs {n} tokens (prompt estimate + max tokens), more than {}'s whole quota of {cap} tokens per {}; lower max_tokens",
+                    self.what, self.window
+                ),
+            };
+        }
+        let retry_after = wait_ms.div_ceil(1000).max(1);
+        Refusal {
+            limit: self.label,
+            size: cap,
+            remaining,
+            retry_after,
+            message: format!(
+                "the gateway refused the request: {} has {remaining} of its {cap} tokens per {} left and this request reserves {n}; retry in {retry_after} s",
+                self.what, self.window
+            ),
+        }
+    }
+}
+
 /// Why a request was refused, with what the 429 headers say.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Refusal {
@@ -138,6 +224,19 @@ pub struct Reservation {
     pub reserved: u64,
     key: Option<String>,
     tenant: Option<String>,
+    /// Reserved in Redis: the buckets to give back to.
+    pub shared: Option<Vec<crate::shared_limits::BucketOp>>,
+}
+
+impl Reservation {
+    /// A reservation of `n` tokens held in the shared store's `buckets`.
+    pub fn shared(n: u64, buckets: Vec<crate::shared_limits::BucketOp>) -> Reservation {
+        Reservation {
+            reserved: n,
+            shared: Some(buckets),
+            ..Reservation::default()
+        }
+    }
 }
 
 /// Holds a key's in-flight slot; dropping it frees the slot.
@@ -301,7 +400,6 @@ impl Limiter {
                 &mut headroom,
             )?;
         }
-        let mut slot = None;
         if let Some(k) = key {
             if let Some(spec) = self.key_rate(k) {
                 self.check_rate(
@@ -323,6 +421,126 @@ impl Limiter {
                     &mut headroom,
                 )?;
             }
+        }
+        let slot = self.admit_concurrency(key)?;
+        Ok(Admission {
+            headroom,
+            tokens: None,
+            slot,
+        })
+    }
+
+    /// The request-rate buckets of a request, for the shared (Redis) limiter: cost 1 each.
+    pub fn rate_ops(&self, prefix: &str, key: Option<&ApiKey>, ip: Option<IpAddr>) -> Vec<RateOp> {
+        let mut v = Vec::new();
+        let mut push = |scope: &str, id: &str, spec: RateSpec, label, what: String| {
+            v.push(RateOp {
+                op: crate::shared_limits::BucketOp {
+                    key: format!("{prefix}rate:{scope}:{id}"),
+                    cap: f64::from(spec.burst),
+                    per_ms: spec.per_second / 1000.0,
+                    cost: 1.0,
+                },
+                label,
+                what,
+                spec,
+            });
+        };
+        if let (Some(spec), Some(ip)) = (self.cfg.per_ip, ip) {
+            push(
+                "ip",
+                &ip.to_string(),
+                spec,
+                "ip_rate",
+                "this client address".into(),
+            );
+        }
+        if let Some(k) = key {
+            if let Some(spec) = self.key_rate(k) {
+                push(
+                    "key",
+                    &k.id,
+                    spec,
+                    "key_rate",
+                    format!("API key `{}`", k.id),
+                );
+            }
+            if let Some(spec) = self.cfg.per_tenant {
+                push(
+                    "tenant",
+                    &k.tenant,
+                    spec,
+                    "tenant_rate",
+                    format!("tenant `{}`", k.tenant),
+                );
+            }
+        }
+        v
+    }
+
+    /// The token buckets of a reservation of `n` tokens, for the shared limiter.
+    pub fn token_ops(&self, prefix: &str, k: &ApiKey, n: u64) -> Vec<TokenOp> {
+        let (km, kd) = self.key_quota(k);
+        let mut v = Vec::new();
+        for (q, window, secs, scope, id, label, what) in [
+            (
+                km,
+                "minute",
+                60.0,
+                "key",
+                &k.id,
+                "key_tokens_minute",
+                format!("API key `{}`", k.id),
+            ),
+            (
+                kd,
+                "day",
+                86_400.0,
+                "key",
+                &k.id,
+                "key_tokens_day",
+                format!("API key `{}`", k.id),
+            ),
+            (
+                self.cfg.tenant_tokens_per_minute,
+                "minute",
+                60.0,
+                "tenant",
+                &k.tenant,
+                "tenant_tokens_minute",
+                format!("tenant `{}`", k.tenant),
+            ),
+            (
+                self.cfg.tenant_tokens_per_day,
+                "day",
+                86_400.0,
+                "tenant",
+                &k.tenant,
+                "tenant_tokens_day",
+                format!("tenant `{}`", k.tenant),
+            ),
+        ] {
+            if let Some(q) = q {
+                v.push(TokenOp {
+                    op: crate::shared_limits::BucketOp {
+                        key: format!("{prefix}tokens:{window}:{scope}:{id}"),
+                        cap: q as f64,
+                        per_ms: q as f64 / (secs * 1000.0),
+                        cost: n as f64,
+                    },
+                    label,
+                    what,
+                    window,
+                });
+            }
+        }
+        v
+    }
+
+    /// The key's in-flight slot (always per replica).
+    pub fn admit_concurrency(&self, key: Option<&ApiKey>) -> Result<Option<InFlightSlot>, Refusal> {
+        let mut slot = None;
+        if let Some(k) = key {
             if let Some(max) = k.limits.concurrency.or(self.cfg.concurrency_per_key) {
                 let c = self
                     .in_flight
@@ -348,11 +566,7 @@ impl Limiter {
                 slot = Some(s);
             }
         }
-        Ok(Admission {
-            headroom,
-            tokens: None,
-            slot,
-        })
+        Ok(slot)
     }
 
     fn key_quota(&self, k: &ApiKey) -> (Option<u64>, Option<u64>) {

@@ -67,6 +67,8 @@ pub struct Metrics {
     pub llm_tokens: IntCounterVec,
     /// `portcullis_audit_dropped_total`: audit records dropped because the writer fell behind.
     pub audit_dropped: IntCounter,
+    /// `portcullis_limit_store_errors_total`: failed calls to the shared (Redis) limit store.
+    pub limit_store_errors: IntCounter,
 }
 
 /// The series of one route (see [`Metrics::for_route`]).
@@ -284,6 +286,13 @@ impl Metrics {
                     "Audit records dropped because the writer fell behind (audit.on_full: drop)",
                 )?,
             )?,
+            limit_store_errors: reg(
+                &r,
+                IntCounter::new(
+                    "portcullis_limit_store_errors_total",
+                    "Calls to the shared limit store (redis) that failed or timed out",
+                )?,
+            )?,
             registry: r,
         })
     }
@@ -350,6 +359,7 @@ mod tests {
         m.llm_tokens.with_label_values(&["t", "prompt"]);
         // families with at least one series: the 14 above, plus the 3 access counters and the
         // audit drop counter
-        assert_eq!(m.registry.gather().len(), 18);
+        m.limit_store_errors.inc();
+        assert_eq!(m.registry.gather().len(), 19);
     }
 }

@@ -20,6 +20,7 @@ use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::proxy::access::Access;
 use crate::proxy::{Gateway, ProxySettings};
+use crate::shared_limits::RedisLimiter;
 use crate::upstream::Pool;
 use crate::upstream::health::HealthChecker;
 
@@ -117,6 +118,13 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
         anonymous: config.anonymous_routes.clone(),
         limiter: Arc::new(Limiter::new(config.limits.clone())),
         audit,
+        shared: match &config.redis {
+            Some(r) => Some(
+                RedisLimiter::new(&r.url, &r.prefix, r.timeout, r.on_error)
+                    .with_context(|| format!("rate_limits.redis.url `{}`", r.url))?,
+            ),
+            None => None,
+        },
     };
     let pool_list: Vec<_> = pools.values().cloned().collect();
     let gateway = Gateway::new(

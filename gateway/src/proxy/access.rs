@@ -18,6 +18,7 @@ use crate::keys::KeyStore;
 use crate::limits::Limiter;
 use crate::limits::{Admission, Refusal};
 use crate::routes::Route;
+use crate::shared_limits::{BucketOp, OnError, Outcome, RedisLimiter};
 
 /// Identity, limits and audit for the proxy.
 #[derive(Debug, Clone)]
@@ -32,6 +33,9 @@ pub struct Access {
     pub limiter: Arc<Limiter>,
     /// The audit trail, when configured.
     pub audit: Option<AuditLog>,
+    /// Limits shared through Redis, when configured (rates and token quotas; concurrency stays
+    /// per replica).
+    pub shared: Option<Arc<RedisLimiter>>,
 }
 
 impl Access {
@@ -43,6 +47,7 @@ impl Access {
             anonymous: Vec::new(),
             limiter: Arc::new(Limiter::new(crate::limits::LimitsConfig::default())),
             audit: None,
+            shared: None,
         }
     }
 }
@@ -166,7 +171,25 @@ impl Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        match a.limiter.admit(ctx.key.as_deref(), ip) {
+        let key = ctx.key.clone();
+        let admitted = match &a.shared {
+            Some(shared) => match self.shared_rates(shared, key.as_deref(), ip).await {
+                Ok(Ok(headroom)) => {
+                    a.limiter
+                        .admit_concurrency(key.as_deref())
+                        .map(|slot| Admission {
+                            headroom,
+                            tokens: None,
+                            slot,
+                        })
+                }
+                Ok(Err(r)) => Err(r),
+                Err(()) if shared.on_error == OnError::Open => a.limiter.admit(key.as_deref(), ip),
+                Err(()) => return self.limiter_down(session, ctx).await.map(|()| true),
+            },
+            None => a.limiter.admit(key.as_deref(), ip),
+        };
+        match admitted {
             Ok(adm) => {
                 ctx.admission = adm;
                 Ok(false)
@@ -176,6 +199,62 @@ impl Gateway {
                 Ok(true)
             }
         }
+    }
+
+    /// The request-rate buckets in Redis. `Err(())`: Redis failed (counted and logged).
+    async fn shared_rates(
+        &self,
+        shared: &RedisLimiter,
+        key: Option<&crate::keys::ApiKey>,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<Result<Option<crate::limits::Headroom>, Refusal>, ()> {
+        let ops = self.access.limiter.rate_ops(&shared.prefix, key, ip);
+        if ops.is_empty() {
+            return Ok(Ok(None));
+        }
+        let buckets: Vec<BucketOp> = ops.iter().map(|o| o.op.clone()).collect();
+        match shared.apply(&buckets).await {
+            Ok(Outcome::Taken {
+                tightest,
+                remaining,
+            }) => Ok(Ok(ops.get(tightest).map(|o| o.headroom(remaining)))),
+            Ok(Outcome::Refused { index, wait_ms, .. }) => match ops.get(index) {
+                Some(o) => Ok(Err(o.refusal(wait_ms))),
+                None => Err(()),
+            },
+            Err(e) => {
+                self.store_error(shared, &e);
+                Err(())
+            }
+        }
+    }
+
+    fn store_error(&self, shared: &RedisLimiter, e: &crate::shared_limits::StoreError) {
+        self.metrics.limit_store_errors.inc();
+        tracing::warn!(
+            error = %e,
+            on_error = ?shared.on_error,
+            "shared limit store (redis) failed: {}",
+            match shared.on_error {
+                OnError::Open => "this replica limits on its own until it is back",
+                OnError::Closed => "refusing requests until it is back",
+            }
+        );
+    }
+
+    /// 503: the shared limiter is down and the config says fail closed.
+    async fn limiter_down(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        ctx.refused_by = Some("limit_store_unavailable");
+        let err = GatewayError::new(
+            ErrorKind::LimiterUnavailable,
+            "the gateway refused the request: its shared limit store (redis) is unreachable and the configuration says to fail closed",
+        );
+        self.respond_with(session, ctx, err, true, &[("retry-after", "1".to_string())])
+            .await
     }
 
     /// Reserve the request's LLM tokens. `Ok(true)`: answered (429).
@@ -194,7 +273,36 @@ impl Gateway {
         }
         let max_new =
             max_new_tokens(&ctx.body).unwrap_or_else(|| u64::from(l.config().default_max_tokens));
-        match l.reserve_tokens(&key, ctx.prompt_estimate + max_new) {
+        let n = ctx.prompt_estimate + max_new;
+        if let Some(shared) = self.access.shared.clone() {
+            let ops = l.token_ops(&shared.prefix, &key, n);
+            let buckets: Vec<BucketOp> = ops.iter().map(|o| o.op.clone()).collect();
+            match shared.apply(&buckets).await {
+                Ok(Outcome::Taken { .. }) => {
+                    ctx.admission.tokens = Some(crate::limits::Reservation::shared(n, buckets));
+                    return Ok(false);
+                }
+                Ok(Outcome::Refused {
+                    index,
+                    remaining,
+                    wait_ms,
+                }) => {
+                    if let Some(o) = ops.get(index) {
+                        self.refuse(session, ctx, o.refusal(remaining, wait_ms))
+                            .await?;
+                        return Ok(true);
+                    }
+                }
+                Err(e) => {
+                    self.store_error(&shared, &e);
+                    if shared.on_error == OnError::Closed {
+                        self.limiter_down(session, ctx).await?;
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        match l.reserve_tokens(&key, n) {
             Ok(r) => {
                 ctx.admission.tokens = Some(r);
                 Ok(false)
@@ -255,7 +363,28 @@ impl Gateway {
         let used = if answered { prompt + generated } else { 0 };
         let reserved = match ctx.admission.tokens.take() {
             Some(r) => {
-                self.access.limiter.reconcile(&r, used);
+                match (&r.shared, &self.access.shared) {
+                    (Some(buckets), Some(shared)) if used < r.reserved => {
+                        // give back in the background: the answer is not held for Redis
+                        let back = (r.reserved - used) as f64;
+                        let ops: Vec<BucketOp> = buckets
+                            .iter()
+                            .map(|b| BucketOp {
+                                cost: -back,
+                                ..b.clone()
+                            })
+                            .collect();
+                        let shared = shared.clone();
+                        let errors = self.metrics.limit_store_errors.clone();
+                        tokio::spawn(async move {
+                            if shared.apply(&ops).await.is_err() {
+                                errors.inc();
+                            }
+                        });
+                    }
+                    (Some(_), _) => {} // used it all (an overshoot is not charged in Redis)
+                    (None, _) => self.access.limiter.reconcile(&r, used),
+                }
                 r.reserved
             }
             None => 0,
