@@ -128,6 +128,44 @@ pub struct ServerSection {
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub shutdown_grace: Duration,
+    /// Terminate TLS on the public listener (paths relative to this config file).
+    #[serde(default)]
+    pub tls: Option<ServerTls>,
+}
+
+/// `server.tls:`
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    /// Certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+    /// CA (PEM) that client certificates must chain to; set, clients without one are refused.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// `upstreams.<name>.tls:`: TLS to the backends.
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// Server name sent (SNI) and checked in the backend's certificate (default: the backend's
+    /// host).
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// CA bundle (PEM) to trust instead of the system's.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// Verify the backend's certificate and name (turn off only for tests).
+    #[serde(default = "yes")]
+    pub verify: bool,
 }
 
 impl Default for ServerSection {
@@ -136,6 +174,7 @@ impl Default for ServerSection {
             listen: default_listen(),
             threads: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            tls: None,
         }
     }
 }
@@ -403,6 +442,9 @@ pub struct UpstreamSection {
     /// Per-backend circuit breaker.
     #[serde(default)]
     pub circuit_breaker: BreakerSection,
+    /// TLS (and mutual TLS) to the backends; unset: plain HTTP.
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
 }
 
 /// `timeouts:`
@@ -608,6 +650,8 @@ pub struct GatewayConfig {
     pub admin_token_env: String,
     /// Shared limits.
     pub redis: Option<RedisSection>,
+    /// TLS on the public listener (paths resolved).
+    pub tls: Option<ServerTls>,
 }
 
 /// Why a configuration cannot be used: every problem found, each located in its file.
@@ -983,6 +1027,60 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
             ));
         }
     }
+    let readable = |p: &Path| std::fs::metadata(p).map(|m| m.is_file()).unwrap_or(false);
+    let server_tls = c.server.tls.as_ref().map(|t| ServerTls {
+        cert: base.join(&t.cert),
+        key: base.join(&t.key),
+        client_ca: t.client_ca.as_ref().map(|p| base.join(p)),
+    });
+    if let Some(t) = &server_tls {
+        for (field, p) in [
+            ("cert", Some(&t.cert)),
+            ("key", Some(&t.key)),
+            ("client_ca", t.client_ca.as_ref()),
+        ] {
+            if let Some(p) = p
+                && !readable(p)
+            {
+                errors.push(loaded.error_at(
+                    &format!("server.tls.{field}"),
+                    format!("cannot read {}", p.display()),
+                ));
+            }
+        }
+    }
+    let mut upstream_tls = BTreeMap::new();
+    for (name, u) in &c.upstreams {
+        if let Some(t) = &u.tls {
+            let t = UpstreamTls {
+                ca: t.ca.as_ref().map(|p| base.join(p)),
+                client_cert: t.client_cert.as_ref().map(|p| base.join(p)),
+                client_key: t.client_key.as_ref().map(|p| base.join(p)),
+                ..t.clone()
+            };
+            if t.client_cert.is_some() != t.client_key.is_some() {
+                errors.push(loaded.error_at(
+                    &format!("upstreams.{name}.tls"),
+                    "client_cert and client_key go together",
+                ));
+            }
+            for (field, p) in [
+                ("ca", &t.ca),
+                ("client_cert", &t.client_cert),
+                ("client_key", &t.client_key),
+            ] {
+                if let Some(p) = p
+                    && !readable(p)
+                {
+                    errors.push(loaded.error_at(
+                        &format!("upstreams.{name}.tls.{field}"),
+                        format!("cannot read {}", p.display()),
+                    ));
+                }
+            }
+            upstream_tls.insert(name.clone(), t);
+        }
+    }
     if let Some(r) = &rl.redis {
         if let Err(e) = redis::Client::open(r.url.as_str()) {
             errors.push(loaded.error_at("rate_limits.redis.url", format!("`{}`: {e}", r.url)));
@@ -1025,7 +1123,15 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
         policy,
         guard,
         log: c.log,
-        upstreams: c.upstreams,
+        upstreams: {
+            let mut u = c.upstreams;
+            for (name, t) in upstream_tls {
+                if let Some(s) = u.get_mut(&name) {
+                    s.tls = Some(t);
+                }
+            }
+            u
+        },
         default_upstream: default_upstream.unwrap_or_default(),
         keys_file,
         anonymous_routes,
@@ -1033,6 +1139,7 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
         audit,
         admin_token_env: c.admin.token_env,
         redis: c.rate_limits.redis,
+        tls: server_tls,
     })
 }
 

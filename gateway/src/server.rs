@@ -187,7 +187,25 @@ pub fn run(config: GatewayConfig) -> anyhow::Result<()> {
         built.gateway,
         "portcullis proxy",
     );
-    proxy.add_tcp(&config.listen.to_string());
+    match &config.tls {
+        None => proxy.add_tcp(&config.listen.to_string()),
+        Some(t) => {
+            let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+            let mut settings =
+                pingora::listeners::tls::TlsSettings::intermediate(&path(&t.cert), &path(&t.key))
+                    .map_err(|e| anyhow::anyhow!("server.tls: {e}"))?;
+            if let Some(ca) = &t.client_ca {
+                use pingora::tls::ssl::SslVerifyMode;
+                settings
+                    .set_ca_file(ca)
+                    .with_context(|| format!("server.tls.client_ca {}", ca.display()))?;
+                settings.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+            }
+            // HTTP/1.1 only, as on the plain listener: the request path reads bodies through
+            // pingora's HTTP/1 retry buffer (see proxy/body.rs)
+            proxy.add_tls_with_settings(&config.listen.to_string(), None, settings);
+        }
+    }
 
     let mut admin = Service::new("portcullis admin".to_string(), built.admin);
     admin.add_tcp(&config.admin_listen.to_string());

@@ -784,7 +784,10 @@ impl ProxyHttp for Gateway {
         ctx.attempt_started = Some(now);
         ctx.upstream_started.get_or_insert(now);
         let t = &pool.settings.timeouts;
-        let mut peer = HttpPeer::new(lease.backend().addr, false, String::new());
+        let mut peer = HttpPeer::new(lease.backend().addr, pool.tls.is_some(), String::new());
+        if let Some(tls) = &pool.tls {
+            tls.apply(&mut peer, crate::upstream::host_of(&lease.backend().label));
+        }
         peer.options.connection_timeout = Some(t.connect);
         peer.options.total_connection_timeout = Some(t.connect);
         peer.options.read_timeout = Some(t.read);

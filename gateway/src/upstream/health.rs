@@ -40,7 +40,13 @@ struct Probe {
 
 fn build_probe(pool: &Pool, backend: &Arc<Backend>) -> Option<Probe> {
     let h = &pool.settings.health_check;
-    let mut check = HttpHealthCheck::new(&backend.label, false);
+    let mut check = HttpHealthCheck::new(&backend.label, pool.tls.is_some());
+    if let Some(tls) = &pool.tls {
+        tls.apply(
+            &mut check.peer_template,
+            crate::upstream::host_of(&backend.label),
+        );
+    }
     let mut req = pingora::http::RequestHeader::build("GET", h.path.as_bytes(), None).ok()?;
     req.insert_header("Host", backend.label.as_str()).ok()?;
     req.insert_header("User-Agent", "portcullis-health-check")

@@ -15,6 +15,8 @@ use std::time::Instant;
 
 use breaker::{Breaker, BreakerState, Pass};
 
+use pingora::prelude::HttpPeer;
+
 use crate::config::{Balance, UpstreamSection};
 use crate::metrics::Metrics;
 
@@ -63,6 +65,8 @@ pub struct Pool {
     pub backends: Vec<Arc<Backend>>,
     /// Its settings (timeouts, retries, checks).
     pub settings: UpstreamSection,
+    /// TLS to the backends, when configured.
+    pub tls: Option<PoolTls>,
     next: AtomicUsize,
     checked: AtomicBool,
     metrics: Arc<Metrics>,
@@ -79,6 +83,14 @@ pub enum PoolError {
         /// Backend as configured.
         backend: String,
         /// The resolver's answer.
+        reason: String,
+    },
+    /// TLS files of the pool could not be loaded.
+    #[error("upstream `{pool}`: TLS: {reason}")]
+    Tls {
+        /// Pool name.
+        pool: String,
+        /// What failed.
         reason: String,
     },
 }
@@ -145,6 +157,83 @@ impl Drop for Lease {
     }
 }
 
+/// TLS material of a pool, loaded once.
+#[derive(Clone)]
+pub struct PoolTls {
+    /// SNI and name to verify (`None`: the backend's host).
+    pub sni: Option<String>,
+    /// Verify certificate and host name.
+    pub verify: bool,
+    /// Trusted CAs.
+    pub ca: Option<Arc<Box<[pingora::tls::x509::X509]>>>,
+    /// Client certificate and key.
+    pub client: Option<Arc<pingora::utils::tls::CertKey>>,
+}
+
+impl std::fmt::Debug for PoolTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolTls")
+            .field("sni", &self.sni)
+            .field("verify", &self.verify)
+            .field("ca", &self.ca.is_some())
+            .field("client_cert", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl PoolTls {
+    fn load(name: &str, t: &crate::config::UpstreamTls) -> Result<PoolTls, PoolError> {
+        use pingora::tls::pkey::PKey;
+        use pingora::tls::x509::X509;
+        let err = |what: &str, e: String| PoolError::Tls {
+            pool: name.to_string(),
+            reason: format!("{what}: {e}"),
+        };
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| err(&p.display().to_string(), e.to_string()))
+        };
+        let ca = match &t.ca {
+            Some(p) => {
+                let certs = X509::stack_from_pem(&read(p)?)
+                    .map_err(|e| err(&p.display().to_string(), e.to_string()))?;
+                Some(Arc::new(certs.into_boxed_slice()))
+            }
+            None => None,
+        };
+        let client = match (&t.client_cert, &t.client_key) {
+            (Some(c), Some(k)) => {
+                let certs = X509::stack_from_pem(&read(c)?)
+                    .map_err(|e| err(&c.display().to_string(), e.to_string()))?;
+                let key = PKey::private_key_from_pem(&read(k)?)
+                    .map_err(|e| err(&k.display().to_string(), e.to_string()))?;
+                Some(Arc::new(pingora::utils::tls::CertKey::new(certs, key)))
+            }
+            _ => None,
+        };
+        Ok(PoolTls {
+            sni: t.sni.clone(),
+            verify: t.verify,
+            ca,
+            client,
+        })
+    }
+
+    /// Set up `peer` for TLS to the backend `host`.
+    pub fn apply(&self, peer: &mut HttpPeer, host: &str) {
+        peer.sni = self.sni.clone().unwrap_or_else(|| host.to_string());
+        peer.options.verify_cert = self.verify;
+        peer.options.verify_hostname = self.verify;
+        peer.options.ca = self.ca.clone();
+        peer.client_cert_key = self.client.clone();
+    }
+}
+
+/// The host part of `host:port` (brackets of an IPv6 address removed).
+pub fn host_of(label: &str) -> &str {
+    let h = label.rsplit_once(':').map_or(label, |(h, _)| h);
+    h.trim_start_matches('[').trim_end_matches(']')
+}
+
 impl Pool {
     /// Build a pool, resolving backend addresses now.
     pub fn new(
@@ -190,6 +279,10 @@ impl Pool {
             name: name.to_string(),
             backends,
             settings: settings.clone(),
+            tls: match &settings.tls {
+                Some(t) => Some(PoolTls::load(name, t)?),
+                None => None,
+            },
             next: AtomicUsize::new(0),
             checked: AtomicBool::new(!settings.health_check.enabled),
             metrics,
@@ -312,6 +405,13 @@ mod tests {
     use crate::config::{BreakerSection, HealthCheckSection, TimeoutsSection};
     use std::time::Duration;
 
+    #[test]
+    fn hosts_of_backend_labels() {
+        assert_eq!(host_of("localhost:8443"), "localhost");
+        assert_eq!(host_of("10.0.0.1:443"), "10.0.0.1");
+        assert_eq!(host_of("[::1]:443"), "::1");
+    }
+
     fn pool(n: usize, balance: Balance, breaker_threshold: u32) -> Arc<Pool> {
         let settings = UpstreamSection {
             backends: (0..n).map(|i| format!("127.0.0.1:{}", 3000 + i)).collect(),
@@ -325,6 +425,7 @@ mod tests {
                 failure_threshold: breaker_threshold,
                 open_for: Duration::from_secs(60),
             },
+            tls: None,
         };
         Pool::new("p", &settings, Arc::new(Metrics::new().unwrap())).unwrap()
     }

@@ -141,13 +141,24 @@ impl Gateway {
 
     /// Start with extra environment variables.
     pub async fn start_env(body: &str, wait_ready: bool, env: &[(&str, &str)]) -> Gateway {
+        Self::start_full(body, wait_ready, env, "").await
+    }
+
+    /// Start with extra environment variables and extra lines in the `server:` section
+    /// (indented by two spaces, e.g. `  tls: {...}\n`).
+    pub async fn start_full(
+        body: &str,
+        wait_ready: bool,
+        env: &[(&str, &str)],
+        server_extra: &str,
+    ) -> Gateway {
         let mut last_log = String::new();
         for _ in 0..3 {
             let dir = tempfile::tempdir().unwrap();
             let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let config = format!(
-                "server:\n  listen: {addr}\n  threads: 2\n  shutdown_grace: 1s\nadmin:\n  listen: {admin}\nlog:\n  level: info\n  format: json\n{body}"
+                "server:\n  listen: {addr}\n  threads: 2\n  shutdown_grace: 1s\n{server_extra}admin:\n  listen: {admin}\nlog:\n  level: info\n  format: json\n{body}"
             );
             let cfg_path = dir.path().join("gateway.yaml");
             std::fs::File::create(&cfg_path)
