@@ -405,6 +405,10 @@ async fn the_audit_trail_chains_records_without_values_and_catches_edits() {
         json!([{"type": "email", "action": "placeholder", "count": 1}])
     );
     assert!(recs[0]["tokens"]["generated"].as_u64().unwrap() > 0);
+    assert_eq!(
+        recs[0]["tokens"]["reported"], true,
+        "TGI's x-generated-tokens header"
+    );
     assert_eq!(recs[0]["limit"], "pass");
     assert_eq!(recs[5]["status"], 401);
     assert_eq!(recs[5]["error_source"], "gateway");

@@ -3,9 +3,10 @@
 //!
 //! * [`Access`]: the key store, which routes are anonymous, the limiter and the audit log.
 //! * [`max_new_tokens`]: what a request asks the backend to generate at most.
-//! * [`UsageMeter`]: the answer's real token counts, read off the bytes as they stream by
-//!   (TGI's `details.generated_tokens`, OpenAI's `usage`), or counted from stream events when
-//!   the backend does not report them.
+//! * [`UsageMeter`]: the answer's real token counts, from TGI's `x-prompt-tokens` /
+//!   `x-generated-tokens` headers or read off the bytes as they stream by (TGI's
+//!   `details.generated_tokens`, OpenAI's `usage`), or counted from stream events when the
+//!   backend reports none of them.
 
 use std::sync::Arc;
 

@@ -873,6 +873,21 @@ impl ProxyHttp for Gateway {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
         upstream_response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        // TGI reports token counts in headers (`x-prompt-tokens`, `x-generated-tokens`):
+        // exact counts for quota reconciliation, even without `details`
+        let count = |name: &str| {
+            upstream_response
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let Some(n) = count("x-generated-tokens") {
+            ctx.usage.generated = Some(n);
+        }
+        if let Some(n) = count("x-prompt-tokens") {
+            ctx.usage.prompt = Some(n);
+        }
         if let Some(h) = ctx.admission.headroom {
             upstream_response.insert_header("x-ratelimit-limit", h.size.to_string())?;
             upstream_response.insert_header("x-ratelimit-remaining", h.remaining.to_string())?;
