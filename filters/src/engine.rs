@@ -254,7 +254,8 @@ impl Engine {
         }
         let need_words = !self.views[ViewKind::Words.index()].is_empty();
         let need_folded = need_words || !self.views[ViewKind::Folded.index()].is_empty();
-        self.run_view(ViewKind::Raw, text, None, text, &mut out);
+        let raw = self.candidates(ViewKind::Raw, text);
+        self.confirm_all(ViewKind::Raw, &raw, None, text, &mut out);
         if need_folded {
             let folded = text::folded_with(text, false);
             let words = need_words.then(|| text::words_with(&folded, false));
@@ -266,11 +267,11 @@ impl Engine {
             if !fh.is_empty() || !wh.is_empty() {
                 let folded = text::folded(text);
                 if !fh.is_empty() {
-                    self.confirm_all(ViewKind::Folded, &fh, &folded, text, &mut out);
+                    self.confirm_all(ViewKind::Folded, &fh, Some(&folded), text, &mut out);
                 }
                 if !wh.is_empty() {
                     let words = text::words(&folded);
-                    self.confirm_all(ViewKind::Words, &wh, &words, text, &mut out);
+                    self.confirm_all(ViewKind::Words, &wh, Some(&words), text, &mut out);
                 }
             }
         }
@@ -283,7 +284,8 @@ impl Engine {
         out
     }
 
-    /// Every match of the view's patterns in `vt`, not yet confirmed.
+    /// Every match of the view's patterns in `vt` (one `RegexSet` pass, then only the patterns
+    /// it reported, and one Aho-Corasick pass), not yet confirmed.
     fn candidates(&self, kind: ViewKind, vt: &str) -> Vec<Candidate> {
         let m = &self.views[kind.index()];
         let mut hits = Vec::new();
@@ -318,7 +320,7 @@ impl Engine {
         &self,
         kind: ViewKind,
         hits: &[Candidate],
-        view: &View,
+        view: Option<&View>,
         raw: &str,
         out: &mut Vec<Finding>,
     ) {
@@ -333,71 +335,19 @@ impl Engine {
             };
             let hit = Hit {
                 tag,
-                text: &view.text,
+                text: view.map_or(raw, |v| v.text.as_str()),
                 start: c.start,
                 end: c.end,
                 regex: re,
                 raw,
-                view: Some(view),
+                view,
             };
             self.detectors[di].confirm(&hit, out);
         }
     }
-
-    fn run_view(
-        &self,
-        kind: ViewKind,
-        vt: &str,
-        view: Option<&View>,
-        raw: &str,
-        out: &mut Vec<Finding>,
-    ) {
-        let m = &self.views[kind.index()];
-        let mut run = |(re, di, tag): &(Regex, usize, u32)| {
-            for mat in re.find_iter(vt) {
-                let hit = Hit {
-                    tag: *tag,
-                    text: vt,
-                    start: mat.start(),
-                    end: mat.end(),
-                    regex: Some(re),
-                    raw,
-                    view,
-                };
-                self.detectors[*di].confirm(&hit, out);
-            }
-        };
-        match &m.set {
-            Some(set) => {
-                for i in set.matches(vt).iter() {
-                    run(&m.regexes[i]);
-                }
-            }
-            None => {
-                for r in &m.regexes {
-                    run(r);
-                }
-            }
-        }
-        if let Some(ac) = &m.ac {
-            for mat in ac.find_iter(vt) {
-                let (di, tag) = m.literals[mat.pattern().as_usize()];
-                let hit = Hit {
-                    tag,
-                    text: vt,
-                    start: mat.start(),
-                    end: mat.end(),
-                    regex: None,
-                    raw,
-                    view,
-                };
-                self.detectors[di].confirm(&hit, out);
-            }
-        }
-    }
 }
 
-/// A match in a derived view, waiting for the view's map before confirmation.
+/// A match in a view, not yet confirmed (a derived view's map is built only when it has some).
 struct Candidate {
     regex: bool,
     index: usize,
@@ -511,15 +461,6 @@ pub mod util {
             Some(i) => &s[i + 1..],
             None => s,
         }
-    }
-
-    /// Whether `hay` contains any of `needles`, ignoring ASCII case.
-    pub fn contains_any(hay: &str, needles: &[&str]) -> bool {
-        let h = hay.as_bytes();
-        needles.iter().any(|n| {
-            let n = n.as_bytes();
-            n.len() <= h.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
-        })
     }
 
     /// The last char before `at`.

@@ -98,12 +98,6 @@ impl View {
         }
     }
 
-    /// Whether the view carries its map to the original text ([`View::original`] is only
-    /// meaningful then).
-    pub fn is_mapped(&self) -> bool {
-        self.mapped
-    }
-
     /// The original span of the view span `start..end`.
     pub fn original(&self, start: usize, end: usize) -> (usize, usize) {
         let s = self.span_at(start).0;

@@ -179,7 +179,8 @@ pub fn now_rfc3339() -> String {
 
 struct Writer {
     cfg: AuditConfig,
-    file: Option<(File, u64, Instant)>,
+    /// The open file: handle, name, size, when opened.
+    file: Option<(File, String, u64, Instant)>,
     seq: u64,
     prev: String,
 }
@@ -252,7 +253,7 @@ impl Writer {
     fn rotate_if_needed(&mut self) -> std::io::Result<()> {
         let due = match &self.file {
             None => true,
-            Some((_, size, opened)) => {
+            Some((_, _, size, opened)) => {
                 *size >= self.cfg.max_file_bytes || opened.elapsed() >= self.cfg.max_file_age
             }
         };
@@ -266,19 +267,18 @@ impl Writer {
                 .append(true)
                 .open(self.cfg.dir.join(&name))?;
             let size = f.metadata()?.len();
-            self.file = Some((f, size, Instant::now()));
+            self.file = Some((f, name, size, Instant::now()));
         }
         Ok(())
     }
 
     fn append(&mut self, batch: &mut [Record]) -> std::io::Result<()> {
-        let mut name = String::new();
         for r in batch.iter_mut() {
             self.rotate_if_needed()?;
             r.seq = self.seq + 1;
             r.prev = std::mem::take(&mut self.prev);
             let line = serde_json::to_string(r).map_err(std::io::Error::other)?;
-            let Some((f, size, _)) = self.file.as_mut() else {
+            let Some((f, _, size, _)) = self.file.as_mut() else {
                 return Err(std::io::Error::other("audit file not open"));
             };
             f.write_all(line.as_bytes())?;
@@ -287,21 +287,15 @@ impl Writer {
             self.seq = r.seq;
             self.prev = sha_hex(&line);
         }
-        if let Some((f, _, _)) = self.file.as_mut() {
-            f.flush()?;
-            f.sync_data()?;
-        }
-        if let Some(n) = audit_files(&self.cfg.dir)?
-            .last()
-            .and_then(|p| p.file_name())
-            .and_then(|n| n.to_str())
-        {
-            name = n.to_string();
-        }
+        let Some((f, name, _, _)) = self.file.as_mut() else {
+            return Ok(()); // an empty batch before any file was opened
+        };
+        f.flush()?;
+        f.sync_data()?;
         let head = Head {
             seq: self.seq,
             hash: self.prev.clone(),
-            file: name,
+            file: name.clone(),
         };
         let tmp = self.cfg.dir.join("audit.head.tmp");
         std::fs::write(

@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::keys::ApiKey;
+use crate::shared_limits::BucketOp;
 
 /// A request-rate bucket: `per_second` refill, `burst` size.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -55,15 +56,26 @@ pub struct LimitsConfig {
     pub default_max_tokens: u32,
 }
 
-/// A request-rate bucket for the shared limiter, with what a refusal says.
+/// Who a bucket belongs to, for a refusal's message: built from the bucket's name (its id
+/// is the name's tail from `id_at`) only when a refusal is written, never on the passing path.
+fn who(label: &str, key: &str, id_at: usize) -> String {
+    let id = key.get(id_at..).unwrap_or("");
+    match label.split('_').next() {
+        Some("ip") => "this client address".to_string(),
+        Some("key") => format!("API key `{id}`"),
+        _ => format!("tenant `{id}`"),
+    }
+}
+
+/// A request-rate bucket, with what a refusal says.
 #[derive(Debug, Clone)]
 pub struct RateOp {
     /// The bucket.
-    pub op: crate::shared_limits::BucketOp,
+    pub op: BucketOp,
     /// Refusal label.
     pub label: &'static str,
-    /// Who, for the message.
-    pub what: String,
+    /// Where the id starts in the bucket's name.
+    id_at: usize,
     /// The spec.
     pub spec: RateSpec,
 }
@@ -79,7 +91,9 @@ impl RateOp {
             retry_after,
             message: format!(
                 "the gateway refused the request: {} is over its request rate ({:.3}/s, burst {}); retry in {retry_after} s",
-                self.what, self.spec.per_second, self.spec.burst
+                who(self.label, &self.op.key, self.id_at),
+                self.spec.per_second,
+                self.spec.burst
             ),
         }
     }
@@ -96,15 +110,15 @@ impl RateOp {
     }
 }
 
-/// A token bucket for the shared limiter, with what a refusal says.
+/// A token bucket, with what a refusal says.
 #[derive(Debug, Clone)]
 pub struct TokenOp {
     /// The bucket.
-    pub op: crate::shared_limits::BucketOp,
+    pub op: BucketOp,
     /// Refusal label.
     pub label: &'static str,
-    /// Who.
-    pub what: String,
+    /// Where the id starts in the bucket's name.
+    id_at: usize,
     /// `minute` or `day`.
     pub window: &'static str,
 }
@@ -114,6 +128,7 @@ impl TokenOp {
     pub fn refusal(&self, level: f64, wait_ms: u64) -> Refusal {
         let n = self.op.cost as u64;
         let cap = self.op.cap as u64;
+        let what = who(self.label, &self.op.key, self.id_at);
         let remaining = level.max(0.0) as u64;
         if n > cap {
             return Refusal {
@@ -122,8 +137,8 @@ impl TokenOp {
                 remaining,
                 retry_after: 0,
                 message: format!(
-                    "the gateway refused the request: it needs {n} tokens (prompt estimate + max tokens), more than {}'s whole quota of {cap} tokens per {}; lower max_tokens",
-                    self.what, self.window
+                    "the gateway refused the request: it needs {n} tokens (prompt estimate + max tokens), more than {what}'s whole quota of {cap} tokens per {}; lower max_tokens",
+                    self.window
                 ),
             };
         }
@@ -134,8 +149,8 @@ impl TokenOp {
             remaining,
             retry_after,
             message: format!(
-                "the gateway refused the request: {} has {remaining} of its {cap} tokens per {} left and this request reserves {n}; retry in {retry_after} s",
-                self.what, self.window
+                "the gateway refused the request: {what} has {remaining} of its {cap} tokens per {} left and this request reserves {n}; retry in {retry_after} s",
+                self.window
             ),
         }
     }
@@ -168,53 +183,45 @@ pub struct Headroom {
 }
 
 type Direct = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
-/// Rate limiters by scope and id, with the spec each was made for.
-type RateMap = HashMap<(Scope, String), (RateSpec, Arc<Direct>)>;
+/// Rate limiters by bucket name (`rate:key:<id>`, ...), with the spec each was made for.
+type RateMap = HashMap<String, (RateSpec, Arc<Direct>)>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Scope {
-    Key,
-    Tenant,
-    Ip,
-}
-
-/// A continuously refilling token bucket.
+/// A continuously refilling token bucket (the in-process twin of the Redis script's).
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     cap: f64,
     level: f64,
-    per_sec: f64,
+    per_ms: f64,
     last: Instant,
 }
 
 impl Bucket {
-    fn new(cap: u64, window: Duration, now: Instant) -> Bucket {
-        Bucket {
-            cap: cap as f64,
-            level: cap as f64,
-            per_sec: cap as f64 / window.as_secs_f64(),
+    /// The bucket for `op`, refilled to `now`; a bucket whose size changed (keys reloaded)
+    /// restarts full at the new size.
+    fn at<'m>(map: &'m mut HashMap<String, Bucket>, op: &BucketOp, now: Instant) -> &'m mut Bucket {
+        let b = map.entry(op.key.clone()).or_insert(Bucket {
+            cap: op.cap,
+            level: op.cap,
+            per_ms: op.per_ms,
             last: now,
+        });
+        if b.cap != op.cap || b.per_ms != op.per_ms {
+            *b = Bucket {
+                cap: op.cap,
+                level: op.cap,
+                per_ms: op.per_ms,
+                last: now,
+            };
         }
+        let dt = now.saturating_duration_since(b.last).as_secs_f64() * 1000.0;
+        b.level = (b.level + dt * b.per_ms).min(b.cap);
+        b.last = now;
+        b
     }
-    fn refill(&mut self, now: Instant) {
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.level = (self.level + dt * self.per_sec).min(self.cap);
-        self.last = now;
-    }
-    fn wait_for(&self, n: f64) -> u64 {
-        if self.level >= n {
-            0
-        } else {
-            ((n - self.level) / self.per_sec).ceil() as u64
-        }
-    }
-}
 
-/// The token buckets of one key or tenant.
-#[derive(Debug, Clone, Copy)]
-struct TokenState {
-    minute: Option<Bucket>,
-    day: Option<Bucket>,
+    fn wait_ms(&self, n: f64) -> u64 {
+        ((n - self.level).max(0.0) / self.per_ms).ceil() as u64
+    }
 }
 
 /// Tokens taken from buckets, to reconcile when the answer's real count is known.
@@ -222,21 +229,10 @@ struct TokenState {
 pub struct Reservation {
     /// Tokens reserved.
     pub reserved: u64,
-    key: Option<String>,
-    tenant: Option<String>,
-    /// Reserved in Redis: the buckets to give back to.
-    pub shared: Option<Vec<crate::shared_limits::BucketOp>>,
-}
-
-impl Reservation {
-    /// A reservation of `n` tokens held in the shared store's `buckets`.
-    pub fn shared(n: u64, buckets: Vec<crate::shared_limits::BucketOp>) -> Reservation {
-        Reservation {
-            reserved: n,
-            shared: Some(buckets),
-            ..Reservation::default()
-        }
-    }
+    /// The buckets they were taken from.
+    pub buckets: Vec<BucketOp>,
+    /// Whether the buckets are in the shared store (else in process).
+    pub shared: bool,
 }
 
 /// Holds a key's in-flight slot; dropping it frees the slot.
@@ -264,7 +260,7 @@ pub struct Admission {
 pub struct Limiter {
     cfg: LimitsConfig,
     rates: Mutex<RateMap>,
-    tokens: Mutex<HashMap<(Scope, String), TokenState>>,
+    tokens: Mutex<HashMap<String, Bucket>>,
     in_flight: Mutex<HashMap<String, Arc<AtomicU32>>>,
     clock: DefaultClock,
 }
@@ -326,10 +322,9 @@ impl Limiter {
         }
     }
 
-    fn limiter(&self, scope: Scope, id: &str, spec: RateSpec) -> Arc<Direct> {
+    fn limiter(&self, name: &str, spec: RateSpec) -> Arc<Direct> {
         let mut m = self.rates.lock();
-        let k = (scope, id.to_string());
-        if let Some((s, l)) = m.get(&k)
+        if let Some((s, l)) = m.get(name)
             && *s == spec
         {
             return l.clone();
@@ -341,85 +336,23 @@ impl Limiter {
             .allow_burst(burst);
         let l =
             Arc::new(RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>());
-        m.insert(k, (spec, l.clone()));
+        m.insert(name.to_string(), (spec, l.clone()));
         l
-    }
-
-    fn check_rate(
-        &self,
-        scope: Scope,
-        id: &str,
-        spec: RateSpec,
-        label: &'static str,
-        what: &str,
-        headroom: &mut Option<Headroom>,
-    ) -> Result<(), Refusal> {
-        let l = self.limiter(scope, id, spec);
-        match l.check() {
-            Ok(snap) => {
-                let remaining = u64::from(snap.remaining_burst_capacity());
-                let reset =
-                    ((f64::from(spec.burst) - remaining as f64) / spec.per_second).ceil() as u64;
-                tighten(
-                    headroom,
-                    Headroom {
-                        size: u64::from(spec.burst),
-                        remaining,
-                        reset,
-                    },
-                );
-                Ok(())
-            }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(self.clock.now());
-                let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
-                Err(Refusal {
-                    limit: label,
-                    size: u64::from(spec.burst),
-                    remaining: 0,
-                    retry_after,
-                    message: format!(
-                        "the gateway refused the request: {what} is over its request rate ({:.3}/s, burst {}); retry in {retry_after} s",
-                        spec.per_second, spec.burst
-                    ),
-                })
-            }
-        }
     }
 
     /// Request-rate and concurrency checks, before the body is read.
     pub fn admit(&self, key: Option<&ApiKey>, ip: Option<IpAddr>) -> Result<Admission, Refusal> {
         let mut headroom = None;
-        if let (Some(spec), Some(ip)) = (self.cfg.per_ip, ip) {
-            self.check_rate(
-                Scope::Ip,
-                &ip.to_string(),
-                spec,
-                "ip_rate",
-                "this client address",
-                &mut headroom,
-            )?;
-        }
-        if let Some(k) = key {
-            if let Some(spec) = self.key_rate(k) {
-                self.check_rate(
-                    Scope::Key,
-                    &k.id,
-                    spec,
-                    "key_rate",
-                    &format!("API key `{}`", k.id),
+        for o in self.rate_ops("", key, ip) {
+            match self.limiter(&o.op.key, o.spec).check() {
+                Ok(snap) => tighten(
                     &mut headroom,
-                )?;
-            }
-            if let Some(spec) = self.cfg.per_tenant {
-                self.check_rate(
-                    Scope::Tenant,
-                    &k.tenant,
-                    spec,
-                    "tenant_rate",
-                    &format!("tenant `{}`", k.tenant),
-                    &mut headroom,
-                )?;
+                    o.headroom(f64::from(snap.remaining_burst_capacity())),
+                ),
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(self.clock.now());
+                    return Err(o.refusal(wait.as_millis() as u64));
+                }
             }
         }
         let slot = self.admit_concurrency(key)?;
@@ -430,106 +363,78 @@ impl Limiter {
         })
     }
 
-    /// The request-rate buckets of a request, for the shared (Redis) limiter: cost 1 each.
+    /// The request-rate buckets of a request (cost 1 each), named under `prefix`: what
+    /// [`Limiter::admit`] checks in process, and what the shared limiter sends to Redis.
     pub fn rate_ops(&self, prefix: &str, key: Option<&ApiKey>, ip: Option<IpAddr>) -> Vec<RateOp> {
-        let mut v = Vec::new();
-        let mut push = |scope: &str, id: &str, spec: RateSpec, label, what: String| {
+        let mut v = Vec::with_capacity(3);
+        let mut push = |scope: &str, id: &dyn std::fmt::Display, spec: RateSpec, label| {
+            let key = format!("{prefix}rate:{scope}:{id}");
             v.push(RateOp {
-                op: crate::shared_limits::BucketOp {
-                    key: format!("{prefix}rate:{scope}:{id}"),
+                id_at: prefix.len() + "rate:".len() + scope.len() + 1,
+                op: BucketOp {
+                    key,
                     cap: f64::from(spec.burst),
                     per_ms: spec.per_second / 1000.0,
                     cost: 1.0,
                 },
                 label,
-                what,
                 spec,
             });
         };
         if let (Some(spec), Some(ip)) = (self.cfg.per_ip, ip) {
-            push(
-                "ip",
-                &ip.to_string(),
-                spec,
-                "ip_rate",
-                "this client address".into(),
-            );
+            push("ip", &ip, spec, "ip_rate");
         }
         if let Some(k) = key {
             if let Some(spec) = self.key_rate(k) {
-                push(
-                    "key",
-                    &k.id,
-                    spec,
-                    "key_rate",
-                    format!("API key `{}`", k.id),
-                );
+                push("key", &k.id, spec, "key_rate");
             }
             if let Some(spec) = self.cfg.per_tenant {
-                push(
-                    "tenant",
-                    &k.tenant,
-                    spec,
-                    "tenant_rate",
-                    format!("tenant `{}`", k.tenant),
-                );
+                push("tenant", &k.tenant, spec, "tenant_rate");
             }
         }
         v
     }
 
-    /// The token buckets of a reservation of `n` tokens, for the shared limiter.
+    /// The token buckets a reservation of `n` tokens takes from (key and tenant, minute and
+    /// day), named under `prefix`: in process and in Redis alike.
     pub fn token_ops(&self, prefix: &str, k: &ApiKey, n: u64) -> Vec<TokenOp> {
         let (km, kd) = self.key_quota(k);
+        let (tm, td) = (
+            self.cfg.tenant_tokens_per_minute,
+            self.cfg.tenant_tokens_per_day,
+        );
         let mut v = Vec::new();
-        for (q, window, secs, scope, id, label, what) in [
+        for (q, window, secs, scope, id, label) in [
+            (km, "minute", 60.0, "key", &k.id, "key_tokens_minute"),
+            (kd, "day", 86_400.0, "key", &k.id, "key_tokens_day"),
             (
-                km,
-                "minute",
-                60.0,
-                "key",
-                &k.id,
-                "key_tokens_minute",
-                format!("API key `{}`", k.id),
-            ),
-            (
-                kd,
-                "day",
-                86_400.0,
-                "key",
-                &k.id,
-                "key_tokens_day",
-                format!("API key `{}`", k.id),
-            ),
-            (
-                self.cfg.tenant_tokens_per_minute,
+                tm,
                 "minute",
                 60.0,
                 "tenant",
                 &k.tenant,
                 "tenant_tokens_minute",
-                format!("tenant `{}`", k.tenant),
             ),
             (
-                self.cfg.tenant_tokens_per_day,
+                td,
                 "day",
                 86_400.0,
                 "tenant",
                 &k.tenant,
                 "tenant_tokens_day",
-                format!("tenant `{}`", k.tenant),
             ),
         ] {
             if let Some(q) = q {
+                let key = format!("{prefix}tokens:{window}:{scope}:{id}");
                 v.push(TokenOp {
-                    op: crate::shared_limits::BucketOp {
-                        key: format!("{prefix}tokens:{window}:{scope}:{id}"),
+                    id_at: key.len() - id.len(),
+                    op: BucketOp {
+                        key,
                         cap: q as f64,
                         per_ms: q as f64 / (secs * 1000.0),
                         cost: n as f64,
                     },
                     label,
-                    what,
                     window,
                 });
             }
@@ -539,34 +444,33 @@ impl Limiter {
 
     /// The key's in-flight slot (always per replica).
     pub fn admit_concurrency(&self, key: Option<&ApiKey>) -> Result<Option<InFlightSlot>, Refusal> {
-        let mut slot = None;
-        if let Some(k) = key {
-            if let Some(max) = k.limits.concurrency.or(self.cfg.concurrency_per_key) {
-                let c = self
-                    .in_flight
-                    .lock()
-                    .entry(k.id.clone())
-                    .or_default()
-                    .clone();
-                let now = c.fetch_add(1, Ordering::AcqRel);
-                let s = InFlightSlot(c);
-                if now >= max {
-                    drop(s);
-                    return Err(Refusal {
-                        limit: "key_concurrency",
-                        size: u64::from(max),
-                        remaining: 0,
-                        retry_after: 1,
-                        message: format!(
-                            "the gateway refused the request: API key `{}` already has {max} requests in flight",
-                            k.id
-                        ),
-                    });
-                }
-                slot = Some(s);
-            }
+        let Some(k) = key else {
+            return Ok(None);
+        };
+        let Some(max) = k.limits.concurrency.or(self.cfg.concurrency_per_key) else {
+            return Ok(None);
+        };
+        let c = self
+            .in_flight
+            .lock()
+            .entry(k.id.clone())
+            .or_default()
+            .clone();
+        let now = c.fetch_add(1, Ordering::AcqRel);
+        let slot = InFlightSlot(c); // dropped (and the count taken back) on refusal too
+        if now >= max {
+            return Err(Refusal {
+                limit: "key_concurrency",
+                size: u64::from(max),
+                remaining: 0,
+                retry_after: 1,
+                message: format!(
+                    "the gateway refused the request: API key `{}` already has {max} requests in flight",
+                    k.id
+                ),
+            });
         }
-        Ok(slot)
+        Ok(Some(slot))
     }
 
     fn key_quota(&self, k: &ApiKey) -> (Option<u64>, Option<u64>) {
@@ -580,122 +484,42 @@ impl Limiter {
 
     /// Whether any token quota applies to this key.
     pub fn has_token_quota(&self, k: &ApiKey) -> bool {
-        let (m, d) = self.key_quota(k);
-        m.is_some()
-            || d.is_some()
-            || self.cfg.tenant_tokens_per_minute.is_some()
-            || self.cfg.tenant_tokens_per_day.is_some()
+        !self.token_ops("", k, 0).is_empty()
     }
 
     /// Reserve `n` LLM tokens for the key and its tenant, all or nothing.
     pub fn reserve_tokens(&self, k: &ApiKey, n: u64) -> Result<Reservation, Refusal> {
         let now = Instant::now();
-        let (km, kd) = self.key_quota(k);
-        let (tm, td) = (
-            self.cfg.tenant_tokens_per_minute,
-            self.cfg.tenant_tokens_per_day,
-        );
+        let ops = self.token_ops("", k, n);
         let mut map = self.tokens.lock();
-        let mut take: Vec<((Scope, String), &'static str, String)> = Vec::new();
-        if km.is_some() || kd.is_some() {
-            take.push((
-                (Scope::Key, k.id.clone()),
-                "key",
-                format!("API key `{}`", k.id),
-            ));
-        }
-        if tm.is_some() || td.is_some() {
-            take.push((
-                (Scope::Tenant, k.tenant.clone()),
-                "tenant",
-                format!("tenant `{}`", k.tenant),
-            ));
-        }
         // check everything first, then take: all or nothing
-        for (id, who, what) in &take {
-            let (qm, qd) = if *who == "key" { (km, kd) } else { (tm, td) };
-            let st = map.entry(id.clone()).or_insert_with(|| TokenState {
-                minute: qm.map(|q| Bucket::new(q, Duration::from_secs(60), now)),
-                day: qd.map(|q| Bucket::new(q, Duration::from_secs(86_400), now)),
-            });
-            resize(&mut st.minute, qm, Duration::from_secs(60), now);
-            resize(&mut st.day, qd, Duration::from_secs(86_400), now);
-            for (b, window) in [(&mut st.minute, "minute"), (&mut st.day, "day")] {
-                if let Some(b) = b {
-                    b.refill(now);
-                    if b.level < n as f64 {
-                        let label = match (*who, window) {
-                            ("key", "minute") => "key_tokens_minute",
-                            ("key", _) => "key_tokens_day",
-                            (_, "minute") => "tenant_tokens_minute",
-                            _ => "tenant_tokens_day",
-                        };
-                        let retry_after = if n as f64 > b.cap {
-                            0
-                        } else {
-                            b.wait_for(n as f64).max(1)
-                        };
-                        let message = if n as f64 > b.cap {
-                            format!(
-                                "the gateway refused the request: it needs {n} tokens (prompt estimate + max tokens), more than {what}'s whole quota of {} tokens per {window}; lower max_tokens",
-                                b.cap
-                            )
-                        } else {
-                            format!(
-                                "the gateway refused the request: {what} has {} of its {} tokens per {window} left and this request reserves {n}; retry in {retry_after} s",
-                                b.level.max(0.0) as u64,
-                                b.cap
-                            )
-                        };
-                        return Err(Refusal {
-                            limit: label,
-                            size: b.cap as u64,
-                            remaining: b.level.max(0.0) as u64,
-                            retry_after,
-                            message,
-                        });
-                    }
-                }
+        for o in &ops {
+            let b = Bucket::at(&mut map, &o.op, now);
+            if b.level < o.op.cost {
+                return Err(o.refusal(b.level, b.wait_ms(o.op.cost)));
             }
         }
-        let mut r = Reservation {
+        for o in &ops {
+            Bucket::at(&mut map, &o.op, now).level -= o.op.cost;
+        }
+        Ok(Reservation {
             reserved: n,
-            ..Reservation::default()
-        };
-        for (id, who, _) in take {
-            if let Some(st) = map.get_mut(&id) {
-                for b in [&mut st.minute, &mut st.day].into_iter().flatten() {
-                    b.level -= n as f64;
-                }
-            }
-            if who == "key" {
-                r.key = Some(id.1);
-            } else {
-                r.tenant = Some(id.1);
-            }
-        }
-        Ok(r)
+            buckets: ops.into_iter().map(|o| o.op).collect(),
+            shared: false,
+        })
     }
 
     /// The answer used `actual` tokens: give back the rest (or take the overshoot).
     pub fn reconcile(&self, r: &Reservation, actual: u64) {
         let delta = r.reserved as f64 - actual as f64;
-        if delta == 0.0 {
+        if delta == 0.0 || r.shared {
             return;
         }
         let now = Instant::now();
         let mut map = self.tokens.lock();
-        let ids = [
-            r.key.clone().map(|k| (Scope::Key, k)),
-            r.tenant.clone().map(|t| (Scope::Tenant, t)),
-        ];
-        for id in ids.into_iter().flatten() {
-            if let Some(st) = map.get_mut(&id) {
-                for b in [&mut st.minute, &mut st.day].into_iter().flatten() {
-                    b.refill(now);
-                    b.level = (b.level + delta).min(b.cap);
-                }
-            }
+        for op in &r.buckets {
+            let b = Bucket::at(&mut map, op, now);
+            b.level = (b.level + delta).min(b.cap);
         }
     }
 
@@ -707,33 +531,22 @@ impl Limiter {
             .lock()
             .get(&k.id)
             .map_or(0, |c| c.load(Ordering::Acquire));
-        let map = self.tokens.lock();
-        let st = map.get(&(Scope::Key, k.id.clone())).copied();
-        let left = |b: Option<Bucket>| {
-            b.map(|mut b| {
-                b.refill(now);
-                b.level.max(0.0) as u64
-            })
+        let mut map = self.tokens.lock();
+        let mut left = |label: &str| {
+            self.token_ops("", k, 0)
+                .into_iter()
+                .find(|o| o.label == label)
+                .map(|o| Bucket::at(&mut map, &o.op, now).level.max(0.0) as u64)
         };
-        let (qm, qd) = self.key_quota(k);
         KeyState {
             key: k.id.clone(),
             tenant: k.tenant.clone(),
             in_flight,
             concurrency: k.limits.concurrency.or(self.cfg.concurrency_per_key),
             rate: self.key_rate(k).map(|r| (r.per_second, r.burst)),
-            tokens_minute_remaining: st.and_then(|s| left(s.minute)).or(qm),
-            tokens_day_remaining: st.and_then(|s| left(s.day)).or(qd),
+            tokens_minute_remaining: left("key_tokens_minute"),
+            tokens_day_remaining: left("key_tokens_day"),
         }
-    }
-}
-
-/// A bucket whose quota changed (keys reloaded) restarts full at the new size.
-fn resize(b: &mut Option<Bucket>, q: Option<u64>, window: Duration, now: Instant) {
-    match (b.as_ref(), q) {
-        (Some(old), Some(q)) if old.cap as u64 == q => {}
-        (_, Some(q)) => *b = Some(Bucket::new(q, window, now)),
-        (_, None) => *b = None,
     }
 }
 
@@ -789,6 +602,7 @@ mod tests {
         assert_eq!(r.limit, "key_rate");
         assert!(r.retry_after > 1000, "{r:?}");
         assert!(r.message.contains("gateway refused"));
+        assert!(r.message.contains("API key `a`"), "{}", r.message);
     }
 
     #[test]
@@ -844,6 +658,12 @@ mod tests {
         lb.reserve_tokens(&a, 1000).unwrap();
         let e = lb.reserve_tokens(&b, 600).unwrap_err();
         assert_eq!(e.limit, "tenant_tokens_day");
+        assert!(
+            e.message
+                .contains("tenant `t` has 500 of its 1500 tokens per day"),
+            "{}",
+            e.message
+        );
         let big = lb.reserve_tokens(&b, 5000).unwrap_err();
         assert!(big.message.contains("whole quota"), "{}", big.message);
     }

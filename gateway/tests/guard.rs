@@ -276,6 +276,27 @@ fn write_policy(path: &Path, body: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// Wait until the default policy's reload counter for `result` is at least 1.
+async fn wait_for_reload(gw: &Gateway, result: &str) {
+    let series =
+        format!(r#"portcullis_policy_reloads_total{{policy="default",result="{result}"}}"#);
+    wait_until(&format!("a policy reload with result {result}"), || async {
+        metric_value(&gw.metrics().await, &series) >= 1.0
+    })
+    .await;
+}
+
+/// A prompt with an e-mail address in it.
+async fn send_email(c: &reqwest::Client, gw: &Gateway) -> reqwest::Response {
+    post_json(
+        c,
+        gw.url("/generate"),
+        json!({"inputs": format!("to {EMAIL}")}).to_string(),
+        &[],
+    )
+    .await
+}
+
 #[tokio::test]
 async fn policies_reload_and_bad_files_are_rejected() {
     let mock = MockTgi::echo().await;
@@ -305,36 +326,12 @@ async fn policies_reload_and_bad_files_are_rejected() {
     };
     assert_eq!(ask("h1").await["generated_text"], "to [EMAIL]");
     write_policy(&path, "name: hot\nversion: 2\ninput:\n  email: block\n");
-    wait_until("the new policy is in force", || async {
-        metric_value(
-            &gw.metrics().await,
-            r#"portcullis_policy_reloads_total{policy="default",result="ok"}"#,
-        ) >= 1.0
-    })
-    .await;
-    let r = post_json(
-        &c,
-        gw.url("/generate"),
-        json!({"inputs": format!("to {EMAIL}")}).to_string(),
-        &[],
-    )
-    .await;
+    wait_for_reload(&gw, "ok").await;
+    let r = send_email(&c, &gw).await;
     assert_eq!(r.status(), 403);
     write_policy(&path, "name: hot\nversion: 3\ninput:\n  emial: redact\n");
-    wait_until("the bad policy is rejected", || async {
-        metric_value(
-            &gw.metrics().await,
-            r#"portcullis_policy_reloads_total{policy="default",result="error"}"#,
-        ) >= 1.0
-    })
-    .await;
-    let r = post_json(
-        &c,
-        gw.url("/generate"),
-        json!({"inputs": format!("to {EMAIL}")}).to_string(),
-        &[],
-    )
-    .await;
+    wait_for_reload(&gw, "error").await;
+    let r = send_email(&c, &gw).await;
     assert_eq!(r.status(), 403, "the previous valid policy stays in force");
     let m = gw.metrics().await;
     assert_eq!(

@@ -39,20 +39,6 @@ pub struct Access {
     pub shared: Option<Arc<RedisLimiter>>,
 }
 
-impl Access {
-    /// No keys, no limits, no audit: the open gateway.
-    pub fn open() -> Access {
-        Access {
-            keys: Arc::new(KeyStore::empty()),
-            required: false,
-            anonymous: Vec::new(),
-            limiter: Arc::new(Limiter::new(crate::limits::LimitsConfig::default())),
-            audit: None,
-            shared: None,
-        }
-    }
-}
-
 /// The most tokens the request lets the backend generate: TGI's `parameters.max_new_tokens`,
 /// OpenAI's `max_completion_tokens` or `max_tokens`; `None` when it does not say.
 pub fn max_new_tokens(body: &[u8]) -> Option<u64> {
@@ -62,12 +48,6 @@ pub fn max_new_tokens(body: &[u8]) -> Option<u64> {
         .or_else(|| v.get("max_completion_tokens"))
         .or_else(|| v.get("max_tokens"))
         .and_then(serde_json::Value::as_u64)
-}
-
-/// The text a prompt route sends (the body's size bounds it; JSON overhead over-reserves a
-/// little, which reconciliation gives back).
-pub fn prompt_bytes(body: &[u8]) -> usize {
-    body.len()
 }
 
 /// Token counts read off an answer's bytes.
@@ -264,7 +244,9 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
-        ctx.prompt_estimate = crate::limits::estimate_tokens(prompt_bytes(&ctx.body));
+        // the whole body bounds the prompt (its JSON overhead over-reserves a little, which
+        // reconciliation gives back)
+        ctx.prompt_estimate = crate::limits::estimate_tokens(ctx.body.len());
         let Some(key) = ctx.key.clone() else {
             return Ok(false);
         };
@@ -280,7 +262,11 @@ impl Gateway {
             let buckets: Vec<BucketOp> = ops.iter().map(|o| o.op.clone()).collect();
             match shared.apply(&buckets).await {
                 Ok(Outcome::Taken { .. }) => {
-                    ctx.admission.tokens = Some(crate::limits::Reservation::shared(n, buckets));
+                    ctx.admission.tokens = Some(crate::limits::Reservation {
+                        reserved: n,
+                        buckets,
+                        shared: true,
+                    });
                     return Ok(false);
                 }
                 Ok(Outcome::Refused {
@@ -364,11 +350,12 @@ impl Gateway {
         let used = if answered { prompt + generated } else { 0 };
         let reserved = match ctx.admission.tokens.take() {
             Some(r) => {
-                match (&r.shared, &self.access.shared) {
-                    (Some(buckets), Some(shared)) if used < r.reserved => {
+                match &self.access.shared {
+                    Some(shared) if r.shared && used < r.reserved => {
                         // give back in the background: the answer is not held for Redis
                         let back = (r.reserved - used) as f64;
-                        let ops: Vec<BucketOp> = buckets
+                        let ops: Vec<BucketOp> = r
+                            .buckets
                             .iter()
                             .map(|b| BucketOp {
                                 cost: -back,
@@ -383,8 +370,8 @@ impl Gateway {
                             }
                         });
                     }
-                    (Some(_), _) => {} // used it all (an overshoot is not charged in Redis)
-                    (None, _) => self.access.limiter.reconcile(&r, used),
+                    // in Redis an overshoot is not charged; in process `reconcile` settles it
+                    _ => self.access.limiter.reconcile(&r, used),
                 }
                 r.reserved
             }
