@@ -28,6 +28,8 @@ rm -f target/demo/keys.yaml
 API_KEY=$(./target/release/gateway keys add --file target/demo/keys.yaml --id demo --tenant demo --quiet) \
   || die "could not create the demo API key"
 export PORTCULLIS_ADMIN_TOKEN=${PORTCULLIS_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')}
+# ONNX Runtime for the model classifiers (the gateway also has this path built in).
+export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$ROOT/.deps/libonnxruntime.so}
 
 ./target/release/gateway validate --config "$CONFIG" >/dev/null || die "$CONFIG is invalid (see above)"
 

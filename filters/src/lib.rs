@@ -15,6 +15,7 @@
 //! * [`sse`]: TGI and OpenAI event-stream parsing and rewriting.
 
 pub mod actions;
+pub mod classify;
 pub mod detectors;
 pub mod engine;
 pub mod finding;

@@ -9,14 +9,16 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 use crate::actions::{Pseudonymizer, Vault, replacement};
+use crate::classify::{Classifier, TextScores, cosine};
 use crate::detectors::{self, DetectorConfig};
 use crate::engine::Engine;
-use crate::finding::{Action, Direction, Finding, Group, TYPES, type_info};
+use crate::finding::{Action, CLASSIFIER_TYPES, Direction, Finding, Group, TYPES, type_info};
 use crate::yaml::{Loaded, YamlError, parse_yaml};
 
 /// Rules of one direction: finding type or family name → action.
@@ -146,6 +148,228 @@ pub struct PolicyFile {
     /// Detector settings.
     #[serde(default)]
     pub settings: Settings,
+    /// Model classifiers on prompts: which bundle, thresholds, topics, time budget. Their
+    /// findings (`injection_classifier`, `toxicity_classifier`, `denied_topic`, `off_topic`)
+    /// take their actions from `input` like any other type.
+    #[serde(default)]
+    pub classifiers: Option<ClassifiersSection>,
+}
+
+fn default_classifier_timeout() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_topic_threshold() -> f32 {
+    0.55
+}
+
+/// What to do when the classifiers do not answer in time (or fail).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    /// Let the request through and record a `classifier_unavailable` finding.
+    #[default]
+    Allow,
+    /// Refuse the request (503, `classifier_unavailable`, the gateway failed).
+    Block,
+}
+
+/// The `classifiers:` section of a policy.
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifiersSection {
+    /// Model bundle name in the gateway's model registry (`models/<name>/<version>/`).
+    pub model: String,
+    /// Pin one version; by default the newest version serves, and newer ones are swapped in.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Time budget for all classifiers of one request (`50ms`, `0.2s`), 1 ms to 10 s.
+    #[serde(default = "default_classifier_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub timeout: Duration,
+    /// When the budget is spent or the model fails: `allow` (and record) or `block` (503).
+    #[serde(default)]
+    pub on_timeout: FailMode,
+    /// Probability thresholds by head (`injection: 0.9`) overriding the bundle's calibrated
+    /// operating points (each bundle's model card says how those were chosen).
+    #[serde(default)]
+    pub thresholds: BTreeMap<String, f64>,
+    /// Topic rails: cosine similarity of the prompt's embedding to example sentences.
+    #[serde(default)]
+    pub topics: TopicRails,
+}
+
+/// Allowed and denied topics, each a few example sentences.
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TopicRails {
+    /// Cosine similarity (0 to 1) at which a prompt is on a topic. Default 0.55.
+    #[serde(default = "default_topic_threshold")]
+    pub threshold: f32,
+    /// Topic name → example sentences; a prompt this close to one is `denied_topic`.
+    #[serde(default)]
+    pub denied: BTreeMap<String, Vec<String>>,
+    /// Topic name → example sentences; when any are listed, a prompt close to none of them
+    /// is `off_topic`.
+    #[serde(default)]
+    pub allowed: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for TopicRails {
+    fn default() -> TopicRails {
+        TopicRails {
+            threshold: default_topic_threshold(),
+            denied: BTreeMap::new(),
+            allowed: BTreeMap::new(),
+        }
+    }
+}
+
+/// Compiled `classifiers:` section: what to ask of the model and what to do with the scores.
+#[derive(Debug, Clone)]
+pub struct ClassifierPlan {
+    /// Bundle name.
+    pub model: String,
+    /// Pinned version.
+    pub version: Option<String>,
+    /// Time budget per request.
+    pub timeout: Duration,
+    /// Fail open or closed.
+    pub on_timeout: FailMode,
+    /// Heads in use: (head name, finding type, action, probability threshold override).
+    pub heads: Vec<(String, &'static str, Action, Option<f64>)>,
+    /// Topic rails.
+    pub topics: TopicRails,
+    /// Action for `denied_topic` (allow when unused).
+    pub denied_action: Action,
+    /// Action for `off_topic` (allow when unused).
+    pub off_topic_action: Action,
+}
+
+/// What the classifiers decided about a request's prompt texts.
+#[derive(Debug, Clone, Default)]
+pub struct ModelVerdict {
+    /// Findings with their actions (span 0..0: they concern the whole prompt).
+    pub findings: Vec<Applied>,
+    /// The denied topic that matched, or `off-topic`, for the error message.
+    pub topic: Option<String>,
+    /// Probability per head and best similarity per topic rail, for logs and `check`.
+    pub scores: Vec<(String, f64)>,
+}
+
+impl ClassifierPlan {
+    /// Every topic example sentence (to embed when the policy or the model loads).
+    pub fn examples(&self) -> Vec<String> {
+        self.topics
+            .denied
+            .values()
+            .chain(self.topics.allowed.values())
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Head names the plan needs from the bundle.
+    pub fn head_names(&self) -> impl Iterator<Item = &str> {
+        self.heads.iter().map(|(h, ..)| h.as_str())
+    }
+
+    /// Turn scores into findings. `texts` are the scores of every prompt text of a request;
+    /// a head fires when any text's best window reaches its threshold.
+    pub fn decide(&self, model: &Classifier, texts: &[TextScores]) -> ModelVerdict {
+        let mut v = ModelVerdict::default();
+        let finding = |ty: &'static str, rule: &'static str, action: Action, score: f64| Applied {
+            ty,
+            start: 0,
+            end: 0,
+            rule,
+            action,
+            score: score as f32,
+        };
+        for (head, ty, action, over) in &self.heads {
+            let Some(h) = model.heads.iter().find(|h| &h.name == head) else {
+                continue;
+            };
+            let best = texts
+                .iter()
+                .filter_map(|t| t.logit(head))
+                .fold(f32::NEG_INFINITY, f32::max);
+            let threshold = over.map_or(h.threshold_logit, crate::classify::logit);
+            let p = crate::classify::sigmoid(f64::from(best));
+            v.scores.push((head.clone(), p));
+            if f64::from(best) >= threshold {
+                let rule = if *ty == "injection_classifier" {
+                    "model.injection"
+                } else {
+                    "model.toxicity"
+                };
+                v.findings.push(finding(ty, rule, *action, p));
+            }
+        }
+        let windows: Vec<&Vec<f32>> = texts.iter().flat_map(|t| &t.embeddings).collect();
+        let similarity = |examples: &[String]| -> f32 {
+            examples
+                .iter()
+                .filter_map(|e| model.example(e))
+                .flat_map(|e| windows.iter().map(move |w| cosine(w, &e)))
+                .fold(f32::NEG_INFINITY, f32::max)
+        };
+        if self.denied_action != Action::Allow {
+            let mut best: Option<(&String, f32)> = None;
+            for (name, ex) in &self.topics.denied {
+                let s = similarity(ex);
+                v.scores.push((format!("denied:{name}"), f64::from(s)));
+                if s >= self.topics.threshold && best.is_none_or(|(_, b)| s > b) {
+                    best = Some((name, s));
+                }
+            }
+            if let Some((name, s)) = best {
+                v.topic = Some(name.clone());
+                v.findings.push(finding(
+                    "denied_topic",
+                    "model.topic.denied",
+                    self.denied_action,
+                    f64::from(s),
+                ));
+            }
+        }
+        if self.off_topic_action != Action::Allow
+            && !self.topics.allowed.is_empty()
+            && !windows.is_empty()
+        {
+            let s = self
+                .topics
+                .allowed
+                .values()
+                .map(|ex| similarity(ex))
+                .fold(f32::NEG_INFINITY, f32::max);
+            v.scores.push(("allowed".into(), f64::from(s)));
+            if s < self.topics.threshold {
+                v.topic.get_or_insert_with(|| "off-topic".into());
+                v.findings.push(finding(
+                    "off_topic",
+                    "model.topic.off",
+                    self.off_topic_action,
+                    f64::from(s),
+                ));
+            }
+        }
+        v
+    }
+
+    /// The finding recorded when the classifiers did not answer.
+    pub fn unavailable(&self) -> Applied {
+        Applied {
+            ty: "classifier_unavailable",
+            start: 0,
+            end: 0,
+            rule: "model.unavailable",
+            action: match self.on_timeout {
+                FailMode::Allow => Action::Monitor,
+                FailMode::Block => Action::Block,
+            },
+            score: 1.0,
+        }
+    }
 }
 
 /// A finding with the action the policy gave it.
@@ -196,6 +420,10 @@ impl Side {
     fn new(rules: &Rules, cfg: &DetectorConfig) -> Result<Side, String> {
         let mut actions = HashMap::new();
         for t in TYPES {
+            // The model's findings are decided by the `classifiers:` plan, not the rule engine.
+            if CLASSIFIER_TYPES.contains(&t.name) {
+                continue;
+            }
             let a = rules
                 .0
                 .get(t.name)
@@ -265,6 +493,151 @@ impl Side {
             text,
         }
     }
+}
+
+/// Validate the `classifiers:` section against the input rules and compile it.
+fn compile_classifiers(
+    loaded: &Loaded<PolicyFile>,
+    c: &ClassifiersSection,
+    rules: &Rules,
+) -> Result<ClassifierPlan, YamlError> {
+    let plain = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' || ch == '.')
+    };
+    if !plain(&c.model) || c.model.starts_with('.') {
+        return Err(loaded.error_at(
+            "classifiers.model",
+            format!(
+                "`{}` is not a bundle name (letters, digits, `-`, `_`, `.`)",
+                c.model
+            ),
+        ));
+    }
+    if let Some(v) = &c.version
+        && (!plain(v) || v.starts_with('.'))
+    {
+        return Err(loaded.error_at("classifiers.version", format!("`{v}` is not a version")));
+    }
+    if c.timeout < Duration::from_millis(1) || c.timeout > Duration::from_secs(10) {
+        return Err(loaded.error_at(
+            "classifiers.timeout",
+            format!("{:?} is out of range 1ms..=10s", c.timeout),
+        ));
+    }
+    for (h, p) in &c.thresholds {
+        if !(*p > 0.0 && *p < 1.0) {
+            return Err(loaded.error_at(
+                &format!("classifiers.thresholds.{h}"),
+                format!("{p} must be a probability strictly between 0 and 1"),
+            ));
+        }
+    }
+    let action = |ty: &'static str| -> Result<Action, YamlError> {
+        let group = type_info(ty).map(|t| t.group.name()).unwrap_or("");
+        let (key, a) = match rules.0.get(ty) {
+            Some(a) => (ty, *a),
+            None => (group, rules.0.get(group).copied().unwrap_or(Action::Allow)),
+        };
+        if matches!(a, Action::Allow | Action::Monitor | Action::Block) {
+            Ok(a)
+        } else {
+            Err(loaded.error_at(
+                &format!("input.{key}"),
+                format!(
+                    "`{ty}` scores the whole prompt and cannot `{a}` a span of it; give `input.{ty}` `block` or `monitor`"
+                ),
+            ))
+        }
+    };
+    let mut heads = Vec::new();
+    for (ty, head) in [
+        ("injection_classifier", "injection"),
+        ("toxicity_classifier", "toxicity"),
+    ] {
+        let a = action(ty)?;
+        if a != Action::Allow {
+            heads.push((head.to_string(), ty, a, c.thresholds.get(head).copied()));
+        }
+    }
+    for h in c.thresholds.keys() {
+        if !heads.iter().any(|(name, ..)| name == h) {
+            return Err(loaded.error_at(
+                &format!("classifiers.thresholds.{h}"),
+                format!(
+                    "no rule uses the `{h}` head (known heads: injection, toxicity; give `input.{h}_classifier` an action)"
+                ),
+            ));
+        }
+    }
+    let t = &c.topics;
+    if !(t.threshold > 0.0 && t.threshold <= 1.0) {
+        return Err(loaded.error_at(
+            "classifiers.topics.threshold",
+            format!("{} must be a cosine similarity in (0, 1]", t.threshold),
+        ));
+    }
+    for (kind, topics) in [("denied", &t.denied), ("allowed", &t.allowed)] {
+        for (name, ex) in topics {
+            if ex.is_empty() || ex.iter().any(|e| e.trim().is_empty()) {
+                return Err(loaded.error_at(
+                    &format!("classifiers.topics.{kind}.{name}"),
+                    "a topic needs at least one non-empty example sentence",
+                ));
+            }
+        }
+    }
+    let denied_action = action("denied_topic")?;
+    let off_topic_action = action("off_topic")?;
+    for (list, ty, a) in [
+        (&t.denied, "denied_topic", denied_action),
+        (&t.allowed, "off_topic", off_topic_action),
+    ] {
+        let kind = if ty == "denied_topic" {
+            "denied"
+        } else {
+            "allowed"
+        };
+        if !list.is_empty() && a == Action::Allow {
+            return Err(loaded.error_at(
+                &format!("classifiers.topics.{kind}"),
+                format!("topics are listed but no input rule gives `{ty}` an action (add `input.{ty}: block`)"),
+            ));
+        }
+        if list.is_empty() && a != Action::Allow && rules.0.contains_key(ty) {
+            return Err(loaded.error_at(
+                &format!("input.{ty}"),
+                format!("`{ty}` has an action but `classifiers.topics.{kind}` lists no topics"),
+            ));
+        }
+    }
+    let denied_action = if t.denied.is_empty() {
+        Action::Allow
+    } else {
+        denied_action
+    };
+    let off_topic_action = if t.allowed.is_empty() {
+        Action::Allow
+    } else {
+        off_topic_action
+    };
+    if heads.is_empty() && denied_action == Action::Allow && off_topic_action == Action::Allow {
+        return Err(loaded.error_at(
+            "classifiers",
+            "the section does nothing: give `input.injection_classifier`, `input.toxicity_classifier` an action, or list topics",
+        ));
+    }
+    Ok(ClassifierPlan {
+        model: c.model.clone(),
+        version: c.version.clone(),
+        timeout: c.timeout,
+        on_timeout: c.on_timeout,
+        heads,
+        topics: t.clone(),
+        denied_action,
+        off_topic_action,
+    })
 }
 
 /// A generic-secret finding says less than a provider-specific one at the same place.
@@ -341,6 +714,8 @@ pub struct Policy {
     pub input: Side,
     /// Rules for answers.
     pub output: Side,
+    /// Model classifiers on prompts, when the policy has a `classifiers:` section.
+    pub classifiers: Option<ClassifierPlan>,
     /// The file it came from.
     pub source: PathBuf,
 }
@@ -387,6 +762,20 @@ impl Policy {
                             Group::ALL.map(Group::name).join(", "),
                             TYPES.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
                         ),
+                    ));
+                }
+                if CLASSIFIER_TYPES.contains(&key.as_str()) && dir == "output" {
+                    return Err(loaded.error_at(
+                        &format!("{dir}.{key}"),
+                        format!(
+                            "`{key}` comes from the model classifiers, which score prompts only"
+                        ),
+                    ));
+                }
+                if key == "classifier_unavailable" {
+                    return Err(loaded.error_at(
+                        &format!("{dir}.{key}"),
+                        "`classifier_unavailable` takes its action from `classifiers.on_timeout`",
                     ));
                 }
                 if dir == "output" && *action == Action::Placeholder {
@@ -466,6 +855,10 @@ impl Policy {
             lexicons,
             max_decode_bytes: s.max_decode_bytes,
         };
+        let classifiers = match &p.classifiers {
+            Some(c) => Some(compile_classifiers(&loaded, c, &p.input)?),
+            None => None,
+        };
         let input = Side::new(&p.input, &cfg).map_err(|e| loaded.error_at("input", e))?;
         let output = Side::new(&p.output, &cfg).map_err(|e| loaded.error_at("output", e))?;
         let p = loaded.value;
@@ -476,6 +869,7 @@ impl Policy {
             settings: p.settings,
             input,
             output,
+            classifiers,
             source: path.to_path_buf(),
         })
     }

@@ -1,5 +1,5 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics`, and the `/admin/*` API behind its own
-//! bearer token (`admin.token_env`): `POST /admin/reload` (keys and policies), `GET
+//! bearer token (`admin.token_env`): `POST /admin/reload` (keys, policies, model versions), `GET /admin/models`, `GET
 //! /admin/policies`, `GET /admin/keys`, `GET /admin/limits/<key id>`. Separate from the public
 //! listener (default `127.0.0.1:9090`) so that probes and scrapes never compete with, or are
 //! exposed to, API traffic; nothing here is routed on the public listener.
@@ -85,21 +85,41 @@ impl AdminApp {
             ("POST", "/admin/reload") => {
                 let keys = c.keys.reload();
                 let swapped = c.guard.as_ref().map_or(0, |g| g.reload_changed());
+                // New model versions: loaded and verified here, then swapped atomically.
+                let models: Vec<_> = c
+                    .guard
+                    .as_ref()
+                    .and_then(|g| g.models.as_ref())
+                    .map(|m| m.refresh())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|r| json!({
+                        "model": r.name, "from": r.from, "to": r.to,
+                        "load_ms": r.load.as_secs_f64() * 1e3,
+                        "swap_us": r.swap.as_secs_f64() * 1e6,
+                        "result": match &r.result { Ok(()) => "ok".to_string(), Err(e) => e.clone() },
+                    }))
+                    .collect();
                 match keys {
                     Ok(n) => json(
                         StatusCode::OK,
-                        &json!({"keys": n, "policies_swapped": swapped}),
+                        &json!({"keys": n, "policies_swapped": swapped, "models": models}),
                     ),
                     Err(e) => json(
                         StatusCode::UNPROCESSABLE_ENTITY,
-                        &json!({"error": e.to_string(), "kept": "the previous keys stay in use", "policies_swapped": swapped}),
+                        &json!({"error": e.to_string(), "kept": "the previous keys stay in use", "policies_swapped": swapped, "models": models}),
                     ),
                 }
             }
             ("GET", "/admin/policies") => json(
                 StatusCode::OK,
                 &json!({"policies": c.guard.as_ref().map(|g| g.loaded()).unwrap_or_default().into_iter().map(|(slot, name, version, path)| json!({"slot": slot, "name": name, "version": version, "file": path})).collect::<Vec<_>>(),
-                        "models": [], "adapters": []}),
+                        "models": c.guard.as_ref().and_then(|g| g.models.as_ref()).map(|m| m.listing()).unwrap_or_default(),
+                        "adapters": []}),
+            ),
+            ("GET", "/admin/models") => json(
+                StatusCode::OK,
+                &json!({"models": c.guard.as_ref().and_then(|g| g.models.as_ref()).map(|m| m.listing()).unwrap_or_default()}),
             ),
             ("GET", "/admin/keys") => json(
                 StatusCode::OK,
@@ -124,7 +144,7 @@ impl AdminApp {
             }
             _ => json(
                 StatusCode::NOT_FOUND,
-                &json!({"error": "not found", "routes": ["POST /admin/reload", "GET /admin/policies", "GET /admin/keys", "GET /admin/limits/<key id>"]}),
+                &json!({"error": "not found", "routes": ["POST /admin/reload", "GET /admin/policies", "GET /admin/models", "GET /admin/keys", "GET /admin/limits/<key id>"]}),
             ),
         }
     }

@@ -106,11 +106,70 @@ pub struct FileConfig {
     /// The tamper-evident audit trail.
     #[serde(default)]
     pub audit: Option<AuditSection>,
+    /// The model registry that policies' `classifiers:` sections load bundles from.
+    #[serde(default)]
+    pub models: Option<ModelsSection>,
     /// Named upstream pools.
     pub upstreams: BTreeMap<String, UpstreamSection>,
     /// The pool requests go to; required when there is more than one.
     #[serde(default)]
     pub default_upstream: Option<String>,
+}
+
+fn default_batch_wait() -> Duration {
+    Duration::from_millis(1)
+}
+fn default_max_batch() -> usize {
+    16
+}
+fn default_model_queue() -> usize {
+    4096
+}
+fn default_max_windows() -> usize {
+    16
+}
+/// `models:` the file model registry and the encoder session pool.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsSection {
+    /// Folder of bundles `<name>/<version>/manifest.json`, relative to this file.
+    pub dir: PathBuf,
+    /// The ONNX Runtime library (default: `ORT_DYLIB_PATH`, else the one the gateway was built
+    /// against by `scripts/setup.sh`).
+    #[serde(default)]
+    pub onnxruntime: Option<PathBuf>,
+    /// Encoder sessions, one thread each (default: the number of cores).
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Most text windows per session run (1 to 256).
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Longest a batch waits for more windows once it has one, when no session is idle.
+    #[serde(default = "default_batch_wait", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub batch_wait: Duration,
+    /// Most windows waiting; beyond it requests get the policy's `on_timeout` at once.
+    #[serde(default = "default_model_queue")]
+    pub queue: usize,
+    /// Most windows per text (a longer text keeps its first and last windows).
+    #[serde(default = "default_max_windows")]
+    pub max_windows: usize,
+    /// Swap in new bundle versions when they appear in `dir` (also on `POST /admin/reload`).
+    #[serde(default = "default_true")]
+    pub watch: bool,
+}
+
+/// The model registry, resolved.
+#[derive(Debug, Clone)]
+pub struct ModelsRuntime {
+    /// Bundle folder.
+    pub dir: PathBuf,
+    /// ONNX Runtime library, if set.
+    pub onnxruntime: Option<PathBuf>,
+    /// Pool settings.
+    pub encoder: filters::classify::EncoderOptions,
+    /// Watch for new versions.
+    pub watch: bool,
 }
 
 /// `server:`
@@ -652,6 +711,8 @@ pub struct GatewayConfig {
     pub redis: Option<RedisSection>,
     /// TLS on the public listener (paths resolved).
     pub tls: Option<ServerTls>,
+    /// The model registry.
+    pub models: Option<ModelsRuntime>,
 }
 
 /// Why a configuration cannot be used: every problem found, each located in its file.
@@ -1104,6 +1165,93 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
             "max_file_bytes must be at least 4096, channel_capacity and max_file_age more than 0",
         ));
     }
+    let models = match &c.models {
+        Some(m) => {
+            let dir = base.join(&m.dir);
+            if !dir.is_dir() {
+                errors.push(loaded.error_at(
+                    "models.dir",
+                    format!(
+                        "{} is not a folder (scripts/setup.sh builds models/)",
+                        dir.display()
+                    ),
+                ));
+            }
+            if !(1..=256).contains(&m.max_batch) || m.queue == 0 || m.max_windows < 2 {
+                errors.push(loaded.error_at(
+                    "models",
+                    "max_batch must be 1 to 256, queue at least 1, max_windows at least 2",
+                ));
+            }
+            if m.workers == Some(0) {
+                errors.push(loaded.error_at("models.workers", "must be at least 1"));
+            }
+            let onnxruntime = m.onnxruntime.as_ref().map(|p| base.join(p));
+            if let Some(p) = &onnxruntime
+                && !p.is_file()
+            {
+                errors.push(loaded.error_at(
+                    "models.onnxruntime",
+                    format!("{} does not exist", p.display()),
+                ));
+            }
+            let defaults = filters::classify::EncoderOptions::default();
+            Some(ModelsRuntime {
+                dir,
+                onnxruntime,
+                encoder: filters::classify::EncoderOptions {
+                    workers: m.workers.unwrap_or(defaults.workers),
+                    intra_threads: 1,
+                    max_batch: m.max_batch,
+                    batch_wait: m.batch_wait,
+                    queue: m.queue,
+                    max_windows: m.max_windows,
+                },
+                watch: m.watch,
+            })
+        }
+        None => None,
+    };
+    // Every policy that names a model needs the registry, and the bundle must be there.
+    for (name, _, p) in &guard.policies {
+        let Some(plan) = &p.classifiers else {
+            continue;
+        };
+        let at = if name == "default" {
+            "policy".to_string()
+        } else {
+            format!("guard.policies.{name}")
+        };
+        match &models {
+            None => errors.push(loaded.error_at(
+                &at,
+                format!(
+                    "policy `{}` uses the model `{}` (classifiers:), but this config has no `models:` section naming the bundle folder",
+                    p.name, plan.model
+                ),
+            )),
+            Some(m) if m.dir.is_dir() => {
+                let found = match &plan.version {
+                    Some(v) => m.dir.join(&plan.model).join(v).join("manifest.json").is_file(),
+                    None => filters::classify::bundle::versions(&m.dir, &plan.model)
+                        .is_ok_and(|v| !v.is_empty()),
+                };
+                if !found {
+                    errors.push(loaded.error_at(
+                        &at,
+                        format!(
+                            "policy `{}` uses the model `{}{}`, which is not in {}",
+                            p.name,
+                            plan.model,
+                            plan.version.as_ref().map(|v| format!("@{v}")).unwrap_or_default(),
+                            m.dir.display()
+                        ),
+                    ));
+                }
+            }
+            Some(_) => {}
+        }
+    }
 
     if !errors.is_empty() {
         return Err(ConfigError { errors });
@@ -1140,6 +1288,7 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
         admin_token_env: c.admin.token_env,
         redis: c.rate_limits.redis,
         tls: server_tls,
+        models,
     })
 }
 

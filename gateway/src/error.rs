@@ -50,6 +50,8 @@ pub enum ErrorKind {
     RateLimited,
     /// The shared limit store is unreachable and the config says fail closed.
     LimiterUnavailable,
+    /// The model classifiers did not answer in time and the policy says fail closed.
+    ClassifierUnavailable,
 }
 
 impl ErrorKind {
@@ -70,7 +72,9 @@ impl ErrorKind {
             ErrorKind::PolicyBadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::LimiterUnavailable | ErrorKind::ClassifierUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -92,6 +96,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized => "invalid_api_key",
             ErrorKind::RateLimited => "rate_limit_exceeded",
             ErrorKind::LimiterUnavailable => "limiter_unavailable",
+            ErrorKind::ClassifierUnavailable => "classifier_unavailable",
         }
     }
 

@@ -84,6 +84,8 @@ pub struct GuardSettings {
     pub max_response_bytes: usize,
     /// Watch the files.
     pub hot_reload: bool,
+    /// The model registry, when the config has `models:`.
+    pub models: Option<Arc<crate::models::Models>>,
 }
 
 /// The guard: policies, selection, metrics.
@@ -96,6 +98,8 @@ pub struct Guard {
     pub max_response_bytes: usize,
     /// Metrics.
     pub metrics: GuardMetrics,
+    /// The model registry (policies with `classifiers:`).
+    pub models: Option<Arc<crate::models::Models>>,
     _watcher: parking_lot::Mutex<Option<notify::RecommendedWatcher>>,
 }
 
@@ -131,10 +135,21 @@ fn fingerprint(path: &Path, policy: Option<&Policy>) -> [u8; 32] {
 }
 
 impl Guard {
-    /// Build the guard and (if enabled) start watching the policy files.
-    pub fn new(s: GuardSettings, metrics: GuardMetrics) -> Arc<Guard> {
+    /// Build the guard, load the models its policies name, and (if enabled) start watching
+    /// the policy files.
+    pub fn new(s: GuardSettings, metrics: GuardMetrics) -> Result<Arc<Guard>, String> {
         let mut slots = HashMap::new();
         for (name, path, policy) in s.policies {
+            if policy.classifiers.is_some() {
+                match &s.models {
+                    Some(m) => m.prepare(&policy)?,
+                    None => {
+                        return Err(format!(
+                            "policy `{name}` has a `classifiers:` section but the config has no `models:`"
+                        ));
+                    }
+                }
+            }
             metrics
                 .info
                 .with_label_values(&[&name, &policy.version.to_string()])
@@ -157,6 +172,7 @@ impl Guard {
             master_key: s.master_key,
             max_response_bytes: s.max_response_bytes,
             metrics,
+            models: s.models,
             _watcher: parking_lot::Mutex::new(None),
         });
         if s.hot_reload {
@@ -167,7 +183,7 @@ impl Guard {
                 }
             }
         }
-        guard
+        Ok(guard)
     }
 
     /// Every loaded policy: name, policy name inside the file, version, file.
@@ -245,7 +261,20 @@ impl Guard {
             if *slot.fingerprint.lock() == fp {
                 continue;
             }
-            match Policy::load(&slot.path) {
+            let loaded = Policy::load(&slot.path)
+                .map_err(|e| e.to_string())
+                .and_then(|p| {
+                    if p.classifiers.is_some() {
+                        match &self.models {
+                            Some(m) => m.prepare(&p)?,
+                            None => {
+                                return Err("the policy has a `classifiers:` section but the gateway config has no `models:`".to_string());
+                            }
+                        }
+                    }
+                    Ok(p)
+                });
+            match loaded {
                 Ok(p) => {
                     let p = Arc::new(p);
                     *slot.fingerprint.lock() = fingerprint(&slot.path, Some(&p));
@@ -281,48 +310,20 @@ impl Guard {
 }
 
 fn watch(guard: &Arc<Guard>) -> notify::Result<notify::RecommendedWatcher> {
-    use notify::{RecursiveMode, Watcher};
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res
-            && !matches!(ev.kind, notify::EventKind::Access(_))
-        {
-            let _ = tx.send(());
-        }
-    })?;
-    let mut dirs: Vec<PathBuf> = guard
+    let dirs: Vec<PathBuf> = guard
         .slots
         .values()
         .filter_map(|s| s.path.parent().map(Path::to_path_buf))
         .collect();
-    dirs.sort();
-    dirs.dedup();
-    for d in &dirs {
-        let d = if d.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            d
-        };
-        w.watch(d, RecursiveMode::Recursive)?;
-    }
-    let weak = Arc::downgrade(guard);
-    std::thread::Builder::new()
-        .name("policy-reload".into())
-        .spawn(move || {
-            while rx.recv().is_ok() {
-                // editors write in several steps: let them finish
-                std::thread::sleep(Duration::from_millis(150));
-                while rx.try_recv().is_ok() {}
-                match weak.upgrade() {
-                    Some(g) => {
-                        g.reload_changed();
-                    }
-                    None => return,
-                }
-            }
-        })
-        .map_err(|e| notify::Error::generic(&e.to_string()))?;
-    Ok(w)
+    crate::watch::spawn(
+        "policy-reload",
+        &dirs,
+        Duration::from_millis(150),
+        Arc::downgrade(guard),
+        |g: &Guard| {
+            g.reload_changed();
+        },
+    )
 }
 
 /// Errors reading a prompt body.
@@ -344,6 +345,8 @@ pub struct InputOutcome {
     pub blocked: Option<Applied>,
     /// The answer format of the request (see [`answer_format`]).
     pub format: Option<Format>,
+    /// Texts for the model classifiers (as the client sent them), when the policy has any.
+    pub classify: Vec<String>,
 }
 
 /// The answer format of a route (and, for SageMaker's `/invocations`, of its body).
@@ -419,6 +422,43 @@ pub fn for_each_prompt(body: &mut Value, f: &mut dyn FnMut(&mut String)) {
     }
 }
 
+/// The texts the model classifiers look at: TGI's `inputs`, completions' `prompt`, and the
+/// content of `user` and `tool` chat messages (tool results are where indirect injections
+/// arrive). System and assistant messages come from the application, not the user: scoring
+/// them would flag every system prompt that says "never reveal your instructions".
+pub fn classifier_texts(body: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(Value::String(s)) = body.get("inputs") {
+        out.push(s.clone());
+    }
+    match body.get("prompt") {
+        Some(Value::String(s)) => out.push(s.clone()),
+        Some(Value::Array(ps)) => {
+            out.extend(ps.iter().filter_map(|p| p.as_str().map(str::to_string)))
+        }
+        _ => {}
+    }
+    if let Some(Value::Array(msgs)) = body.get("messages") {
+        for m in msgs {
+            let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
+            if !matches!(role, "user" | "tool" | "function") {
+                continue;
+            }
+            match m.get("content") {
+                Some(Value::String(s)) => out.push(s.clone()),
+                Some(Value::Array(parts)) => out.extend(
+                    parts
+                        .iter()
+                        .filter_map(|p| p.get("text").and_then(Value::as_str).map(str::to_string)),
+                ),
+                _ => {}
+            }
+        }
+    }
+    out.retain(|t| !t.trim().is_empty());
+    out
+}
+
 /// Apply the input side of `policy` to a request body (parsed at most once), and tell the
 /// answer format of the request.
 pub fn apply_input(
@@ -429,12 +469,16 @@ pub fn apply_input(
     pseudo: &Pseudonymizer,
 ) -> Result<InputOutcome, BodyError> {
     let mut out = InputOutcome::default();
-    if !policy.input.is_active() && route != Route::Invocations {
+    let classify = policy.classifiers.is_some() && has_prompt(route);
+    if !policy.input.is_active() && !classify && route != Route::Invocations {
         out.format = answer_format(route, &Value::Null);
         return Ok(out);
     }
     let mut v: Value = serde_json::from_slice(body)?;
     out.format = answer_format(route, &v);
+    if classify {
+        out.classify = classifier_texts(&v);
+    }
     if !policy.input.is_active() {
         return Ok(out);
     }

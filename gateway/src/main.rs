@@ -56,6 +56,10 @@ enum Command {
         /// line, with the `id`, instead of reading all of stdin as one text.
         #[arg(long)]
         jsonl: bool,
+        /// Model bundles for a policy with `classifiers:` (default: `models/` beside the
+        /// policy's folder). The scores are printed under `scores`.
+        #[arg(long)]
+        models: Option<PathBuf>,
     },
     /// Manage API keys.
     #[command(subcommand)]
@@ -137,7 +141,13 @@ enum DirectionArg {
     Output,
 }
 
-fn check(policy: &std::path::Path, direction: DirectionArg, tenant: &str, jsonl: bool) -> ExitCode {
+fn check(
+    policy: &std::path::Path,
+    direction: DirectionArg,
+    tenant: &str,
+    jsonl: bool,
+    models: Option<PathBuf>,
+) -> ExitCode {
     use std::io::{BufRead, Read, Write};
     let p = match filters::Policy::load(policy) {
         Ok(p) => p,
@@ -145,6 +155,39 @@ fn check(policy: &std::path::Path, direction: DirectionArg, tenant: &str, jsonl:
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
+    };
+    // The model classifiers score prompts only.
+    let model = match (&p.classifiers, direction) {
+        (Some(plan), DirectionArg::Input) => {
+            let dir = models.unwrap_or_else(|| {
+                policy
+                    .parent()
+                    .and_then(std::path::Path::parent)
+                    .unwrap_or(std::path::Path::new("."))
+                    .join("models")
+            });
+            let reg = filters::classify::ModelRegistry::new(
+                &dir,
+                filters::classify::EncoderOptions::default(),
+                None,
+                None,
+            );
+            let loaded = reg
+                .get(&plan.model, plan.version.as_deref())
+                .map(|s| s.current())
+                .and_then(|c| c.example_embeddings(&plan.examples()).map(|_| c));
+            match loaded {
+                Ok(c) => Some((plan, c)),
+                Err(e) => {
+                    eprintln!(
+                        "error: policy `{}` needs the model `{}`: {e} (pass --models DIR)",
+                        p.name, plan.model
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
     };
     let key = std::env::var("PORTCULLIS_PSEUDONYM_KEY").unwrap_or_else(|_| {
         eprintln!("warning: PORTCULLIS_PSEUDONYM_KEY is not set; pseudonyms use an empty key");
@@ -157,12 +200,39 @@ fn check(policy: &std::path::Path, direction: DirectionArg, tenant: &str, jsonl:
     };
     let decide = |text: &str| {
         let mut vault = filters::Vault::default();
-        let d = side.evaluate(text, &mut vault, &pseudo);
+        let mut d = side.evaluate(text, &mut vault, &pseudo);
+        let mut scores = serde_json::Map::new();
+        if let Some((plan, model)) = &model {
+            match model.classify_blocking(&[text]) {
+                Ok(s) => {
+                    let v = plan.decide(model, &s);
+                    for (k, x) in &v.scores {
+                        scores.insert(k.clone(), serde_json::json!((x * 1e4).round() / 1e4));
+                    }
+                    d.findings.extend(v.findings);
+                }
+                Err(e) => {
+                    eprintln!("warning: classification failed: {e}");
+                    d.findings.push(plan.unavailable());
+                }
+            }
+            d.action = d
+                .findings
+                .iter()
+                .map(|f| f.action)
+                .max()
+                .unwrap_or(filters::Action::Allow);
+        }
         let out_text = match d.action {
             filters::Action::Block => serde_json::Value::Null,
             _ => serde_json::Value::String(d.text.clone().unwrap_or_else(|| text.to_string())),
         };
-        serde_json::json!({"action": d.action, "findings": d.findings, "text": out_text})
+        let mut r =
+            serde_json::json!({"action": d.action, "findings": d.findings, "text": out_text});
+        if model.is_some() {
+            r["scores"] = serde_json::Value::Object(scores);
+        }
+        r
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -366,7 +436,8 @@ fn main() -> ExitCode {
             direction,
             tenant,
             jsonl,
-        } => check(&policy, direction, &tenant, jsonl),
+            models,
+        } => check(&policy, direction, &tenant, jsonl, models),
         Command::Serve { config } => {
             let c = match GatewayConfig::load(&config) {
                 Ok(c) => c,

@@ -69,6 +69,20 @@ pub struct Metrics {
     pub audit_dropped: IntCounter,
     /// `portcullis_limit_store_errors_total`: failed calls to the shared (Redis) limit store.
     pub limit_store_errors: IntCounter,
+    /// `portcullis_classifier_seconds{model}`: classification time per request (queue included).
+    pub classifier_seconds: HistogramVec,
+    /// `portcullis_classifier_requests_total{model,outcome}`: `ok`, `timeout`, `error`, `overloaded`.
+    pub classifier_requests: IntCounterVec,
+    /// `portcullis_classifier_batch_windows`: text windows per encoder session run.
+    pub classifier_batch: Histogram,
+    /// `portcullis_classifier_batch_seconds`: time of one encoder session run.
+    pub classifier_batch_seconds: Histogram,
+    /// `portcullis_model_info{model,version,digest}` = 1 for each bundle serving.
+    pub model_info: IntGaugeVec,
+    /// `portcullis_model_swaps_total{model,result}`: hot swaps, `ok` or `error`.
+    pub model_swaps: IntCounterVec,
+    /// `portcullis_model_swap_load_seconds{model}`: time the last swap spent loading (requests kept flowing).
+    pub model_swap_load: prometheus::GaugeVec,
 }
 
 /// The series of one route (see [`Metrics::for_route`]).
@@ -293,6 +307,76 @@ impl Metrics {
                     "Calls to the shared limit store (redis) that failed or timed out",
                 )?,
             )?,
+            classifier_seconds: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "portcullis_classifier_seconds",
+                        "Model classification time per request, queueing included",
+                    )
+                    .buckets(vec![
+                        0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.2,
+                        0.5,
+                    ]),
+                    &["model"],
+                )?,
+            )?,
+            classifier_requests: reg(
+                &r,
+                cv(
+                    "portcullis_classifier_requests_total",
+                    "Requests classified, by model and outcome (ok, timeout, error, overloaded)",
+                    &["model", "outcome"],
+                )?,
+            )?,
+            classifier_batch: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "portcullis_classifier_batch_windows",
+                        "Text windows per encoder session run (micro-batching)",
+                    )
+                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+                )?,
+            )?,
+            classifier_batch_seconds: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "portcullis_classifier_batch_seconds",
+                        "Time of one encoder session run",
+                    )
+                    .buckets(vec![
+                        0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256,
+                    ]),
+                )?,
+            )?,
+            model_info: reg(
+                &r,
+                gv(
+                    "portcullis_model_info",
+                    "Model bundles serving (1 per bundle name, version and manifest digest)",
+                    &["model", "version", "digest"],
+                )?,
+            )?,
+            model_swaps: reg(
+                &r,
+                cv(
+                    "portcullis_model_swaps_total",
+                    "Model bundle hot swaps by model and result (ok, error)",
+                    &["model", "result"],
+                )?,
+            )?,
+            model_swap_load: reg(
+                &r,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "portcullis_model_swap_load_seconds",
+                        "Time the last hot swap spent loading and verifying the new bundle",
+                    ),
+                    &["model"],
+                )?,
+            )?,
             registry: r,
         })
     }
@@ -357,9 +441,14 @@ mod tests {
         m.auth_failures.with_label_values(&["missing"]);
         m.limit_refusals.with_label_values(&["key_rate"]);
         m.llm_tokens.with_label_values(&["t", "prompt"]);
-        // families with at least one series: the 14 above, plus the 3 access counters and the
-        // audit drop counter
+        m.classifier_seconds.with_label_values(&["guard"]);
+        m.classifier_requests.with_label_values(&["guard", "ok"]);
+        m.model_info.with_label_values(&["guard", "1", "abc"]);
+        m.model_swaps.with_label_values(&["guard", "ok"]);
+        m.model_swap_load.with_label_values(&["guard"]);
+        // families with at least one series: the 19 above, the 3 access counters, the audit
+        // drop counter and the two (label-less) classifier batch histograms
         m.limit_store_errors.inc();
-        assert_eq!(m.registry.gather().len(), 19);
+        assert_eq!(m.registry.gather().len(), 26);
     }
 }

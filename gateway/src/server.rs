@@ -59,6 +59,10 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
         .policy
         .as_ref()
         .map(|(_, p)| (p.name.clone(), p.version));
+    let models = config
+        .models
+        .as_ref()
+        .map(|m| crate::models::Models::start(m, metrics.clone()));
     let guard = if config.guard.policies.is_empty() {
         None
     } else {
@@ -75,23 +79,27 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
                 k
             }
         };
-        Some(Guard::new(
-            GuardSettings {
-                policies: g.policies.clone(),
-                routes: g.routes.clone(),
-                keys: g.keys.clone(),
-                master_key,
-                max_response_bytes: g.max_response_bytes,
-                hot_reload: g.hot_reload,
-            },
-            GuardMetrics {
-                findings: metrics.guard_findings.clone(),
-                decisions: metrics.guard_decisions.clone(),
-                seconds: metrics.guard_seconds.clone(),
-                reloads: metrics.policy_reloads.clone(),
-                info: metrics.policy_info.clone(),
-            },
-        ))
+        Some(
+            Guard::new(
+                GuardSettings {
+                    policies: g.policies.clone(),
+                    routes: g.routes.clone(),
+                    keys: g.keys.clone(),
+                    master_key,
+                    max_response_bytes: g.max_response_bytes,
+                    hot_reload: g.hot_reload,
+                    models: models.clone(),
+                },
+                GuardMetrics {
+                    findings: metrics.guard_findings.clone(),
+                    decisions: metrics.guard_decisions.clone(),
+                    seconds: metrics.guard_seconds.clone(),
+                    reloads: metrics.policy_reloads.clone(),
+                    info: metrics.policy_info.clone(),
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("loading the models the policies use: {e}"))?,
+        )
     };
     let keys = match &config.keys_file {
         Some(path) => Arc::new(

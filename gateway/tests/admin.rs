@@ -184,8 +184,9 @@ async fn the_policy_in_use_is_reported() {
     let mock = MockTgi::echo().await;
     let policy = repo_root().join("policies/default.yaml");
     let gw = Gateway::start(&format!(
-        "policy: {}\n{}",
+        "policy: {}\nmodels:\n  dir: {}\n{}",
         policy.display(),
+        repo_root().join("models").display(),
         upstream_yaml(&[mock.addr], "")
     ))
     .await;
@@ -199,7 +200,7 @@ async fn the_policy_in_use_is_reported() {
         .unwrap();
     assert_eq!(v["policy"]["name"], "default");
     assert_eq!(
-        gw.metric("portcullis_policy_info{policy=\"default\",version=\"2\"}")
+        gw.metric("portcullis_policy_info{policy=\"default\",version=\"3\"}")
             .await,
         1.0
     );

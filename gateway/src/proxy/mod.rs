@@ -158,6 +158,10 @@ pub struct RequestCtx {
     refused_by: Option<&'static str>,
     /// Prompt tokens estimated before forwarding.
     prompt_estimate: u64,
+    /// The model bundle that classified the prompt, and how long it took.
+    model: Option<(String, Duration)>,
+    /// The denied topic (or `off-topic`) the classifiers found.
+    model_topic: Option<String>,
     /// The answer's token counts.
     usage: UsageMeter,
     /// Tokens settled against the quotas (once).
@@ -320,7 +324,84 @@ impl Gateway {
             .observe(took.as_secs_f64());
     }
 
-    fn blocked_error(policy: &Policy, f: &Applied, dir: Direction) -> GatewayError {
+    /// Run the policy's classifiers on the prompt texts under its time budget. Returns the
+    /// findings, and the error to answer with if the policy fails closed.
+    async fn classify(
+        &self,
+        g: &Guard,
+        plan: &filters::policy::ClassifierPlan,
+        policy: &Policy,
+        texts: &[String],
+        ctx: &mut RequestCtx,
+    ) -> (Vec<Applied>, Option<GatewayError>) {
+        let slot = g.models.as_ref().and_then(|m| m.slot(plan));
+        let Some(slot) = slot else {
+            // Cannot happen after a successful load; fail as the policy says.
+            return (
+                vec![plan.unavailable()],
+                Some(self.classifier_down(policy, plan, "no model loaded")),
+            );
+        };
+        // The request keeps this bundle to the end, whatever a hot swap does meanwhile.
+        let model = slot.current();
+        let label = plan.model.as_str();
+        let t0 = Instant::now();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let result = tokio::time::timeout(plan.timeout, model.classify(&refs)).await;
+        let took = t0.elapsed();
+        ctx.model = Some((model.id(), took));
+        self.metrics
+            .classifier_seconds
+            .with_label_values(&[label])
+            .observe(took.as_secs_f64());
+        let (outcome, why) = match result {
+            Ok(Ok(scores)) => {
+                self.metrics
+                    .classifier_requests
+                    .with_label_values(&[label, "ok"])
+                    .inc();
+                let v = plan.decide(&model, &scores);
+                ctx.model_topic = v.topic;
+                return (v.findings, None);
+            }
+            Ok(Err(filters::classify::ModelError::Overloaded)) => {
+                ("overloaded", "the classifier queue is full".to_string())
+            }
+            Ok(Err(e)) => ("error", e.to_string()),
+            Err(_) => ("timeout", format!("no answer within {:?}", plan.timeout)),
+        };
+        self.metrics
+            .classifier_requests
+            .with_label_values(&[label, outcome])
+            .inc();
+        tracing::warn!(request_id = %ctx.request_id, model = %model.id(), outcome, error = %why, on_timeout = ?plan.on_timeout, "prompt classification did not finish");
+        (
+            vec![plan.unavailable()],
+            Some(self.classifier_down(policy, plan, &why)),
+        )
+    }
+
+    fn classifier_down(
+        &self,
+        policy: &Policy,
+        plan: &filters::policy::ClassifierPlan,
+        why: &str,
+    ) -> GatewayError {
+        GatewayError::new(
+            ErrorKind::ClassifierUnavailable,
+            format!(
+                "the gateway could not classify the prompt ({why}) and policy `{}` v{} fails closed (classifiers.on_timeout: block) for model `{}`",
+                policy.name, policy.version, plan.model
+            ),
+        )
+    }
+
+    fn blocked_error(
+        policy: &Policy,
+        f: &Applied,
+        dir: Direction,
+        topic: Option<&str>,
+    ) -> GatewayError {
         let kind = if policy.settings.block_status == 400 {
             ErrorKind::PolicyBadRequest
         } else {
@@ -330,11 +411,24 @@ impl Gateway {
             Direction::Input => "the prompt",
             Direction::Output => "the answer",
         };
+        let what = match f.ty {
+            "injection_classifier" | "toxicity_classifier" => format!(
+                "the {} classifier scored {place} {:.3}",
+                f.ty.trim_end_matches("_classifier"),
+                f.score
+            ),
+            "denied_topic" => format!(
+                "{place} is about the denied topic `{}`",
+                topic.unwrap_or("?")
+            ),
+            "off_topic" => format!("{place} is about none of the allowed topics"),
+            _ => format!("rule `{}` ({}) matched in {place}", f.rule, f.ty),
+        };
         GatewayError::new(
             kind,
             format!(
-                "blocked by policy `{}` v{}: rule `{}` ({}) matched in {place}",
-                policy.name, policy.version, f.rule, f.ty
+                "blocked by policy `{}` v{}: {what}",
+                policy.name, policy.version
             ),
         )
     }
@@ -381,13 +475,30 @@ impl Gateway {
                     return Ok(true);
                 }
             };
+        let mut outcome = outcome;
+        // The model classifiers, only when the rules let the prompt through (a block by a
+        // rule costs no model time).
+        let mut model_error = None;
+        if outcome.blocked.is_none()
+            && let Some(plan) = rg.policy.classifiers.as_ref()
+            && !outcome.classify.is_empty()
+        {
+            let (findings, verdict_error) = self
+                .classify(&g, plan, &rg.policy, &outcome.classify, ctx)
+                .await;
+            if let Some(b) = findings.iter().find(|f| f.action == Action::Block) {
+                outcome.blocked = Some(b.clone());
+            }
+            outcome.findings.extend(findings);
+            model_error = verdict_error;
+        }
         let action = outcome
             .findings
             .iter()
             .map(|f| f.action)
             .max()
             .unwrap_or(Action::Allow);
-        if rg.policy.input.is_active() {
+        if rg.policy.input.is_active() || rg.policy.classifiers.is_some() {
             self.record(
                 Direction::Input,
                 &rg.policy.name,
@@ -399,7 +510,15 @@ impl Gateway {
         rg.findings = outcome.findings;
         rg.format = outcome.format;
         if let Some(b) = outcome.blocked {
-            let e = Self::blocked_error(&rg.policy, &b, Direction::Input);
+            let e = match model_error {
+                Some(e) if b.ty == "classifier_unavailable" => e,
+                _ => Self::blocked_error(
+                    &rg.policy,
+                    &b,
+                    Direction::Input,
+                    ctx.model_topic.as_deref(),
+                ),
+            };
             ctx.guard = Some(rg);
             self.respond(session, ctx, e, false).await?;
             return Ok(true);
@@ -455,7 +574,7 @@ impl Gateway {
                     }
                     Step::Blocked(b, f) => {
                         out.extend(b);
-                        let e = Self::blocked_error(&rg.policy, &f, Direction::Output);
+                        let e = Self::blocked_error(&rg.policy, &f, Direction::Output, None);
                         out.extend_from_slice(&e.stream_event(api));
                         session.set_keepalive(None);
                         let found: Vec<Applied> = rw.findings().cloned().collect();
@@ -524,7 +643,7 @@ impl Gateway {
                             }
                         }
                         Err(f) => {
-                            let e = Self::blocked_error(&rg.policy, &f, Direction::Output);
+                            let e = Self::blocked_error(&rg.policy, &f, Direction::Output, None);
                             ctx.gateway_error = Some(e.kind);
                             blocked_answer(format, &buf, &e)
                         }
@@ -624,6 +743,8 @@ impl ProxyHttp for Gateway {
             admission: Admission::default(),
             refused_by: None,
             prompt_estimate: 0,
+            model: None,
+            model_topic: None,
             usage: UsageMeter::default(),
             tokens: None,
         }
@@ -1095,6 +1216,8 @@ impl ProxyHttp for Gateway {
             cause = e.map(|e| e.etype().as_str()),
             key = ctx.key.as_ref().map(|k| k.id.as_str()),
             limit = ctx.refused_by,
+            model = ctx.model.as_ref().map(|(m, _)| m.as_str()),
+            classify_ms = ctx.model.as_ref().map(|(_, d)| ms(*d)),
             "request"
         );
         let tokens = self.settle_tokens(ctx);

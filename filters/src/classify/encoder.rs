@@ -1,0 +1,413 @@
+//! The encoder: tokenizer, token windows, and a pool of ONNX Runtime sessions fed by one
+//! queue with micro-batching.
+//!
+//! Each worker thread owns one session (`Session::run` needs `&mut`) with one intra-op
+//! thread, so the pool is sized to the cores and sessions never fight over them. Workers take
+//! turns collecting a batch: the worker holding the queue takes the first window, then keeps
+//! taking windows until the batch is full or `batch_wait` has passed since the first one, and
+//! lets go of the queue before it runs the batch. When another worker is idle nothing is
+//! gained by waiting, so the collector then only takes what is already queued. Windows whose
+//! caller has gone (time budget spent) are dropped before they cost a run.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::Tensor;
+use tokenizers::Tokenizer;
+use tokio::sync::oneshot;
+
+use super::ModelError;
+use super::bundle::Bundle;
+use super::heads::Head;
+
+/// How the encoder pool runs.
+#[derive(Debug, Clone)]
+pub struct EncoderOptions {
+    /// Sessions (worker threads). Default: the number of cores.
+    pub workers: usize,
+    /// Intra-op threads per session. Default 1.
+    pub intra_threads: usize,
+    /// Most windows in one session run.
+    pub max_batch: usize,
+    /// Longest a collector waits for more windows after the first one.
+    pub batch_wait: Duration,
+    /// Most windows waiting in the queue; beyond it, classification fails fast.
+    pub queue: usize,
+    /// Most windows per text: longer texts keep their first and last windows.
+    pub max_windows: usize,
+}
+
+impl Default for EncoderOptions {
+    fn default() -> EncoderOptions {
+        EncoderOptions {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            intra_threads: 1,
+            max_batch: 16,
+            batch_wait: Duration::from_millis(1),
+            queue: 4096,
+            max_windows: 16,
+        }
+    }
+}
+
+/// Called after every session run with (windows in the batch, run time).
+pub type BatchObserver = Arc<dyn Fn(usize, Duration) + Send + Sync>;
+
+/// ONNX Runtime is loaded once per process (one environment per process is all `ort` allows).
+static RUNTIME: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+
+/// Where the ONNX Runtime library is looked for when no path is given: `ORT_DYLIB_PATH` at run
+/// time, else the path this crate was built with (`.deps/libonnxruntime.so` of the checkout).
+pub fn default_runtime_path() -> Option<PathBuf> {
+    std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .or_else(|| option_env!("ORT_DYLIB_PATH").map(PathBuf::from))
+}
+
+/// Load ONNX Runtime from `path` (or [`default_runtime_path`]). Idempotent; the first call's
+/// library stays for the life of the process.
+pub fn init_runtime(path: Option<&Path>) -> Result<ort::environment::Environment, ModelError> {
+    let r = RUNTIME.get_or_init(|| {
+        let p = path.map(Path::to_path_buf).or_else(default_runtime_path).ok_or_else(|| {
+            "no ONNX Runtime library: set ORT_DYLIB_PATH or `models.onnxruntime` in the config"
+                .to_string()
+        })?;
+        if !p.is_file() {
+            return Err(format!(
+                "ONNX Runtime library {} does not exist (run scripts/setup.sh, or set ORT_DYLIB_PATH)",
+                p.display()
+            ));
+        }
+        let b = ort::init_from(&p).map_err(|e| format!("cannot load {}: {e}", p.display()))?;
+        b.with_name("portcullis")
+            .build()
+            .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", p.display()))
+    });
+    r.clone().map_err(ModelError::Runtime)
+}
+
+/// What one window produced.
+#[derive(Debug, Clone)]
+pub struct WindowOut {
+    /// L2-normalised sentence embedding.
+    pub embedding: Vec<f32>,
+    /// One logit per head, in the bundle's head order.
+    pub logits: Vec<f32>,
+}
+
+struct Job {
+    ids: Vec<i64>,
+    reply: oneshot::Sender<Result<WindowOut, ModelError>>,
+}
+
+/// Tokenizer + session pool.
+pub struct Encoder {
+    tokenizer: Tokenizer,
+    cls: u32,
+    sep: u32,
+    max_tokens: usize,
+    overlap: usize,
+    max_windows: usize,
+    tx: SyncSender<Job>,
+    dim: usize,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("max_tokens", &self.max_tokens)
+            .field("workers", &self.workers.len())
+            .finish()
+    }
+}
+
+struct Shared {
+    rx: Mutex<Receiver<Job>>,
+    idle: AtomicUsize,
+    opts: EncoderOptions,
+    heads: Arc<Vec<Head>>,
+    embedding: String,
+    features: String,
+    dim: usize,
+    feat: usize,
+    observer: Option<BatchObserver>,
+}
+
+impl Encoder {
+    /// Start the pool for a verified bundle.
+    pub fn start(
+        bundle: &Bundle,
+        heads: Arc<Vec<Head>>,
+        opts: &EncoderOptions,
+        runtime: Option<&Path>,
+        observer: Option<BatchObserver>,
+    ) -> Result<Encoder, ModelError> {
+        let env = init_runtime(runtime)?;
+        let spec = &bundle.manifest.encoder;
+        let tpath = bundle.path(&spec.tokenizer);
+        let mut tokenizer = Tokenizer::from_file(&tpath).map_err(|e| ModelError::Tokenizer {
+            path: tpath.clone(),
+            message: e.to_string(),
+        })?;
+        // The file may carry its own truncation and padding (128, fixed): windows are ours.
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| ModelError::Tokenizer {
+                path: tpath.clone(),
+                message: e.to_string(),
+            })?;
+        tokenizer.with_padding(None);
+        let special = |t: &str| {
+            tokenizer
+                .token_to_id(t)
+                .ok_or_else(|| ModelError::Tokenizer {
+                    path: tpath.clone(),
+                    message: format!("no `{t}` token"),
+                })
+        };
+        let (cls, sep) = (special("[CLS]")?, special("[SEP]")?);
+        if spec.max_tokens < 8 || spec.window_overlap >= spec.max_tokens - 2 {
+            return Err(ModelError::Manifest {
+                path: bundle.path("manifest.json"),
+                message: format!(
+                    "max_tokens {} and window_overlap {} leave no room for text",
+                    spec.max_tokens, spec.window_overlap
+                ),
+            });
+        }
+        let opath = bundle.path(&spec.file);
+        let workers_n = opts.workers.max(1);
+        let mut sessions = Vec::with_capacity(workers_n);
+        for _ in 0..workers_n {
+            let s = Session::builder(&env)
+                .and_then(|b| {
+                    b.with_optimization_level(GraphOptimizationLevel::Level3)
+                        .map_err(Into::into)
+                })
+                .and_then(|b| {
+                    b.with_intra_threads(opts.intra_threads.max(1))
+                        .map_err(Into::into)
+                })
+                .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
+                .and_then(|mut b| b.commit_from_file(&opath))
+                .map_err(|e| ModelError::Session {
+                    path: opath.clone(),
+                    message: e.to_string(),
+                })?;
+            for want in [&spec.outputs.embedding, &spec.outputs.features] {
+                if !s.outputs().iter().any(|o| o.name() == want.as_str()) {
+                    return Err(ModelError::Session {
+                        path: opath.clone(),
+                        message: format!("the graph has no output named `{want}`"),
+                    });
+                }
+            }
+            sessions.push(s);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(opts.queue.max(1));
+        let shared = Arc::new(Shared {
+            rx: Mutex::new(rx),
+            idle: AtomicUsize::new(0),
+            opts: opts.clone(),
+            heads,
+            embedding: spec.outputs.embedding.clone(),
+            features: spec.outputs.features.clone(),
+            dim: spec.dim,
+            feat: spec.features,
+            observer,
+        });
+        let mut workers = Vec::new();
+        for (i, s) in sessions.into_iter().enumerate() {
+            let sh = shared.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("encoder-{i}"))
+                .spawn(move || worker(sh, s))
+                .map_err(|e| ModelError::Runtime(format!("cannot start an encoder thread: {e}")))?;
+            workers.push(h);
+        }
+        Ok(Encoder {
+            tokenizer,
+            cls,
+            sep,
+            max_tokens: spec.max_tokens,
+            overlap: spec.window_overlap,
+            max_windows: opts.max_windows.max(2),
+            tx,
+            dim: spec.dim,
+            workers,
+        })
+    }
+
+    /// Embedding width.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Token windows of a text (`[CLS] … [SEP]`, at most `max_tokens`, overlapping by
+    /// `window_overlap`). A text over `max_windows` windows keeps its first and last halves.
+    pub fn windows(&self, text: &str) -> Result<Vec<Vec<i64>>, ModelError> {
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| ModelError::Tokenize(e.to_string()))?;
+        let ids = enc.get_ids();
+        let body = self.max_tokens - 2;
+        let step = body - self.overlap;
+        let mut starts = vec![0usize];
+        while starts.last().is_some_and(|s| s + body < ids.len()) {
+            let next = starts.last().map_or(0, |s| s + step);
+            starts.push(next);
+        }
+        if starts.len() > self.max_windows {
+            let half = self.max_windows / 2;
+            let tail = starts.split_off(starts.len() - (self.max_windows - half));
+            starts.truncate(half);
+            starts.extend(tail);
+        }
+        Ok(starts
+            .into_iter()
+            .map(|s| {
+                let end = (s + body).min(ids.len());
+                let mut w = Vec::with_capacity(end - s + 2);
+                w.push(i64::from(self.cls));
+                w.extend(ids[s..end].iter().map(|&t| i64::from(t)));
+                w.push(i64::from(self.sep));
+                w
+            })
+            .collect())
+    }
+
+    /// Queue windows; each answer arrives on its receiver.
+    pub fn submit(
+        &self,
+        windows: Vec<Vec<i64>>,
+    ) -> Result<Vec<oneshot::Receiver<Result<WindowOut, ModelError>>>, ModelError> {
+        let mut out = Vec::with_capacity(windows.len());
+        for ids in windows {
+            let (reply, rx) = oneshot::channel();
+            match self.tx.try_send(Job { ids, reply }) {
+                Ok(()) => out.push(rx),
+                Err(TrySendError::Full(_)) => return Err(ModelError::Overloaded),
+                Err(TrySendError::Disconnected(_)) => {
+                    return Err(ModelError::Runtime("the encoder pool has stopped".into()));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn worker(sh: Arc<Shared>, mut session: Session) {
+    loop {
+        let batch = {
+            sh.idle.fetch_add(1, Ordering::SeqCst);
+            let Ok(rx) = sh.rx.lock() else {
+                return;
+            };
+            let first = rx.recv();
+            sh.idle.fetch_sub(1, Ordering::SeqCst);
+            let Ok(first) = first else {
+                return; // the encoder was dropped
+            };
+            let mut batch = Vec::with_capacity(sh.opts.max_batch);
+            if !first.reply.is_closed() {
+                batch.push(first);
+            }
+            // Another worker is free: it will take what comes next, so do not wait for it.
+            let wait = if sh.idle.load(Ordering::SeqCst) > 0 {
+                Duration::ZERO
+            } else {
+                sh.opts.batch_wait
+            };
+            let deadline = Instant::now() + wait;
+            while batch.len() < sh.opts.max_batch {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let next = if left.is_zero() {
+                    rx.try_recv().map_err(|_| RecvTimeoutError::Timeout)
+                } else {
+                    rx.recv_timeout(left)
+                };
+                match next {
+                    Ok(j) if j.reply.is_closed() => {}
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let t0 = Instant::now();
+        let result = run_batch(&sh, &mut session, &batch);
+        if let Some(o) = &sh.observer {
+            o(batch.len(), t0.elapsed());
+        }
+        match result {
+            Ok(outs) => {
+                for (job, out) in batch.into_iter().zip(outs) {
+                    let _ = job.reply.send(Ok(out));
+                }
+            }
+            Err(e) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn run_batch(
+    sh: &Shared,
+    session: &mut Session,
+    batch: &[Job],
+) -> Result<Vec<WindowOut>, ModelError> {
+    let width = batch.iter().map(|j| j.ids.len()).max().unwrap_or(0);
+    let n = batch.len();
+    let mut ids = vec![0i64; n * width];
+    let mut mask = vec![0i64; n * width];
+    for (r, j) in batch.iter().enumerate() {
+        ids[r * width..r * width + j.ids.len()].copy_from_slice(&j.ids);
+        mask[r * width..r * width + j.ids.len()].fill(1);
+    }
+    let shape = [n as i64, width as i64];
+    let err = |e: ort::Error| ModelError::Inference(e.to_string());
+    let ids = Tensor::from_array((shape, ids)).map_err(err)?;
+    let mask = Tensor::from_array((shape, mask)).map_err(err)?;
+    let outputs = session
+        .run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
+        .map_err(err)?;
+    let (eshape, emb) = outputs[sh.embedding.as_str()]
+        .try_extract_tensor::<f32>()
+        .map_err(err)?;
+    let (fshape, feats) = outputs[sh.features.as_str()]
+        .try_extract_tensor::<f32>()
+        .map_err(err)?;
+    if eshape.len() != 2
+        || eshape[0] as usize != n
+        || eshape[1] as usize != sh.dim
+        || fshape.len() != 2
+        || fshape[1] as usize != sh.feat
+    {
+        return Err(ModelError::Inference(format!(
+            "the encoder returned shapes {eshape:?} and {fshape:?}; expected [{n}, {}] and [{n}, {}]",
+            sh.dim, sh.feat
+        )));
+    }
+    Ok((0..n)
+        .map(|r| {
+            let f = &feats[r * sh.feat..(r + 1) * sh.feat];
+            WindowOut {
+                embedding: emb[r * sh.dim..(r + 1) * sh.dim].to_vec(),
+                logits: sh.heads.iter().map(|h| h.logit(f)).collect(),
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,268 @@
+//! Classifier heads: small MLPs (linear layers, ReLU between) on the encoder's features,
+//! read from safetensors. Evaluated in plain Rust: a 2304→256→1 head is ~0.6 M multiply-adds,
+//! a few hundred microseconds at most, and needs no second ONNX session.
+
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors};
+
+use super::ModelError;
+use super::bundle::HeadSpec;
+
+/// One linear layer, row-major `[out, in]` weights.
+#[derive(Debug, Clone)]
+struct Layer {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    inputs: usize,
+}
+
+impl Layer {
+    fn apply(&self, x: &[f32], out: &mut Vec<f32>) {
+        out.clear();
+        out.extend(
+            self.weight
+                .chunks_exact(self.inputs)
+                .zip(&self.bias)
+                .map(|(row, b)| dot(row, x) + b),
+        );
+    }
+}
+
+/// Dot product in 8 independent lanes (lets the compiler vectorise it).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+/// A loaded head.
+#[derive(Debug, Clone)]
+pub struct Head {
+    /// Head name (`injection`).
+    pub name: String,
+    /// Decision threshold on the logit, as calibrated in the bundle.
+    pub threshold_logit: f64,
+    layers: Vec<Layer>,
+}
+
+impl Head {
+    /// Load a head from its safetensors file, checking shapes against the feature width.
+    pub fn load(spec: &HeadSpec, path: &Path, features: usize) -> Result<Head, ModelError> {
+        let raw = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+        let st = SafeTensors::deserialize(&raw).map_err(|e| ModelError::Head {
+            head: spec.name.clone(),
+            message: format!("{}: {e}", path.display()),
+        })?;
+        let bad = |message: String| ModelError::Head {
+            head: spec.name.clone(),
+            message,
+        };
+        if spec.activation != "sigmoid" {
+            return Err(bad(format!(
+                "activation `{}` is not supported (only `sigmoid`)",
+                spec.activation
+            )));
+        }
+        let names: Vec<String> = match spec.kind.as_str() {
+            "linear" => vec![spec.tensors.clone()],
+            "mlp" => {
+                // Layer indices as nn.Sequential numbers them: 0, 2, 4 (ReLUs between).
+                let prefix = format!("{}.", spec.tensors);
+                let mut idx: Vec<u32> = st
+                    .names()
+                    .iter()
+                    .filter_map(|n| {
+                        n.strip_prefix(&prefix)?
+                            .strip_suffix(".weight")?
+                            .parse()
+                            .ok()
+                    })
+                    .collect();
+                idx.sort_unstable();
+                idx.into_iter()
+                    .map(|i| format!("{}.{i}", spec.tensors))
+                    .collect()
+            }
+            k => {
+                return Err(bad(format!(
+                    "kind `{k}` is not supported (`mlp` or `linear`)"
+                )));
+            }
+        };
+        if names.is_empty() {
+            return Err(bad(format!("no tensors named `{}.*`", spec.tensors)));
+        }
+        let mut layers = Vec::new();
+        let mut width = features;
+        for n in &names {
+            let (w, wshape) = tensor(&st, &format!("{n}.weight")).map_err(&bad)?;
+            let (b, bshape) = tensor(&st, &format!("{n}.bias")).map_err(&bad)?;
+            if wshape.len() != 2 || wshape[1] != width || bshape != [wshape[0]] {
+                return Err(bad(format!(
+                    "layer `{n}` has weight {wshape:?} and bias {bshape:?}; expected [_, {width}] and [_]"
+                )));
+            }
+            width = wshape[0];
+            layers.push(Layer {
+                weight: w,
+                bias: b,
+                inputs: wshape[1],
+            });
+        }
+        if width != 1 {
+            return Err(bad(format!(
+                "the last layer has {width} outputs; expected 1"
+            )));
+        }
+        if !spec.threshold_logit.is_finite() {
+            return Err(bad("threshold_logit is not a finite number".into()));
+        }
+        Ok(Head {
+            name: spec.name.clone(),
+            threshold_logit: spec.threshold_logit,
+            layers,
+        })
+    }
+
+    /// The head's logit for one feature vector.
+    pub fn logit(&self, features: &[f32]) -> f32 {
+        let mut a = features.to_vec();
+        let mut b = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            l.apply(&a, &mut b);
+            if i + 1 < self.layers.len() {
+                for v in &mut b {
+                    *v = v.max(0.0);
+                }
+            }
+            std::mem::swap(&mut a, &mut b);
+        }
+        a.first().copied().unwrap_or(f32::NEG_INFINITY)
+    }
+}
+
+fn tensor(st: &SafeTensors<'_>, name: &str) -> Result<(Vec<f32>, Vec<usize>), String> {
+    let t = st
+        .tensor(name)
+        .map_err(|_| format!("tensor `{name}` is missing"))?;
+    if t.dtype() != Dtype::F32 {
+        return Err(format!("tensor `{name}` is {:?}; expected F32", t.dtype()));
+    }
+    let data = t
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok((data, t.shape().to_vec()))
+}
+
+/// Logistic function.
+pub fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Inverse of [`sigmoid`], for thresholds given as probabilities.
+pub fn logit(p: f64) -> f64 {
+    (p / (1.0 - p)).ln()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::collections::HashMap;
+
+    fn write(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+            .iter()
+            .map(|(n, s, v)| {
+                (
+                    n.to_string(),
+                    s.clone(),
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                )
+            })
+            .collect();
+        let views: HashMap<String, safetensors::tensor::TensorView<'_>> = bytes
+            .iter()
+            .map(|(n, s, b)| {
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+                )
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, path).unwrap();
+    }
+
+    fn spec(kind: &str) -> HeadSpec {
+        HeadSpec {
+            name: "h".into(),
+            file: "heads.safetensors".into(),
+            tensors: "h".into(),
+            kind: kind.into(),
+            activation: "sigmoid".into(),
+            threshold_logit: 0.0,
+            calibration: None,
+        }
+    }
+
+    #[test]
+    fn mlp_matches_a_hand_computation() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("heads.safetensors");
+        // 3 → 2 → 1: hidden = relu([1,2,3]·W0 + b0), out = hidden·W2 + b2.
+        write(
+            &p,
+            &[
+                (
+                    "h.0.weight",
+                    vec![2, 3],
+                    vec![1.0, 0.0, -1.0, 0.5, 0.5, 0.5],
+                ),
+                ("h.0.bias", vec![2], vec![0.0, -1.0]),
+                ("h.2.weight", vec![1, 2], vec![2.0, -1.0]),
+                ("h.2.bias", vec![1], vec![0.25]),
+            ],
+        );
+        let h = Head::load(&spec("mlp"), &p, 3).unwrap();
+        // hidden = relu([1-3, 0.5*6-1]) = [0, 2]; out = 0*2 + 2*-1 + 0.25 = -1.75
+        assert!((h.logit(&[1.0, 2.0, 3.0]) + 1.75).abs() < 1e-6);
+    }
+
+    #[test]
+    fn shape_mismatches_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("heads.safetensors");
+        write(
+            &p,
+            &[
+                ("h.weight", vec![1, 4], vec![0.0; 4]),
+                ("h.bias", vec![1], vec![0.0]),
+            ],
+        );
+        let e = Head::load(&spec("linear"), &p, 3).unwrap_err().to_string();
+        assert!(e.contains("expected [_, 3]"), "{e}");
+        let e = Head::load(&spec("mlp"), &p, 4).unwrap_err().to_string();
+        assert!(e.contains("no tensors"), "{e}");
+        assert!(Head::load(&spec("linear"), &p, 4).is_ok());
+    }
+
+    #[test]
+    fn dot_handles_remainders() {
+        let a: Vec<f32> = (0..19).map(|i| i as f32).collect();
+        let want: f32 = a.iter().map(|x| x * x).sum();
+        assert_eq!(dot(&a, &a), want);
+    }
+}

@@ -1,0 +1,297 @@
+//! Model-based classification: one encoder pass per text window serves every head
+//! (prompt injection, toxicity) and the topic rails (cosine against example sentences).
+//!
+//! - [`bundle`]: `models/<name>/<version>/` on disk, digests checked before use.
+//! - [`encoder`]: tokenizer, overlapping windows, ONNX Runtime session pool, micro-batching.
+//! - [`heads`]: small MLP heads read from safetensors.
+//! - [`registry`]: named bundles, swapped atomically when a new version appears.
+//!
+//! The policy side (which heads, thresholds, topics, time budget) is [`crate::policy`]'s
+//! `classifiers:` section; the gateway awaits [`Classifier::classify`] under that budget.
+
+pub mod bundle;
+pub mod encoder;
+pub mod heads;
+pub mod registry;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+pub use bundle::{Bundle, Manifest};
+pub use encoder::{BatchObserver, Encoder, EncoderOptions, WindowOut};
+pub use heads::{Head, logit, sigmoid};
+pub use registry::{ModelRegistry, ModelSlot, SwapReport};
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ModelError {
+    /// A file could not be read.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        message: String,
+    },
+    /// The manifest is malformed or inconsistent.
+    #[error("{path}: {message}")]
+    Manifest {
+        /// The manifest.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file does not match its manifest digest.
+    #[error("{path}: SHA-256 is {actual}, the manifest says {expected}; refusing the bundle")]
+    Digest {
+        /// The file.
+        path: PathBuf,
+        /// Digest in the manifest.
+        expected: String,
+        /// Digest of the file.
+        actual: String,
+    },
+    /// ONNX Runtime could not be loaded.
+    #[error("ONNX Runtime: {0}")]
+    Runtime(String),
+    /// A session could not be created.
+    #[error("{path}: cannot load the encoder: {message}")]
+    Session {
+        /// The ONNX file.
+        path: PathBuf,
+        /// ONNX Runtime's message.
+        message: String,
+    },
+    /// The tokenizer file is unusable.
+    #[error("{path}: tokenizer: {message}")]
+    Tokenizer {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A head is unusable.
+    #[error("head `{head}`: {message}")]
+    Head {
+        /// Head name.
+        head: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Text could not be tokenised.
+    #[error("cannot tokenise the text: {0}")]
+    Tokenize(String),
+    /// A session run failed.
+    #[error("encoder run failed: {0}")]
+    Inference(String),
+    /// The queue of windows is full.
+    #[error("the classifier queue is full")]
+    Overloaded,
+    /// No bundle of that name (or version) in the registry.
+    #[error("no model bundle `{0}`")]
+    NotFound(String),
+}
+
+impl ModelError {
+    fn io(path: &Path, e: std::io::Error) -> ModelError {
+        ModelError::Io {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Scores of one text: the highest logit of each head over the text's windows, and every
+/// window's embedding (for the topic rails).
+#[derive(Debug, Clone)]
+pub struct TextScores {
+    /// `(head name, highest logit)`, in the bundle's head order.
+    pub logits: Vec<(String, f32)>,
+    /// One L2-normalised embedding per window.
+    pub embeddings: Vec<Vec<f32>>,
+}
+
+impl TextScores {
+    /// The highest logit of a head.
+    pub fn logit(&self, head: &str) -> Option<f32> {
+        self.logits.iter().find(|(h, _)| h == head).map(|(_, l)| *l)
+    }
+}
+
+/// A loaded bundle: encoder pool and heads, plus a cache of topic example embeddings.
+#[derive(Debug)]
+pub struct Classifier {
+    /// The verified bundle.
+    pub bundle: Bundle,
+    /// Heads, in manifest order.
+    pub heads: Arc<Vec<Head>>,
+    encoder: Encoder,
+    examples: Mutex<HashMap<String, Arc<Vec<f32>>>>,
+}
+
+impl Classifier {
+    /// Verify and load the bundle in `dir`, and start its session pool.
+    pub fn load(
+        dir: &Path,
+        opts: &EncoderOptions,
+        runtime: Option<&Path>,
+        observer: Option<BatchObserver>,
+    ) -> Result<Classifier, ModelError> {
+        let bundle = Bundle::open(dir)?;
+        let features = bundle.manifest.encoder.features;
+        let heads = bundle
+            .manifest
+            .heads
+            .iter()
+            .map(|h| Head::load(h, &bundle.path(&h.file), features))
+            .collect::<Result<Vec<_>, _>>()?;
+        let heads = Arc::new(heads);
+        let encoder = Encoder::start(&bundle, heads.clone(), opts, runtime, observer)?;
+        Ok(Classifier {
+            bundle,
+            heads,
+            encoder,
+            examples: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// `name@version`.
+    pub fn id(&self) -> String {
+        format!(
+            "{}@{}",
+            self.bundle.manifest.name, self.bundle.manifest.version
+        )
+    }
+
+    /// The encoder (windows, direct submission).
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
+    /// Classify texts together (their windows share batches). Cancel-safe: dropping the
+    /// future lets the workers skip windows not yet run.
+    pub async fn classify(&self, texts: &[&str]) -> Result<Vec<TextScores>, ModelError> {
+        let mut pending = Vec::with_capacity(texts.len());
+        for t in texts {
+            let windows = self.encoder.windows(t)?;
+            pending.push(self.encoder.submit(windows)?);
+        }
+        let mut out = Vec::with_capacity(texts.len());
+        for rxs in pending {
+            let mut windows = Vec::with_capacity(rxs.len());
+            for rx in rxs {
+                let w = rx
+                    .await
+                    .map_err(|_| ModelError::Runtime("an encoder worker stopped".into()))??;
+                windows.push(w);
+            }
+            out.push(self.combine(windows));
+        }
+        Ok(out)
+    }
+
+    /// [`Classifier::classify`] for threads outside an async runtime (tools, benchmarks).
+    pub fn classify_blocking(&self, texts: &[&str]) -> Result<Vec<TextScores>, ModelError> {
+        let mut out = Vec::with_capacity(texts.len());
+        for t in texts {
+            let rxs = self.encoder.submit(self.encoder.windows(t)?)?;
+            let mut windows = Vec::with_capacity(rxs.len());
+            for rx in rxs {
+                windows.push(
+                    rx.blocking_recv()
+                        .map_err(|_| ModelError::Runtime("an encoder worker stopped".into()))??,
+                );
+            }
+            out.push(self.combine(windows));
+        }
+        Ok(out)
+    }
+
+    fn combine(&self, windows: Vec<WindowOut>) -> TextScores {
+        let logits = self
+            .heads
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let best = windows
+                    .iter()
+                    .filter_map(|w| w.logits.get(i).copied())
+                    .fold(f32::NEG_INFINITY, f32::max);
+                (h.name.clone(), best)
+            })
+            .collect();
+        TextScores {
+            logits,
+            embeddings: windows.into_iter().map(|w| w.embedding).collect(),
+        }
+    }
+
+    /// Embeddings of topic example sentences, computed once per bundle and cached. Blocking:
+    /// call it off the request path (policy load, model swap).
+    pub fn example_embeddings(
+        &self,
+        examples: &[String],
+    ) -> Result<Vec<Arc<Vec<f32>>>, ModelError> {
+        let missing: Vec<&str> = {
+            let cache = self.examples.lock();
+            examples
+                .iter()
+                .filter(|e| !cache.contains_key(e.as_str()))
+                .map(String::as_str)
+                .collect()
+        };
+        if !missing.is_empty() {
+            let scored = self.classify_blocking(&missing)?;
+            let mut cache = self.examples.lock();
+            for (text, s) in missing.iter().zip(scored) {
+                // An example is one sentence; a long one is the mean of its windows.
+                let mut e = vec![0f32; self.encoder.dim()];
+                for w in &s.embeddings {
+                    for (a, b) in e.iter_mut().zip(w) {
+                        *a += b;
+                    }
+                }
+                normalize(&mut e);
+                cache.insert((*text).to_string(), Arc::new(e));
+            }
+        }
+        let cache = self.examples.lock();
+        examples
+            .iter()
+            .map(|e| {
+                cache
+                    .get(e.as_str())
+                    .cloned()
+                    .ok_or_else(|| ModelError::Runtime(format!("no embedding for example `{e}`")))
+            })
+            .collect()
+    }
+
+    /// Every example sentence cached so far (to warm a replacement bundle before a swap).
+    pub fn cached_examples(&self) -> Vec<String> {
+        self.examples.lock().keys().cloned().collect()
+    }
+
+    /// The cached embedding of an example, if computed.
+    pub fn example(&self, text: &str) -> Option<Arc<Vec<f32>>> {
+        self.examples.lock().get(text).cloned()
+    }
+}
+
+/// Scale to unit length (no-op on a zero vector).
+pub fn normalize(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        for x in v {
+            *x /= n;
+        }
+    }
+}
+
+/// Cosine similarity of two unit vectors.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}

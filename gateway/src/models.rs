@@ -1,0 +1,180 @@
+//! The gateway's side of the model registry: loading the bundles policies name, warming their
+//! topic examples, swapping new versions in (watcher and `POST /admin/reload`), metrics.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use filters::Policy;
+use filters::classify::{BatchObserver, ModelRegistry, ModelSlot, SwapReport};
+use filters::policy::ClassifierPlan;
+
+use crate::config::ModelsRuntime;
+use crate::metrics::Metrics;
+
+/// The registry with its metrics and watcher.
+pub struct Models {
+    /// The bundles.
+    pub registry: Arc<ModelRegistry>,
+    metrics: Arc<Metrics>,
+    _watcher: parking_lot::Mutex<Option<notify::RecommendedWatcher>>,
+}
+
+impl std::fmt::Debug for Models {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Models")
+            .field("registry", &self.registry)
+            .finish()
+    }
+}
+
+impl Models {
+    /// Open the registry (nothing is loaded until a policy asks) and watch its folder.
+    pub fn start(cfg: &ModelsRuntime, metrics: Arc<Metrics>) -> Arc<Models> {
+        let (batch, secs) = (
+            metrics.classifier_batch.clone(),
+            metrics.classifier_batch_seconds.clone(),
+        );
+        let observer: BatchObserver = Arc::new(move |n, took| {
+            batch.observe(n as f64);
+            secs.observe(took.as_secs_f64());
+        });
+        let registry = Arc::new(ModelRegistry::new(
+            &cfg.dir,
+            cfg.encoder.clone(),
+            cfg.onnxruntime.clone(),
+            Some(observer),
+        ));
+        let models = Arc::new(Models {
+            registry,
+            metrics,
+            _watcher: parking_lot::Mutex::new(None),
+        });
+        if cfg.watch {
+            match watch(&models, &cfg.dir) {
+                Ok(w) => *models._watcher.lock() = Some(w),
+                Err(e) => {
+                    tracing::warn!(dir = %cfg.dir.display(), error = %e, "model hot swap by watching is off (POST /admin/reload still works)")
+                }
+            }
+        }
+        models
+    }
+
+    /// Load the bundle a policy names, check it has the heads the policy uses, and embed the
+    /// policy's topic examples. Blocking; at start and on policy reload, never per request.
+    pub fn prepare(&self, policy: &Policy) -> Result<(), String> {
+        let Some(plan) = &policy.classifiers else {
+            return Ok(());
+        };
+        let slot = self
+            .registry
+            .get(&plan.model, plan.version.as_deref())
+            .map_err(|e| format!("policy `{}`: model `{}`: {e}", policy.name, plan.model))?;
+        let model = slot.current();
+        for head in plan.head_names() {
+            if !model.heads.iter().any(|h| h.name == head) {
+                return Err(format!(
+                    "policy `{}` uses the `{head}` head, which bundle {} does not have (it has: {})",
+                    policy.name,
+                    model.id(),
+                    model
+                        .heads
+                        .iter()
+                        .map(|h| h.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        let examples = plan.examples();
+        if !examples.is_empty() {
+            model
+                .example_embeddings(&examples)
+                .map_err(|e| format!("policy `{}`: embedding topic examples: {e}", policy.name))?;
+        }
+        self.publish();
+        Ok(())
+    }
+
+    /// The loaded slot of a plan (never loads: the request path must not block).
+    pub fn slot(&self, plan: &ClassifierPlan) -> Option<Arc<ModelSlot>> {
+        self.registry
+            .slots()
+            .into_iter()
+            .find(|s| s.name == plan.model && s.pinned == plan.version)
+    }
+
+    /// Swap in newer versions; blocking. Metrics and log lines for each attempt.
+    pub fn refresh(&self) -> Vec<SwapReport> {
+        let reports = self.registry.refresh();
+        for r in &reports {
+            let result = if r.result.is_ok() { "ok" } else { "error" };
+            self.metrics
+                .model_swaps
+                .with_label_values(&[&r.name, result])
+                .inc();
+            if r.result.is_ok() {
+                self.metrics
+                    .model_swap_load
+                    .with_label_values(&[&r.name])
+                    .set(r.load.as_secs_f64());
+            }
+        }
+        if !reports.is_empty() {
+            self.publish();
+        }
+        reports
+    }
+
+    /// Refresh `portcullis_model_info` from the slots.
+    fn publish(&self) {
+        self.metrics.model_info.reset();
+        for s in self.registry.slots() {
+            let c = s.current();
+            let m = &c.bundle.manifest;
+            self.metrics
+                .model_info
+                .with_label_values(&[&m.name, &m.version, &c.bundle.digest[..12]])
+                .set(1);
+        }
+    }
+
+    /// What `/admin/models` shows.
+    pub fn listing(&self) -> Vec<serde_json::Value> {
+        self.registry
+            .slots()
+            .iter()
+            .map(|s| {
+                let c = s.current();
+                let m = &c.bundle.manifest;
+                serde_json::json!({
+                    "name": m.name,
+                    "version": m.version,
+                    "pinned": s.pinned,
+                    "digest": format!("sha256:{}", c.bundle.digest),
+                    "created": m.created,
+                    "heads": c.heads.iter().map(|h| serde_json::json!({
+                        "name": h.name,
+                        "threshold": filters::classify::sigmoid(h.threshold_logit),
+                    })).collect::<Vec<_>>(),
+                    "loaded_at": s.loaded_at().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                    "dir": c.bundle.dir,
+                })
+            })
+            .collect()
+    }
+}
+
+fn watch(models: &Arc<Models>, dir: &Path) -> notify::Result<notify::RecommendedWatcher> {
+    // A bundle is written as a hidden folder then renamed; wait for quiet.
+    crate::watch::spawn(
+        "model-swap",
+        &[dir.to_path_buf()],
+        Duration::from_millis(300),
+        Arc::downgrade(models),
+        |m: &Models| {
+            m.refresh();
+        },
+    )
+}
