@@ -210,6 +210,32 @@ impl Encoder {
             }
             sessions.push(s);
         }
+        let heads_for_warmup = heads.clone();
+        let warm = Shared {
+            rx: Mutex::new(std::sync::mpsc::sync_channel::<Job>(1).1),
+            idle: AtomicUsize::new(0),
+            opts: opts.clone(),
+            heads: heads_for_warmup,
+            embedding: spec.outputs.embedding.clone(),
+            features: spec.outputs.features.clone(),
+            dim: spec.dim,
+            feat: spec.features,
+            observer: None,
+        };
+        // The first run of a session allocates its buffers and is several times slower than
+        // the next ones: pay it here, before the bundle serves (or is swapped in), not in the
+        // first request's time budget.
+        for s in &mut sessions {
+            let (reply, _rx) = oneshot::channel();
+            // A full-width window, so the buffers are sized for the longest input.
+            let mut ids = vec![i64::from(sep); spec.max_tokens];
+            ids[0] = i64::from(cls);
+            let job = Job { ids, reply };
+            run_batch(&warm, s, std::slice::from_ref(&job)).map_err(|e| ModelError::Session {
+                path: opath.clone(),
+                message: format!("warm-up run failed: {e}"),
+            })?;
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(opts.queue.max(1));
         let shared = Arc::new(Shared {
             rx: Mutex::new(rx),
