@@ -235,8 +235,8 @@ pub struct ClassifierPlan {
     pub timeout: Duration,
     /// Fail open or closed.
     pub on_timeout: FailMode,
-    /// Heads in use: (head name, finding type, action, probability threshold override).
-    pub heads: Vec<(String, &'static str, Action, Option<f64>)>,
+    /// Heads in use.
+    pub heads: Vec<HeadRule>,
     /// Topic rails.
     pub topics: TopicRails,
     /// Action for `denied_topic` (allow when unused).
@@ -244,6 +244,27 @@ pub struct ClassifierPlan {
     /// Action for `off_topic` (allow when unused).
     pub off_topic_action: Action,
 }
+
+/// One head a policy uses, and what its score leads to.
+#[derive(Debug, Clone)]
+pub struct HeadRule {
+    /// Head name in the bundle (`injection`).
+    pub head: &'static str,
+    /// Finding type (`injection_classifier`).
+    pub ty: &'static str,
+    /// Rule id reported with the finding (`model.injection`).
+    pub rule: &'static str,
+    /// Action when the head fires.
+    pub action: Action,
+    /// Probability threshold from the policy, overriding the bundle's calibrated one.
+    pub threshold: Option<f64>,
+}
+
+/// The heads policies can use: (head, finding type, rule id).
+const HEADS: [(&str, &str, &str); 2] = [
+    ("injection", "injection_classifier", "model.injection"),
+    ("toxicity", "toxicity_classifier", "model.toxicity"),
+];
 
 /// What the classifiers decided about a request's prompt texts.
 #[derive(Debug, Clone, Default)]
@@ -270,7 +291,7 @@ impl ClassifierPlan {
 
     /// Head names the plan needs from the bundle.
     pub fn head_names(&self) -> impl Iterator<Item = &str> {
-        self.heads.iter().map(|(h, ..)| h.as_str())
+        self.heads.iter().map(|h| h.head)
     }
 
     /// Turn scores into findings. `texts` are the scores of every prompt text of a request;
@@ -285,24 +306,21 @@ impl ClassifierPlan {
             action,
             score: score as f32,
         };
-        for (head, ty, action, over) in &self.heads {
-            let Some(h) = model.heads.iter().find(|h| &h.name == head) else {
+        for r in &self.heads {
+            let Some(h) = model.heads.iter().find(|h| h.name == r.head) else {
                 continue;
             };
             let best = texts
                 .iter()
-                .filter_map(|t| t.logit(head))
+                .filter_map(|t| t.logit(r.head))
                 .fold(f32::NEG_INFINITY, f32::max);
-            let threshold = over.map_or(h.threshold_logit, crate::classify::logit);
+            let threshold = r
+                .threshold
+                .map_or(h.threshold_logit, crate::classify::logit);
             let p = crate::classify::sigmoid(f64::from(best));
-            v.scores.push((head.clone(), p));
+            v.scores.push((r.head.to_string(), p));
             if f64::from(best) >= threshold {
-                let rule = if *ty == "injection_classifier" {
-                    "model.injection"
-                } else {
-                    "model.toxicity"
-                };
-                v.findings.push(finding(ty, rule, *action, p));
+                v.findings.push(finding(r.ty, r.rule, r.action, p));
             }
         }
         let windows: Vec<&Vec<f32>> = texts.iter().flat_map(|t| &t.embeddings).collect();
@@ -552,17 +570,20 @@ fn compile_classifiers(
         }
     };
     let mut heads = Vec::new();
-    for (ty, head) in [
-        ("injection_classifier", "injection"),
-        ("toxicity_classifier", "toxicity"),
-    ] {
+    for (head, ty, rule) in HEADS {
         let a = action(ty)?;
         if a != Action::Allow {
-            heads.push((head.to_string(), ty, a, c.thresholds.get(head).copied()));
+            heads.push(HeadRule {
+                head,
+                ty,
+                rule,
+                action: a,
+                threshold: c.thresholds.get(head).copied(),
+            });
         }
     }
     for h in c.thresholds.keys() {
-        if !heads.iter().any(|(name, ..)| name == h) {
+        if !heads.iter().any(|r| r.head == h) {
             return Err(loaded.error_at(
                 &format!("classifiers.thresholds.{h}"),
                 format!(

@@ -99,10 +99,7 @@ impl Models {
 
     /// The loaded slot of a plan (never loads: the request path must not block).
     pub fn slot(&self, plan: &ClassifierPlan) -> Option<Arc<ModelSlot>> {
-        self.registry
-            .slots()
-            .into_iter()
-            .find(|s| s.name == plan.model && s.pinned == plan.version)
+        self.registry.loaded(&plan.model, plan.version.as_deref())
     }
 
     /// Swap in newer versions; blocking. Metrics and log lines for each attempt.

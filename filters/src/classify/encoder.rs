@@ -127,15 +127,20 @@ impl std::fmt::Debug for Encoder {
     }
 }
 
-struct Shared {
-    rx: Mutex<Receiver<Job>>,
-    idle: AtomicUsize,
-    opts: EncoderOptions,
+/// What a session run needs to know about the graph and the heads.
+struct Graph {
     heads: Arc<Vec<Head>>,
     embedding: String,
     features: String,
     dim: usize,
     feat: usize,
+}
+
+struct Shared {
+    rx: Mutex<Receiver<Job>>,
+    idle: AtomicUsize,
+    opts: EncoderOptions,
+    graph: Graph,
     observer: Option<BatchObserver>,
 }
 
@@ -210,17 +215,12 @@ impl Encoder {
             }
             sessions.push(s);
         }
-        let heads_for_warmup = heads.clone();
-        let warm = Shared {
-            rx: Mutex::new(std::sync::mpsc::sync_channel::<Job>(1).1),
-            idle: AtomicUsize::new(0),
-            opts: opts.clone(),
-            heads: heads_for_warmup,
+        let graph = Graph {
+            heads,
             embedding: spec.outputs.embedding.clone(),
             features: spec.outputs.features.clone(),
             dim: spec.dim,
             feat: spec.features,
-            observer: None,
         };
         // The first run of a session allocates its buffers and is several times slower than
         // the next ones: pay it here, before the bundle serves (or is swapped in), not in the
@@ -231,7 +231,7 @@ impl Encoder {
             let mut ids = vec![i64::from(sep); spec.max_tokens];
             ids[0] = i64::from(cls);
             let job = Job { ids, reply };
-            run_batch(&warm, s, std::slice::from_ref(&job)).map_err(|e| ModelError::Session {
+            run_batch(&graph, s, std::slice::from_ref(&job)).map_err(|e| ModelError::Session {
                 path: opath.clone(),
                 message: format!("warm-up run failed: {e}"),
             })?;
@@ -241,11 +241,7 @@ impl Encoder {
             rx: Mutex::new(rx),
             idle: AtomicUsize::new(0),
             opts: opts.clone(),
-            heads,
-            embedding: spec.outputs.embedding.clone(),
-            features: spec.outputs.features.clone(),
-            dim: spec.dim,
-            feat: spec.features,
+            graph,
             observer,
         });
         let mut workers = Vec::new();
@@ -371,7 +367,7 @@ fn worker(sh: Arc<Shared>, mut session: Session) {
             continue;
         }
         let t0 = Instant::now();
-        let result = run_batch(&sh, &mut session, &batch);
+        let result = run_batch(&sh.graph, &mut session, &batch);
         if let Some(o) = &sh.observer {
             o(batch.len(), t0.elapsed());
         }
@@ -391,7 +387,7 @@ fn worker(sh: Arc<Shared>, mut session: Session) {
 }
 
 fn run_batch(
-    sh: &Shared,
+    sh: &Graph,
     session: &mut Session,
     batch: &[Job],
 ) -> Result<Vec<WindowOut>, ModelError> {

@@ -137,10 +137,10 @@ impl Head {
 
     /// The head's logit for one feature vector.
     pub fn logit(&self, features: &[f32]) -> f32 {
-        let mut a = features.to_vec();
-        let mut b = Vec::new();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
         for (i, l) in self.layers.iter().enumerate() {
-            l.apply(&a, &mut b);
+            // The first layer reads the features in place; the rest ping-pong two buffers.
+            l.apply(if i == 0 { features } else { &a }, &mut b);
             if i + 1 < self.layers.len() {
                 for v in &mut b {
                     *v = v.max(0.0);

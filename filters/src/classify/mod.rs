@@ -171,22 +171,22 @@ impl Classifier {
         &self.encoder
     }
 
+    /// Queue every window of every text at once, so they share batches.
+    fn submit_all(&self, texts: &[&str]) -> Result<Vec<Pending>, ModelError> {
+        texts
+            .iter()
+            .map(|t| self.encoder.submit(self.encoder.windows(t)?))
+            .collect()
+    }
+
     /// Classify texts together (their windows share batches). Cancel-safe: dropping the
     /// future lets the workers skip windows not yet run.
     pub async fn classify(&self, texts: &[&str]) -> Result<Vec<TextScores>, ModelError> {
-        let mut pending = Vec::with_capacity(texts.len());
-        for t in texts {
-            let windows = self.encoder.windows(t)?;
-            pending.push(self.encoder.submit(windows)?);
-        }
         let mut out = Vec::with_capacity(texts.len());
-        for rxs in pending {
+        for rxs in self.submit_all(texts)? {
             let mut windows = Vec::with_capacity(rxs.len());
             for rx in rxs {
-                let w = rx
-                    .await
-                    .map_err(|_| ModelError::Runtime("an encoder worker stopped".into()))??;
-                windows.push(w);
+                windows.push(rx.await.map_err(|_| stopped())??);
             }
             out.push(self.combine(windows));
         }
@@ -196,14 +196,10 @@ impl Classifier {
     /// [`Classifier::classify`] for threads outside an async runtime (tools, benchmarks).
     pub fn classify_blocking(&self, texts: &[&str]) -> Result<Vec<TextScores>, ModelError> {
         let mut out = Vec::with_capacity(texts.len());
-        for t in texts {
-            let rxs = self.encoder.submit(self.encoder.windows(t)?)?;
+        for rxs in self.submit_all(texts)? {
             let mut windows = Vec::with_capacity(rxs.len());
             for rx in rxs {
-                windows.push(
-                    rx.blocking_recv()
-                        .map_err(|_| ModelError::Runtime("an encoder worker stopped".into()))??,
-                );
+                windows.push(rx.blocking_recv().map_err(|_| stopped())??);
             }
             out.push(self.combine(windows));
         }
@@ -279,6 +275,13 @@ impl Classifier {
     pub fn example(&self, text: &str) -> Option<Arc<Vec<f32>>> {
         self.examples.lock().get(text).cloned()
     }
+}
+
+/// The answers still to come for one text's windows.
+type Pending = Vec<tokio::sync::oneshot::Receiver<Result<WindowOut, ModelError>>>;
+
+fn stopped() -> ModelError {
+    ModelError::Runtime("an encoder worker stopped".into())
 }
 
 /// Scale to unit length (no-op on a zero vector).

@@ -166,6 +166,16 @@ impl ModelRegistry {
         Ok(slot)
     }
 
+    /// The slot of `name` (pinned to `version`) if it is loaded; never loads, so the request
+    /// path can call it.
+    pub fn loaded(&self, name: &str, version: Option<&str>) -> Option<Arc<ModelSlot>> {
+        self.slots
+            .lock()
+            .iter()
+            .find(|((n, v), _)| n == name && v.as_deref() == version)
+            .map(|(_, s)| s.clone())
+    }
+
     /// Every loaded slot.
     pub fn slots(&self) -> Vec<Arc<ModelSlot>> {
         self.slots.lock().values().cloned().collect()
