@@ -5,3 +5,5 @@
 //! binary; the modules grow with the privacy engine (accountants, DP-SGD) and the job API.
 
 pub mod runtime;
+pub mod accountants;
+pub mod engine;

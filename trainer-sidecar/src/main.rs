@@ -1,7 +1,11 @@
 //! `trainer-sidecar`: command-line entry point of the Portcullis trainer.
 
+use std::path::PathBuf;
+use std::process::ExitCode;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use trainer_sidecar::accountants::{self, Accountant, SubsampledGaussian};
 
 #[derive(Parser)]
 #[command(
@@ -18,15 +22,114 @@ struct Cli {
 enum Command {
     /// Print the libtorch runtime this binary runs on (devices, threads) as JSON.
     Info,
+    /// Privacy spent by T steps of DP-SGD (Poisson sampling at rate Q, noise multiplier S), as
+    /// JSON: {"epsilon", "accountant", "order" (RDP only)}.
+    Epsilon {
+        /// Probability that each example joins a batch (batch size / dataset size).
+        #[arg(long, short = 'q')]
+        sample_rate: f64,
+        /// Noise standard deviation divided by the clipping norm.
+        #[arg(long, short = 's')]
+        noise_multiplier: f64,
+        /// Number of steps (logical batches).
+        #[arg(long, short = 't')]
+        steps: u64,
+        /// δ of the (ε, δ) guarantee.
+        #[arg(long, short = 'd')]
+        delta: f64,
+        /// rdp and prv give bounds; gdp is an approximation.
+        #[arg(long, value_enum, default_value = "rdp")]
+        accountant: Accountant,
+    },
+    /// The smallest noise multiplier that keeps T steps at rate Q within a target ε, as JSON:
+    /// {"noise_multiplier", "epsilon", "accountant"}.
+    Noise {
+        /// The ε the run may spend.
+        #[arg(long, short = 'e')]
+        target_epsilon: f64,
+        /// Probability that each example joins a batch.
+        #[arg(long, short = 'q')]
+        sample_rate: f64,
+        /// Number of steps.
+        #[arg(long, short = 't')]
+        steps: u64,
+        /// δ of the (ε, δ) guarantee.
+        #[arg(long, short = 'd')]
+        delta: f64,
+        /// rdp and prv give bounds; gdp is an approximation.
+        #[arg(long, value_enum, default_value = "rdp")]
+        accountant: Accountant,
+    },
+    /// Train a classifier head with DP-SGD as described by a job file (YAML).
+    Train {
+        /// The job file.
+        job: PathBuf,
+        /// No progress bar (for logs and CI).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// The per-dataset privacy ledger.
+    Ledger {
+        /// The ledger file.
+        #[arg(long, default_value = "models/ledger.json")]
+        path: PathBuf,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Info => {
             let info = trainer_sidecar::runtime::probe().context("probing libtorch")?;
             println!("{}", serde_json::to_string_pretty(&info)?);
         }
+        Command::Epsilon {
+            sample_rate,
+            noise_multiplier,
+            steps,
+            delta,
+            accountant,
+        } => {
+            let m = SubsampledGaussian::new(sample_rate, noise_multiplier)?;
+            let eps = accountants::epsilon(accountant, m, steps, delta)?;
+            println!("{}", serde_json::to_string(&eps)?);
+        }
+        Command::Noise {
+            target_epsilon,
+            sample_rate,
+            steps,
+            delta,
+            accountant,
+        } => {
+            let sigma = accountants::noise_multiplier(
+                accountant,
+                target_epsilon,
+                sample_rate,
+                steps,
+                delta,
+            )?;
+            let m = SubsampledGaussian::new(sample_rate, sigma)?;
+            let eps = accountants::epsilon(accountant, m, steps, delta)?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "noise_multiplier": sigma,
+                    "epsilon": eps.epsilon,
+                    "accountant": accountant.name(),
+                })
+            );
+        }
+        _ => anyhow::bail!("not yet"),
     }
     Ok(())
 }
