@@ -1206,6 +1206,7 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
                     batch_wait: m.batch_wait,
                     queue: m.queue,
                     max_windows: m.max_windows,
+                    keep_features: false,
                 },
                 watch: m.watch,
             })

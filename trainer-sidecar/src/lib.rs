@@ -4,6 +4,8 @@
 //! budget and signs what it produces. This crate is the library behind the `trainer-sidecar`
 //! binary; the modules grow with the privacy engine (accountants, DP-SGD) and the job API.
 
-pub mod runtime;
 pub mod accountants;
 pub mod engine;
+pub mod ledger;
+pub mod runtime;
+pub mod train;

@@ -68,11 +68,18 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// The per-dataset privacy ledger.
+    /// Print the per-dataset privacy ledger as JSON (spent ε per dataset and run).
     Ledger {
         /// The ledger file.
         #[arg(long, default_value = "models/ledger.json")]
         path: PathBuf,
+        /// Release the reservation of a run that crashed (status `running`): it then counts
+        /// the spend it recorded, step by step, instead of its whole plan.
+        #[arg(long, value_name = "RUN", requires = "dataset")]
+        release: Option<String>,
+        /// Dataset digest of the run to release.
+        #[arg(long, value_name = "SHA256")]
+        dataset: Option<String>,
     },
 }
 
@@ -129,7 +136,33 @@ fn run() -> anyhow::Result<()> {
                 })
             );
         }
-        _ => anyhow::bail!("not yet"),
+        Command::Train { job, quiet } => {
+            let report = trainer_sidecar::train::run_job_file(&job, !quiet)
+                .with_context(|| format!("training job {}", job.display()))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Ledger {
+            path,
+            release,
+            dataset,
+        } => {
+            let ledger = trainer_sidecar::ledger::Ledger::open(&path)?;
+            if let (Some(run), Some(dataset)) = (release, dataset) {
+                ledger.finish(&dataset, &run, trainer_sidecar::ledger::RunStatus::Stopped)?;
+            }
+            let snap = ledger.snapshot()?;
+            let spent: std::collections::BTreeMap<&String, f64> = snap
+                .datasets
+                .iter()
+                .map(|(k, a)| (k, a.spent().0))
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"spent_epsilon": spent, "ledger": snap})
+                )?
+            );
+        }
     }
     Ok(())
 }

@@ -88,17 +88,26 @@ fn rdp_and_gdp_agree_with_opacus_and_dp_accounting_on_a_grid() {
         .collect();
     let refs = reference(&json!({"rdp": spec, "gdp": spec}));
     let orders = rdp::default_orders();
-    let (mut worst_opacus, mut worst_google, mut worst_order, mut worst_gdp) = (0f64, 0f64, 0f64, 0f64);
+    let (mut worst_opacus, mut worst_google, mut worst_order, mut worst_gdp) =
+        (0f64, 0f64, 0f64, 0f64);
     let (mut google_compared, mut gdp_compared, mut libraries_differ) = (0, 0, 0);
     for (i, &(q, sigma, steps)) in cases.iter().enumerate() {
         let ours = accountants::epsilon(Accountant::Rdp, m(q, sigma), steps, DELTA)
             .unwrap_or_else(|e| panic!("q={q} s={sigma} T={steps}: {e}"))
             .epsilon;
         let r = &refs["rdp"][i];
-        let opacus = r["opacus"].as_f64().unwrap_or_else(|| panic!("opacus refused {r}"));
+        let opacus = r["opacus"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("opacus refused {r}"));
         let d = rel(ours, opacus);
-        assert!(d < REL, "RDP q={q} s={sigma} T={steps}: ours {ours} opacus {opacus}");
-        assert!(ours >= opacus * (1.0 - 1e-9), "below Opacus: {ours} < {opacus}");
+        assert!(
+            d < REL,
+            "RDP q={q} s={sigma} T={steps}: ours {ours} opacus {opacus}"
+        );
+        assert!(
+            ours >= opacus * (1.0 - 1e-9),
+            "below Opacus: {ours} < {opacus}"
+        );
         worst_opacus = worst_opacus.max(d);
         // dp-accounting 0.6 differs from Opacus in three ways: it sums the fractional-order
         // series by magnitude (a looser A_α), drops orders whose series has not converged after
@@ -107,21 +116,35 @@ fn rdp_and_gdp_agree_with_opacus_and_dp_accounting_on_a_grid() {
         // ours must not exceed it, and must agree to 1e-3 wherever the two libraries do.
         let per_order = r["google_orders"].as_array().unwrap();
         for (k, alpha) in orders.iter().enumerate() {
-            let Some(g) = per_order[k].as_f64() else { continue };
+            let Some(g) = per_order[k].as_f64() else {
+                continue;
+            };
             let o = rdp::rdp_step(m(q, sigma), *alpha).unwrap() * steps as f64;
             if alpha.fract() == 0.0 {
                 let d = rel(o, g);
-                assert!(d < 1e-6, "RDP(α={alpha}) q={q} s={sigma} T={steps}: {o} vs {g}");
+                assert!(
+                    d < 1e-6,
+                    "RDP(α={alpha}) q={q} s={sigma} T={steps}: {o} vs {g}"
+                );
                 worst_order = worst_order.max(d);
             } else {
-                assert!(o <= g * (1.0 + 1e-9), "RDP(α={alpha}) q={q} s={sigma} T={steps}: {o} > {g}");
+                assert!(
+                    o <= g * (1.0 + 1e-9),
+                    "RDP(α={alpha}) q={q} s={sigma} T={steps}: {o} > {g}"
+                );
             }
         }
         let google = r["google"].as_f64().unwrap();
-        assert!(ours <= google * (1.0 + 1e-9) || google == 0.0, "q={q} s={sigma} T={steps}: ours {ours} above dp-accounting {google}");
+        assert!(
+            ours <= google * (1.0 + 1e-9) || google == 0.0,
+            "q={q} s={sigma} T={steps}: ours {ours} above dp-accounting {google}"
+        );
         if rel(opacus, google) < REL {
             let d = rel(ours, google);
-            assert!(d < REL, "RDP q={q} s={sigma} T={steps}: ours {ours} dp-accounting {google}");
+            assert!(
+                d < REL,
+                "RDP q={q} s={sigma} T={steps}: ours {ours} dp-accounting {google}"
+            );
             worst_google = worst_google.max(d);
             google_compared += 1;
         } else {
@@ -129,10 +152,17 @@ fn rdp_and_gdp_agree_with_opacus_and_dp_accounting_on_a_grid() {
         }
         // GDP: an approximation; compare where Opacus's root finder has a root in [0, 500].
         let g = &refs["gdp"][i]["opacus"];
-        match (accountants::epsilon(Accountant::Gdp, m(q, sigma), steps, DELTA), g.as_f64()) {
+        match (
+            accountants::epsilon(Accountant::Gdp, m(q, sigma), steps, DELTA),
+            g.as_f64(),
+        ) {
             (Ok(ours), Some(opacus)) => {
                 let d = (ours.epsilon - opacus).abs() / opacus.max(1e-3);
-                assert!(d < REL, "GDP q={q} s={sigma} T={steps}: {} vs {opacus}", ours.epsilon);
+                assert!(
+                    d < REL,
+                    "GDP q={q} s={sigma} T={steps}: {} vs {opacus}",
+                    ours.epsilon
+                );
                 worst_gdp = worst_gdp.max(d);
                 gdp_compared += 1;
             }
@@ -184,7 +214,11 @@ fn prv_agrees_with_opacus_and_brackets_dp_accounting_pld() {
         match (ours, opacus) {
             (Ok(ours), Some(opacus)) => {
                 let d = rel(ours.upper, opacus);
-                assert!(d < REL, "PRV q={q} s={sigma} T={steps}: {} vs {opacus}", ours.upper);
+                assert!(
+                    d < REL,
+                    "PRV q={q} s={sigma} T={steps}: {} vs {opacus}",
+                    ours.upper
+                );
                 worst = worst.max(d);
                 // dp-accounting's PLD is a different discretisation of the same quantity: it
                 // must fall inside the interval PRV proves.
@@ -204,12 +238,20 @@ fn prv_agrees_with_opacus_and_brackets_dp_accounting_pld() {
                 // And RDP, also a bound, is never tighter than PRV's upper end by more than the
                 // discretisation error.
                 let rdp = accountants::epsilon(Accountant::Rdp, m(q, sigma), steps, DELTA).unwrap();
-                assert!(ours.lower <= rdp.epsilon, "PRV above RDP at q={q} s={sigma} T={steps}");
+                assert!(
+                    ours.lower <= rdp.epsilon,
+                    "PRV above RDP at q={q} s={sigma} T={steps}"
+                );
             }
-            (ours, opacus) => panic!("PRV q={q} s={sigma} T={steps}: ours {ours:?}, opacus {r} ({opacus:?})"),
+            (ours, opacus) => {
+                panic!("PRV q={q} s={sigma} T={steps}: ours {ours:?}, opacus {r} ({opacus:?})")
+            }
         }
     }
-    println!("PRV: {} cases, worst relative difference vs Opacus {worst:.2e}", cases.len());
+    println!(
+        "PRV: {} cases, worst relative difference vs Opacus {worst:.2e}",
+        cases.len()
+    );
 }
 
 #[test]
@@ -231,14 +273,25 @@ fn noise_calibration_agrees_with_opacus() {
         .collect();
     let refs = reference(&json!({"noise": spec}));
     for (i, &(e, q, t, a)) in cases.iter().enumerate() {
-        let acc = if a == "rdp" { Accountant::Rdp } else { Accountant::Prv };
+        let acc = if a == "rdp" {
+            Accountant::Rdp
+        } else {
+            Accountant::Prv
+        };
         let ours = accountants::noise_multiplier(acc, e, q, t, DELTA).unwrap();
         let opacus = refs["noise"][i]["opacus"].as_f64().unwrap();
-        assert!(rel(ours, opacus) < REL, "{a} eps={e} q={q} T={t}: {ours} vs {opacus}");
+        assert!(
+            rel(ours, opacus) < REL,
+            "{a} eps={e} q={q} T={t}: {ours} vs {opacus}"
+        );
         // Ours is the smallest σ that reaches the target.
-        let spent = accountants::epsilon(acc, m(q, ours), t, DELTA).unwrap().epsilon;
+        let spent = accountants::epsilon(acc, m(q, ours), t, DELTA)
+            .unwrap()
+            .epsilon;
         assert!(spent <= e, "σ={ours} spends {spent} > {e}");
-        let less = accountants::epsilon(acc, m(q, ours * (1.0 - 1e-4)), t, DELTA).unwrap().epsilon;
+        let less = accountants::epsilon(acc, m(q, ours * (1.0 - 1e-4)), t, DELTA)
+            .unwrap()
+            .epsilon;
         assert!(less > e, "a smaller σ also reaches {e}");
     }
 }
@@ -247,29 +300,102 @@ fn noise_calibration_agrees_with_opacus() {
 fn cli_prints_the_documented_json_and_clear_errors() {
     let bin = env!("CARGO_BIN_EXE_trainer-sidecar");
     let run = |args: &[&str]| Command::new(bin).args(args).output().unwrap();
-    let out = run(&["epsilon", "--sample-rate", "0.04", "--noise-multiplier", "1.5", "--steps", "2250", "--delta", "1e-5"]);
+    let out = run(&[
+        "epsilon",
+        "--sample-rate",
+        "0.04",
+        "--noise-multiplier",
+        "1.5",
+        "--steps",
+        "2250",
+        "--delta",
+        "1e-5",
+    ]);
     assert!(out.status.success());
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(rel(v["epsilon"].as_f64().unwrap(), 7.329_111_171_43) < REL);
     assert_eq!(v["accountant"], "rdp");
     assert!(v["order"].as_f64().is_some());
-    let out = run(&["epsilon", "-q", "0.04", "-s", "1.5", "-t", "2249", "-d", "1e-5", "--accountant", "prv"]);
+    let out = run(&[
+        "epsilon",
+        "-q",
+        "0.04",
+        "-s",
+        "1.5",
+        "-t",
+        "2249",
+        "-d",
+        "1e-5",
+        "--accountant",
+        "prv",
+    ]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["accountant"], "prv");
     assert!(v.get("order").is_none());
-    let out = run(&["epsilon", "-q", "0.04", "-s", "1.5", "-t", "2249", "-d", "1e-5", "--accountant", "gdp"]);
+    let out = run(&[
+        "epsilon",
+        "-q",
+        "0.04",
+        "-s",
+        "1.5",
+        "-t",
+        "2249",
+        "-d",
+        "1e-5",
+        "--accountant",
+        "gdp",
+    ]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["approximation"], true);
-    let out = run(&["noise", "--target-epsilon", "8", "--sample-rate", "0.04", "--steps", "2250", "--delta", "1e-5"]);
+    let out = run(&[
+        "noise",
+        "--target-epsilon",
+        "8",
+        "--sample-rate",
+        "0.04",
+        "--steps",
+        "2250",
+        "--delta",
+        "1e-5",
+    ]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(rel(v["noise_multiplier"].as_f64().unwrap(), 1.416) < REL);
     // Bad input and unbounded cases: exit 1 with a message, never a number.
     for (args, needle) in [
-        (vec!["epsilon", "-q", "1.5", "-s", "1", "-t", "10", "-d", "1e-5"], "sample rate must be in [0, 1]"),
-        (vec!["epsilon", "-q", "0.1", "-s", "0", "-t", "10", "-d", "1e-5"], "noise multiplier must be positive"),
-        (vec!["epsilon", "-q", "0.1", "-s", "1", "-t", "10", "-d", "2"], "delta must be in (0, 1)"),
-        (vec!["epsilon", "-q", "1", "-s", "0.5", "-t", "100000", "-d", "1e-5", "--accountant", "prv"], "cannot bound epsilon"),
-        (vec!["noise", "-e", "0.001", "-q", "1", "-t", "100000", "-d", "1e-5"], "budget is too small"),
+        (
+            vec!["epsilon", "-q", "1.5", "-s", "1", "-t", "10", "-d", "1e-5"],
+            "sample rate must be in [0, 1]",
+        ),
+        (
+            vec!["epsilon", "-q", "0.1", "-s", "0", "-t", "10", "-d", "1e-5"],
+            "noise multiplier must be positive",
+        ),
+        (
+            vec!["epsilon", "-q", "0.1", "-s", "1", "-t", "10", "-d", "2"],
+            "delta must be in (0, 1)",
+        ),
+        (
+            vec![
+                "epsilon",
+                "-q",
+                "1",
+                "-s",
+                "0.5",
+                "-t",
+                "100000",
+                "-d",
+                "1e-5",
+                "--accountant",
+                "prv",
+            ],
+            "cannot bound epsilon",
+        ),
+        (
+            vec![
+                "noise", "-e", "0.001", "-q", "1", "-t", "100000", "-d", "1e-5",
+            ],
+            "budget is too small",
+        ),
     ] {
         let out = run(&args);
         let err = String::from_utf8_lossy(&out.stderr);

@@ -27,12 +27,25 @@ fn net(kind: Kind) -> Net {
     let seq_nobias = model.linear("seq_nobias", 8, 8, false).unwrap();
     let rms = model.rms_norm("rms", 8, 1e-6).unwrap();
     let head = model.linear("head", 8, 3, true).unwrap();
-    Net { model, emb, ln, seq_lin, seq_nobias, rms, head }
+    Net {
+        model,
+        emb,
+        ln,
+        seq_lin,
+        seq_nobias,
+        rms,
+        head,
+    }
 }
 
 impl Net {
     /// Per-example cross-entropy, `[B]`.
-    fn losses(&self, ids: &Tensor, labels: &Tensor, tape: &mut Tape) -> Result<Tensor, EngineError> {
+    fn losses(
+        &self,
+        ids: &Tensor,
+        labels: &Tensor,
+        tape: &mut Tape,
+    ) -> Result<Tensor, EngineError> {
         let x = self.emb.forward(ids, tape)?;
         let x = self.ln.forward(&x, tape)?;
         let x = self.seq_lin.forward(&x, tape)?.gelu("none");
@@ -63,7 +76,11 @@ fn naive(net: &Net, ids: &Tensor, labels: &Tensor, c: f64) -> (Vec<Tensor>, Vec<
     let mut norms = Vec::new();
     for i in 0..ids.size()[0] {
         let loss = net
-            .losses(&ids.narrow(0, i, 1), &labels.narrow(0, i, 1), &mut Tape::off())
+            .losses(
+                &ids.narrow(0, i, 1),
+                &labels.narrow(0, i, 1),
+                &mut Tape::off(),
+            )
             .unwrap()
             .sum(None::<Kind>);
         let grads = Tensor::run_backward(&[&loss], &params, false, false);
@@ -92,7 +109,14 @@ fn max_abs_diff(a: &[Tensor], b: &[Tensor]) -> (f64, f64) {
     (diff, scale)
 }
 
-fn engine_sum(net: &Net, ids: &Tensor, labels: &Tensor, c: f64, mode: ClipMode, physical: i64) -> (Vec<Tensor>, Vec<String>) {
+fn engine_sum(
+    net: &Net,
+    ids: &Tensor,
+    labels: &Tensor,
+    c: f64,
+    mode: ClipMode,
+    physical: i64,
+) -> (Vec<Tensor>, Vec<String>) {
     let config = DpConfig {
         max_grad_norm: c,
         noise_multiplier: 0.0,
@@ -109,7 +133,11 @@ fn engine_sum(net: &Net, ids: &Tensor, labels: &Tensor, c: f64, mode: ClipMode, 
         eng.accumulate(n, |tape| net.losses(&i, &l, tape)).unwrap();
         start += n;
     }
-    let plan = eng.plan().into_iter().map(|p| format!("{}:{}", p.name, p.method)).collect();
+    let plan = eng
+        .plan()
+        .into_iter()
+        .map(|p| format!("{}:{}", p.name, p.method))
+        .collect();
     (eng.finish_step().unwrap(), plan)
 }
 
@@ -122,18 +150,34 @@ fn check(kind: Kind, tol: f64) {
     sorted.sort_by(f64::total_cmp);
     let c = sorted[sorted.len() / 2];
     let (want, _) = naive(&net, &ids, &labels, c);
-    for (mode, physical) in [(ClipMode::Ghost, 9), (ClipMode::Materialize, 9), (ClipMode::Auto, 9), (ClipMode::Ghost, 4)] {
+    for (mode, physical) in [
+        (ClipMode::Ghost, 9),
+        (ClipMode::Materialize, 9),
+        (ClipMode::Auto, 9),
+        (ClipMode::Ghost, 4),
+    ] {
         let (got, plan) = engine_sum(&net, &ids, &labels, c, mode, physical);
         let (diff, scale) = max_abs_diff(&got, &want);
-        println!("{kind:?} {mode:?} physical={physical}: max |diff| {diff:.2e} (gradient scale {scale:.2e}) {plan:?}");
-        assert!(diff <= tol * scale.max(1.0), "{kind:?} {mode:?}: {diff} > {tol}");
+        println!(
+            "{kind:?} {mode:?} physical={physical}: max |diff| {diff:.2e} (gradient scale {scale:.2e}) {plan:?}"
+        );
+        assert!(
+            diff <= tol * scale.max(1.0),
+            "{kind:?} {mode:?}: {diff} > {tol}"
+        );
         let methods = plan.join(" ");
         match mode {
-            ClipMode::Ghost => assert!(methods.contains("seq:ghost") && methods.contains("emb:ghost")),
+            ClipMode::Ghost => {
+                assert!(methods.contains("seq:ghost") && methods.contains("emb:ghost"))
+            }
             ClipMode::Materialize => assert!(methods.contains("seq:materialized")),
             ClipMode::Auto => {}
         }
-        assert!(methods.contains("head:exact") && methods.contains("ln:exact") && methods.contains("rms:exact"));
+        assert!(
+            methods.contains("head:exact")
+                && methods.contains("ln:exact")
+                && methods.contains("rms:exact")
+        );
     }
 }
 
@@ -150,7 +194,9 @@ fn clipped_sum_equals_naive_per_example_clipping_f32() {
 #[test]
 fn a_parameter_without_a_rule_is_refused() {
     let mut n = net(Kind::Float);
-    let _scale = n.model.parameter("scale", Tensor::ones([1], (Kind::Float, Device::Cpu)));
+    let _scale = n
+        .model
+        .parameter("scale", Tensor::ones([1], (Kind::Float, Device::Cpu)));
     let config = DpConfig {
         max_grad_norm: 1.0,
         noise_multiplier: 1.0,
@@ -159,7 +205,10 @@ fn a_parameter_without_a_rule_is_refused() {
         materialize_budget: 1 << 28,
     };
     let err = PrivateEngine::new(&n.model, config, NoiseSource::for_tests(0)).unwrap_err();
-    assert!(matches!(err, EngineError::Unsupported(ref p) if p == "scale"), "{err}");
+    assert!(
+        matches!(err, EngineError::Unsupported(ref p) if p == "scale"),
+        "{err}"
+    );
     assert!(err.to_string().contains("unclipped"));
 }
 
@@ -182,11 +231,19 @@ fn a_layer_run_twice_and_a_wrong_loss_shape_are_errors() {
             Ok(h.sum_dim_intlist([1i64].as_slice(), false, None::<Kind>))
         })
         .unwrap_err();
-    assert!(matches!(err, EngineError::Reused(ref l, 2) if l == "seq_nobias"), "{err}");
+    assert!(
+        matches!(err, EngineError::Reused(ref l, 2) if l == "seq_nobias"),
+        "{err}"
+    );
     let err = eng
-        .accumulate(4, |tape| Ok(n.seq_nobias.forward(&x, tape)?.sum(None::<Kind>)))
+        .accumulate(4, |tape| {
+            Ok(n.seq_nobias.forward(&x, tape)?.sum(None::<Kind>))
+        })
         .unwrap_err();
-    assert!(matches!(err, EngineError::LossShape { expected: 4, .. }), "{err}");
+    assert!(
+        matches!(err, EngineError::LossShape { expected: 4, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -208,12 +265,24 @@ fn noise_has_the_calibrated_scale_and_os_seeds_differ() {
     let want = sigma * c / batch;
     let count = flat.numel() as f64;
     // Sample std of n normals: relative standard error 1/sqrt(2n).
-    assert!((std / want - 1.0).abs() < 5.0 / (2.0 * count).sqrt(), "std {std} vs {want} over {count}");
+    assert!(
+        (std / want - 1.0).abs() < 5.0 / (2.0 * count).sqrt(),
+        "std {std} vs {want} over {count}"
+    );
     assert!(flat.mean(None::<Kind>).double_value(&[]).abs() < 5.0 * want / count.sqrt());
     // Fixed seeds reproduce; OS seeds do not.
-    let again = PrivateEngine::new(&n.model, config.clone(), NoiseSource::for_tests(5)).unwrap().finish_step().unwrap();
+    let again = PrivateEngine::new(&n.model, config.clone(), NoiseSource::for_tests(5))
+        .unwrap()
+        .finish_step()
+        .unwrap();
     assert!(g[0].equal(&again[0]));
-    let a = PrivateEngine::new(&n.model, config.clone(), NoiseSource::from_os().unwrap()).unwrap().finish_step().unwrap();
-    let b = PrivateEngine::new(&n.model, config, NoiseSource::from_os().unwrap()).unwrap().finish_step().unwrap();
+    let a = PrivateEngine::new(&n.model, config.clone(), NoiseSource::from_os().unwrap())
+        .unwrap()
+        .finish_step()
+        .unwrap();
+    let b = PrivateEngine::new(&n.model, config, NoiseSource::from_os().unwrap())
+        .unwrap()
+        .finish_step()
+        .unwrap();
     assert!(!a[0].equal(&b[0]));
 }

@@ -40,6 +40,8 @@ pub struct EncoderOptions {
     pub queue: usize,
     /// Most windows per text: longer texts keep their first and last windows.
     pub max_windows: usize,
+    /// Return each window's head features too (the trainer embeds data with this).
+    pub keep_features: bool,
 }
 
 impl Default for EncoderOptions {
@@ -51,6 +53,7 @@ impl Default for EncoderOptions {
             batch_wait: Duration::from_millis(1),
             queue: 4096,
             max_windows: 16,
+            keep_features: false,
         }
     }
 }
@@ -98,6 +101,9 @@ pub struct WindowOut {
     pub embedding: Vec<f32>,
     /// One logit per head, in the bundle's head order.
     pub logits: Vec<f32>,
+    /// The head features (the trainer's input); empty unless the bundle's heads are being
+    /// trained (kept out of the request path's allocations otherwise).
+    pub features: Vec<f32>,
 }
 
 struct Job {
@@ -134,6 +140,7 @@ struct Graph {
     features: String,
     dim: usize,
     feat: usize,
+    keep_features: bool,
 }
 
 struct Shared {
@@ -221,6 +228,7 @@ impl Encoder {
             features: spec.outputs.features.clone(),
             dim: spec.dim,
             feat: spec.features,
+            keep_features: opts.keep_features,
         };
         // The first run of a session allocates its buffers and is several times slower than
         // the next ones: pay it here, before the bundle serves (or is swapped in), not in the
@@ -429,6 +437,11 @@ fn run_batch(
             WindowOut {
                 embedding: emb[r * sh.dim..(r + 1) * sh.dim].to_vec(),
                 logits: sh.heads.iter().map(|h| h.logit(f)).collect(),
+                features: if sh.keep_features {
+                    f.to_vec()
+                } else {
+                    Vec::new()
+                },
             }
         })
         .collect())

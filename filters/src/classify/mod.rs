@@ -225,6 +225,32 @@ impl Classifier {
         }
     }
 
+    /// Head features of each text (the mean over its windows), for training heads. Needs a
+    /// classifier loaded with `EncoderOptions::keep_features`. Blocking.
+    pub fn features_blocking(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let mut out = Vec::with_capacity(texts.len());
+        for rxs in self.submit_all(texts)? {
+            let n = rxs.len().max(1) as f32;
+            let mut mean: Vec<f32> = Vec::new();
+            for rx in rxs {
+                let w = rx.blocking_recv().map_err(|_| stopped())??;
+                if w.features.is_empty() {
+                    return Err(ModelError::Inference(
+                        "the encoder was started without keep_features".into(),
+                    ));
+                }
+                if mean.is_empty() {
+                    mean = vec![0.0; w.features.len()];
+                }
+                for (m, f) in mean.iter_mut().zip(&w.features) {
+                    *m += f / n;
+                }
+            }
+            out.push(mean);
+        }
+        Ok(out)
+    }
+
     /// Embeddings of topic example sentences, computed once per bundle and cached. Blocking:
     /// call it off the request path (policy load, model swap).
     pub fn example_embeddings(

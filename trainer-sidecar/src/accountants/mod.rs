@@ -13,6 +13,7 @@
 //! rather than return a number that could understate ε.
 
 pub mod gdp;
+pub mod monitor;
 pub mod prv;
 pub mod rdp;
 pub mod special;
@@ -191,7 +192,13 @@ pub fn noise_multiplier(
     }
     SubsampledGaussian::new(sample_rate, 1.0)?;
     let eps_at = |sigma: f64| -> Result<f64, AccountantError> {
-        Ok(epsilon(accountant, SubsampledGaussian::new(sample_rate, sigma)?, steps, delta)?.epsilon)
+        Ok(epsilon(
+            accountant,
+            SubsampledGaussian::new(sample_rate, sigma)?,
+            steps,
+            delta,
+        )?
+        .epsilon)
     };
     let unreachable = AccountantError::Unreachable {
         target: target_epsilon,

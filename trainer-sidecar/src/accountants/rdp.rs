@@ -148,7 +148,10 @@ mod tests {
         for alpha in [2.0, 3.0, 8.0, 32.0] {
             let a = log_a_int(q, sigma, alpha);
             let b = log_a_frac(q, sigma, alpha);
-            assert!((a - b).abs() < 1e-9 * a.abs().max(1e-12), "{alpha}: {a} vs {b}");
+            assert!(
+                (a - b).abs() < 1e-9 * a.abs().max(1e-12),
+                "{alpha}: {a} vs {b}"
+            );
         }
     }
 }

@@ -32,8 +32,7 @@ pub fn log_erfc(x: f64) -> f64 {
     }
     // Asymptotic expansion: erfc(x) = exp(-x²)/(x√π) · (1 - 1/(2x²) + 3/(4x⁴) - 15/(8x⁶) + ...)
     let r = 1.0 / (x * x);
-    let series =
-        1.0 - 0.5 * r + 0.75 * r * r - 1.875 * r * r * r + 6.5625 * r * r * r * r;
+    let series = 1.0 - 0.5 * r + 0.75 * r * r - 1.875 * r * r * r + 6.5625 * r * r * r * r;
     -x * x - x.ln() - 0.5 * std::f64::consts::PI.ln() + series.ln()
 }
 

@@ -154,7 +154,12 @@ impl Model {
     }
 
     /// An embedding table initialised N(0, 1), as PyTorch does.
-    pub fn embedding(&mut self, name: &str, vocab: i64, dim: i64) -> Result<Embedding, EngineError> {
+    pub fn embedding(
+        &mut self,
+        name: &str,
+        vocab: i64,
+        dim: i64,
+    ) -> Result<Embedding, EngineError> {
         let w = Tensor::f_randn([vocab, dim], (self.kind, self.device))?.set_requires_grad(true);
         let id = self.add(name, LayerKind::Embedding, w.shallow_clone(), None);
         Ok(Embedding { id, weight: w })
@@ -164,7 +169,12 @@ impl Model {
     pub fn layer_norm(&mut self, name: &str, dim: i64, eps: f64) -> Result<Norm, EngineError> {
         let w = Tensor::f_ones([dim], (self.kind, self.device))?.set_requires_grad(true);
         let b = Tensor::f_zeros([dim], (self.kind, self.device))?.set_requires_grad(true);
-        let id = self.add(name, LayerKind::LayerNorm, w.shallow_clone(), Some(b.shallow_clone()));
+        let id = self.add(
+            name,
+            LayerKind::LayerNorm,
+            w.shallow_clone(),
+            Some(b.shallow_clone()),
+        );
         Ok(Norm {
             id,
             weight: w,
@@ -205,13 +215,20 @@ impl Model {
                 out.push((format!("{}.bias", l.name), b.shallow_clone()));
             }
         }
-        out.extend(self.free.iter().map(|(n, t)| (n.clone(), t.shallow_clone())));
+        out.extend(
+            self.free
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone())),
+        );
         out
     }
 
     /// Number of trainable scalars.
     pub fn numel(&self) -> i64 {
-        self.parameters().iter().map(|(_, t)| t.numel() as i64).sum()
+        self.parameters()
+            .iter()
+            .map(|(_, t)| t.numel() as i64)
+            .sum()
     }
 }
 

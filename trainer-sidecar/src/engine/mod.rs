@@ -327,9 +327,17 @@ impl PrivateEngine {
                 let g = seq(&g, d_out)?;
                 let t = a.size()[1];
                 let has_bias = self.slots[r.layer].1.is_some();
-                let gsum = if has_bias { Some(g.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?) } else { None };
+                let gsum = if has_bias {
+                    Some(g.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?)
+                } else {
+                    None
+                };
                 let bias_n2 = match &gsum {
-                    Some(s) => Some(s.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?),
+                    Some(s) => Some(s.f_square()?.f_sum_dim_intlist(
+                        [1i64].as_slice(),
+                        false,
+                        None::<Kind>,
+                    )?),
                     None => None,
                 };
                 let elem = a.kind().elt_size_in_bytes();
@@ -348,17 +356,31 @@ impl PrivateEngine {
                 let (w_n2, method, per_example) = if t == 1 {
                     let a2 = a.f_squeeze_dim(1)?;
                     let g2 = g.f_squeeze_dim(1)?;
-                    let n = a2.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?
-                        .f_mul(&g2.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?)?;
+                    let n = a2
+                        .f_square()?
+                        .f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?
+                        .f_mul(&g2.f_square()?.f_sum_dim_intlist(
+                            [1i64].as_slice(),
+                            false,
+                            None::<Kind>,
+                        )?)?;
                     (n, "exact", None)
                 } else if materialize {
                     let pg = g.f_transpose(1, 2)?.f_bmm(&a)?; // [B, out, in]
-                    let n = pg.f_square()?.f_sum_dim_intlist([1i64, 2].as_slice(), false, None::<Kind>)?;
+                    let n = pg.f_square()?.f_sum_dim_intlist(
+                        [1i64, 2].as_slice(),
+                        false,
+                        None::<Kind>,
+                    )?;
                     (n, "materialized", Some(pg))
                 } else {
                     let aa = a.f_bmm(&a.f_transpose(1, 2)?)?;
                     let gg = g.f_bmm(&g.f_transpose(1, 2)?)?;
-                    let n = aa.f_mul(&gg)?.f_sum_dim_intlist([1i64, 2].as_slice(), false, None::<Kind>)?;
+                    let n = aa.f_mul(&gg)?.f_sum_dim_intlist(
+                        [1i64, 2].as_slice(),
+                        false,
+                        None::<Kind>,
+                    )?;
                     (n, "ghost", None)
                 };
                 let norm2 = match &bias_n2 {
@@ -368,30 +390,58 @@ impl PrivateEngine {
                 Ok(Prepared {
                     norm2,
                     method,
-                    rule: Rule::Linear { a, g, per_example, gsum },
+                    rule: Rule::Linear {
+                        a,
+                        g,
+                        per_example,
+                        gsum,
+                    },
                 })
             }
             LayerKind::Embedding => {
                 let ids = r.saved.f_reshape([batch, -1])?;
                 let g = seq(&g, d_out)?;
-                let same = ids.f_unsqueeze(2)?.f_eq_tensor(&ids.f_unsqueeze(1)?)?.f_to_kind(g.kind())?;
+                let same = ids
+                    .f_unsqueeze(2)?
+                    .f_eq_tensor(&ids.f_unsqueeze(1)?)?
+                    .f_to_kind(g.kind())?;
                 let gg = g.f_bmm(&g.f_transpose(1, 2)?)?;
-                let norm2 = gg.f_mul(&same)?.f_sum_dim_intlist([1i64, 2].as_slice(), false, None::<Kind>)?;
-                Ok(Prepared { norm2, method: "ghost", rule: Rule::Embedding { ids, g } })
+                let norm2 = gg.f_mul(&same)?.f_sum_dim_intlist(
+                    [1i64, 2].as_slice(),
+                    false,
+                    None::<Kind>,
+                )?;
+                Ok(Prepared {
+                    norm2,
+                    method: "ghost",
+                    rule: Rule::Embedding { ids, g },
+                })
             }
             LayerKind::LayerNorm | LayerKind::RmsNorm => {
                 let xh = seq(&r.saved, d_out)?;
                 let g = seq(&g, d_out)?;
-                let pw = xh.f_mul(&g)?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?; // [B, d]
-                let mut norm2 = pw.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?;
+                let pw = xh
+                    .f_mul(&g)?
+                    .f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?; // [B, d]
+                let mut norm2 =
+                    pw.f_square()?
+                        .f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?;
                 let pb = if kind == LayerKind::LayerNorm {
                     let pb = g.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?;
-                    norm2 = norm2.f_add(&pb.f_square()?.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)?)?;
+                    norm2 = norm2.f_add(&pb.f_square()?.f_sum_dim_intlist(
+                        [1i64].as_slice(),
+                        false,
+                        None::<Kind>,
+                    )?)?;
                     Some(pb)
                 } else {
                     None
                 };
-                Ok(Prepared { norm2, method: "exact", rule: Rule::Norm { pw, pb } })
+                Ok(Prepared {
+                    norm2,
+                    method: "exact",
+                    rule: Rule::Norm { pw, pb },
+                })
             }
         }
     }
@@ -426,7 +476,12 @@ impl Prepared {
         // c as a row vector: c @ X sums rows weighted by c.
         let row = c.f_unsqueeze(0)?;
         match self.rule {
-            Rule::Linear { a, g, per_example, gsum } => {
+            Rule::Linear {
+                a,
+                g,
+                per_example,
+                gsum,
+            } => {
                 let gb = match gsum {
                     Some(s) => Some(row.f_mm(&s)?.f_squeeze_dim(0)?),
                     None => None,
@@ -434,13 +489,16 @@ impl Prepared {
                 let gw = match per_example {
                     Some(pg) => {
                         let sz = pg.size();
-                        row.f_mm(&pg.f_reshape([sz[0], -1])?)?.f_reshape([sz[1], sz[2]])?
+                        row.f_mm(&pg.f_reshape([sz[0], -1])?)?
+                            .f_reshape([sz[1], sz[2]])?
                     }
                     None => {
                         let d_in = a.size()[2];
                         let d_out = g.size()[2];
                         let gc = g.f_mul(&c.f_reshape([-1, 1, 1])?)?;
-                        gc.f_reshape([-1, d_out])?.f_tr()?.f_mm(&a.f_reshape([-1, d_in])?)?
+                        gc.f_reshape([-1, d_out])?
+                            .f_tr()?
+                            .f_mm(&a.f_reshape([-1, d_in])?)?
                     }
                 };
                 Ok(Weighted::Dense(gw, gb))

@@ -26,7 +26,8 @@ impl std::fmt::Debug for NoiseSource {
 impl NoiseSource {
     /// ChaCha20 seeded from the operating system's entropy.
     pub fn from_os() -> Result<Self, EngineError> {
-        let rng = ChaCha20Rng::try_from_os_rng().map_err(|e| EngineError::Entropy(e.to_string()))?;
+        let rng =
+            ChaCha20Rng::try_from_os_rng().map_err(|e| EngineError::Entropy(e.to_string()))?;
         Ok(Self {
             rng,
             deterministic: false,
@@ -57,12 +58,16 @@ impl NoiseSource {
         let n = like.numel();
         let t = match like.kind() {
             Kind::Double => {
-                let v: Vec<f64> = (0..n).map(|_| self.rng.sample::<f64, _>(StandardNormal) * std).collect();
+                let v: Vec<f64> = (0..n)
+                    .map(|_| self.rng.sample::<f64, _>(StandardNormal) * std)
+                    .collect();
                 Tensor::f_from_slice(&v)?
             }
             _ => {
                 let s = std as f32;
-                let v: Vec<f32> = (0..n).map(|_| self.rng.sample::<f32, _>(StandardNormal) * s).collect();
+                let v: Vec<f32> = (0..n)
+                    .map(|_| self.rng.sample::<f32, _>(StandardNormal) * s)
+                    .collect();
                 Tensor::f_from_slice(&v)?.f_to_kind(like.kind())?
             }
         };

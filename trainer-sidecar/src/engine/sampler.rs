@@ -74,7 +74,11 @@ mod tests {
         let mut src = NoiseSource::for_tests(7);
         let sizes: Vec<usize> = (0..2000).map(|_| s.sample(&mut src).len()).collect();
         let mean = sizes.iter().sum::<usize>() as f64 / sizes.len() as f64;
-        let var = sizes.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / sizes.len() as f64;
+        let var = sizes
+            .iter()
+            .map(|&x| (x as f64 - mean).powi(2))
+            .sum::<f64>()
+            / sizes.len() as f64;
         // Binomial(10000, 0.01): mean 100, variance 99; 2000 draws put the mean within ±0.7.
         assert!((mean - 100.0).abs() < 1.0, "mean {mean}");
         assert!((var - 99.0).abs() < 15.0, "variance {var}");
@@ -101,7 +105,10 @@ mod tests {
             assert!(b.windows(2).all(|w| w[0] < w[1]));
             assert!(b.iter().all(|&i| (0..50).contains(&i)));
         }
-        assert_eq!(PoissonSampler::new(5, 1.0).sample(&mut src), vec![0, 1, 2, 3, 4]);
+        assert_eq!(
+            PoissonSampler::new(5, 1.0).sample(&mut src),
+            vec![0, 1, 2, 3, 4]
+        );
         assert!(PoissonSampler::new(5, 0.0).sample(&mut src).is_empty());
     }
 }
