@@ -751,13 +751,13 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
             ),
         );
     }
-    if let Some(t) = c.server.threads {
-        if t == 0 || t > 256 {
-            err(
-                "server.threads",
-                format!("threads must be between 1 and 256, got {t}"),
-            );
-        }
+    if let Some(t) = c.server.threads
+        && (t == 0 || t > 256)
+    {
+        err(
+            "server.threads",
+            format!("threads must be between 1 and 256, got {t}"),
+        );
     }
     if c.limits.max_body_bytes == 0 || c.limits.max_body_bytes > MAX_MAX_BODY_BYTES {
         err(

@@ -235,7 +235,7 @@ async fn a_new_bundle_version_is_swapped_in_under_load_without_a_failed_request(
             let c = client();
             let mut n = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                let (text, want) = if (n + i) % 2 == 0 {
+                let (text, want) = if (n + i).is_multiple_of(2) {
                     (BENIGN, 200)
                 } else {
                     (INJECTION, 403)

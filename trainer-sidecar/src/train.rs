@@ -466,19 +466,8 @@ fn features(
     let key = hex::encode(h.finalize());
     let cache = job.cache.join(format!("{}.safetensors", &key[..32]));
     let width = bundle.manifest.encoder.features as i64;
-    if let Ok(raw) = std::fs::read(&cache) {
-        if let Ok(st) = safetensors::SafeTensors::deserialize(&raw) {
-            if let Ok(view) = st.tensor("features") {
-                if view.shape() == [examples.len(), width as usize] {
-                    let t = Tensor::f_from_data_size(
-                        view.data(),
-                        &[examples.len() as i64, width],
-                        Kind::Float,
-                    )?;
-                    return Ok(t);
-                }
-            }
-        }
+    if let Some(t) = read_cached(&cache, examples.len(), width) {
+        return Ok(t);
     }
     let opts = filters::classify::EncoderOptions {
         keep_features: true,
@@ -515,6 +504,17 @@ fn features(
         .and_then(|()| std::fs::rename(&tmp, &cache))
         .with_context(|| format!("writing {}", cache.display()))?;
     Ok(Tensor::f_from_slice(&flat)?.f_reshape([examples.len() as i64, width])?)
+}
+
+/// Features from the cache, when the file is there and has the expected shape.
+fn read_cached(path: &Path, rows: usize, width: i64) -> Option<Tensor> {
+    let raw = std::fs::read(path).ok()?;
+    let st = safetensors::SafeTensors::deserialize(&raw).ok()?;
+    let view = st.tensor("features").ok()?;
+    if view.shape() != [rows, width as usize] {
+        return None;
+    }
+    Tensor::f_from_data_size(view.data(), &[rows as i64, width], Kind::Float).ok()
 }
 
 fn bar(show: bool, len: u64, what: &str) -> indicatif::ProgressBar {
@@ -566,13 +566,12 @@ impl Head {
     }
 }
 
+/// (loss, accuracy, AUC, (threshold, recall)).
+type Metrics = (f64, f64, Option<f64>, Option<(f64, f64)>);
+
 /// Validation metrics: loss, accuracy at logit 0, ROC AUC, the logit threshold at ≤ 1% FPR and
 /// recall there.
-fn evaluate(
-    head: &Head,
-    x: &Tensor,
-    y: &Tensor,
-) -> anyhow::Result<(f64, f64, Option<f64>, Option<(f64, f64)>)> {
+fn evaluate(head: &Head, x: &Tensor, y: &Tensor) -> anyhow::Result<Metrics> {
     let _g = tch::no_grad_guard();
     let z = head.logits(x, &mut Tape::off())?;
     let loss = z
@@ -845,8 +844,10 @@ fn train_registered(
             validation_loss: None,
             validation_accuracy: None,
         };
-        if let Some(xv) = &xv {
-            if step % every == 0 || step == monitor.max_steps {
+        if let Some(xv) = &xv
+            && (step.is_multiple_of(every) || step == monitor.max_steps)
+        {
+            {
                 let (vl, va, _, _) = evaluate(&head, xv, &yv)?;
                 point.validation_loss = Some(vl);
                 point.validation_accuracy = Some(va);

@@ -279,10 +279,10 @@ impl Gateway {
         for (k, v) in extra {
             h.insert_header(*k, v.as_str())?;
         }
-        if err.kind == ErrorKind::MethodNotAllowed {
-            if let Some(r) = ctx.route {
-                h.insert_header(http::header::ALLOW, r.method().as_str())?;
-            }
+        if err.kind == ErrorKind::MethodNotAllowed
+            && let Some(r) = ctx.route
+        {
+            h.insert_header(http::header::ALLOW, r.method().as_str())?;
         }
         if close {
             // The request body was not (fully) read: the connection cannot be reused.
@@ -1081,10 +1081,8 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         let upstream_fault = *e.esource() == ErrorSource::Upstream;
         let kind = classify(&e);
-        if upstream_fault {
-            if let (Some(lease), Some(kind)) = (ctx.lease.as_mut(), kind) {
-                lease.failed(failure_reason(kind, ctx.response_started));
-            }
+        if upstream_fault && let (Some(lease), Some(kind)) = (ctx.lease.as_mut(), kind) {
+            lease.failed(failure_reason(kind, ctx.response_started));
         }
         let retries = ctx.pool.as_ref().map_or(0, |p| p.settings.retries);
         let retry_timeouts = ctx
@@ -1164,10 +1162,11 @@ impl ProxyHttp for Gateway {
         let status = session.response_written().map_or(0, |h| h.status.as_u16());
         // The last attempt answered in full: a success for its backend (failures were reported
         // where they were seen; a client that left tells nothing about the backend).
-        if let Some(mut lease) = ctx.lease.take() {
-            if ctx.upstream_status.is_some() && e.is_none() {
-                lease.succeeded();
-            }
+        if let Some(mut lease) = ctx.lease.take()
+            && ctx.upstream_status.is_some()
+            && e.is_none()
+        {
+            lease.succeeded();
         }
         let source = if ctx.gateway_error.is_some() {
             "gateway"

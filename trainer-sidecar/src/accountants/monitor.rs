@@ -45,8 +45,10 @@ impl BudgetMonitor {
             rdp_curve,
             checkpoints: Vec::new(),
         };
-        if let Some(target) = target {
-            if m.exact(planned_steps)? > target {
+        if let Some(target) = target
+            && m.exact(planned_steps)? > target
+        {
+            {
                 // Largest T with ε(T) ≤ target, by bisection (ε grows with T).
                 let (mut lo, mut hi) = (0u64, planned_steps);
                 while hi - lo > 1 {

@@ -168,7 +168,7 @@ pub fn epsilon(
     inv.process(&mut spectrum, &mut composed)
         .map_err(|_| AccountantError::Numerics("inverse FFT failed"))?;
     let mut roll = (steps - 1) as usize % size;
-    if steps % 2 == 0 {
+    if steps.is_multiple_of(2) {
         roll = (roll + size / 2) % size;
     }
     composed.rotate_right(roll);

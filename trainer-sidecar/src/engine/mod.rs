@@ -147,7 +147,7 @@ pub struct PrivateEngine {
     sums: Vec<Tensor>,
     /// Index of each layer's weight (and bias) in `sums`.
     slots: Vec<(usize, Option<usize>)>,
-    noise: NoiseSource,
+    noise: noise::Prefetch,
     plans: Vec<Option<&'static str>>,
 }
 
@@ -186,6 +186,8 @@ impl PrivateEngine {
             };
             slots.push((w, b));
         }
+        let sizes = sums.iter().map(Tensor::numel).collect();
+        let noise = noise::Prefetch::start(noise, sizes, model.kind);
         Ok(Self {
             config,
             layers: model
@@ -303,13 +305,25 @@ impl PrivateEngine {
         let _guard = tch::no_grad_guard();
         let std = self.config.noise_multiplier * self.config.max_grad_norm;
         let mut out = Vec::with_capacity(self.sums.len());
-        for s in &mut self.sums {
-            let mut g = s.f_detach_copy()?;
-            if std > 0.0 {
-                let n = self.noise.gaussian_like(&g, std)?;
-                g = g.f_add(&n)?;
-            }
-            out.push(g.f_div_scalar(self.config.expected_batch_size)?);
+        let noise = if std > 0.0 {
+            Some(self.noise.next()?)
+        } else {
+            None
+        };
+        let scale = 1.0 / self.config.expected_batch_size;
+        for (i, s) in self.sums.iter_mut().enumerate() {
+            // (Σ clipped + σC·z) / E, in place on buffers this step owns.
+            let g = match &noise {
+                Some(z) => {
+                    let mut z = z[i].f_reshape(s.size())?.f_to_device(s.device())?;
+                    let _ = z.f_mul_scalar_(std)?;
+                    let _ = z.f_add_(s)?;
+                    let _ = z.f_mul_scalar_(scale)?;
+                    z
+                }
+                None => s.f_mul_scalar(scale)?,
+            };
+            out.push(g);
             let _ = s.f_zero_()?;
         }
         Ok(out)

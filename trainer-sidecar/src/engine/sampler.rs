@@ -50,7 +50,7 @@ impl PoissonSampler {
             let u = 1.0 - rng.random::<f64>();
             let gap = (u.ln() / log_miss).floor();
             i += gap + 1.0;
-            if !(i < self.examples as f64) {
+            if i >= self.examples as f64 || i.is_nan() {
                 return out;
             }
             out.push(i as i64);
