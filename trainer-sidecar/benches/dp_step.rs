@@ -83,14 +83,15 @@ impl Net {
                     let att = (q.matmul(&k.transpose(-2, -1)) / ((D / HEADS) as f64).sqrt())
                         .softmax(-1, Kind::Float);
                     let ctx = att.matmul(&v).transpose(1, 2).reshape([b, T, D]);
-                    h += blk.out.forward(&ctx, tape)?;
+                    // Not `+=`: autograd needs the old `h` (layer norm's input).
+                    h = h.f_add(&blk.out.forward(&ctx, tape)?)?;
                     let m = blk.fc2.forward(
                         &blk.fc1
                             .forward(&blk.ln2.forward(&h, tape)?, tape)?
                             .gelu("none"),
                         tape,
                     )?;
-                    h += m;
+                    h = h.f_add(&m)?;
                 }
                 let logits =
                     head.forward(&h.mean_dim([1i64].as_slice(), false, Kind::Float), tape)?;

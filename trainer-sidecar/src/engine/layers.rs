@@ -288,10 +288,15 @@ impl Norm {
             let ms = x.f_square()?.f_mean_dim(last, true, None::<Kind>)?;
             x.f_mul(&ms.f_add_scalar(self.eps)?.f_rsqrt()?)?
         } else {
-            let mean = x.f_mean_dim(last, true, None::<Kind>)?;
-            let centred = x.f_sub(&mean)?;
-            let var = centred.f_square()?.f_mean_dim(last, true, None::<Kind>)?;
-            centred.f_mul(&var.f_add_scalar(self.eps)?.f_rsqrt()?)?
+            // libtorch's fused kernel without the affine part: x̂ is what the clipping rule needs.
+            let dim = *x.size().last().unwrap_or(&1);
+            x.f_layer_norm(
+                [dim].as_slice(),
+                None::<Tensor>,
+                None::<Tensor>,
+                self.eps,
+                false,
+            )?
         };
         let mut y = normalised.f_mul(&self.weight)?;
         if let Some(b) = &self.bias {

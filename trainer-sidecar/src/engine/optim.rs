@@ -63,6 +63,9 @@ impl Optimizer {
                 let _ = p.f_sub_(&decay)?;
             }
             match self.kind {
+                OptimizerKind::Sgd if self.momentum == 0.0 => {
+                    let _ = p.f_sub_(&g.f_mul_scalar(self.lr)?)?;
+                }
                 OptimizerKind::Sgd => {
                     let m = &mut self.m[i];
                     let _ = m.f_mul_scalar_(self.momentum)?;
