@@ -381,21 +381,6 @@ impl Ledger {
     }
 }
 
-/// Hex SHA-256 of a file's content: the dataset key.
-pub fn digest_file(path: &Path) -> Result<String, LedgerError> {
-    use sha2::{Digest, Sha256};
-    let mut f = File::open(path).map_err(|e| LedgerError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| LedgerError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
-    Ok(hex::encode(h.finalize()))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

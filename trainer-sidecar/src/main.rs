@@ -18,6 +18,23 @@ struct Cli {
     command: Command,
 }
 
+/// What both accounting commands need to know about a run.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Probability that each example joins a batch (batch size / dataset size).
+    #[arg(long, short = 'q')]
+    sample_rate: f64,
+    /// Number of steps (logical batches).
+    #[arg(long, short = 't')]
+    steps: u64,
+    /// δ of the (ε, δ) guarantee.
+    #[arg(long, short = 'd')]
+    delta: f64,
+    /// rdp and prv give bounds; gdp is an approximation.
+    #[arg(long, value_enum, default_value = "rdp")]
+    accountant: Accountant,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Print the libtorch runtime this binary runs on (devices, threads) as JSON.
@@ -25,21 +42,11 @@ enum Command {
     /// Privacy spent by T steps of DP-SGD (Poisson sampling at rate Q, noise multiplier S), as
     /// JSON: {"epsilon", "accountant", "order" (RDP only)}.
     Epsilon {
-        /// Probability that each example joins a batch (batch size / dataset size).
-        #[arg(long, short = 'q')]
-        sample_rate: f64,
         /// Noise standard deviation divided by the clipping norm.
         #[arg(long, short = 's')]
         noise_multiplier: f64,
-        /// Number of steps (logical batches).
-        #[arg(long, short = 't')]
-        steps: u64,
-        /// δ of the (ε, δ) guarantee.
-        #[arg(long, short = 'd')]
-        delta: f64,
-        /// rdp and prv give bounds; gdp is an approximation.
-        #[arg(long, value_enum, default_value = "rdp")]
-        accountant: Accountant,
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// The smallest noise multiplier that keeps T steps at rate Q within a target ε, as JSON:
     /// {"noise_multiplier", "epsilon", "accountant"}.
@@ -47,18 +54,8 @@ enum Command {
         /// The ε the run may spend.
         #[arg(long, short = 'e')]
         target_epsilon: f64,
-        /// Probability that each example joins a batch.
-        #[arg(long, short = 'q')]
-        sample_rate: f64,
-        /// Number of steps.
-        #[arg(long, short = 't')]
-        steps: u64,
-        /// δ of the (ε, δ) guarantee.
-        #[arg(long, short = 'd')]
-        delta: f64,
-        /// rdp and prv give bounds; gdp is an approximation.
-        #[arg(long, value_enum, default_value = "rdp")]
-        accountant: Accountant,
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// Train a classifier head with DP-SGD as described by a job file (YAML).
     Train {
@@ -101,22 +98,22 @@ fn run() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&info)?);
         }
         Command::Epsilon {
-            sample_rate,
             noise_multiplier,
-            steps,
-            delta,
-            accountant,
+            run,
         } => {
-            let m = SubsampledGaussian::new(sample_rate, noise_multiplier)?;
-            let eps = accountants::epsilon(accountant, m, steps, delta)?;
+            let m = SubsampledGaussian::new(run.sample_rate, noise_multiplier)?;
+            let eps = accountants::epsilon(run.accountant, m, run.steps, run.delta)?;
             println!("{}", serde_json::to_string(&eps)?);
         }
         Command::Noise {
             target_epsilon,
-            sample_rate,
-            steps,
-            delta,
-            accountant,
+            run:
+                RunArgs {
+                    sample_rate,
+                    steps,
+                    delta,
+                    accountant,
+                },
         } => {
             let sigma = accountants::noise_multiplier(
                 accountant,

@@ -22,7 +22,8 @@ use crate::engine::{
     ClipMode, DpConfig, Model, NoiseSource, Optimizer, OptimizerKind, PoissonSampler,
     PrivateEngine, Tape,
 };
-use crate::ledger::{Budget, Ledger, RunRecord, RunStatus, digest_file};
+use crate::ledger::{Budget, Ledger, RunRecord, RunStatus};
+use filters::classify::bundle::sha256_file;
 
 /// A training job (YAML). Relative paths are relative to the current directory.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -635,7 +636,7 @@ pub fn run_job(job: &Job, progress: bool) -> anyhow::Result<Report> {
     let started = Instant::now();
     // Data.
     let all = read_jsonl(&job.data.train)?;
-    let digest = digest_file(&job.data.train)?;
+    let digest = sha256_file(&job.data.train)?;
     let (train, validation): (Vec<Example>, Vec<Example>) = match &job.data.validation {
         Some(v) => (all, read_jsonl(v)?),
         None => all
@@ -712,10 +713,13 @@ pub fn run_job(job: &Job, progress: bool) -> anyhow::Result<Report> {
         &run_id,
         &train,
         &validation,
-        q,
-        sigma,
-        delta,
-        &monitor,
+        &Plan {
+            q,
+            sigma,
+            delta,
+            planned_steps,
+            monitor: &monitor,
+        },
         progress,
         started,
     );
@@ -737,6 +741,16 @@ pub fn run_job(job: &Job, progress: bool) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// The privacy plan of a run, fixed before the ledger entry is made.
+struct Plan<'a> {
+    q: f64,
+    sigma: f64,
+    delta: f64,
+    /// Steps the epochs ask for (the monitor may allow fewer).
+    planned_steps: u64,
+    monitor: &'a BudgetMonitor,
+}
+
 #[allow(clippy::too_many_arguments)] // one call site: the steps of `run_job` after the ledger
 fn train_registered(
     job: &Job,
@@ -745,17 +759,21 @@ fn train_registered(
     run_id: &str,
     train: &[Example],
     validation: &[Example],
-    q: f64,
-    sigma: f64,
-    delta: f64,
-    monitor: &BudgetMonitor,
+    plan: &Plan,
     progress: bool,
     started: Instant,
 ) -> anyhow::Result<(Report, u64)> {
+    let &Plan {
+        q,
+        sigma,
+        delta,
+        planned_steps,
+        monitor,
+    } = plan;
     let encoder_dir = resolve_bundle(&job.encoder)?;
     let x = features(job, &encoder_dir, digest, train, "train", progress)?;
     let vdigest = match &job.data.validation {
-        Some(v) => digest_file(v)?,
+        Some(v) => sha256_file(v)?,
         None => format!("{digest}-holdout-{}", job.data.validation_fraction),
     };
     let xv = if validation.is_empty() {
@@ -787,7 +805,7 @@ fn train_registered(
         .into_iter()
         .map(|(_, t)| t)
         .collect();
-    let mut noise = match job.seed {
+    let noise = match job.seed {
         Some(s) => NoiseSource::for_tests(s),
         None => NoiseSource::from_os()?,
     };
@@ -803,11 +821,7 @@ fn train_registered(
         materialize_budget: 256 << 20,
     };
     let deterministic = noise.is_deterministic();
-    let mut engine = PrivateEngine::new(
-        &head.model,
-        config,
-        std::mem::replace(&mut noise, NoiseSource::for_tests(0)),
-    )?;
+    let mut engine = PrivateEngine::new(&head.model, config, noise)?;
     let mut opt = Optimizer::new(t.optimizer, t.learning_rate, t.momentum, t.weight_decay);
     let sampler = PoissonSampler::new(n, q);
     let every = (monitor.max_steps / t.evaluations).max(1);
@@ -847,12 +861,10 @@ fn train_registered(
         if let Some(xv) = &xv
             && (step.is_multiple_of(every) || step == monitor.max_steps)
         {
-            {
-                let (vl, va, _, _) = evaluate(&head, xv, &yv)?;
-                point.validation_loss = Some(vl);
-                point.validation_accuracy = Some(va);
-                bar.set_message(format!("ε={eps:.3} val loss {vl:.4} acc {va:.3}"));
-            }
+            let (vl, va, _, _) = evaluate(&head, xv, &yv)?;
+            point.validation_loss = Some(vl);
+            point.validation_accuracy = Some(va);
+            bar.set_message(format!("ε={eps:.3} val loss {vl:.4} acc {va:.3}"));
         }
         history.push(point);
         bar.inc(1);
@@ -906,8 +918,8 @@ fn train_registered(
             "max_grad_norm": p.max_grad_norm,
             "sample_rate": q,
             "steps": step,
-            "planned_steps": (t.epochs / q).ceil() as u64,
-            "stopped_by_budget": step < (t.epochs / q).ceil() as u64,
+            "planned_steps": planned_steps,
+            "stopped_by_budget": step < planned_steps,
             "sampling": "poisson",
             "noise": if deterministic { "FIXED SEED (test mode): NOT private" } else { "ChaCha20 seeded from the OS" },
             "unit": "one example (one line of the training file)",

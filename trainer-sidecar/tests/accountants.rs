@@ -300,65 +300,25 @@ fn noise_calibration_agrees_with_opacus() {
 fn cli_prints_the_documented_json_and_clear_errors() {
     let bin = env!("CARGO_BIN_EXE_trainer-sidecar");
     let run = |args: &[&str]| Command::new(bin).args(args).output().unwrap();
-    let out = run(&[
-        "epsilon",
-        "--sample-rate",
-        "0.04",
-        "--noise-multiplier",
-        "1.5",
-        "--steps",
-        "2250",
-        "--delta",
-        "1e-5",
-    ]);
-    assert!(out.status.success());
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json = |args: &str| -> Value {
+        let out = run(&args.split_whitespace().collect::<Vec<_>>());
+        assert!(
+            out.status.success(),
+            "{args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let v = json("epsilon --sample-rate 0.04 --noise-multiplier 1.5 --steps 2250 --delta 1e-5");
     assert!(rel(v["epsilon"].as_f64().unwrap(), 7.329_111_171_43) < REL);
     assert_eq!(v["accountant"], "rdp");
     assert!(v["order"].as_f64().is_some());
-    let out = run(&[
-        "epsilon",
-        "-q",
-        "0.04",
-        "-s",
-        "1.5",
-        "-t",
-        "2249",
-        "-d",
-        "1e-5",
-        "--accountant",
-        "prv",
-    ]);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json("epsilon -q 0.04 -s 1.5 -t 2249 -d 1e-5 --accountant prv");
     assert_eq!(v["accountant"], "prv");
     assert!(v.get("order").is_none());
-    let out = run(&[
-        "epsilon",
-        "-q",
-        "0.04",
-        "-s",
-        "1.5",
-        "-t",
-        "2249",
-        "-d",
-        "1e-5",
-        "--accountant",
-        "gdp",
-    ]);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json("epsilon -q 0.04 -s 1.5 -t 2249 -d 1e-5 --accountant gdp");
     assert_eq!(v["approximation"], true);
-    let out = run(&[
-        "noise",
-        "--target-epsilon",
-        "8",
-        "--sample-rate",
-        "0.04",
-        "--steps",
-        "2250",
-        "--delta",
-        "1e-5",
-    ]);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json("noise --target-epsilon 8 --sample-rate 0.04 --steps 2250 --delta 1e-5");
     assert!(rel(v["noise_multiplier"].as_f64().unwrap(), 1.416) < REL);
     // Bad input and unbounded cases: exit 1 with a message, never a number.
     for (args, needle) in [

@@ -48,19 +48,17 @@ impl BudgetMonitor {
         if let Some(target) = target
             && m.exact(planned_steps)? > target
         {
-            {
-                // Largest T with ε(T) ≤ target, by bisection (ε grows with T).
-                let (mut lo, mut hi) = (0u64, planned_steps);
-                while hi - lo > 1 {
-                    let mid = lo + (hi - lo) / 2;
-                    if m.exact(mid)? <= target {
-                        lo = mid;
-                    } else {
-                        hi = mid;
-                    }
+            // Largest T with ε(T) ≤ target, by bisection (ε grows with T).
+            let (mut lo, mut hi) = (0u64, planned_steps);
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if m.exact(mid)? <= target {
+                    lo = mid;
+                } else {
+                    hi = mid;
                 }
-                m.max_steps = lo;
             }
+            m.max_steps = lo;
         }
         if m.rdp_curve.is_none() && m.max_steps > 0 {
             let points = 48u64.min(m.max_steps);

@@ -137,20 +137,17 @@ impl Model {
         } else {
             None
         };
-        Ok(self.linear_from(name, w, b))
-    }
-
-    /// A linear layer from existing tensors (`[out, in]`, `[out]`), made trainable.
-    pub fn linear_from(&mut self, name: &str, weight: Tensor, bias: Option<Tensor>) -> Linear {
-        let weight = weight.detach().set_requires_grad(true);
-        let bias = bias.map(|b| b.detach().set_requires_grad(true));
-        let l = Linear {
-            id: 0,
-            weight: weight.shallow_clone(),
-            bias: bias.as_ref().map(Tensor::shallow_clone),
-        };
-        let id = self.add(name, LayerKind::Linear, weight, bias);
-        Linear { id, ..l }
+        let id = self.add(
+            name,
+            LayerKind::Linear,
+            w.shallow_clone(),
+            b.as_ref().map(Tensor::shallow_clone),
+        );
+        Ok(Linear {
+            id,
+            weight: w,
+            bias: b,
+        })
     }
 
     /// An embedding table initialised N(0, 1), as PyTorch does.
@@ -221,14 +218,6 @@ impl Model {
                 .map(|(n, t)| (n.clone(), t.shallow_clone())),
         );
         out
-    }
-
-    /// Number of trainable scalars.
-    pub fn numel(&self) -> i64 {
-        self.parameters()
-            .iter()
-            .map(|(_, t)| t.numel() as i64)
-            .sum()
     }
 }
 

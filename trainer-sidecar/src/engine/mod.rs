@@ -148,7 +148,8 @@ pub struct PrivateEngine {
     sums: Vec<Tensor>,
     /// Index of each layer's weight (and bias) in `sums`.
     slots: Vec<(usize, Option<usize>)>,
-    noise: noise::Prefetch,
+    /// Next-step noise; none when σ = 0.
+    noise: Option<noise::Prefetch>,
     plans: Vec<Option<&'static str>>,
 }
 
@@ -159,10 +160,6 @@ impl std::fmt::Debug for PrivateEngine {
             .field("layers", &self.layers.len())
             .finish()
     }
-}
-
-fn dims(t: &Tensor) -> Vec<i64> {
-    t.size()
 }
 
 impl PrivateEngine {
@@ -188,7 +185,8 @@ impl PrivateEngine {
             slots.push((w, b));
         }
         let sizes = sums.iter().map(Tensor::numel).collect();
-        let noise = noise::Prefetch::start(noise, sizes, model.kind);
+        let noise = (config.noise_multiplier > 0.0)
+            .then(|| noise::Prefetch::start(noise, sizes, model.kind));
         Ok(Self {
             config,
             layers: model
@@ -233,10 +231,10 @@ impl PrivateEngine {
         }
         let mut tape = Tape::recording();
         let losses = forward(&mut tape)?;
-        if dims(&losses) != [batch] {
+        if losses.size() != [batch] {
             return Err(EngineError::LossShape {
                 expected: batch,
-                got: dims(&losses),
+                got: losses.size(),
             });
         }
         let mut seen = vec![0usize; self.layers.len()];
@@ -306,10 +304,9 @@ impl PrivateEngine {
         let _guard = tch::no_grad_guard();
         let std = self.config.noise_multiplier * self.config.max_grad_norm;
         let mut out = Vec::with_capacity(self.sums.len());
-        let noise = if std > 0.0 {
-            Some(self.noise.next()?)
-        } else {
-            None
+        let noise = match &self.noise {
+            Some(p) => Some(p.next()?),
+            None => None,
         };
         let scale = 1.0 / self.config.expected_batch_size;
         for (i, s) in self.sums.iter_mut().enumerate() {
@@ -332,12 +329,12 @@ impl PrivateEngine {
 
     fn prepare(&self, r: &layers::Record, g: Tensor, batch: i64) -> Result<Prepared, EngineError> {
         let kind = self.layers[r.layer].1;
-        let gsz = dims(&g);
+        let gsz = g.size();
         let d_out = *gsz.last().unwrap_or(&1);
         let seq = |t: &Tensor, last: i64| t.f_reshape([batch, -1, last]);
         match kind {
             LayerKind::Linear => {
-                let d_in = *dims(&r.saved).last().unwrap_or(&1);
+                let d_in = *r.saved.size().last().unwrap_or(&1);
                 let a = seq(&r.saved, d_in)?;
                 let g = seq(&g, d_out)?;
                 let t = a.size()[1];

@@ -72,27 +72,6 @@ impl NoiseSource {
             }
         })
     }
-
-    /// A tensor shaped like `like` (same dtype and device) of N(0, std²) draws.
-    pub fn gaussian_like(&mut self, like: &Tensor, std: f64) -> Result<Tensor, EngineError> {
-        let n = like.numel();
-        let t = match like.kind() {
-            Kind::Double => {
-                let v: Vec<f64> = (0..n)
-                    .map(|_| self.rng.sample::<f64, _>(StandardNormal) * std)
-                    .collect();
-                Tensor::f_from_slice(&v)?
-            }
-            _ => {
-                let s = std as f32;
-                let v: Vec<f32> = (0..n)
-                    .map(|_| self.rng.sample::<f32, _>(StandardNormal) * s)
-                    .collect();
-                Tensor::f_from_slice(&v)?.f_to_kind(like.kind())?
-            }
-        };
-        Ok(t.f_reshape(like.size())?.f_to_device(like.device())?)
-    }
 }
 
 /// Draws the next step's noise on a thread of its own while the current step computes: the
