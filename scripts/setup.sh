@@ -52,6 +52,11 @@ fi
 want=$(sha256sum scripts/requirements.txt | cut -d' ' -f1)
 have=$(cat "$VENV/.portcullis-requirements" 2>/dev/null || true)
 if [ "$want" != "$have" ]; then
+  # torch alone is a 2.7 GB download that unpacks to ~5 GB; pip's OSError midway says less.
+  free_gb=$(df -Pk "$ROOT" | awk 'NR == 2 { print int($4 / 1048576) }')
+  if [ "${free_gb:-0}" -lt 12 ]; then
+    log "warning: ${free_gb} GB free on $(df -P "$ROOT" | awk 'NR == 2 { print $6 }'); a first setup needs ~8 GB for .venv and ~10 GB for target/ (cargo build)"
+  fi
   log "installing Python packages (torch is ~2.7 GB the first time; later runs use pip's cache)"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
