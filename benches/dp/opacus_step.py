@@ -11,6 +11,7 @@ Prints exactly one JSON line on stdout. Each timed step is:
 """
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -190,6 +191,9 @@ def main():
         "step_ms": step_ms,
         "median_ms": statistics.median(step_ms) if step_ms else None,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # benches/dp/run.sh sets glibc's thresholds through the environment for the "tuned"
+        # rows, the same values trainer-sidecar sets with mallopt.
+        "malloc": "tuned" if os.environ.get("MALLOC_MMAP_THRESHOLD_") else "default",
         "opacus": opacus.__version__,
         "torch": torch.__version__,
     }

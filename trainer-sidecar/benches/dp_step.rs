@@ -4,7 +4,10 @@
 //!
 //! cargo bench -p trainer-sidecar --bench dp_step -- --model mlp|transformer
 //!     --mode nonprivate|ghost|materialize|auto --batch B --steps N --warmup W --threads K
-//!     [--layers L]
+//!     [--layers L] [--seq T] [--malloc tuned|default]
+//!
+//! `--malloc tuned` (the default) makes the same allocator settings as the `trainer-sidecar`
+//! binary (`runtime::tune_allocator`); `default` leaves glibc's.
 //!
 //! Prints one JSON line: per-step milliseconds, their median, and the process's peak RSS.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark driver: failures abort it
@@ -28,14 +31,13 @@ struct Block {
 
 enum Net {
     Mlp(Linear, Linear),
-    Transformer(trainer_sidecar::engine::Embedding, Vec<Block>, Linear),
+    Transformer(trainer_sidecar::engine::Embedding, Vec<Block>, Linear, i64),
 }
 
 const D: i64 = 256;
-const T: i64 = 128;
 const HEADS: i64 = 4;
 
-fn build(model: &mut Model, which: &str, layers: usize) -> Net {
+fn build(model: &mut Model, which: &str, layers: usize, seq: i64) -> Net {
     match which {
         "mlp" => Net::Mlp(
             model.linear("fc0", 2304, 256, true).unwrap(),
@@ -53,7 +55,7 @@ fn build(model: &mut Model, which: &str, layers: usize) -> Net {
                     fc2: model.linear(&format!("b{i}.fc2"), 4 * D, D, true).unwrap(),
                 })
                 .collect();
-            Net::Transformer(emb, blocks, model.linear("head", D, 2, true).unwrap())
+            Net::Transformer(emb, blocks, model.linear("head", D, 2, true).unwrap(), seq)
         }
     }
 }
@@ -71,18 +73,19 @@ impl Net {
                     tch::Reduction::None,
                 ))
             }
-            Net::Transformer(emb, blocks, head) => {
+            Net::Transformer(emb, blocks, head, t) => {
+                let t = *t;
                 let mut h = emb.forward(x, tape)?;
                 let b = x.size()[0];
                 for blk in blocks {
                     let qkv = blk.qkv.forward(&blk.ln1.forward(&h, tape)?, tape)?;
                     let qkv = qkv
-                        .view([b, T, 3, HEADS, D / HEADS])
+                        .view([b, t, 3, HEADS, D / HEADS])
                         .permute([2, 0, 3, 1, 4]);
                     let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
                     let att = (q.matmul(&k.transpose(-2, -1)) / ((D / HEADS) as f64).sqrt())
                         .softmax(-1, Kind::Float);
-                    let ctx = att.matmul(&v).transpose(1, 2).reshape([b, T, D]);
+                    let ctx = att.matmul(&v).transpose(1, 2).reshape([b, t, D]);
                     // Not `+=`: autograd needs the old `h` (layer norm's input).
                     h = h.f_add(&blk.out.forward(&ctx, tape)?)?;
                     let m = blk.fc2.forward(
@@ -137,10 +140,17 @@ fn main() {
     let warmup: usize = arg(&args, "--warmup", "2").parse().unwrap();
     let threads: i32 = arg(&args, "--threads", "1").parse().unwrap();
     let layers: usize = arg(&args, "--layers", "2").parse().unwrap();
+    let seq: i64 = arg(&args, "--seq", "128").parse().unwrap();
+    let malloc = arg(&args, "--malloc", "tuned");
+    match malloc.as_str() {
+        "tuned" => assert!(trainer_sidecar::runtime::tune_allocator()),
+        "default" => {}
+        other => panic!("--malloc tuned|default, not {other}"),
+    }
     tch::set_num_threads(threads);
     tch::manual_seed(0);
     let mut model = Model::new(Kind::Float, Device::Cpu);
-    let net = build(&mut model, &which, layers);
+    let net = build(&mut model, &which, layers, seq);
     let (x, y) = if which == "mlp" {
         (
             Tensor::randn([batch, 2304], (Kind::Float, Device::Cpu)),
@@ -148,7 +158,7 @@ fn main() {
         )
     } else {
         (
-            Tensor::randint(1000, [batch, T], (Kind::Int64, Device::Cpu)),
+            Tensor::randint(1000, [batch, seq], (Kind::Int64, Device::Cpu)),
             Tensor::randint(2, [batch], (Kind::Int64, Device::Cpu)),
         )
     };
@@ -214,7 +224,7 @@ fn main() {
         "{}",
         serde_json::json!({
             "impl": "portcullis", "model": which, "mode": mode, "batch": batch, "threads": threads,
-            "layers": layers, "step_ms": times, "median_ms": sorted[sorted.len() / 2],
+            "layers": layers, "seq": seq, "malloc": malloc, "step_ms": times, "median_ms": sorted[sorted.len() / 2],
             "peak_rss_mb": peak_rss_mb(), "plan": plan,
         })
     );

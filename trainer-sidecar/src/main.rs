@@ -91,6 +91,8 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
+    // Before libtorch allocates anything: keep tensor buffers in the heap between steps.
+    trainer_sidecar::runtime::tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Command::Info => {
@@ -136,6 +138,7 @@ fn run() -> anyhow::Result<()> {
         Command::Train { job, quiet } => {
             let report = trainer_sidecar::train::run_job_file(&job, !quiet)
                 .with_context(|| format!("training job {}", job.display()))?;
+            trainer_sidecar::runtime::release_free_memory();
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Ledger {

@@ -171,7 +171,8 @@ fn check(kind: Kind, tol: f64) {
                 assert!(methods.contains("seq:ghost") && methods.contains("emb:ghost"))
             }
             ClipMode::Materialize => assert!(methods.contains("seq:materialized")),
-            ClipMode::Auto => {}
+            // T=5: T²·(in+out) = 350 < 48·in·out = 2304 for `seq` (6→8), so ghost.
+            ClipMode::Auto => assert!(methods.contains("seq:ghost")),
         }
         assert!(
             methods.contains("head:exact")
@@ -179,6 +180,19 @@ fn check(kind: Kind, tol: f64) {
                 && methods.contains("rms:exact")
         );
     }
+}
+
+#[test]
+fn auto_materialises_long_sequences_and_stays_exact() {
+    // T=40: T²·(in+out) = 1600·14 > 48·6·8 for `seq`: the per-example gradient is cheaper.
+    let net = net(Kind::Double);
+    let (ids, labels) = data(4, 40);
+    let (want, _) = naive(&net, &ids, &labels, 0.5);
+    let (got, plan) = engine_sum(&net, &ids, &labels, 0.5, ClipMode::Auto, 4);
+    let methods = plan.join(" ");
+    assert!(methods.contains("seq:materialized"), "{methods}");
+    let (diff, scale) = max_abs_diff(&got, &want);
+    assert!(diff <= 1e-9 * scale.max(1.0), "{diff}");
 }
 
 #[test]

@@ -18,6 +18,12 @@ fn binary_runs_with_an_empty_environment() {
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     assert_eq!(info["smoke_test_sum"], 10.0, "unexpected output: {info}");
     assert!(info["default_device"].is_string());
+    // main() tunes glibc's allocator before libtorch allocates (runtime::tune_allocator).
+    assert_eq!(
+        info["allocator_tuned"],
+        cfg!(all(target_os = "linux", target_env = "gnu")),
+        "unexpected output: {info}"
+    );
 }
 
 #[test]

@@ -68,15 +68,28 @@ pub enum EngineError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClipMode {
-    /// Per layer (Bu et al.): ghost norms when the two T×T Gram matrices are smaller than the
-    /// per-example gradient (2T² < in·out), else the materialised per-example gradient, if it
-    /// fits the memory budget.
+    /// Per layer, by cost (mixed ghost clipping, Bu et al. 2022): the materialised per-example
+    /// gradient when it fits the memory budget and the Gram matrices would cost more, i.e.
+    /// T²·(in+out) > [`AUTO_GHOST_RATIO`]·in·out; ghost norms otherwise.
     Auto,
     /// Always ghost norms (least memory: B·T² per layer).
     Ghost,
     /// Always materialise per-example gradients (B·in·out per layer).
     Materialize,
 }
+
+/// `ClipMode::Auto` materialises a Linear layer's per-example gradients when the ghost norm's
+/// Gram matrices take more than this many times as many multiply-adds per example,
+/// T²·(in+out) against in·out.
+///
+/// Both ways then build the clipped sum with the same in·out·T multiply-adds per example, so
+/// the choice is between the Grams' arithmetic and the per-example gradients' memory traffic
+/// (written once, read twice). Bu et al.'s rule (ghost when 2T² < in·out) counts space; on a CPU
+/// with glibc's allocator tuned (`runtime::tune_allocator`) it picks ghost where materialising
+/// is faster. Calibrated with `benches/dp` (`dp_step --model transformer --seq T --batch 2048/T`,
+/// d=256, f32, one thread): materialising was 1.3x slower than ghost at T=64 and 1.25x faster at
+/// T=128, which puts the crossover near T=96, where T²·(in+out) ≈ 48·in·out.
+pub const AUTO_GHOST_RATIO: i64 = 48;
 
 /// Settings of the engine.
 #[derive(Debug, Clone)]
@@ -358,11 +371,9 @@ impl PrivateEngine {
                     && match self.config.clip_mode {
                         ClipMode::Ghost => false,
                         ClipMode::Materialize => true,
-                        // Bu et al.'s mixed ghost clipping: the Gram matrices take 2T² per
-                        // example, a per-example gradient in·out; take the smaller. On CPU the
-                        // memory traffic is also what decides the time (benches/dp).
                         ClipMode::Auto => {
-                            mat_bytes <= self.config.materialize_budget && d_in * d_out <= 2 * t * t
+                            mat_bytes <= self.config.materialize_budget
+                                && t * t * (d_in + d_out) > AUTO_GHOST_RATIO * d_in * d_out
                         }
                     };
                 let (w_n2, method, per_example) = if t == 1 {
