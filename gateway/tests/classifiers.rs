@@ -71,11 +71,7 @@ async fn injections_and_denied_topics_are_blocked_and_benign_prompts_pass() {
         &[("x-request-id", "inj-1")],
     )
     .await;
-    assert_eq!(r.status(), 403);
-    assert_eq!(r.headers()["x-portcullis-error-source"], "gateway");
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["error_type"], "policy_violation");
-    let msg = v["error"].as_str().unwrap();
+    let msg = tgi_policy_refusal(r).await;
     assert!(
         msg.contains("injection classifier scored the prompt"),
         "{msg}"

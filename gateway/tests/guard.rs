@@ -209,11 +209,7 @@ async fn blocks_answer_in_the_route_shape_without_the_value() {
         &[],
     )
     .await;
-    assert_eq!(r.status(), 403);
-    assert_eq!(r.headers()["x-portcullis-error-source"], "gateway");
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["error_type"], "policy_violation");
-    let msg = v["error"].as_str().unwrap();
+    let msg = tgi_policy_refusal(r).await;
     assert!(
         msg.contains("injection.ignore_previous") && msg.contains("e2e"),
         "{msg}"

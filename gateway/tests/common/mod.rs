@@ -342,6 +342,16 @@ pub async fn post_json(
     rb.send().await.unwrap()
 }
 
+/// Assert that `r` is the gateway's TGI-shaped policy refusal (403, error source `gateway`,
+/// `error_type` `policy_violation`) and return its message.
+pub async fn tgi_policy_refusal(r: reqwest::Response) -> String {
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.headers()["x-portcullis-error-source"], "gateway");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error_type"], "policy_violation");
+    v["error"].as_str().unwrap().to_string()
+}
+
 /// `GET url` and parse the JSON answer.
 pub async fn get_json(c: &reqwest::Client, url: String) -> serde_json::Value {
     c.get(url).send().await.unwrap().json().await.unwrap()
