@@ -58,16 +58,29 @@ impl Pseudonymizer {
 /// its `Debug` shows only counts; it lives as long as the request and is never logged.
 #[derive(Default, Clone)]
 pub struct Vault {
-    by_placeholder: HashMap<String, String>,
+    by_placeholder: HashMap<String, (&'static str, String)>,
     by_value: HashMap<(&'static str, String), String>,
     counters: HashMap<&'static str, usize>,
     longest: usize,
+    outcomes: Vec<RestoreOutcome>,
 }
 
 impl fmt::Debug for Vault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Vault {{ {} placeholders }}", self.by_placeholder.len())
     }
+}
+
+/// What became of placeholders of one type met in an answer: put back, or replaced as the
+/// output policy says (counts only, for the audit record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreOutcome {
+    /// Finding type of the placeholder.
+    pub ty: &'static str,
+    /// `restore`, or the output action applied instead (`redact`, `pseudonymize`, `block`).
+    pub how: &'static str,
+    /// How many placeholders.
+    pub count: u32,
 }
 
 impl Vault {
@@ -81,7 +94,8 @@ impl Vault {
         *n += 1;
         let p = format!("<{label}_{n}>");
         self.longest = self.longest.max(p.len());
-        self.by_placeholder.insert(p.clone(), value.to_string());
+        self.by_placeholder
+            .insert(p.clone(), (ty, value.to_string()));
         self.by_value.insert((ty, value.to_string()), p.clone());
         p
     }
@@ -98,15 +112,98 @@ impl Vault {
 
     /// The original for a placeholder.
     pub fn original(&self, placeholder: &str) -> Option<&str> {
-        self.by_placeholder.get(placeholder).map(String::as_str)
+        self.by_placeholder
+            .get(placeholder)
+            .map(|(_, v)| v.as_str())
     }
 
-    /// Put the originals back into a whole text.
+    /// The type and original of a placeholder.
+    pub fn entry(&self, placeholder: &str) -> Option<(&'static str, &str)> {
+        self.by_placeholder
+            .get(placeholder)
+            .map(|(t, v)| (*t, v.as_str()))
+    }
+
+    /// Put every original back into a whole text (no output policy applied: see
+    /// [`Restorer::push_with`]).
     pub fn restore(&self, text: &str) -> String {
         let mut r = Restorer::default();
         let mut out = r.push(self, text);
         out.push_str(&r.finish());
         out
+    }
+
+    /// What became of the placeholders met in answers so far.
+    pub fn outcomes(&self) -> &[RestoreOutcome] {
+        &self.outcomes
+    }
+
+    fn note(&mut self, ty: &'static str, how: &'static str) {
+        match self
+            .outcomes
+            .iter_mut()
+            .find(|o| o.ty == ty && o.how == how)
+        {
+            Some(o) => o.count += 1,
+            None => self.outcomes.push(RestoreOutcome { ty, how, count: 1 }),
+        }
+    }
+}
+
+/// How a placeholder met in an answer is put back.
+pub struct RestoreRule<'a> {
+    /// The output action for a finding type (`None`: always put the original back). A type
+    /// the output policy redacts is redacted, one it pseudonymizes is pseudonymized, one it
+    /// blocks stops the answer: the output policy applies to restored values too.
+    pub output: Option<&'a crate::policy::Side>,
+    /// The text is inside a JSON string (tool-call arguments): escape the original so it
+    /// cannot close the string and inject members.
+    pub json_escape: bool,
+    /// For `pseudonymize`.
+    pub pseudo: &'a Pseudonymizer,
+}
+
+/// A placeholder of a type the output policy blocks was about to be put back into the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreBlocked(pub &'static str);
+
+impl RestoreRule<'_> {
+    /// Write what `ph` becomes; returns the outcome to count (`None`: not a placeholder of ours).
+    fn apply(
+        &self,
+        vault: &Vault,
+        ph: &str,
+        out: &mut String,
+    ) -> Result<Option<(&'static str, &'static str)>, RestoreBlocked> {
+        let Some((ty, orig)) = vault.entry(ph) else {
+            out.push_str(ph);
+            return Ok(None);
+        };
+        let action = self.output.map_or(Action::Allow, |side| side.action(ty));
+        let how = match action {
+            Action::Allow | Action::Monitor | Action::Placeholder => {
+                if self.json_escape {
+                    let quoted = serde_json::to_string(orig).unwrap_or_default();
+                    out.push_str(quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or(""));
+                } else {
+                    out.push_str(orig);
+                }
+                "restore"
+            }
+            Action::Redact | Action::Pseudonymize => {
+                let label = type_info(ty).map_or("REDACTED", |t| t.label);
+                if action == Action::Redact {
+                    out.push('[');
+                    out.push_str(label);
+                    out.push(']');
+                } else {
+                    out.push_str(&format!("[{label}:{}]", self.pseudo.token(ty, orig)));
+                }
+                action.name()
+            }
+            Action::Block => return Err(RestoreBlocked(ty)),
+        };
+        Ok(Some((ty, how)))
     }
 }
 
@@ -132,10 +229,40 @@ fn could_be_placeholder_prefix(s: &str) -> bool {
 }
 
 impl Restorer {
-    /// Feed the next piece; returns the text that can be sent now.
+    /// Feed the next piece; returns the text that can be sent now (every original put back).
     pub fn push(&mut self, vault: &Vault, piece: &str) -> String {
+        self.run(vault, piece, None, &mut Vec::new())
+            .unwrap_or_default()
+    }
+
+    /// Feed the next piece; each complete placeholder becomes what `rule` says (its outcome
+    /// is counted in the vault). `Err`: a placeholder's type is blocked by the output policy.
+    pub fn push_with(
+        &mut self,
+        vault: &mut Vault,
+        piece: &str,
+        rule: &RestoreRule<'_>,
+    ) -> Result<String, RestoreBlocked> {
+        let mut notes = Vec::new();
+        let r = self.run(vault, piece, Some(rule), &mut notes);
+        for (ty, how) in notes {
+            vault.note(ty, how);
+        }
+        if let Err(RestoreBlocked(ty)) = &r {
+            vault.note(ty, "block");
+        }
+        r
+    }
+
+    fn run(
+        &mut self,
+        vault: &Vault,
+        piece: &str,
+        rule: Option<&RestoreRule<'_>>,
+        notes: &mut Vec<(&'static str, &'static str)>,
+    ) -> Result<String, RestoreBlocked> {
         if vault.is_empty() && self.held.is_empty() {
-            return piece.to_string();
+            return Ok(piece.to_string());
         }
         self.held.push_str(piece);
         let text = std::mem::take(&mut self.held);
@@ -147,9 +274,9 @@ impl Restorer {
             match cand.find('>') {
                 Some(gt) if could_be_placeholder_prefix(&cand[..gt]) => {
                     let ph = &cand[..=gt];
-                    match vault.original(ph) {
-                        Some(orig) => out.push_str(orig),
-                        None => out.push_str(ph),
+                    match rule {
+                        Some(rule) => notes.extend(rule.apply(vault, ph, &mut out)?),
+                        None => out.push_str(vault.original(ph).unwrap_or(ph)),
                     }
                     rest = &cand[gt + 1..];
                 }
@@ -159,7 +286,7 @@ impl Restorer {
                 }
                 None if could_be_placeholder_prefix(cand) => {
                     self.held = cand.to_string();
-                    return out;
+                    return Ok(out);
                 }
                 None => {
                     out.push('<');
@@ -168,7 +295,7 @@ impl Restorer {
             }
         }
         out.push_str(rest);
-        out
+        Ok(out)
     }
 
     /// End of stream: whatever is held goes out as it is.

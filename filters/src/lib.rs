@@ -12,7 +12,11 @@
 //!   a [`Policy`] with one engine per direction.
 //! * [`actions`]: redaction, keyed pseudonyms, the placeholder [`Vault`] and its [`Restorer`].
 //! * [`stream`]: the [`StreamGuard`] that filters an answer token by token with a hold-back.
-//! * [`sse`]: TGI and OpenAI event-stream parsing and rewriting.
+//! * [`sse`]: server-sent event parsing.
+//! * [`protocol`]: the API families (TGI, OpenAI chat/completions/responses/embeddings,
+//!   Anthropic Messages): which request fields reach the model, which answer fields carry
+//!   text, stream framing, error shapes; the input policy applied to a request body and the
+//!   output policy to an answer, whole or streamed.
 
 pub mod actions;
 pub mod classify;
@@ -20,6 +24,7 @@ pub mod detectors;
 pub mod engine;
 pub mod finding;
 pub mod policy;
+pub mod protocol;
 pub mod sse;
 pub mod stream;
 pub mod text;

@@ -9,16 +9,18 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
-use crate::actions::{Pseudonymizer, Vault, replacement};
+use crate::actions::{Pseudonymizer, RestoreRule, Vault, replacement};
 use crate::classify::{Classifier, TextScores, cosine};
 use crate::detectors::{self, DetectorConfig};
 use crate::engine::Engine;
 use crate::finding::{Action, CLASSIFIER_TYPES, Direction, Finding, Group, TYPES, type_info};
+use crate::protocol::{Role, UnknownFields};
 use crate::yaml::{Loaded, YamlError, parse_yaml};
 
 /// Rules of one direction: finding type or family name → action.
@@ -112,6 +114,27 @@ pub struct Settings {
     /// Largest base64/hex segment decoded and rescanned for injections.
     #[serde(default = "default_max_decode")]
     pub max_decode_bytes: usize,
+    /// A request field that may reach the model but that the gateway does not understand (an
+    /// unknown member, content-part type, or a non-string where text belongs): `refuse` (422
+    /// naming the field) or `allow` (forwarded, every string inside it scanned as untrusted text).
+    #[serde(default)]
+    pub unknown_fields: UnknownFields,
+    /// Placeholders in answers: `policy` puts the original back only where the output rules
+    /// let that type through (a type they redact is redacted, one they block stops the
+    /// answer); `always` puts every original back.
+    #[serde(default)]
+    pub restore: RestoreMode,
+}
+
+/// How placeholders are put back into answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreMode {
+    /// The output policy applies to restored values.
+    #[default]
+    Policy,
+    /// Every original goes back, whatever the output policy says about its type.
+    Always,
 }
 
 impl Default for Settings {
@@ -124,6 +147,8 @@ impl Default for Settings {
             stream_hold_back_bytes: default_hold_back(),
             block_status: default_block_status(),
             max_decode_bytes: default_max_decode(),
+            unknown_fields: UnknownFields::default(),
+            restore: RestoreMode::default(),
         }
     }
 }
@@ -196,6 +221,11 @@ pub struct ClassifiersSection {
     /// Topic rails: cosine similarity of the prompt's embedding to example sentences.
     #[serde(default)]
     pub topics: TopicRails,
+    /// Roles whose texts the classifiers do not score (`[system]` leaves the application's
+    /// system prompt out). By default every text the backend renders is scored: `system`,
+    /// `developer`, `user`, `assistant`, `tool` (tool results), `tool_definition`, `unknown`.
+    #[serde(default)]
+    pub skip_roles: Vec<Role>,
 }
 
 /// Allowed and denied topics, each a few example sentences.
@@ -208,10 +238,13 @@ pub struct TopicRails {
     /// Topic name → example sentences; a prompt this close to one is `denied_topic`.
     #[serde(default)]
     pub denied: BTreeMap<String, Vec<String>>,
-    /// Topic name → example sentences; when any are listed, a prompt close to none of them
-    /// is `off_topic`.
+    /// Topic name → example sentences; when any are listed, every window of every user turn
+    /// (of the last `user_turns`) must be close to one of them, or the request is `off_topic`.
     #[serde(default)]
     pub allowed: BTreeMap<String, Vec<String>>,
+    /// How many of the latest user turns must be on an allowed topic (default: all of them).
+    #[serde(default)]
+    pub user_turns: Option<usize>,
 }
 
 impl Default for TopicRails {
@@ -220,6 +253,7 @@ impl Default for TopicRails {
             threshold: default_topic_threshold(),
             denied: BTreeMap::new(),
             allowed: BTreeMap::new(),
+            user_turns: None,
         }
     }
 }
@@ -243,6 +277,8 @@ pub struct ClassifierPlan {
     pub denied_action: Action,
     /// Action for `off_topic` (allow when unused).
     pub off_topic_action: Action,
+    /// Roles not scored.
+    pub skip_roles: Vec<Role>,
 }
 
 /// One head a policy uses, and what its score leads to.
@@ -294,9 +330,16 @@ impl ClassifierPlan {
         self.heads.iter().map(|h| h.head)
     }
 
-    /// Turn scores into findings. `texts` are the scores of every prompt text of a request;
-    /// a head fires when any text's best window reaches its threshold.
-    pub fn decide(&self, model: &Classifier, texts: &[TextScores]) -> ModelVerdict {
+    /// Whether the classifiers score texts of `role`.
+    pub fn scores(&self, role: Role) -> bool {
+        !self.skip_roles.contains(&role)
+    }
+
+    /// Turn scores into findings. `texts` are the scores of every scored text of a request and
+    /// `roles` who wrote each: a head fires when any text's best window reaches its threshold,
+    /// a denied topic when any window is close to it; `off_topic` when any window of the user
+    /// turns checked is close to no allowed topic.
+    pub fn decide(&self, model: &Classifier, texts: &[TextScores], roles: &[Role]) -> ModelVerdict {
         let mut v = ModelVerdict::default();
         let finding = |ty: &'static str, rule: &'static str, action: Action, score: f64| Applied {
             ty,
@@ -350,25 +393,46 @@ impl ClassifierPlan {
                 ));
             }
         }
-        if self.off_topic_action != Action::Allow
-            && !self.topics.allowed.is_empty()
-            && !windows.is_empty()
-        {
-            let s = self
+        if self.off_topic_action != Action::Allow && !self.topics.allowed.is_empty() {
+            // the user turns to check: the last `user_turns`, or all; every window of each
+            let mut turns: Vec<&TextScores> = texts
+                .iter()
+                .zip(roles.iter().chain(std::iter::repeat(&Role::User)))
+                .filter(|(_, r)| **r == Role::User)
+                .map(|(t, _)| t)
+                .collect();
+            if let Some(n) = self.topics.user_turns {
+                let skip = turns.len().saturating_sub(n);
+                turns.drain(..skip);
+            }
+            let examples: Vec<Arc<Vec<f32>>> = self
                 .topics
                 .allowed
                 .values()
-                .map(|ex| similarity(ex))
-                .fold(f32::NEG_INFINITY, f32::max);
-            v.scores.push(("allowed".into(), f64::from(s)));
-            if s < self.topics.threshold {
-                v.topic.get_or_insert_with(|| "off-topic".into());
-                v.findings.push(finding(
-                    "off_topic",
-                    "model.topic.off",
-                    self.off_topic_action,
-                    f64::from(s),
-                ));
+                .flatten()
+                .filter_map(|e| model.example(e))
+                .collect();
+            let worst = turns
+                .iter()
+                .flat_map(|t| &t.embeddings)
+                .map(|w| {
+                    examples
+                        .iter()
+                        .map(|e| cosine(w, e))
+                        .fold(f32::NEG_INFINITY, f32::max)
+                })
+                .fold(f32::INFINITY, f32::min);
+            if worst.is_finite() {
+                v.scores.push(("allowed".into(), f64::from(worst)));
+                if worst < self.topics.threshold {
+                    v.topic.get_or_insert_with(|| "off-topic".into());
+                    v.findings.push(finding(
+                        "off_topic",
+                        "model.topic.off",
+                        self.off_topic_action,
+                        f64::from(worst),
+                    ));
+                }
             }
         }
         v
@@ -407,6 +471,21 @@ pub struct Applied {
     /// Confidence.
     #[serde(skip)]
     pub score: f32,
+}
+
+impl Applied {
+    /// The finding reported when a placeholder of a type the output policy blocks was about
+    /// to be put back into an answer.
+    pub fn restore_blocked(ty: &'static str) -> Applied {
+        Applied {
+            ty,
+            start: 0,
+            end: 0,
+            rule: "restore.output_policy",
+            action: Action::Block,
+            score: 1.0,
+        }
+    }
 }
 
 /// What the policy decided about a text.
@@ -658,6 +737,7 @@ fn compile_classifiers(
         topics: t.clone(),
         denied_action,
         off_topic_action,
+        skip_roles: c.skip_roles.clone(),
     })
 }
 
@@ -893,6 +973,23 @@ impl Policy {
             classifiers,
             source: path.to_path_buf(),
         })
+    }
+
+    /// How placeholders are put back into an answer under this policy (`json_escape` for text
+    /// inside a JSON string, such as tool-call arguments).
+    pub fn restore_rule<'a>(
+        &'a self,
+        pseudo: &'a Pseudonymizer,
+        json_escape: bool,
+    ) -> RestoreRule<'a> {
+        RestoreRule {
+            output: match self.settings.restore {
+                RestoreMode::Policy => Some(&self.output),
+                RestoreMode::Always => None,
+            },
+            json_escape,
+            pseudo,
+        }
     }
 
     /// The side for a direction.

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use crate::actions::{Pseudonymizer, Restorer, Vault};
+use crate::actions::{Pseudonymizer, RestoreBlocked, Restorer, Vault};
 use crate::finding::Action;
 use crate::policy::{Applied, Policy, rewrite};
 
@@ -24,6 +24,12 @@ pub const MAX_GROWING: usize = 16 * 1024;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Blocked(pub Applied);
 
+impl From<RestoreBlocked> for Blocked {
+    fn from(RestoreBlocked(ty): RestoreBlocked) -> Blocked {
+        Blocked(Applied::restore_blocked(ty))
+    }
+}
+
 /// Incremental output filter for one stream (one choice of an OpenAI stream).
 #[derive(Debug)]
 pub struct StreamGuard {
@@ -33,6 +39,7 @@ pub struct StreamGuard {
     restorer: Restorer,
     findings: Vec<Applied>,
     hold_back: usize,
+    json_escape: bool,
 }
 
 impl StreamGuard {
@@ -46,12 +53,27 @@ impl StreamGuard {
             restorer: Restorer::default(),
             findings: Vec::new(),
             hold_back,
+            json_escape: false,
+        }
+    }
+
+    /// A guard for text that sits inside a JSON string (tool-call arguments): originals put
+    /// back into it are JSON-escaped.
+    pub fn in_json_string(policy: Arc<Policy>) -> StreamGuard {
+        StreamGuard {
+            json_escape: true,
+            ..StreamGuard::new(policy)
         }
     }
 
     /// Findings applied so far (spans are relative to each scanned window; use for counts).
     pub fn findings(&self) -> &[Applied] {
         &self.findings
+    }
+
+    /// Record findings made outside the guard (a whole field of the same stream).
+    pub fn note(&mut self, found: Vec<Applied>) {
+        self.findings.extend(found);
     }
 
     /// Bytes currently held back.
@@ -77,6 +99,16 @@ impl StreamGuard {
         let mut out = self.emit(cut, true, vault, pseudo)?;
         out.push_str(&self.restorer.finish());
         Ok(out)
+    }
+
+    fn restore(
+        &mut self,
+        vault: &mut Vault,
+        pseudo: &Pseudonymizer,
+        text: &str,
+    ) -> Result<String, Blocked> {
+        let rule = self.policy.restore_rule(pseudo, self.json_escape);
+        Ok(self.restorer.push_with(vault, text, &rule)?)
     }
 
     /// Where the held text may be cut, before looking at findings.
@@ -122,7 +154,7 @@ impl StreamGuard {
         if !side.is_active() {
             // nothing to look for: only placeholders to restore
             let text: String = self.pending.drain(..).collect();
-            return Ok(self.restorer.push(vault, &text));
+            return self.restore(vault, pseudo, &text);
         }
         if cut == 0 && !all {
             return Ok(String::new());
@@ -185,7 +217,7 @@ impl StreamGuard {
         let keep = floor_boundary(&ctx, ctx.len().saturating_sub(CONTEXT));
         self.context = ctx[keep..].to_string();
         self.pending.drain(..cut);
-        Ok(self.restorer.push(vault, &out))
+        self.restore(vault, pseudo, &out)
     }
 }
 

@@ -193,61 +193,37 @@ pub fn is_invisible(c: char) -> bool {
         | '\u{FEFF}' | '\u{FFA0}' | '\u{E0000}'..='\u{E007F}')
 }
 
-/// Fold a confusable (homoglyph) to the Latin letter it imitates; other characters unchanged.
-pub fn fold_confusable(c: char) -> char {
-    match c {
-        // Cyrillic
-        'а' => 'a',
-        'в' => 'b',
-        'е' | 'ё' => 'e',
-        'к' => 'k',
-        'м' => 'm',
-        'н' => 'h',
-        'о' => 'o',
-        'р' => 'p',
-        'с' => 'c',
-        'т' => 't',
-        'у' => 'y',
-        'х' => 'x',
-        'ѕ' => 's',
-        'і' | 'ї' => 'i',
-        'ј' => 'j',
-        'ԁ' => 'd',
-        'ɡ' => 'g',
-        'ԛ' => 'q',
-        'ԝ' => 'w',
-        'ո' => 'n',
-        'ս' => 'u',
-        // Greek
-        'α' => 'a',
-        'β' => 'b',
-        'ε' => 'e',
-        'η' => 'n',
-        'ι' => 'i',
-        'κ' => 'k',
-        'ν' => 'v',
-        'ο' => 'o',
-        'ρ' => 'p',
-        'τ' => 't',
-        'υ' => 'u',
-        'χ' => 'x',
-        'γ' => 'y',
-        'ω' => 'w',
-        // Latin look-alikes
-        'ı' => 'i',
-        'ł' => 'l',
-        'ø' => 'o',
-        'đ' => 'd',
-        'ħ' => 'h',
-        'ŀ' => 'l',
-        'ſ' => 's',
-        'ß' => 's',
-        'ɑ' => 'a',
-        'ɩ' => 'i',
-        'ʀ' => 'r',
-        'ʏ' => 'y',
-        _ => c,
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/confusables.rs"));
+}
+
+/// Look-alikes that read as a Latin letter but that Unicode's confusables data does not list
+/// (its skeletons map them to other non-ASCII prototypes): Greek `ε κ β ω χ`, `ß`, `ʀ`, `ŀ`.
+const NOT_IN_CONFUSABLES: &[(char, &str)] = &[
+    ('ß', "ss"),
+    ('ŀ', "l"),
+    ('ʀ', "r"),
+    ('β', "b"),
+    ('ε', "e"),
+    ('κ', "k"),
+    ('χ', "x"),
+    ('ω', "w"),
+];
+
+/// The ASCII a (lower-case) homoglyph reads as: Cyrillic, Greek, Armenian, Cherokee and every
+/// other script in Unicode's confusables data (UTS #39), generated at build time.
+pub fn confusable(c: char) -> Option<&'static str> {
+    if c.is_ascii() {
+        return None;
     }
+    let table = generated::CONFUSABLES;
+    if let Ok(i) = table.binary_search_by(|(k, _)| k.cmp(&c)) {
+        return Some(table[i].1);
+    }
+    NOT_IN_CONFUSABLES
+        .iter()
+        .find(|(k, _)| *k == c)
+        .map(|(_, v)| *v)
 }
 
 /// Map a leetspeak digit to the letter it stands for.
@@ -314,12 +290,22 @@ pub fn folded_with(text: &str, map: bool) -> View {
         if b.is_ascii() {
             let o = at as u32;
             at += 1;
-            if b.is_ascii_whitespace() {
+            // `_` is never a letter; read as a space it lets word boundaries fall between
+            // `ignore_all_previous` (regex word characters include `_`)
+            if b.is_ascii_whitespace() || b == b'_' {
                 if !last_space {
                     v.push_ascii(b' ', o);
                     last_space = true;
                 }
                 continue;
+            }
+            if b.is_ascii_uppercase()
+                && !last_space
+                && o > 0
+                && bytes[o as usize - 1].is_ascii_lowercase()
+            {
+                // camel case reads as words (`IgnoreAllPrevious`)
+                v.push(' ', (o, o));
             }
             last_space = false;
             let mut f = ASCII_FOLD[b as usize];
@@ -356,15 +342,23 @@ pub fn folded_with(text: &str, map: bool) -> View {
                 continue;
             }
             for l in d.to_lowercase() {
-                let f = fold_leet(fold_confusable(l));
-                if f.is_whitespace() {
-                    if !last_space {
-                        v.push(' ', i);
-                        last_space = true;
+                match confusable(l) {
+                    Some(ascii) => {
+                        last_space = false;
+                        for a in ascii.chars() {
+                            v.push(fold_leet(a), i);
+                        }
                     }
-                } else {
-                    last_space = false;
-                    v.push(f, i);
+                    None if l.is_whitespace() => {
+                        if !last_space {
+                            v.push(' ', i);
+                            last_space = true;
+                        }
+                    }
+                    None => {
+                        last_space = false;
+                        v.push(fold_leet(l), i);
+                    }
                 }
             }
         }
@@ -508,6 +502,27 @@ mod tests {
     }
 
     #[test]
+    fn homoglyphs_of_every_script_fold() {
+        // Cyrillic, Greek, Armenian, Cherokee, and a supplement confusables.txt lacks
+        for (t, want) in [
+            ("іgnоrе", "ignore"),
+            ("ρrενιουs", "previous"),
+            ("ոօ", "no"),
+            ("ᎪᏞᏞ", "all"),
+            ("ꭺꮮꮮ", "all"),
+            ("ſyſtem", "system"),
+        ] {
+            assert_eq!(folded(t).text, want, "{t}");
+        }
+        let table = generated::CONFUSABLES;
+        assert!(table.len() > 1000);
+        assert!(
+            table.windows(2).all(|w| w[0].0 < w[1].0),
+            "sorted for the binary search"
+        );
+    }
+
+    #[test]
     fn accents_fold() {
         assert_eq!(folded("Ïgnörë").text, "ignore");
     }
@@ -532,10 +547,15 @@ mod tests {
             let raw = t.as_bytes();
             for (p, &b) in f.text.as_bytes().iter().enumerate() {
                 let (a, e) = f.original(p, p + 1);
+                if b == b' ' && e == a {
+                    // a space inserted where camel case starts a word
+                    prop_assert!(raw[a].is_ascii_uppercase() && raw[a - 1].is_ascii_lowercase());
+                    continue;
+                }
                 prop_assert_eq!(e, a + 1);
                 let o = raw[a];
                 if b == b' ' {
-                    prop_assert!(o.is_ascii_whitespace());
+                    prop_assert!(o.is_ascii_whitespace() || o == b'_');
                 } else {
                     let c = char::from(o);
                     let want = [fold_leet(c.to_ascii_lowercase()), fold_leet_symbol(c)];

@@ -115,6 +115,11 @@ pub struct Record {
     pub limit: String,
     /// SHA-256 of the previous record's line (filled by the writer).
     pub prev: String,
+    /// Placeholders met in the answer and what became of them: `action` is `restore` (the
+    /// original went back), or the output action applied instead (`redact`, `pseudonymize`,
+    /// `block`). Added after `prev`, so older lines (without it) still parse and verify.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restored: Vec<FindingCount>,
 }
 
 /// The handle the request path uses.

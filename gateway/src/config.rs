@@ -504,6 +504,64 @@ pub struct UpstreamSection {
     /// TLS (and mutual TLS) to the backends; unset: plain HTTP.
     #[serde(default)]
     pub tls: Option<UpstreamTls>,
+    /// A credential the gateway sends to the backends (a hosted OpenAI- or Anthropic-compatible
+    /// API). Clients' own `Authorization`, `x-api-key`, cookies and hop-by-hop headers are
+    /// never forwarded, with or without it.
+    #[serde(default)]
+    pub auth: Option<UpstreamAuth>,
+}
+
+/// `upstreams.<name>.auth:`: where the backend credential comes from (an environment variable,
+/// so it is never written in the config).
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamAuth {
+    /// Send `Authorization: Bearer <value of this environment variable>`.
+    #[serde(default)]
+    pub bearer_env: Option<String>,
+    /// Send this header instead (`x-api-key` for Anthropic's API) ...
+    #[serde(default)]
+    pub header: Option<String>,
+    /// ... with the value of this environment variable.
+    #[serde(default)]
+    pub value_env: Option<String>,
+}
+
+impl UpstreamAuth {
+    /// The header to send and its value, read from the environment.
+    pub fn resolve(&self) -> Result<(http::HeaderName, http::HeaderValue), String> {
+        let (name, env) = match (&self.bearer_env, &self.header, &self.value_env) {
+            (Some(env), None, None) => (http::header::AUTHORIZATION, env),
+            (None, Some(h), Some(env)) => {
+                let name = http::HeaderName::from_bytes(h.as_bytes())
+                    .map_err(|_| format!("`{h}` is not a header name"))?;
+                if crate::proxy::is_hop_by_hop(&name) {
+                    return Err(format!(
+                        "`{h}` is a hop-by-hop header; it would not reach the backend"
+                    ));
+                }
+                (name, env)
+            }
+            _ => {
+                return Err(
+                    "give either `bearer_env`, or both `header` and `value_env`".to_string()
+                );
+            }
+        };
+        let value = std::env::var(env)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| format!("the environment variable `{env}` is not set"))?;
+        let value = if name == http::header::AUTHORIZATION {
+            format!("Bearer {}", value.trim())
+        } else {
+            value.trim().to_string()
+        };
+        let mut v = http::HeaderValue::from_str(&value)
+            .map_err(|_| format!("the value of `{env}` is not a valid header value"))?;
+        v.set_sensitive(true);
+        Ok((name, v))
+    }
 }
 
 /// `timeouts:`
@@ -941,19 +999,19 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
     let known = |n: &str| n == "default" && c.policy.is_some() || c.guard.policies.contains_key(n);
     let mut routes = HashMap::new();
     for (label, name) in &c.guard.routes {
-        match crate::routes::Route::ALL
-            .iter()
-            .find(|r| r.label() == label)
-        {
+        match crate::routes::Route::by_label(label) {
             None => errors.push(loaded.error_at(
                 &format!("guard.routes.{label}"),
                 format!(
                     "no route `{label}` (routes: {})",
-                    crate::routes::Route::ALL.map(|r| r.label()).join(", ")
+                    crate::routes::Route::all()
+                        .map(|r| r.label())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )),
             Some(r) if known(name) => {
-                routes.insert(*r, name.clone());
+                routes.insert(r, name.clone());
             }
             Some(_) => errors.push(loaded.error_at(
                 &format!("guard.routes.{label}"),
@@ -1024,17 +1082,13 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
     }
     let mut anonymous_routes = Vec::new();
     for (i, label) in c.auth.anonymous_routes.iter().enumerate() {
-        match crate::routes::Route::ALL
-            .iter()
-            .find(|r| r.label() == label)
-        {
-            Some(r) => anonymous_routes.push(*r),
+        match crate::routes::Route::by_label(label) {
+            Some(r) => anonymous_routes.push(r),
             None => errors.push(loaded.error_at(
                 &format!("auth.anonymous_routes[{i}]"),
                 format!(
                     "no route `{label}`; routes are {}",
-                    crate::routes::Route::ALL
-                        .iter()
+                    crate::routes::Route::all()
                         .map(|r| r.label())
                         .collect::<Vec<_>>()
                         .join(", ")
@@ -1108,6 +1162,13 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
                     format!("cannot read {}", p.display()),
                 ));
             }
+        }
+    }
+    for (name, u) in &c.upstreams {
+        if let Some(a) = &u.auth
+            && let Err(e) = a.resolve()
+        {
+            errors.push(loaded.error_at(&format!("upstreams.{name}.auth"), e));
         }
     }
     let mut upstream_tls = BTreeMap::new();
@@ -1206,6 +1267,7 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
                     batch_wait: m.batch_wait,
                     queue: m.queue,
                     max_windows: m.max_windows,
+                    long_texts: filters::classify::LongTexts::Refuse,
                     keep_features: false,
                 },
                 watch: m.watch,

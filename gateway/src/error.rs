@@ -5,10 +5,8 @@
 //! tell our refusals and failures from the model server's.
 
 use bytes::Bytes;
+use filters::protocol::{Dialect, ErrorInfo, Protocol, StreamState};
 use http::StatusCode;
-use serde_json::json;
-
-use crate::routes::Api;
 
 /// Header naming who produced an error answer: `gateway` or `backend`.
 pub const ERROR_SOURCE_HEADER: &str = "x-portcullis-error-source";
@@ -52,6 +50,16 @@ pub enum ErrorKind {
     LimiterUnavailable,
     /// The model classifiers did not answer in time and the policy says fail closed.
     ClassifierUnavailable,
+    /// A field that may reach the model and that the gateway cannot read (an unknown member or
+    /// content type, a non-string where text belongs); the policy refuses what it cannot read.
+    UnreadableRequest,
+    /// The request body is compressed (`Content-Encoding`), which the gateway does not read.
+    UnsupportedEncoding,
+    /// The backend's answer cannot be filtered (compressed, or an event too large to read).
+    UnreadableAnswer,
+    /// A prompt text needs more classifier windows than the gateway scores per text, and the
+    /// policy fails closed.
+    PromptTooLong,
 }
 
 impl ErrorKind {
@@ -75,6 +83,10 @@ impl ErrorKind {
             ErrorKind::LimiterUnavailable | ErrorKind::ClassifierUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ErrorKind::UnreadableRequest => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::UnreadableAnswer => StatusCode::BAD_GATEWAY,
+            ErrorKind::PromptTooLong => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -97,21 +109,16 @@ impl ErrorKind {
             ErrorKind::RateLimited => "rate_limit_exceeded",
             ErrorKind::LimiterUnavailable => "limiter_unavailable",
             ErrorKind::ClassifierUnavailable => "classifier_unavailable",
+            ErrorKind::UnreadableRequest => "unsupported_request_shape",
+            ErrorKind::UnsupportedEncoding => "unsupported_content_encoding",
+            ErrorKind::UnreadableAnswer => "unreadable_answer",
+            ErrorKind::PromptTooLong => "prompt_too_long_for_classifier",
         }
     }
 
     /// Whether the client caused it (4xx) rather than the gateway or the backend.
     pub fn is_client_error(self) -> bool {
         self.status().is_client_error()
-    }
-
-    /// OpenAI's `error.type`.
-    fn openai_type(self) -> &'static str {
-        if self.is_client_error() {
-            "invalid_request_error"
-        } else {
-            "server_error"
-        }
     }
 }
 
@@ -133,30 +140,32 @@ impl GatewayError {
         }
     }
 
-    fn value(&self, api: Api) -> serde_json::Value {
-        match api {
-            Api::Tgi => json!({"error": self.message, "error_type": self.kind.code()}),
-            Api::OpenAi => json!({"error": {
-                "message": self.message,
-                "type": self.kind.openai_type(),
-                "param": null,
-                "code": self.kind.code(),
-            }}),
+    /// The error independent of its shape.
+    pub fn info(&self) -> ErrorInfo {
+        ErrorInfo {
+            status: self.kind.status().as_u16(),
+            code: self.kind.code(),
+            message: self.message.clone(),
         }
     }
 
-    /// The JSON body of the answer.
-    pub fn body(&self, api: Api) -> Bytes {
-        Bytes::from(self.value(api).to_string())
+    /// The JSON body of the answer, in `dialect`.
+    pub fn body(&self, dialect: Dialect) -> Bytes {
+        Bytes::from(dialect.body(&self.info()).to_string())
     }
 
-    /// A final server-sent event carrying the error, for a stream that already started: TGI's
-    /// `data:{"error",...}` framing, or OpenAI's `data: {"error":{...}}`.
-    pub fn stream_event(&self, api: Api) -> Bytes {
-        let v = self.value(api).to_string();
-        Bytes::from(match api {
-            Api::Tgi => format!("data:{v}\n\n"),
-            Api::OpenAi => format!("data: {v}\n\n"),
+    /// A final server-sent event carrying the error, for a stream that already started, in the
+    /// family's own framing (TGI `data:{...}`, OpenAI `data: {"error":{...}}`, Responses and
+    /// Anthropic `event: error`).
+    pub fn stream_event(
+        &self,
+        proto: Option<&dyn Protocol>,
+        dialect: Dialect,
+        st: Option<&StreamState>,
+    ) -> Bytes {
+        Bytes::from(match proto {
+            Some(p) => p.error_event(&self.info(), st),
+            None => dialect.event(&self.info()),
         })
     }
 }
@@ -164,11 +173,12 @@ impl GatewayError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn tgi_shape() {
         let e = GatewayError::new(ErrorKind::BodyTooLarge, "too big");
-        let v: serde_json::Value = serde_json::from_slice(&e.body(Api::Tgi)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&e.body(Dialect::Tgi)).unwrap();
         assert_eq!(
             v,
             json!({"error": "too big", "error_type": "request_too_large"})
@@ -178,23 +188,47 @@ mod tests {
     #[test]
     fn openai_shape() {
         let e = GatewayError::new(ErrorKind::NoHealthyUpstream, "none");
-        let v: serde_json::Value = serde_json::from_slice(&e.body(Api::OpenAi)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&e.body(Dialect::OpenAi)).unwrap();
         assert_eq!(v["error"]["message"], "none");
         assert_eq!(v["error"]["type"], "server_error");
         assert_eq!(v["error"]["code"], "no_healthy_upstream");
         assert!(v["error"]["param"].is_null());
         let e = GatewayError::new(ErrorKind::InvalidJson, "bad");
-        let v: serde_json::Value = serde_json::from_slice(&e.body(Api::OpenAi)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&e.body(Dialect::OpenAi)).unwrap();
         assert_eq!(v["error"]["type"], "invalid_request_error");
+    }
+
+    #[test]
+    fn anthropic_shape() {
+        let e = GatewayError::new(ErrorKind::PolicyForbidden, "no");
+        let v: serde_json::Value = serde_json::from_slice(&e.body(Dialect::Anthropic)).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "permission_error");
+        assert_eq!(v["error"]["message"], "no");
+        let e = GatewayError::new(ErrorKind::RateLimited, "slow");
+        let v: serde_json::Value = serde_json::from_slice(&e.body(Dialect::Anthropic)).unwrap();
+        assert_eq!(v["error"]["type"], "rate_limit_error");
     }
 
     #[test]
     fn stream_events_are_single_sse_events() {
         let e = GatewayError::new(ErrorKind::UpstreamProtocol, "lost");
-        let tgi = e.stream_event(Api::Tgi);
+        let tgi = e.stream_event(None, Dialect::Tgi, None);
         assert!(tgi.starts_with(b"data:{") && tgi.ends_with(b"\n\n"));
-        let oa = e.stream_event(Api::OpenAi);
+        let oa = e.stream_event(None, Dialect::OpenAi, None);
         assert!(oa.starts_with(b"data: {\"error\":{") && oa.ends_with(b"\n\n"));
+        let an = e.stream_event(
+            Some(&filters::protocol::anthropic::Messages),
+            Dialect::Anthropic,
+            None,
+        );
+        assert!(an.starts_with(b"event: error\ndata: {") && an.ends_with(b"\n\n"));
+        let re = e.stream_event(
+            Some(&filters::protocol::openai_responses::Responses),
+            Dialect::OpenAi,
+            None,
+        );
+        assert!(re.starts_with(b"event: error\ndata: {"), "{re:?}");
     }
 
     #[test]
@@ -202,6 +236,7 @@ mod tests {
         assert_eq!(ErrorKind::UpstreamTimeout.status(), 504);
         assert_eq!(ErrorKind::InvalidJson.status(), 422);
         assert_eq!(ErrorKind::BodyTooLarge.status(), 413);
+        assert_eq!(ErrorKind::UnreadableRequest.status(), 422);
         assert!(ErrorKind::BodyTooLarge.is_client_error());
         assert!(!ErrorKind::UpstreamConnect.is_client_error());
     }

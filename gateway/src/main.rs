@@ -205,7 +205,7 @@ fn check(
         if let Some((plan, model)) = &model {
             match model.classify_blocking(&[text]) {
                 Ok(s) => {
-                    let v = plan.decide(model, &s);
+                    let v = plan.decide(model, &s, &[filters::protocol::Role::User]);
                     for (k, x) in &v.scores {
                         scores.insert(k.clone(), serde_json::json!((x * 1e4).round() / 1e4));
                     }

@@ -57,6 +57,10 @@ pub struct Metrics {
     pub guard_decisions: IntCounterVec,
     /// `portcullis_guard_seconds{direction}`: time spent evaluating a whole prompt or answer.
     pub guard_seconds: HistogramVec,
+    /// `portcullis_guard_restores_total{type,how}`: placeholders met in answers, and whether
+    /// the original went back (`restore`) or the output policy replaced it (`redact`,
+    /// `pseudonymize`, `block`).
+    pub guard_restores: IntCounterVec,
     /// `portcullis_policy_reloads_total{policy,result}`: hot reloads, `ok` or `error`.
     pub policy_reloads: IntCounterVec,
     /// `portcullis_auth_failures_total{reason}`: requests refused for their key.
@@ -237,6 +241,14 @@ impl Metrics {
                     "portcullis_guard_findings_total",
                     "Guardrail findings by direction, finding type and action taken",
                     &["direction", "type", "action"],
+                )?,
+            )?,
+            guard_restores: reg(
+                &r,
+                cv(
+                    "portcullis_guard_restores_total",
+                    "Placeholders met in answers, by finding type and what became of them",
+                    &["type", "how"],
                 )?,
             )?,
             guard_decisions: reg(

@@ -1,18 +1,16 @@
-//! The routes the gateway serves, and which API's error shape each one speaks.
+//! The routes the gateway serves: one static table names each route's path, method, label and
+//! API family ([`filters::protocol::Protocol`]), which decides what is scanned, how answers are
+//! filtered and which error shape the route's clients get.
 //!
 //! Only known routes are forwarded: anything else gets a 404 from the gateway, so a backend's
-//! other endpoints (admin, debug) are never exposed by accident.
+//! other endpoints (admin, debug, vLLM's development routes) are never exposed by accident.
+//! Adding an API family is one file in `filters/src/protocol/` and one row here.
 
+use filters::protocol::{
+    Dialect, Protocol, anthropic, openai_chat, openai_completions, openai_embeddings,
+    openai_responses, tgi,
+};
 use http::Method;
-
-/// Which API family a route belongs to; decides the shape of error bodies and stream events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
-    /// TGI-native: `{"error": "...", "error_type": "..."}`.
-    Tgi,
-    /// OpenAI-compatible: `{"error": {"message", "type", "param", "code"}}`.
-    OpenAi,
-}
 
 /// A route the gateway forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,6 +31,12 @@ pub enum Route {
     ChatCompletions,
     /// `POST /v1/completions`
     Completions,
+    /// `POST /v1/responses`
+    Responses,
+    /// `POST /v1/embeddings`
+    Embeddings,
+    /// `POST /v1/messages` (Anthropic)
+    Messages,
     /// `GET /info`
     Info,
     /// `GET /health`
@@ -41,6 +45,157 @@ pub enum Route {
     BackendMetrics,
     /// `GET /v1/models`
     Models,
+}
+
+/// Which API family a route speaks.
+#[derive(Clone, Copy)]
+pub enum Family {
+    /// One family.
+    Fixed(&'static dyn Protocol),
+    /// TGI's `/invocations`: the family is chosen by the body, as TGI chooses it.
+    Sagemaker,
+    /// No body to read (`GET` routes); errors in this dialect.
+    NoBody(Dialect),
+}
+
+/// One row of the route table.
+#[derive(Clone)]
+pub struct RouteDef {
+    /// The route.
+    pub route: Route,
+    /// Its path.
+    pub path: &'static str,
+    /// The method it accepts (`GET` routes also take `HEAD`).
+    pub method: Method,
+    /// Label in metrics, logs, the audit trail and `guard.routes` (never user input).
+    pub label: &'static str,
+    /// Its API family.
+    pub family: Family,
+}
+
+/// The route table: route → path, method, label, API family.
+pub static ROUTES: [RouteDef; 15] = [
+    row(
+        Route::Compat,
+        "/",
+        Method::POST,
+        "compat_generate",
+        Family::Fixed(&tgi::Generate),
+    ),
+    row(
+        Route::Generate,
+        "/generate",
+        Method::POST,
+        "generate",
+        Family::Fixed(&tgi::Generate),
+    ),
+    row(
+        Route::GenerateStream,
+        "/generate_stream",
+        Method::POST,
+        "generate_stream",
+        Family::Fixed(&tgi::Generate),
+    ),
+    row(
+        Route::Tokenize,
+        "/tokenize",
+        Method::POST,
+        "tokenize",
+        Family::Fixed(&tgi::Tokenize),
+    ),
+    row(
+        Route::ChatTokenize,
+        "/chat_tokenize",
+        Method::POST,
+        "chat_tokenize",
+        Family::Fixed(&openai_chat::ChatTokenize),
+    ),
+    row(
+        Route::Invocations,
+        "/invocations",
+        Method::POST,
+        "invocations",
+        Family::Sagemaker,
+    ),
+    row(
+        Route::ChatCompletions,
+        "/v1/chat/completions",
+        Method::POST,
+        "chat_completions",
+        Family::Fixed(&openai_chat::Chat),
+    ),
+    row(
+        Route::Completions,
+        "/v1/completions",
+        Method::POST,
+        "completions",
+        Family::Fixed(&openai_completions::Completions),
+    ),
+    row(
+        Route::Responses,
+        "/v1/responses",
+        Method::POST,
+        "responses",
+        Family::Fixed(&openai_responses::Responses),
+    ),
+    row(
+        Route::Embeddings,
+        "/v1/embeddings",
+        Method::POST,
+        "embeddings",
+        Family::Fixed(&openai_embeddings::Embeddings),
+    ),
+    row(
+        Route::Messages,
+        "/v1/messages",
+        Method::POST,
+        "messages",
+        Family::Fixed(&anthropic::Messages),
+    ),
+    row(
+        Route::Info,
+        "/info",
+        Method::GET,
+        "info",
+        Family::NoBody(Dialect::Tgi),
+    ),
+    row(
+        Route::Health,
+        "/health",
+        Method::GET,
+        "health",
+        Family::NoBody(Dialect::Tgi),
+    ),
+    row(
+        Route::BackendMetrics,
+        "/metrics",
+        Method::GET,
+        "metrics",
+        Family::NoBody(Dialect::Tgi),
+    ),
+    row(
+        Route::Models,
+        "/v1/models",
+        Method::GET,
+        "models",
+        Family::NoBody(Dialect::OpenAi),
+    ),
+];
+
+const fn row(
+    route: Route,
+    path: &'static str,
+    method: Method,
+    label: &'static str,
+    family: Family,
+) -> RouteDef {
+    RouteDef {
+        route,
+        path,
+        method,
+        label,
+        family,
+    }
 }
 
 /// Why a request matches no route.
@@ -56,102 +211,81 @@ pub enum RouteError {
 }
 
 impl Route {
-    /// Every route, for metrics initialisation and documentation.
-    pub const ALL: [Route; 12] = [
-        Route::Compat,
-        Route::Generate,
-        Route::GenerateStream,
-        Route::Tokenize,
-        Route::ChatTokenize,
-        Route::Invocations,
-        Route::ChatCompletions,
-        Route::Completions,
-        Route::Info,
-        Route::Health,
-        Route::BackendMetrics,
-        Route::Models,
-    ];
+    /// Every route, in table order (for metrics initialisation and documentation).
+    pub fn all() -> impl Iterator<Item = Route> {
+        ROUTES.iter().map(|d| d.route)
+    }
+
+    /// Number of routes.
+    pub const COUNT: usize = ROUTES.len();
 
     /// Match a method and path (without query).
     pub fn classify(method: &Method, path: &str) -> Result<Route, RouteError> {
-        let route = match path {
-            "/" => Route::Compat,
-            "/generate" => Route::Generate,
-            "/generate_stream" => Route::GenerateStream,
-            "/tokenize" => Route::Tokenize,
-            "/chat_tokenize" => Route::ChatTokenize,
-            "/invocations" => Route::Invocations,
-            "/v1/chat/completions" => Route::ChatCompletions,
-            "/v1/completions" => Route::Completions,
-            "/info" => Route::Info,
-            "/health" => Route::Health,
-            "/metrics" => Route::BackendMetrics,
-            "/v1/models" => Route::Models,
-            _ => return Err(RouteError::NotFound),
-        };
-        let allowed = route.method();
-        if *method == allowed || (allowed == Method::GET && *method == Method::HEAD) {
-            Ok(route)
+        let def = ROUTES
+            .iter()
+            .find(|d| d.path == path)
+            .ok_or(RouteError::NotFound)?;
+        if *method == def.method || (def.method == Method::GET && *method == Method::HEAD) {
+            Ok(def.route)
         } else {
-            Err(RouteError::MethodNotAllowed { allowed })
+            Err(RouteError::MethodNotAllowed {
+                allowed: def.method.clone(),
+            })
         }
     }
 
-    /// Position in [`Route::ALL`] (for per-route tables).
+    /// The route's row.
+    pub fn def(self) -> &'static RouteDef {
+        &ROUTES[self.index()]
+    }
+
+    /// Position in [`ROUTES`] (for per-route tables).
     pub fn index(self) -> usize {
         self as usize
     }
 
     /// The method the route accepts.
     pub fn method(self) -> Method {
-        if self.has_json_body() {
-            Method::POST
-        } else {
-            Method::GET
-        }
+        self.def().method.clone()
     }
 
     /// Whether requests carry a JSON body that the gateway reads, checks and forwards whole.
     pub fn has_json_body(self) -> bool {
-        !matches!(
-            self,
-            Route::Info | Route::Health | Route::BackendMetrics | Route::Models
-        )
+        !matches!(self.def().family, Family::NoBody(_))
     }
 
-    /// The API family.
-    pub fn api(self) -> Api {
-        match self {
-            Route::ChatCompletions | Route::Completions | Route::Models => Api::OpenAi,
-            _ => Api::Tgi,
+    /// The API family of a request to this route with body `body` (`None`: no body to read).
+    pub fn protocol(self, body: &serde_json::Value) -> Option<&'static dyn Protocol> {
+        match self.def().family {
+            Family::Fixed(p) => Some(p),
+            Family::Sagemaker => Some(filters::protocol::invocations(body)),
+            Family::NoBody(_) => None,
         }
+    }
+
+    /// The error dialect of the route (`/invocations` speaks TGI's until its body is read).
+    pub fn dialect(self) -> Dialect {
+        match self.def().family {
+            Family::Fixed(p) => p.dialect(),
+            Family::Sagemaker => Dialect::Tgi,
+            Family::NoBody(d) => d,
+        }
+    }
+
+    /// Whether the route sends text to the model (its prompts are guarded and its tokens
+    /// counted).
+    pub fn has_prompt(self) -> bool {
+        self.has_json_body()
     }
 
     /// Label used in metrics and logs (bounded set, never user input).
     pub fn label(self) -> &'static str {
-        match self {
-            Route::Compat => "compat_generate",
-            Route::Generate => "generate",
-            Route::GenerateStream => "generate_stream",
-            Route::Tokenize => "tokenize",
-            Route::ChatTokenize => "chat_tokenize",
-            Route::Invocations => "invocations",
-            Route::ChatCompletions => "chat_completions",
-            Route::Completions => "completions",
-            Route::Info => "info",
-            Route::Health => "health",
-            Route::BackendMetrics => "metrics",
-            Route::Models => "models",
-        }
+        self.def().label
     }
-}
 
-/// The error shape for a path that may match no route: OpenAI's under `/v1/`, TGI's elsewhere.
-pub fn api_for_path(path: &str) -> Api {
-    if path.starts_with("/v1/") {
-        Api::OpenAi
-    } else {
-        Api::Tgi
+    /// The route with this label.
+    pub fn by_label(label: &str) -> Option<Route> {
+        ROUTES.iter().find(|d| d.label == label).map(|d| d.route)
     }
 }
 
@@ -160,31 +294,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn classifies_every_tgi_and_openai_route() {
-        for r in Route::ALL {
-            let path = match r {
-                Route::Compat => "/",
-                Route::Generate => "/generate",
-                Route::GenerateStream => "/generate_stream",
-                Route::Tokenize => "/tokenize",
-                Route::ChatTokenize => "/chat_tokenize",
-                Route::Invocations => "/invocations",
-                Route::ChatCompletions => "/v1/chat/completions",
-                Route::Completions => "/v1/completions",
-                Route::Info => "/info",
-                Route::Health => "/health",
-                Route::BackendMetrics => "/metrics",
-                Route::Models => "/v1/models",
-            };
-            assert_eq!(Route::classify(&r.method(), path), Ok(r));
+    fn the_table_is_in_enum_order_and_classifies_every_route() {
+        for (i, d) in ROUTES.iter().enumerate() {
+            assert_eq!(d.route.index(), i, "{} out of order", d.path);
+            assert_eq!(Route::classify(&d.method, d.path), Ok(d.route));
+            assert_eq!(Route::by_label(d.label), Some(d.route));
         }
-    }
-
-    #[test]
-    fn indexes_match_all() {
-        for (i, r) in Route::ALL.iter().enumerate() {
-            assert_eq!(r.index(), i);
-        }
+        assert_eq!(Route::all().count(), Route::COUNT);
     }
 
     #[test]
@@ -207,10 +323,27 @@ mod tests {
     }
 
     #[test]
-    fn shapes() {
-        assert_eq!(Route::ChatCompletions.api(), Api::OpenAi);
-        assert_eq!(Route::GenerateStream.api(), Api::Tgi);
-        assert_eq!(api_for_path("/v1/nope"), Api::OpenAi);
-        assert_eq!(api_for_path("/nope"), Api::Tgi);
+    fn families_and_dialects() {
+        let v = serde_json::json!({});
+        assert_eq!(Route::ChatCompletions.dialect(), Dialect::OpenAi);
+        assert_eq!(Route::GenerateStream.dialect(), Dialect::Tgi);
+        assert_eq!(Route::Messages.dialect(), Dialect::Anthropic);
+        assert_eq!(
+            Route::Responses.protocol(&v).map(|p| p.name()),
+            Some("openai.responses")
+        );
+        assert!(Route::Info.protocol(&v).is_none());
+        assert_eq!(
+            Route::Invocations
+                .protocol(&serde_json::json!({"messages": []}))
+                .map(|p| p.name()),
+            Some("openai.chat")
+        );
+        assert_eq!(Dialect::for_path("/v1/nope"), Dialect::OpenAi);
+        assert_eq!(
+            Dialect::for_path("/v1/messages/count_tokens"),
+            Dialect::Anthropic
+        );
+        assert_eq!(Dialect::for_path("/nope"), Dialect::Tgi);
     }
 }

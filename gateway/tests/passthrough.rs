@@ -389,7 +389,7 @@ async fn unknown_routes_and_wrong_methods_are_refused_by_the_gateway() {
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["x-portcullis-error-source"], "gateway");
     assert_eq!(r.json::<Value>().await.unwrap()["error_type"], "not_found");
-    let r = c.get(gw.url("/v1/embeddings")).send().await.unwrap();
+    let r = c.get(gw.url("/v1/files")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(
         r.json::<Value>().await.unwrap()["error"]["code"],
@@ -398,6 +398,14 @@ async fn unknown_routes_and_wrong_methods_are_refused_by_the_gateway() {
     let r = c.get(gw.url("/generate")).send().await.unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "POST");
+    // Anthropic's clients get Anthropic's error shape
+    let r = c.get(gw.url("/v1/messages/batches")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["type"].as_str(), v["error"]["type"].as_str()),
+        (Some("error"), Some("not_found_error"))
+    );
     // the admin routes are not on the public listener
     assert_eq!(
         c.get(gw.url("/healthz")).send().await.unwrap().status(),

@@ -472,6 +472,8 @@ fn features(
     }
     let opts = filters::classify::EncoderOptions {
         keep_features: true,
+        // a long training example is represented by its first and last windows
+        long_texts: filters::classify::LongTexts::KeepEnds,
         ..Default::default()
     };
     let clf = filters::classify::Classifier::load(encoder_dir, &opts, None, None)

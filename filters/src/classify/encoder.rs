@@ -38,8 +38,11 @@ pub struct EncoderOptions {
     pub batch_wait: Duration,
     /// Most windows waiting in the queue; beyond it, classification fails fast.
     pub queue: usize,
-    /// Most windows per text: longer texts keep their first and last windows.
+    /// Most windows per text; what happens to a longer one is `long_texts`.
     pub max_windows: usize,
+    /// A text over `max_windows` windows: refused (the gateway: no window is ever skipped
+    /// unscored) or cut to its first and last windows (the trainer's features).
+    pub long_texts: LongTexts,
     /// Return each window's head features too (the trainer embeds data with this).
     pub keep_features: bool,
 }
@@ -53,9 +56,20 @@ impl Default for EncoderOptions {
             batch_wait: Duration::from_millis(1),
             queue: 4096,
             max_windows: 16,
+            long_texts: LongTexts::Refuse,
             keep_features: false,
         }
     }
+}
+
+/// What to do with a text longer than `max_windows` windows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LongTexts {
+    /// Fail with [`ModelError::TooLong`]: no window is skipped silently.
+    #[default]
+    Refuse,
+    /// Keep the first and last halves of the windows.
+    KeepEnds,
 }
 
 /// Called after every session run with (windows in the batch, run time).
@@ -119,6 +133,7 @@ pub struct Encoder {
     max_tokens: usize,
     overlap: usize,
     max_windows: usize,
+    long_texts: LongTexts,
     tx: SyncSender<Job>,
     dim: usize,
     workers: Vec<std::thread::JoinHandle<()>>,
@@ -268,6 +283,7 @@ impl Encoder {
             max_tokens: spec.max_tokens,
             overlap: spec.window_overlap,
             max_windows: opts.max_windows.max(2),
+            long_texts: opts.long_texts,
             tx,
             dim: spec.dim,
             workers,
@@ -280,7 +296,8 @@ impl Encoder {
     }
 
     /// Token windows of a text (`[CLS] … [SEP]`, at most `max_tokens`, overlapping by
-    /// `window_overlap`). A text over `max_windows` windows keeps its first and last halves.
+    /// `window_overlap`). A text over `max_windows` windows is refused, or keeps its first and
+    /// last halves under [`LongTexts::KeepEnds`].
     pub fn windows(&self, text: &str) -> Result<Vec<Vec<i64>>, ModelError> {
         let enc = self
             .tokenizer
@@ -295,6 +312,12 @@ impl Encoder {
             starts.push(next);
         }
         if starts.len() > self.max_windows {
+            if self.long_texts == LongTexts::Refuse {
+                return Err(ModelError::TooLong {
+                    windows: starts.len(),
+                    max: self.max_windows,
+                });
+            }
             let half = self.max_windows / 2;
             let tail = starts.split_off(starts.len() - (self.max_windows - half));
             starts.truncate(half);

@@ -21,13 +21,23 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 pub use bundle::{Bundle, Manifest};
-pub use encoder::{BatchObserver, Encoder, EncoderOptions, WindowOut};
+pub use encoder::{BatchObserver, Encoder, EncoderOptions, LongTexts, WindowOut};
 pub use heads::{Head, logit, sigmoid};
 pub use registry::{ModelRegistry, ModelSlot, SwapReport};
 
 /// Why a model could not be loaded or run.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ModelError {
+    /// A text needs more windows than the encoder scores per text.
+    #[error(
+        "a prompt text needs {windows} classifier windows, more than the {max} the gateway scores per text (models.max_windows)"
+    )]
+    TooLong {
+        /// Windows the text needs.
+        windows: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A file could not be read.
     #[error("{path}: {message}")]
     Io {

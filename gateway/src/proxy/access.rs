@@ -2,11 +2,11 @@
 //! from the phase code in `mod.rs`.
 //!
 //! * [`Access`]: the key store, which routes are anonymous, the limiter and the audit log.
-//! * [`max_new_tokens`]: what a request asks the backend to generate at most.
 //! * [`UsageMeter`]: the answer's real token counts, from TGI's `x-prompt-tokens` /
-//!   `x-generated-tokens` headers or read off the bytes as they stream by (TGI's
-//!   `details.generated_tokens`, OpenAI's `usage`), or counted from stream events when the
-//!   backend reports none of them.
+//!   `x-generated-tokens` headers or read off the bytes as they stream by, at the members the
+//!   request's API family names ([`filters::protocol::UsageKeys`]: TGI's
+//!   `details.generated_tokens`, OpenAI's `usage`, Anthropic's and Responses' `input_tokens` /
+//!   `output_tokens`), or counted from stream events when the backend reports none of them.
 
 use std::sync::Arc;
 
@@ -20,6 +20,7 @@ use crate::limits::Limiter;
 use crate::limits::{Admission, Refusal};
 use crate::routes::Route;
 use crate::shared_limits::{BucketOp, OnError, Outcome, RedisLimiter};
+use filters::protocol::UsageKeys;
 
 /// Identity, limits and audit for the proxy.
 #[derive(Debug, Clone)]
@@ -39,24 +40,14 @@ pub struct Access {
     pub shared: Option<Arc<RedisLimiter>>,
 }
 
-/// The most tokens the request lets the backend generate: TGI's `parameters.max_new_tokens`,
-/// OpenAI's `max_completion_tokens` or `max_tokens`; `None` when it does not say.
-pub fn max_new_tokens(body: &[u8]) -> Option<u64> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    v.get("parameters")
-        .and_then(|p| p.get("max_new_tokens"))
-        .or_else(|| v.get("max_completion_tokens"))
-        .or_else(|| v.get("max_tokens"))
-        .and_then(serde_json::Value::as_u64)
-}
-
 /// Token counts read off an answer's bytes.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct UsageMeter {
     tail: Vec<u8>,
-    /// `prompt_tokens` reported by the backend.
+    keys: UsageKeys,
+    /// Prompt tokens reported by the backend.
     pub prompt: Option<u64>,
-    /// `generated_tokens` / `completion_tokens` reported by the backend.
+    /// Generated tokens reported by the backend.
     pub generated: Option<u64>,
     /// Stream events that carried a token.
     pub events: u64,
@@ -64,14 +55,29 @@ pub struct UsageMeter {
     pub bytes: u64,
 }
 
-const KEYS: [(&[u8], u8); 3] = [
-    (b"\"generated_tokens\":", 0),
-    (b"\"completion_tokens\":", 0),
-    (b"\"prompt_tokens\":", 1),
-];
-const EVENT_MARKS: [&[u8]; 2] = [b"\"token\":{", b"\"delta\":{\"content\":"];
+impl Default for UsageMeter {
+    fn default() -> Self {
+        UsageMeter::new(UsageKeys {
+            prompt: &[],
+            generated: &[],
+            events: &[],
+        })
+    }
+}
 
 impl UsageMeter {
+    /// A meter reading the members `keys` names.
+    pub fn new(keys: UsageKeys) -> UsageMeter {
+        UsageMeter {
+            tail: Vec::new(),
+            keys,
+            prompt: None,
+            generated: None,
+            events: 0,
+            bytes: 0,
+        }
+    }
+
     /// Feed the next piece of the answer.
     pub fn feed(&mut self, chunk: &[u8]) {
         self.bytes += chunk.len() as u64;
@@ -79,29 +85,32 @@ impl UsageMeter {
         let mut buf = std::mem::take(&mut self.tail);
         let carried = buf.len();
         buf.extend_from_slice(chunk);
-        for m in EVENT_MARKS {
+        for m in self.keys.events {
             // count only matches that end in the new bytes (the tail was counted before)
             self.events += memchr::memmem::find_iter(&buf, m)
                 .filter(|&i| i + m.len() > carried)
                 .count() as u64;
         }
-        for (k, which) in KEYS {
-            for i in memchr::memmem::find_iter(&buf, k) {
-                let rest = &buf[i + k.len()..];
-                let rest = rest.strip_prefix(b" ").unwrap_or(rest);
-                let n = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-                if n == 0 || n == rest.len() {
-                    continue; // no digits yet, or maybe more in the next chunk
-                }
-                let Some(v) = std::str::from_utf8(&rest[..n])
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-                else {
-                    continue;
-                };
-                match which {
-                    0 => self.generated = Some(v),
-                    _ => self.prompt = Some(v),
+        for (keys, generated) in [(self.keys.generated, true), (self.keys.prompt, false)] {
+            for k in keys {
+                for i in memchr::memmem::find_iter(&buf, k) {
+                    let rest = &buf[i + k.len()..];
+                    let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+                    let n = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+                    if n == 0 || n == rest.len() {
+                        continue; // no digits yet, or maybe more in the next chunk
+                    }
+                    let Some(v) = std::str::from_utf8(&rest[..n])
+                        .ok()
+                        .and_then(|s| s.parse::<u64>().ok())
+                    else {
+                        continue;
+                    };
+                    if generated {
+                        self.generated = Some(v);
+                    } else {
+                        self.prompt = Some(v);
+                    }
                 }
             }
         }
@@ -130,12 +139,8 @@ impl Gateway {
     ) -> pingora::Result<bool> {
         let a = &self.access;
         if a.required && !a.anonymous.contains(&route) {
-            let auth = session
-                .req_header()
-                .headers
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
-            match a.keys.authenticate(auth) {
+            let auth = super::client_auth(session);
+            match a.keys.authenticate(auth.as_deref()) {
                 Ok(k) => ctx.key = Some(k),
                 Err(e) => {
                     self.metrics
@@ -254,9 +259,21 @@ impl Gateway {
         if !l.has_token_quota(&key) {
             return Ok(false);
         }
-        let max_new =
-            max_new_tokens(&ctx.body).unwrap_or_else(|| u64::from(l.config().default_max_tokens));
-        let n = ctx.prompt_estimate + max_new;
+        // what the request's family says it may generate, per sequence, times the sequences
+        let parsed;
+        let body = match &ctx.json {
+            Some(v) => v,
+            None => {
+                parsed = serde_json::from_slice::<serde_json::Value>(&ctx.body).unwrap_or_default();
+                &parsed
+            }
+        };
+        let (max_new, sequences) = match ctx.proto {
+            Some(p) => (p.max_new_tokens(body), p.sequences(body)),
+            None => (None, 1),
+        };
+        let max_new = max_new.unwrap_or_else(|| u64::from(l.config().default_max_tokens));
+        let n = ctx.prompt_estimate + max_new.saturating_mul(sequences);
         if let Some(shared) = self.access.shared.clone() {
             let ops = l.token_ops(&shared.prefix, &key, n);
             let buckets: Vec<BucketOp> = ops.iter().map(|o| o.op.clone()).collect();
@@ -335,7 +352,7 @@ impl Gateway {
         if ctx.tokens.is_some() {
             return ctx.tokens.clone();
         }
-        if !ctx.route.is_some_and(crate::guard::has_prompt) || !ctx.body_buffered {
+        if !ctx.route.is_some_and(Route::has_prompt) || !ctx.body_buffered {
             return None;
         }
         let answered = ctx.upstream_status.is_some_and(|s| s < 400);
@@ -445,6 +462,21 @@ impl Gateway {
                 .map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
             tokens,
             limit: ctx.refused_by.unwrap_or("pass").to_string(),
+            restored: ctx
+                .guard
+                .as_ref()
+                .map(|g| {
+                    g.vault
+                        .outcomes()
+                        .iter()
+                        .map(|o| FindingCount {
+                            ty: o.ty.to_string(),
+                            action: o.how.to_string(),
+                            count: o.count,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             ..Record::default()
         }
     }
@@ -456,33 +488,22 @@ mod tests {
 
     #[test]
     fn reads_counts_split_across_chunks() {
+        use filters::protocol::Protocol;
         let tgi = b"data:{\"token\":{\"id\":1,\"text\":\"a\"}}\n\ndata:{\"token\":{\"id\":2,\"text\":\"b\"},\"generated_text\":\"ab\",\"details\":{\"finish_reason\":\"length\",\"generated_tokens\":2}}\n\n";
         for cut in 1..tgi.len() {
-            let mut m = UsageMeter::default();
+            let mut m = UsageMeter::new(filters::protocol::tgi::Generate.usage());
             m.feed(&tgi[..cut]);
             m.feed(&tgi[cut..]);
             assert_eq!(m.generated, Some(2), "cut {cut}");
             assert_eq!(m.events, 2, "cut {cut}");
         }
-        let mut m = UsageMeter::default();
+        let mut m = UsageMeter::new(filters::protocol::openai_chat::Chat.usage());
         m.feed(br#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}"#);
         assert_eq!((m.prompt, m.generated), (Some(12), Some(7)));
-    }
-
-    #[test]
-    fn max_tokens_by_api() {
-        assert_eq!(
-            max_new_tokens(br#"{"inputs":"x","parameters":{"max_new_tokens":20}}"#),
-            Some(20)
-        );
-        assert_eq!(
-            max_new_tokens(br#"{"messages":[],"max_tokens":7}"#),
-            Some(7)
-        );
-        assert_eq!(
-            max_new_tokens(br#"{"messages":[],"max_completion_tokens":9}"#),
-            Some(9)
-        );
-        assert_eq!(max_new_tokens(br#"{"inputs":"x"}"#), None);
+        // Anthropic: the last `output_tokens` (message_delta) is the count
+        let mut m = UsageMeter::new(filters::protocol::anthropic::Messages.usage());
+        m.feed(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n");
+        m.feed(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":31}}\n\n");
+        assert_eq!((m.prompt, m.generated), (Some(9), Some(31)));
     }
 }

@@ -36,7 +36,10 @@ use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorSource};
 
-use filters::sse::{Format, Step, StreamRewriter};
+use filters::protocol::{
+    AnswerCx, AnswerStream, Dialect, InspectError, Kind, Protocol, Role, parse_strict,
+};
+use filters::sse::Step;
 use filters::{Action, Applied, Direction, Policy, Pseudonymizer, Vault};
 
 use crate::error::{ERROR_SOURCE_HEADER, ErrorKind, GatewayError, REQUEST_ID_HEADER};
@@ -44,7 +47,7 @@ use crate::guard::{self, Guard};
 use crate::keys::ApiKey;
 use crate::limits::Admission;
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::routes::{Api, Route, RouteError, api_for_path};
+use crate::routes::{Route, RouteError};
 use crate::upstream::{Lease, Pool};
 use access::{Access, UsageMeter};
 
@@ -78,8 +81,7 @@ impl Gateway {
         guard: Option<Arc<Guard>>,
         access: Access,
     ) -> Self {
-        let route_metrics = Route::ALL
-            .iter()
+        let route_metrics = Route::all()
             .map(|r| r.label())
             .chain(std::iter::once(UNMATCHED))
             .map(|label| metrics.for_route(label))
@@ -100,7 +102,7 @@ enum Output {
     /// Passed through untouched.
     Off,
     /// An event stream, rewritten event by event.
-    Stream(Box<StreamRewriter>),
+    Stream(Box<AnswerStream>),
     /// A whole JSON answer, buffered until its end.
     Whole(Vec<u8>),
     /// A policy ended the stream; the next body chunk closes the connection.
@@ -115,7 +117,6 @@ struct ReqGuard {
     tenant: String,
     pseudo: Pseudonymizer,
     vault: Vault,
-    format: Option<Format>,
     findings: Vec<Applied>,
     output: Output,
     output_started: Option<Instant>,
@@ -126,9 +127,14 @@ pub struct RequestCtx {
     started: Instant,
     request_id: String,
     route: Option<Route>,
-    api: Api,
+    /// The error shape of the request's clients.
+    dialect: Dialect,
+    /// The request's API family, once its body is read.
+    proto: Option<&'static dyn Protocol>,
     method: http::Method,
     body: Bytes,
+    /// The body, parsed (when the guard or a token quota needed it).
+    json: Option<serde_json::Value>,
     body_buffered: bool,
     pool: Option<Arc<Pool>>,
     lease: Option<Lease>,
@@ -270,7 +276,7 @@ impl Gateway {
         close: bool,
         extra: &[(&'static str, String)],
     ) -> pingora::Result<()> {
-        let body = err.body(ctx.api);
+        let body = err.body(ctx.dialect);
         let mut h = ResponseHeader::build(err.kind.status(), Some(6 + extra.len()))?;
         h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
@@ -332,6 +338,7 @@ impl Gateway {
         plan: &filters::policy::ClassifierPlan,
         policy: &Policy,
         texts: &[String],
+        roles: &[Role],
         ctx: &mut RequestCtx,
     ) -> (Vec<Applied>, Option<GatewayError>) {
         let slot = g.models.as_ref().and_then(|m| m.slot(plan));
@@ -360,12 +367,15 @@ impl Gateway {
                     .classifier_requests
                     .with_label_values(&[label, "ok"])
                     .inc();
-                let v = plan.decide(&model, &scores);
+                let v = plan.decide(&model, &scores, roles);
                 ctx.model_topic = v.topic;
                 return (v.findings, None);
             }
             Ok(Err(filters::classify::ModelError::Overloaded)) => {
                 ("overloaded", "the classifier queue is full".to_string())
+            }
+            Ok(Err(e @ filters::classify::ModelError::TooLong { .. })) => {
+                ("too_long", e.to_string())
             }
             Ok(Err(e)) => ("error", e.to_string()),
             Err(_) => ("timeout", format!("no answer within {:?}", plan.timeout)),
@@ -375,10 +385,18 @@ impl Gateway {
             .with_label_values(&[label, outcome])
             .inc();
         tracing::warn!(request_id = %ctx.request_id, model = %model.id(), outcome, error = %why, on_timeout = ?plan.on_timeout, "prompt classification did not finish");
-        (
-            vec![plan.unavailable()],
-            Some(self.classifier_down(policy, plan, &why)),
-        )
+        let err = if outcome == "too_long" {
+            GatewayError::new(
+                ErrorKind::PromptTooLong,
+                format!(
+                    "{why}; policy `{}` v{} fails closed (classifiers.on_timeout: block), and no part of a prompt goes unscored",
+                    policy.name, policy.version
+                ),
+            )
+        } else {
+            self.classifier_down(policy, plan, &why)
+        };
+        (vec![plan.unavailable()], Some(err))
     }
 
     fn classifier_down(
@@ -433,24 +451,19 @@ impl Gateway {
         )
     }
 
-    /// The input side. `Ok(true)`: the request was answered (blocked).
+    /// The input side. `Ok(true)`: the request was answered (blocked or refused).
     async fn guard_input(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         g: Arc<Guard>,
     ) -> pingora::Result<bool> {
-        let Some(route) = ctx.route else {
+        let (Some(route), Some(proto)) = (ctx.route, ctx.proto) else {
             return Ok(false);
         };
-        let auth = session
-            .req_header()
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
         let sel = match ctx.key.as_deref() {
             Some(k) => g.select_for_key(route, k),
-            None => g.select(route, auth),
+            None => g.select(route, client_auth(session).as_deref()),
         };
         let Some(sel) = sel else {
             return Ok(false);
@@ -460,37 +473,64 @@ impl Gateway {
             policy: sel.policy,
             tenant: sel.tenant,
             vault: Vault::default(),
-            format: None,
             findings: Vec::new(),
             output: Output::Off,
             output_started: None,
         };
+        let policy = rg.policy.clone();
+        if !policy.input.is_active() && policy.classifiers.is_none() {
+            ctx.guard = Some(rg);
+            return Ok(false);
+        }
         let t0 = Instant::now();
-        let outcome =
-            match guard::apply_input(route, &ctx.body, &rg.policy, &mut rg.vault, &rg.pseudo) {
-                Ok(o) => o,
-                Err(e) => {
-                    let e = GatewayError::new(ErrorKind::InvalidJson, e.to_string());
-                    self.respond(session, ctx, e, false).await?;
-                    return Ok(true);
-                }
-            };
-        let mut outcome = outcome;
+        let Some(mut body) = ctx.json.take() else {
+            ctx.guard = Some(rg);
+            return Ok(false);
+        };
+        let inspected = filters::protocol::inspect(
+            proto,
+            &mut body,
+            &policy,
+            &mut rg.vault,
+            &rg.pseudo,
+            policy.classifiers.is_some(),
+        );
+        let mut outcome = match inspected {
+            Ok(o) => o,
+            Err(InspectError::Shape(e)) => {
+                let err = GatewayError::new(
+                    ErrorKind::UnreadableRequest,
+                    format!(
+                        "the gateway cannot inspect `{}` ({}), and policy `{}` v{} refuses what it cannot read (settings.unknown_fields: refuse)",
+                        e.path, e.reason, policy.name, policy.version
+                    ),
+                );
+                ctx.guard = Some(rg);
+                ctx.json = Some(body);
+                self.respond(session, ctx, err, false).await?;
+                return Ok(true);
+            }
+        };
         // The model classifiers, only when the rules let the prompt through (a block by a
         // rule costs no model time).
         let mut model_error = None;
         if outcome.blocked.is_none()
-            && let Some(plan) = rg.policy.classifiers.as_ref()
-            && !outcome.classify.is_empty()
+            && let Some(plan) = policy.classifiers.as_ref()
         {
-            let (findings, verdict_error) = self
-                .classify(&g, plan, &rg.policy, &outcome.classify, ctx)
-                .await;
-            if let Some(b) = findings.iter().find(|f| f.action == Action::Block) {
-                outcome.blocked = Some(b.clone());
+            let (roles, texts): (Vec<Role>, Vec<String>) = std::mem::take(&mut outcome.texts)
+                .into_iter()
+                .filter(|t| plan.scores(t.role))
+                .map(|t| (t.role, t.text))
+                .unzip();
+            if !texts.is_empty() {
+                let (findings, verdict_error) =
+                    self.classify(&g, plan, &policy, &texts, &roles, ctx).await;
+                if let Some(b) = findings.iter().find(|f| f.action == Action::Block) {
+                    outcome.blocked = Some(b.clone());
+                }
+                outcome.findings.extend(findings);
+                model_error = verdict_error;
             }
-            outcome.findings.extend(findings);
-            model_error = verdict_error;
         }
         let action = outcome
             .findings
@@ -498,34 +538,38 @@ impl Gateway {
             .map(|f| f.action)
             .max()
             .unwrap_or(Action::Allow);
-        if rg.policy.input.is_active() || rg.policy.classifiers.is_some() {
-            self.record(
-                Direction::Input,
-                &rg.policy.name,
-                &outcome.findings,
-                action,
-                t0.elapsed(),
-            );
-        }
+        self.record(
+            Direction::Input,
+            &policy.name,
+            &outcome.findings,
+            action,
+            t0.elapsed(),
+        );
         rg.findings = outcome.findings;
-        rg.format = outcome.format;
         if let Some(b) = outcome.blocked {
             let e = match model_error {
                 Some(e) if b.ty == "classifier_unavailable" => e,
-                _ => Self::blocked_error(
-                    &rg.policy,
-                    &b,
-                    Direction::Input,
-                    ctx.model_topic.as_deref(),
-                ),
+                _ => Self::blocked_error(&policy, &b, Direction::Input, ctx.model_topic.as_deref()),
             };
             ctx.guard = Some(rg);
             self.respond(session, ctx, e, false).await?;
             return Ok(true);
         }
-        if let Some(body) = outcome.body {
-            ctx.body = Bytes::from(body);
+        if outcome.changed {
+            match serde_json::to_vec(&body) {
+                Ok(b) => ctx.body = Bytes::from(b),
+                Err(_) => {
+                    let e = GatewayError::new(
+                        ErrorKind::Internal,
+                        "the gateway could not write the rewritten request",
+                    );
+                    ctx.guard = Some(rg);
+                    self.respond(session, ctx, e, false).await?;
+                    return Ok(true);
+                }
+            }
         }
+        ctx.json = Some(body);
         ctx.guard = Some(rg);
         Ok(false)
     }
@@ -538,7 +582,8 @@ impl Gateway {
         end: bool,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        let api = ctx.api;
+        let dialect = ctx.dialect;
+        let proto = ctx.proto;
         let Some(rg) = ctx.guard.as_mut() else {
             return Ok(());
         };
@@ -567,6 +612,10 @@ impl Gateway {
                     out.extend(sent);
                     step = rw.finish(&mut rg.vault, &rg.pseudo);
                 }
+                let ended = |out: &mut Vec<u8>, e: GatewayError, rw: &AnswerStream| {
+                    out.extend_from_slice(&e.stream_event(proto, dialect, Some(rw.state())));
+                    e
+                };
                 let next = match step {
                     Step::Send(b) => {
                         out.extend(b);
@@ -575,7 +624,25 @@ impl Gateway {
                     Step::Blocked(b, f) => {
                         out.extend(b);
                         let e = Self::blocked_error(&rg.policy, &f, Direction::Output, None);
-                        out.extend_from_slice(&e.stream_event(api));
+                        let e = ended(&mut out, e, &rw);
+                        session.set_keepalive(None);
+                        let found: Vec<Applied> = rw.findings().cloned().collect();
+                        self.finish_output(rg, Action::Block, found);
+                        ctx.gateway_error = Some(e.kind);
+                        self.metrics
+                            .gateway_errors
+                            .with_label_values(&[route_label_of(ctx.route), e.kind.code()])
+                            .inc();
+                        if end { Output::Done } else { Output::Closing }
+                    }
+                    Step::Unreadable(b, why) => {
+                        out.extend(b);
+                        let e = ended(
+                            &mut out,
+                            GatewayError::new(ErrorKind::UnreadableAnswer, why),
+                            &rw,
+                        );
+                        tracing::error!(request_id = %ctx.request_id, "{why}");
                         session.set_keepalive(None);
                         let found: Vec<Applied> = rw.findings().cloned().collect();
                         self.finish_output(rg, Action::Block, found);
@@ -618,36 +685,10 @@ impl Gateway {
                 if !end {
                     Output::Whole(buf)
                 } else {
-                    let format = rg.format.unwrap_or(Format::Tgi);
-                    let mut found = Vec::new();
-                    let result = guard::apply_output_whole(
-                        &buf,
-                        format,
-                        &rg.policy,
-                        &mut rg.vault,
-                        &rg.pseudo,
-                        &mut found,
-                    );
-                    let action = found
-                        .iter()
-                        .map(|f| f.action)
-                        .max()
-                        .unwrap_or(Action::Allow);
-                    let out = match result {
-                        Ok(Some(b)) => b,
-                        Ok(None) => {
-                            // not JSON: only placeholders can be put back
-                            match std::str::from_utf8(&buf) {
-                                Ok(s) => rg.vault.restore(s).into_bytes(),
-                                Err(_) => buf,
-                            }
-                        }
-                        Err(f) => {
-                            let e = Self::blocked_error(&rg.policy, &f, Direction::Output, None);
-                            ctx.gateway_error = Some(e.kind);
-                            blocked_answer(format, &buf, &e)
-                        }
-                    };
+                    let (out, action, found, error) = filter_whole(proto, rg, &buf, dialect);
+                    if let Some(e) = error {
+                        ctx.gateway_error = Some(e);
+                    }
                     self.finish_output(rg, action, found);
                     *body = Some(Bytes::from(out));
                     Output::Done
@@ -663,32 +704,163 @@ impl Gateway {
             let took = rg.output_started.map_or(Duration::ZERO, |t| t.elapsed());
             self.record(Direction::Output, &rg.policy.name, &found, action, took);
         }
+        for o in rg.vault.outcomes() {
+            self.metrics
+                .guard_restores
+                .with_label_values(&[o.ty, o.how])
+                .inc_by(u64::from(o.count));
+        }
         rg.findings.extend(found);
     }
 }
 
-/// A non-streamed answer a block rule stopped: OpenAI answers keep their shape with empty
-/// content and `finish_reason: "content_filter"` (what OpenAI itself does); TGI answers become
-/// the TGI error body. The status was already sent with the backend's headers.
-fn blocked_answer(format: Format, original: &[u8], e: &GatewayError) -> Vec<u8> {
-    if format == Format::OpenAi
-        && let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(original)
-        && let Some(choices) = v.get_mut("choices").and_then(|c| c.as_array_mut())
-    {
-        for c in choices.iter_mut() {
-            if let Some(m) = c.get_mut("message").and_then(|m| m.as_object_mut()) {
-                m.insert("content".into(), "".into());
+/// Filter a whole answer: its family's text fields, or, when it is not JSON, the whole body
+/// as text. A block keeps the family's shape where it has a "filtered" answer (OpenAI's empty
+/// content with `finish_reason: "content_filter"`), else becomes the gateway's error body (the
+/// status was already sent with the backend's headers). Returns the bytes, the action, the
+/// findings and the error kind answered, if any.
+fn filter_whole(
+    proto: Option<&'static dyn Protocol>,
+    rg: &mut ReqGuard,
+    buf: &[u8],
+    dialect: Dialect,
+) -> (Vec<u8>, Action, Vec<Applied>, Option<ErrorKind>) {
+    let policy = rg.policy.clone();
+    let mut found = Vec::new();
+    let blocked = |f: &Applied, mut v: Option<serde_json::Value>| {
+        let e = Gateway::blocked_error(&policy, f, Direction::Output, None);
+        let shaped = match (v.as_mut(), proto) {
+            (Some(v), Some(p)) => p
+                .blocked_answer(v, &e.info())
+                .then(|| serde_json::to_vec(v).ok())
+                .flatten(),
+            _ => None,
+        };
+        (shaped.unwrap_or_else(|| e.body(dialect).to_vec()), e.kind)
+    };
+    match (serde_json::from_slice::<serde_json::Value>(buf), proto) {
+        (Ok(mut v), Some(p)) => {
+            let r = {
+                let mut cx = AnswerCx::new(&policy, &mut rg.vault, &rg.pseudo);
+                let r = p.answer(&mut v, &mut cx);
+                found.extend(std::mem::take(&mut cx.findings));
+                r
+            };
+            let action = found
+                .iter()
+                .map(|f| f.action)
+                .max()
+                .unwrap_or(Action::Allow);
+            match r {
+                Ok(()) => match serde_json::to_vec(&v) {
+                    Ok(b) => (b, action, found, None),
+                    Err(_) => {
+                        let e = GatewayError::new(
+                            ErrorKind::Internal,
+                            "the gateway could not write the filtered answer",
+                        );
+                        (e.body(dialect).to_vec(), action, found, Some(e.kind))
+                    }
+                },
+                Err(filters::stream::Blocked(f)) => {
+                    found.push(f.clone());
+                    let original = serde_json::from_slice(buf).ok();
+                    let (b, kind) = blocked(&f, original);
+                    (b, Action::Block, found, Some(kind))
+                }
             }
-            if let Some(t) = c.get_mut("text") {
-                *t = "".into();
-            }
-            c["finish_reason"] = "content_filter".into();
-            c["logprobs"] = serde_json::Value::Null;
         }
-        v["portcullis_error"] = serde_json::json!({"message": e.message, "code": e.kind.code()});
-        return serde_json::to_vec(&v).unwrap_or_default();
+        _ => {
+            // not JSON (or no family): the whole body is what the client reads
+            let Ok(text) = std::str::from_utf8(buf) else {
+                let e = GatewayError::new(
+                    ErrorKind::UnreadableAnswer,
+                    "the backend's answer is neither JSON nor UTF-8 text, so the gateway cannot filter it",
+                );
+                return (e.body(dialect).to_vec(), Action::Block, found, Some(e.kind));
+            };
+            let mut s = text.to_string();
+            let r = filters::protocol::answer::filter_text(
+                &policy,
+                &mut s,
+                Kind::Other,
+                &mut rg.vault,
+                &rg.pseudo,
+                &mut found,
+            );
+            let action = found
+                .iter()
+                .map(|f| f.action)
+                .max()
+                .unwrap_or(Action::Allow);
+            match r {
+                Ok(()) => (s.into_bytes(), action, found, None),
+                Err(filters::stream::Blocked(f)) => {
+                    found.push(f.clone());
+                    let (b, kind) = blocked(&f, None);
+                    (b, Action::Block, found, Some(kind))
+                }
+            }
+        }
     }
-    e.body(crate::routes::Api::Tgi).to_vec()
+}
+
+/// The client's API key header: `Authorization`, or Anthropic's `x-api-key` (read as a bearer
+/// key so both clients authenticate the same way).
+pub(crate) fn client_auth(session: &Session) -> Option<std::borrow::Cow<'_, str>> {
+    let h = &session.req_header().headers;
+    if let Some(a) = h
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return Some(std::borrow::Cow::Borrowed(a));
+    }
+    h.get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|k| std::borrow::Cow::Owned(format!("Bearer {}", k.trim())))
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and the ones proxies must not forward.
+pub fn is_hop_by_hop(name: &http::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+    )
+}
+
+/// Client headers never forwarded to a backend: the client's own credentials for the gateway
+/// (`Authorization`, Anthropic's `x-api-key`), its cookies, and hop-by-hop headers.
+fn strip_client_headers(req: &mut RequestHeader) {
+    let named: Vec<String> = req
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let drop: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| {
+            is_hop_by_hop(k) && *k != http::header::TRANSFER_ENCODING
+                || matches!(k.as_str(), "authorization" | "x-api-key" | "cookie")
+                || named.iter().any(|n| n == k.as_str())
+        })
+        .cloned()
+        .collect();
+    for k in drop {
+        req.remove_header(&k);
+    }
 }
 
 fn route_label_of(route: Option<Route>) -> &'static str {
@@ -703,7 +875,7 @@ fn route_label(ctx: &RequestCtx) -> &'static str {
 
 impl Gateway {
     fn route_metrics(&self, ctx: &RequestCtx) -> &RouteMetrics {
-        let i = ctx.route.map_or(Route::ALL.len(), Route::index);
+        let i = ctx.route.map_or(Route::COUNT, Route::index);
         &self.route_metrics[i.min(self.route_metrics.len() - 1)]
     }
 }
@@ -718,9 +890,11 @@ impl ProxyHttp for Gateway {
             started: Instant::now(),
             request_id: String::new(),
             route: None,
-            api: Api::Tgi,
+            dialect: Dialect::Tgi,
+            proto: None,
             method: http::Method::GET,
             body: Bytes::new(),
+            json: None,
             body_buffered: false,
             pool: None,
             lease: None,
@@ -763,7 +937,7 @@ impl ProxyHttp for Gateway {
             Ok(r) => r,
             Err(rejected) => {
                 // Only the error paths need an owned copy of the path.
-                ctx.api = api_for_path(path);
+                ctx.dialect = Dialect::for_path(path);
                 let e = match rejected {
                     RouteError::NotFound => {
                         GatewayError::new(ErrorKind::NotFound, "no such route on this gateway")
@@ -785,13 +959,37 @@ impl ProxyHttp for Gateway {
             }
         };
         ctx.route = Some(route);
-        ctx.api = route.api();
+        ctx.dialect = route.dialect();
         ctx.pool = Some(self.default_pool.clone());
         if self.check_access(session, ctx, route).await? {
             return Ok(true);
         }
 
         if route.has_json_body() {
+            if let Some(enc) = session
+                .req_header()
+                .headers
+                .get(http::header::CONTENT_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
+            {
+                let shown = if enc.len() <= 24
+                    && enc.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                {
+                    format!("`{enc}`")
+                } else {
+                    "a content encoding".to_string()
+                };
+                let e = GatewayError::new(
+                    ErrorKind::UnsupportedEncoding,
+                    format!(
+                        "the request body is compressed ({shown}); the gateway reads every prompt, so send it uncompressed"
+                    ),
+                );
+                self.respond(session, ctx, e, true).await?;
+                return Ok(true);
+            }
             let limit = self.settings.max_body_bytes;
             match body::read_whole(session, limit, self.settings.body_read_timeout).await {
                 Ok(b) => ctx.body = b,
@@ -843,8 +1041,20 @@ impl ProxyHttp for Gateway {
                 self.respond(session, ctx, e, false).await?;
                 return Ok(true);
             }
-            if let Err(err) = serde_json::from_slice::<serde::de::IgnoredAny>(&ctx.body) {
-                // The parser's message has a position but never the content.
+            // Parsed once, strictly (duplicate members refused), when a policy reads it or the
+            // family depends on it; otherwise only checked.
+            let parse = self.guard.is_some() || route == Route::Invocations;
+            let checked = if parse {
+                parse_strict(&ctx.body)
+                    .map(|v| ctx.json = Some(v))
+                    .map_err(|e| e.to_string())
+            } else {
+                serde_json::from_slice::<serde::de::IgnoredAny>(&ctx.body)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            };
+            if let Err(err) = checked {
+                // The parser's message has a position or a member name, never the content.
                 let e = GatewayError::new(
                     ErrorKind::InvalidJson,
                     format!("request body is not valid JSON: {err}"),
@@ -852,14 +1062,18 @@ impl ProxyHttp for Gateway {
                 self.respond(session, ctx, e, false).await?;
                 return Ok(true);
             }
+            ctx.proto = route.protocol(ctx.json.as_ref().unwrap_or(&serde_json::Value::Null));
+            if let Some(p) = ctx.proto {
+                ctx.dialect = p.dialect();
+                ctx.usage = UsageMeter::new(p.usage());
+            }
             ctx.body_buffered = true;
             if let Some(g) = &self.guard
-                && guard::has_prompt(route)
                 && self.guard_input(session, ctx, g.clone()).await?
             {
                 return Ok(true);
             }
-            if guard::has_prompt(route) && self.reserve_tokens(session, ctx).await? {
+            if self.reserve_tokens(session, ctx).await? {
                 return Ok(true);
             }
         }
@@ -942,9 +1156,17 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         upstream_request.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        // The client's credentials for the gateway, its cookies and hop-by-hop headers stay
+        // here; the pool's own credential (if any) goes instead.
+        strip_client_headers(upstream_request);
+        if let Some(c) = ctx.pool.as_ref().and_then(|p| p.credential.as_ref()) {
+            upstream_request.insert_header(c.name.clone(), c.value.clone())?;
+        }
+        // Answers must come back readable: the output rules and token counts read them.
+        upstream_request.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
         if ctx.body_buffered {
-            // We forward exactly the bytes we hold (later: rewritten by guardrails), at once:
-            // the client's `Expect: 100-continue` was answered by the gateway.
+            // We forward exactly the bytes we hold (rewritten by guardrails), at once: the
+            // client's `Expect: 100-continue` was answered by the gateway.
             upstream_request.remove_header(&http::header::EXPECT);
             upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
             upstream_request
@@ -1017,22 +1239,46 @@ impl ProxyHttp for Gateway {
         if status >= 400 {
             upstream_response.insert_header(ERROR_SOURCE_HEADER, "backend")?;
         }
+        // The gateway asked for `identity`; an answer compressed anyway cannot be filtered or
+        // counted, so it never reaches the client.
+        if ctx.proto.is_some()
+            && (200..300).contains(&status)
+            && let Some(enc) = upstream_response
+                .headers
+                .get(http::header::CONTENT_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
+        {
+            let shown =
+                if enc.len() <= 24 && enc.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                    enc.to_string()
+                } else {
+                    "an unknown encoding".to_string()
+                };
+            ctx.failure = Some(GatewayError::new(
+                ErrorKind::UnreadableAnswer,
+                format!(
+                    "the backend of upstream `{}` compressed its answer ({shown}) although the gateway asked for `Accept-Encoding: identity`; a compressed answer cannot be filtered, so it is refused",
+                    ctx.pool.as_ref().map_or("default", |p| p.name.as_str())
+                ),
+            ));
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "compressed answer from the backend",
+            ));
+        }
         if let Some(rg) = ctx.guard.as_mut()
             && status == 200
-            && let Some(format) = rg.format
+            && let Some(proto) = ctx.proto
             && (rg.policy.output.is_active() || !rg.vault.is_empty())
         {
-            let json = upstream_response
-                .headers
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|ct| ct.contains("json"));
+            // a JSON answer is filtered field by field; any other answer (plain text from a
+            // backend that ignores the API) as one text: nothing passes unread
             rg.output = if ctx.streaming {
-                Output::Stream(Box::new(StreamRewriter::new(format, rg.policy.clone())))
-            } else if json {
-                Output::Whole(Vec::new())
+                Output::Stream(Box::new(AnswerStream::new(proto, rg.policy.clone())))
             } else {
-                Output::Off
+                Output::Whole(Vec::new())
             };
             if !matches!(rg.output, Output::Off) {
                 // the body changes length: send it chunked
@@ -1055,7 +1301,7 @@ impl ProxyHttp for Gateway {
             ctx.upstream_ended = Some(Instant::now());
         }
         if let Some(b) = body.as_ref()
-            && ctx.route.is_some_and(guard::has_prompt)
+            && ctx.proto.is_some()
         {
             ctx.usage.feed(b);
         }
@@ -1132,7 +1378,11 @@ impl ProxyHttp for Gateway {
             // Headers (and maybe tokens) already reached the client. A stream gets a final error
             // event in its own format; any other body can only be cut short.
             if ctx.streaming && !err.kind.is_client_error() {
-                let event = err.stream_event(ctx.api);
+                let st = match ctx.guard.as_ref().map(|g| &g.output) {
+                    Some(Output::Stream(rw)) => Some(rw.state()),
+                    _ => None,
+                };
+                let event = err.stream_event(ctx.proto, ctx.dialect, st);
                 ctx.gateway_error = Some(err.kind);
                 self.metrics
                     .gateway_errors

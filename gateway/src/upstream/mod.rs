@@ -67,9 +67,26 @@ pub struct Pool {
     pub settings: UpstreamSection,
     /// TLS to the backends, when configured.
     pub tls: Option<PoolTls>,
+    /// The credential sent to the backends, when configured.
+    pub credential: Option<Credential>,
     next: AtomicUsize,
     checked: AtomicBool,
     metrics: Arc<Metrics>,
+}
+
+/// A header the gateway adds to every request to a pool's backends. `Debug` hides the value.
+#[derive(Clone)]
+pub struct Credential {
+    /// Header name.
+    pub name: http::HeaderName,
+    /// Its value (marked sensitive).
+    pub value: http::HeaderValue,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credential {{ {}: <hidden> }}", self.name)
+    }
 }
 
 /// Why a pool could not be built.
@@ -83,6 +100,14 @@ pub enum PoolError {
         /// Backend as configured.
         backend: String,
         /// The resolver's answer.
+        reason: String,
+    },
+    /// The pool's credential could not be read.
+    #[error("upstream `{pool}`: auth: {reason}")]
+    Auth {
+        /// Pool name.
+        pool: String,
+        /// What failed.
         reason: String,
     },
     /// TLS files of the pool could not be loaded.
@@ -283,6 +308,16 @@ impl Pool {
                 Some(t) => Some(PoolTls::load(name, t)?),
                 None => None,
             },
+            credential: match &settings.auth {
+                Some(a) => {
+                    let (name_, value) = a.resolve().map_err(|reason| PoolError::Auth {
+                        pool: name.to_string(),
+                        reason,
+                    })?;
+                    Some(Credential { name: name_, value })
+                }
+                None => None,
+            },
             next: AtomicUsize::new(0),
             checked: AtomicBool::new(!settings.health_check.enabled),
             metrics,
@@ -426,6 +461,7 @@ mod tests {
                 open_for: Duration::from_secs(60),
             },
             tls: None,
+            auth: None,
         };
         Pool::new("p", &settings, Arc::new(Metrics::new().unwrap())).unwrap()
     }

@@ -1,0 +1,233 @@
+//! API families: what each LLM API means, in one place per family.
+//!
+//! A [`Protocol`] knows, for one API family, which request fields carry text to the model and
+//! how the backend assembles them (content parts joined, roles, names, tool definitions, tool
+//! results, image URLs rendered as text), which answer fields carry text (content, tool-call
+//! arguments, reasoning, refusals, alternatives), how its stream is framed, how its errors are
+//! shaped, and where its token budget and usage live. The gateway's route table maps a route to
+//! one protocol; everything else is generic:
+//!
+//! * [`read`]: a fail-closed [`Reader`] that family readers drive; what they do not understand
+//!   is refused (or scanned whole, by policy).
+//! * [`inspect()`]: the input policy applied to every unit, rewrites written back into the
+//!   body, texts for the classifiers.
+//! * [`answer`]: whole answers ([`AnswerCx`]) and stream state ([`StreamCx`]).
+//! * [`stream`]: [`AnswerStream`], bytes in, filtered bytes (or a block) out.
+//!
+//! One file per family: [`tgi`] (TGI `/generate`, `/generate_stream`, `/`, `/tokenize`),
+//! [`openai_chat`] (`/v1/chat/completions`, as OpenAI, TGI's Messages API and vLLM speak it),
+//! [`openai_completions`], [`openai_responses`], [`openai_embeddings`], [`anthropic`]
+//! (`/v1/messages`). Adding a family is one file here, one entry in [`families`] and one
+//! row in the gateway's route table.
+
+pub mod answer;
+pub mod anthropic;
+pub mod inspect;
+pub mod json;
+pub mod openai_chat;
+pub mod openai_completions;
+pub mod openai_embeddings;
+pub mod openai_responses;
+pub mod path;
+pub mod read;
+pub mod stream;
+pub mod tgi;
+
+use serde_json::{Value, json};
+
+pub use answer::{AnswerCx, Frame, Key, StreamCx, StreamState};
+pub use inspect::{ClassifierText, InspectError, Inspection, inspect, unit_texts};
+pub use json::{JsonError, parse_strict};
+pub use path::Path;
+pub use read::{Kind, Reader, Role, ShapeError, Unit, UnknownFields};
+pub use stream::AnswerStream;
+
+use crate::stream::Blocked;
+
+/// How a family shapes the errors the gateway answers itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// TGI: `{"error": "...", "error_type": "..."}`; stream events `data:{...}`.
+    Tgi,
+    /// OpenAI: `{"error": {"message", "type", "param", "code"}}`; stream events `data: {...}`.
+    OpenAi,
+    /// Anthropic: `{"type": "error", "error": {"type", "message"}}`; stream events
+    /// `event: error`.
+    Anthropic,
+}
+
+/// An error the gateway answers, independent of its shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorInfo {
+    /// HTTP status.
+    pub status: u16,
+    /// Machine-readable code (`policy_violation`).
+    pub code: &'static str,
+    /// For humans; never request content.
+    pub message: String,
+}
+
+impl Dialect {
+    /// The JSON error body.
+    pub fn body(self, e: &ErrorInfo) -> Value {
+        let client = (400..500).contains(&e.status);
+        match self {
+            Dialect::Tgi => json!({"error": e.message, "error_type": e.code}),
+            Dialect::OpenAi => json!({"error": {
+                "message": e.message,
+                "type": if client { "invalid_request_error" } else { "server_error" },
+                "param": null,
+                "code": e.code,
+            }}),
+            Dialect::Anthropic => json!({"type": "error", "error": {
+                "type": anthropic_type(e.status),
+                "message": e.message,
+                "code": e.code,
+            }}),
+        }
+    }
+
+    /// A final stream event carrying the error.
+    pub fn event(self, e: &ErrorInfo) -> Vec<u8> {
+        let v = self.body(e).to_string();
+        match self {
+            Dialect::Tgi => format!("data:{v}\n\n"),
+            Dialect::OpenAi => format!("data: {v}\n\n"),
+            Dialect::Anthropic => format!("event: error\ndata: {v}\n\n"),
+        }
+        .into_bytes()
+    }
+
+    /// The dialect a path that matches no route answers in: OpenAI's under `/v1/`, TGI's
+    /// elsewhere (Anthropic's for `/v1/messages...`).
+    pub fn for_path(path: &str) -> Dialect {
+        if path.starts_with("/v1/messages") {
+            Dialect::Anthropic
+        } else if path.starts_with("/v1/") {
+            Dialect::OpenAi
+        } else {
+            Dialect::Tgi
+        }
+    }
+}
+
+/// Anthropic's `error.type` for a status.
+fn anthropic_type(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        s if (400..500).contains(&s) => "invalid_request_error",
+        _ => "api_error",
+    }
+}
+
+/// Where a family's answers report token counts, for quota reconciliation: member names as
+/// they appear in the answer's bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct UsageKeys {
+    /// Prompt tokens (`"prompt_tokens":`).
+    pub prompt: &'static [&'static [u8]],
+    /// Generated tokens (`"completion_tokens":`).
+    pub generated: &'static [&'static [u8]],
+    /// A marker present once per stream event that carries a token, to count them when the
+    /// backend reports nothing.
+    pub events: &'static [&'static [u8]],
+}
+
+/// One API family. See the module documentation.
+pub trait Protocol: Send + Sync + 'static {
+    /// Stable name (`openai.chat`), for logs and docs.
+    fn name(&self) -> &'static str;
+
+    /// How errors are shaped for this family's clients.
+    fn dialect(&self) -> Dialect;
+
+    /// Read a request body: every field that reaches the model becomes a unit of `r`, in the
+    /// order the backend assembles them; what is not understood goes to
+    /// [`Reader::not_understood`].
+    fn read(&self, body: &Value, r: &mut Reader) -> Result<(), ShapeError>;
+
+    /// The most tokens the request lets the backend generate, per sequence, when it says.
+    fn max_new_tokens(&self, _body: &Value) -> Option<u64> {
+        None
+    }
+
+    /// How many sequences the backend generates (`n`, `best_of`).
+    fn sequences(&self, _body: &Value) -> u64 {
+        1
+    }
+
+    /// Where answers report token counts.
+    fn usage(&self) -> UsageKeys;
+
+    /// Filter every text field of a whole JSON answer in place.
+    fn answer(&self, answer: &mut Value, cx: &mut AnswerCx<'_>) -> Result<(), Blocked>;
+
+    /// Filter one stream event (`name`: its `event:` field) in place.
+    fn event(
+        &self,
+        name: Option<&str>,
+        data: &mut Value,
+        cx: &mut StreamCx<'_>,
+    ) -> Result<(), Blocked>;
+
+    /// Events carrying text still held for `key` when the stream ends without that field's
+    /// final event (or before `[DONE]` or an upstream error event).
+    fn release(&self, key: Key, text: &str, cx: &mut StreamCx<'_>) -> Vec<Frame>;
+
+    /// Turn a whole answer a policy blocked into the family's "filtered" answer (the status
+    /// was already sent with the backend's headers). `false`: the family has none; the
+    /// gateway sends its error body instead.
+    fn blocked_answer(&self, _answer: &mut Value, _e: &ErrorInfo) -> bool {
+        false
+    }
+
+    /// A final event ending a stream with an error.
+    fn error_event(&self, e: &ErrorInfo, _st: Option<&StreamState>) -> Vec<u8> {
+        self.dialect().event(e)
+    }
+}
+
+/// Every family, for tests, fuzzing and documentation.
+pub fn families() -> [&'static dyn Protocol; 6] {
+    [
+        &tgi::Generate,
+        &openai_chat::Chat,
+        &openai_completions::Completions,
+        &openai_responses::Responses,
+        &openai_embeddings::Embeddings,
+        &anthropic::Messages,
+    ]
+}
+
+/// TGI's `/invocations` (SageMaker) serves several families on one route and picks one by the
+/// body's shape, the way TGI does: see [`tgi::sagemaker`].
+pub fn invocations(body: &Value) -> &'static dyn Protocol {
+    tgi::sagemaker(body)
+}
+
+/// Helpers shared by the family files.
+pub(crate) mod util {
+    use serde_json::Value;
+
+    /// A non-negative integer member.
+    pub fn uint(v: &Value, key: &str) -> Option<u64> {
+        v.get(key).and_then(Value::as_u64)
+    }
+
+    /// The array member `key` of `v`, mutably.
+    pub fn array_mut<'v>(v: &'v mut Value, key: &str) -> Option<&'v mut Vec<Value>> {
+        v.get_mut(key).and_then(Value::as_array_mut)
+    }
+
+    /// The position `i` as a stream-key component (indexes beyond `u32` are clamped: they
+    /// cannot occur in a stream the gateway accepted).
+    pub fn idx(v: Option<&Value>, fallback: usize) -> u32 {
+        let n = v.and_then(Value::as_u64).unwrap_or(fallback as u64);
+        u32::try_from(n).unwrap_or(u32::MAX - 1)
+    }
+}

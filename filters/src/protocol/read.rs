@@ -1,0 +1,449 @@
+//! Reading a request body into the texts that reach the model ([`Unit`]s), fail-closed.
+//!
+//! A family's reader walks the body with a [`Reader`]: each field it knows is either text that
+//! reaches the model (a unit), or a field that carries none (ignored). Anything else is *not
+//! understood*: an unknown member, an unknown content-part type, a number where text belongs.
+//! Under `unknown_fields: refuse` (the default) that refuses the request with the field's
+//! path; under `allow` every string inside it (member names included) is scanned as untrusted
+//! text, so nothing reaches the model unscanned either way.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::path::Path;
+
+/// Who wrote a text, as the backend's chat template sees it. Decides what the classifiers
+/// score (`classifiers.skip_roles`) and which turns the topic rails check.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The application's system prompt (`system`, Anthropic `system`, Responses `instructions`).
+    System,
+    /// OpenAI's `developer` messages.
+    Developer,
+    /// The user's turns, and prompts of the non-chat APIs (`inputs`, `prompt`, `input`).
+    User,
+    /// Earlier assistant turns (text, tool calls, reasoning) the client sends back.
+    Assistant,
+    /// Tool results: untrusted content the model reads (indirect injection arrives here).
+    Tool,
+    /// Tool and function definitions, grammars and schemas the backend renders into the prompt
+    /// (tool poisoning arrives here).
+    ToolDefinition,
+    /// A field the gateway does not understand, let through under `unknown_fields: allow`.
+    Unknown,
+}
+
+impl Role {
+    /// Name in policies and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::Developer => "developer",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+            Role::ToolDefinition => "tool_definition",
+            Role::Unknown => "unknown",
+        }
+    }
+
+    /// The role of a chat message's `role` value; `None` for a role the gateway does not know.
+    pub fn of_message(role: &str) -> Option<Role> {
+        Some(match role {
+            "system" => Role::System,
+            "developer" => Role::Developer,
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            "tool" | "function" | "ipython" => Role::Tool,
+            _ => return None,
+        })
+    }
+}
+
+/// What kind of field a unit comes from (for the classifiers and for messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Message text.
+    Content,
+    /// A name (`name` of a message or tool).
+    Name,
+    /// Tool-call arguments (a JSON document in a string).
+    Arguments,
+    /// An image or file URL the backend renders as text (a `data:` URL is an image, not text).
+    Url,
+    /// A JSON schema, grammar or regex constraining the answer.
+    Schema,
+    /// A member name inside a JSON value (detection only: it cannot be rewritten in place).
+    MemberName,
+    /// Anything else that reaches the model.
+    Other,
+}
+
+/// One piece of a unit's text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    /// The string at this path of the body.
+    Text(Path),
+    /// A member name: the object at the path, and the name. Read-only.
+    Member(Path, String),
+    /// Text the backend inserts between pieces (it joins content parts with it).
+    Sep(&'static str),
+}
+
+/// A text that reaches the model as one contiguous string, made of pieces of the body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unit {
+    /// Who wrote it.
+    pub role: Role,
+    /// What kind of field.
+    pub kind: Kind,
+    /// Units of one message (or one tool definition) share a group: the classifiers score a
+    /// group as one text.
+    pub group: u32,
+    /// Whether the classifiers see it (a second reading of the same parts does not count twice).
+    pub classify: bool,
+    /// Its pieces, in the order the backend assembles them.
+    pub pieces: Vec<Piece>,
+}
+
+/// What to do with a field the gateway does not understand.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownFields {
+    /// Refuse the request (422 in the route's shape, naming the field).
+    #[default]
+    Refuse,
+    /// Forward it, scanning every string inside it as untrusted text.
+    Allow,
+}
+
+/// A request the gateway refuses because it cannot read it safely.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{path}`: {reason}")]
+pub struct ShapeError {
+    /// Where (a printed [`Path`]).
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl ShapeError {
+    /// An error at `path`.
+    pub fn new(path: &Path, reason: impl Into<String>) -> ShapeError {
+        ShapeError {
+            path: path.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A value's JSON type, for messages.
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A client-supplied tag (a part `type`, a role) fit to repeat in an error message.
+pub fn shown(tag: &str) -> String {
+    if !tag.is_empty()
+        && tag.len() <= 32
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        format!("`{tag}`")
+    } else {
+        "(unprintable)".to_string()
+    }
+}
+
+/// A family's handler of one object member: `Ok(false)` for a member it does not know.
+type MemberFn<'a> = dyn FnMut(&mut Reader, &str, &Value, &Path) -> Result<bool, ShapeError> + 'a;
+
+/// Collects a request's units while a family's reader walks the body.
+#[derive(Debug)]
+pub struct Reader {
+    unknown: UnknownFields,
+    units: Vec<Unit>,
+    group: u32,
+    role: Role,
+}
+
+impl Reader {
+    /// A reader applying `unknown` to what it does not understand.
+    pub fn new(unknown: UnknownFields) -> Reader {
+        Reader {
+            unknown,
+            units: Vec::new(),
+            group: 0,
+            role: Role::User,
+        }
+    }
+
+    /// The units read so far.
+    pub fn into_units(self) -> Vec<Unit> {
+        self.units
+    }
+
+    /// Units read so far.
+    pub fn units(&self) -> &[Unit] {
+        &self.units
+    }
+
+    /// Start a new group (a message, a tool definition) whose texts are written by `role`.
+    pub fn group(&mut self, role: Role) {
+        if self.units.last().is_some_and(|u| u.group == self.group) {
+            self.group += 1;
+        }
+        self.role = role;
+    }
+
+    /// The role of the current group.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// A unit of explicit pieces (`classify`: whether the classifiers see it).
+    pub fn pieces(&mut self, kind: Kind, classify: bool, pieces: Vec<Piece>) {
+        self.push(kind, classify, pieces);
+    }
+
+    fn push(&mut self, kind: Kind, classify: bool, pieces: Vec<Piece>) {
+        self.units.push(Unit {
+            role: self.role,
+            kind,
+            group: self.group,
+            classify,
+            pieces,
+        });
+    }
+
+    /// A string field that reaches the model. Anything but a string (or `null`, which carries
+    /// nothing) is not understood.
+    pub fn text(&mut self, v: &Value, at: &Path, kind: Kind) -> Result<(), ShapeError> {
+        match v {
+            Value::String(_) => {
+                self.push(kind, true, vec![Piece::Text(at.clone())]);
+                Ok(())
+            }
+            Value::Null => Ok(()),
+            other => self.not_understood(
+                other,
+                at,
+                format!("expected a string, found {}", type_name(other)),
+            ),
+        }
+    }
+
+    /// Several strings the backend joins into one text. Each join in `seps` is read as its
+    /// own unit (backends differ: TGI joins content parts with `""`, vLLM with `"\n"`); a
+    /// rewrite made under one join is seen by the next.
+    pub fn joined(&mut self, parts: &[Path], seps: &[&'static str], kind: Kind) {
+        if parts.len() == 1 {
+            self.push(kind, true, vec![Piece::Text(parts[0].clone())]);
+            return;
+        }
+        for (n, sep) in seps.iter().enumerate() {
+            let mut pieces = Vec::with_capacity(parts.len() * 2);
+            for (i, p) in parts.iter().enumerate() {
+                if i > 0 && !sep.is_empty() {
+                    pieces.push(Piece::Sep(sep));
+                }
+                pieces.push(Piece::Text(p.clone()));
+            }
+            self.push(kind, n == 0, pieces);
+        }
+    }
+
+    /// Every string of a JSON value (member names too) reaches the model: a tool's parameter
+    /// schema, a response format, tool-call input as an object.
+    pub fn json(&mut self, v: &Value, at: &Path, kind: Kind) {
+        match v {
+            Value::String(_) => self.push(kind, true, vec![Piece::Text(at.clone())]),
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    self.json(x, &at.index(i), kind);
+                }
+            }
+            Value::Object(o) => {
+                for (k, x) in o {
+                    self.push(
+                        Kind::MemberName,
+                        true,
+                        vec![Piece::Member(at.clone(), k.clone())],
+                    );
+                    self.json(x, &at.key(k.clone()), kind);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A value the gateway does not understand: refused, or (under `allow`) scanned whole as
+    /// untrusted text.
+    pub fn not_understood(
+        &mut self,
+        v: &Value,
+        at: &Path,
+        reason: impl Into<String>,
+    ) -> Result<(), ShapeError> {
+        match self.unknown {
+            UnknownFields::Refuse => Err(ShapeError::new(at, reason)),
+            UnknownFields::Allow => {
+                let role = self.role;
+                self.role = Role::Unknown;
+                self.json(v, at, Kind::Other);
+                self.role = role;
+                Ok(())
+            }
+        }
+    }
+
+    /// A member the reader does not know.
+    pub fn unknown_member(&mut self, v: &Value, at: &Path) -> Result<(), ShapeError> {
+        self.not_understood(
+            v,
+            at,
+            "the gateway does not know this field, so it cannot tell whether it reaches the model",
+        )
+    }
+
+    /// Walk an object: `f` handles the members it knows (returns `false` for the others, which
+    /// go to [`Reader::unknown_member`]). Anything but an object is not understood.
+    pub fn object(
+        &mut self,
+        v: &Value,
+        at: &Path,
+        mut f: impl FnMut(&mut Reader, &str, &Value, &Path) -> Result<bool, ShapeError>,
+    ) -> Result<(), ShapeError> {
+        let Some(o) = v.as_object() else {
+            return self.not_understood(
+                v,
+                at,
+                format!("expected an object, found {}", type_name(v)),
+            );
+        };
+        self.members(o, at, &mut f)
+    }
+
+    fn members(
+        &mut self,
+        o: &Map<String, Value>,
+        at: &Path,
+        f: &mut MemberFn<'_>,
+    ) -> Result<(), ShapeError> {
+        for (k, x) in o {
+            let p = at.key(k.clone());
+            if !f(self, k, x, &p)? {
+                self.unknown_member(x, &p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Walk an array with `f` per element; anything but an array is not understood.
+    pub fn array(
+        &mut self,
+        v: &Value,
+        at: &Path,
+        mut f: impl FnMut(&mut Reader, usize, &Value, &Path) -> Result<(), ShapeError>,
+    ) -> Result<(), ShapeError> {
+        let Some(a) = v.as_array() else {
+            return self.not_understood(
+                v,
+                at,
+                format!("expected an array, found {}", type_name(v)),
+            );
+        };
+        for (i, x) in a.iter().enumerate() {
+            f(self, i, x, &at.index(i))?;
+        }
+        Ok(())
+    }
+
+    /// A string, or a list of strings (`prompt`, `stop`-like inputs): each string is a unit.
+    pub fn text_or_list(&mut self, v: &Value, at: &Path, kind: Kind) -> Result<(), ShapeError> {
+        match v {
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    let p = at.index(i);
+                    match x {
+                        Value::String(_) => self.push(kind, true, vec![Piece::Text(p)]),
+                        other => self.not_understood(
+                            other,
+                            &p,
+                            format!(
+                                "expected text, found {} (token ids cannot be inspected)",
+                                type_name(other)
+                            ),
+                        )?,
+                    }
+                }
+                Ok(())
+            }
+            other => self.text(other, at, kind),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_or_scans_what_it_does_not_understand() {
+        let v = serde_json::json!({"a": "x", "weird": {"k": ["ignore", 3]}});
+        let mut r = Reader::new(UnknownFields::Refuse);
+        let e = r
+            .object(&v, &Path::root(), |r, k, x, at| match k {
+                "a" => r.text(x, at, Kind::Content).map(|()| true),
+                _ => Ok(false),
+            })
+            .unwrap_err();
+        assert_eq!(e.path, "weird");
+        let mut r = Reader::new(UnknownFields::Allow);
+        r.object(&v, &Path::root(), |r, k, x, at| match k {
+            "a" => r.text(x, at, Kind::Content).map(|()| true),
+            _ => Ok(false),
+        })
+        .unwrap();
+        let units = r.into_units();
+        // "a", the member name "k", and the string inside
+        assert_eq!(units.len(), 3);
+        assert_eq!(units[1].role, Role::Unknown);
+        assert_eq!(units[1].kind, Kind::MemberName);
+    }
+
+    #[test]
+    fn joins_are_read_once_per_separator() {
+        let mut r = Reader::new(UnknownFields::Refuse);
+        let parts = [Path::root().index(0), Path::root().index(1)];
+        r.joined(&parts, &["", "\n"], Kind::Content);
+        let u = r.into_units();
+        assert_eq!(u.len(), 2);
+        assert_eq!(u[0].pieces.len(), 2);
+        assert_eq!(u[1].pieces[1], Piece::Sep("\n"));
+        assert!(u[0].classify && !u[1].classify);
+    }
+}
