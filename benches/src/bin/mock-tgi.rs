@@ -42,6 +42,9 @@ struct Args {
     /// Worker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Compress answers with gzip when the client accepts it (as hosted APIs do; TGI does not).
+    #[arg(long)]
+    compress: bool,
     /// Print nothing but errors.
     #[arg(long)]
     quiet: bool,
@@ -68,6 +71,7 @@ fn main() -> anyhow::Result<()> {
             max_stop_sequences: 4,
         },
         max_concurrent_requests: args.max_concurrent_requests,
+        compress: args.compress,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))

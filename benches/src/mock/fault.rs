@@ -26,6 +26,9 @@ pub struct Fault {
     pub drop_after: Option<usize>,
     /// Send a TGI generation-error event after this many tokens and end the stream.
     pub error_after: Option<usize>,
+    /// Compress the answer with gzip whatever the request's `Accept-Encoding` says (a backend,
+    /// or a proxy in front of it, that ignores it).
+    pub gzip: bool,
 }
 
 /// A malformed fault header.
@@ -87,6 +90,7 @@ impl Fault {
                 }
                 "drop_after" => f.drop_after = Some(val.parse().map_err(|_| bad())?),
                 "error_after" => f.error_after = Some(val.parse().map_err(|_| bad())?),
+                "gzip" => f.gzip = matches!(val, "1" | "true"),
                 other => return Err(FaultError::UnknownKey(other.to_string())),
             }
         }

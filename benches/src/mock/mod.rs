@@ -2,7 +2,9 @@
 //!
 //! Routes (TGI's OpenAPI document): `POST /`, `/generate`, `/generate_stream`, `/tokenize`,
 //! `/chat_tokenize`, `/invocations`, `/v1/chat/completions`, `/v1/completions`;
-//! `GET /info`, `/health`, `/metrics`, `/v1/models`. Test routes: `GET|DELETE /_mock/requests`,
+//! `GET /info`, `/health`, `/metrics`, `/v1/models`. The families TGI does not speak but the
+//! gateway fronts (vLLM and hosted APIs do): `POST /v1/responses`, `/v1/embeddings` (OpenAI) and
+//! `/v1/messages` (Anthropic), in [`families`]. Test routes: `GET|DELETE /_mock/requests`,
 //! `POST /_mock/health`, `GET /_mock/stats`.
 //!
 //! Behaviour:
@@ -14,6 +16,7 @@
 //!   for one request (see [`fault`]).
 
 pub mod api;
+pub mod families;
 pub mod fault;
 pub mod generate;
 pub mod record;
@@ -29,6 +32,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, Uri};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
 pub use generate::Limits;
@@ -60,6 +64,9 @@ pub struct MockConfig {
     pub limits: Limits,
     /// Requests above this many in flight get TGI's 429 "Model is overloaded".
     pub max_concurrent_requests: usize,
+    /// Compress answers with gzip when the request accepts it, as hosted APIs (and proxies in
+    /// front of servers) do. TGI itself never compresses: off by default.
+    pub compress: bool,
 }
 
 impl Default for MockConfig {
@@ -76,6 +83,7 @@ impl Default for MockConfig {
                 max_stop_sequences: 4,
             },
             max_concurrent_requests: 4096,
+            compress: false,
         }
     }
 }
@@ -176,6 +184,9 @@ pub fn router(mock: Arc<Mock>) -> Router {
         .route("/invocations", post(routes::invocations))
         .route("/v1/chat/completions", post(routes::chat_completions))
         .route("/v1/completions", post(routes::completions))
+        .route("/v1/responses", post(families::responses))
+        .route("/v1/embeddings", post(families::embeddings))
+        .route("/v1/messages", post(families::messages))
         .route("/info", get(routes::info))
         .route("/health", get(routes::health))
         .route("/metrics", get(routes::metrics))
@@ -187,8 +198,51 @@ pub fn router(mock: Arc<Mock>) -> Router {
         .route("/_mock/health", post(routes::set_health))
         .route("/_mock/stats", get(routes::stats))
         .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(mock.clone(), compress))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
         .with_state(mock)
+}
+
+/// gzip an answer when the mock is set to honour `Accept-Encoding: gzip`, or when the request's
+/// fault header forces it (`gzip=1`). The whole answer is compressed at once: a stream loses
+/// its pacing, which is fine for the tests that use this.
+async fn compress(
+    axum::extract::State(mock): axum::extract::State<Arc<Mock>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use std::io::Write as _;
+    let h = req.headers();
+    let accepts = h
+        .get(axum::http::header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    let forced = h
+        .get(fault::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| fault::Fault::parse(v).ok())
+        .is_some_and(|f| f.gzip);
+    let resp = next.run(req).await;
+    if !(forced || (mock.config.compress && accepts)) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    if enc.write_all(&bytes).is_err() {
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    let Ok(zipped) = enc.finish() else {
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        axum::http::header::CONTENT_ENCODING,
+        axum::http::HeaderValue::from_static("gzip"),
+    );
+    axum::response::Response::from_parts(parts, axum::body::Body::from(zipped))
 }
 
 /// Serve the mock on an already-bound listener until the future is dropped.

@@ -69,8 +69,8 @@ fn sse_headers() -> [(header::HeaderName, &'static str); 2] {
 // Per-request prelude: record, faults, concurrency, body parsing
 
 /// What every API handler does first. Holds the in-flight slot until dropped.
-struct Begun {
-    fault: Fault,
+pub(crate) struct Begun {
+    pub(crate) fault: Fault,
     _slot: Slot,
 }
 
@@ -81,7 +81,7 @@ impl Drop for Slot {
     }
 }
 
-async fn begin(
+pub(crate) async fn begin(
     mock: &Arc<Mock>,
     method: &Method,
     uri: &Uri,
@@ -136,7 +136,10 @@ async fn begin(
 
 /// Parse a JSON body the way TGI's axum extractor does: 415 without a JSON content type, 400 for
 /// malformed JSON, 422 for JSON of the wrong shape; errors in TGI's shape.
-fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, Response> {
+pub(crate) fn parse_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, Response> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -201,7 +204,7 @@ impl Mock {
         }
     }
 
-    fn plan(
+    pub(crate) fn plan(
         &self,
         prompt: &str,
         echo_text: &str,
@@ -220,7 +223,7 @@ impl Mock {
     }
 }
 
-fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -233,6 +236,18 @@ fn token_json(t: &GenToken) -> Value {
 
 /// A non-streamed JSON answer, generated at the configured pace, possibly cut by `drop_after`.
 async fn json_answer(mock: &Arc<Mock>, fault: &Fault, plan: &Plan, body: Value) -> Response {
+    let mut r = json_answer_bare(mock, fault, plan, body).await;
+    compute_headers(r.headers_mut(), plan);
+    r
+}
+
+/// A JSON answer without TGI's token-count headers (other APIs do not send them).
+pub(crate) async fn json_answer_bare(
+    mock: &Arc<Mock>,
+    fault: &Fault,
+    plan: &Plan,
+    body: Value,
+) -> Response {
     let pacing = mock.pacing(fault);
     let gen_time = pacing.ttft + pacing.per_token * (plan.generated_tokens() as u32);
     if !gen_time.is_zero() {
@@ -265,7 +280,6 @@ async fn json_answer(mock: &Arc<Mock>, fault: &Fault, plan: &Plan, body: Value) 
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    compute_headers(h, plan);
     resp
 }
 
@@ -282,13 +296,23 @@ fn compute_headers(h: &mut HeaderMap, plan: &Plan) {
 }
 
 fn sse_response(mock: &Arc<Mock>, begun: Begun, plan: &Plan, events: Vec<Bytes>) -> Response {
+    let mut r = sse_response_bare(mock, begun, plan, events);
+    compute_headers(r.headers_mut(), plan);
+    r
+}
+
+/// An event stream without TGI's token-count headers.
+pub(crate) fn sse_response_bare(
+    mock: &Arc<Mock>,
+    begun: Begun,
+    plan: &Plan,
+    events: Vec<Bytes>,
+) -> Response {
     mock.count_success(plan);
     let pacing = mock.pacing(&begun.fault);
     // The stream keeps the request's in-flight slot until its last event.
     let stream = sse::paced(mock.clone(), events, pacing, begun._slot);
-    let mut resp = (sse_headers(), Body::from_stream(stream)).into_response();
-    compute_headers(resp.headers_mut(), plan);
-    resp
+    (sse_headers(), Body::from_stream(stream)).into_response()
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -497,7 +521,7 @@ pub async fn chat_tokenize(
         Ok(r) => r,
         Err(e) => return e,
     };
-    let templated = api::chat_template(&req.messages);
+    let templated = api::chat_template(&req);
     mock.stats.successes.fetch_add(1, Ordering::Relaxed);
     axum::Json(json!({"tokenize_response": simple_tokens(&templated), "templated_text": templated}))
         .into_response()
@@ -574,7 +598,7 @@ pub async fn models(State(mock): Mk) -> Response {
 // ----------------------------------------------------------------------------------------------
 // OpenAI-compatible routes
 
-fn usage(plan: &Plan, prompt_tokens: usize) -> Value {
+pub(crate) fn usage(plan: &Plan, prompt_tokens: usize) -> Value {
     json!({
         "prompt_tokens": prompt_tokens,
         "completion_tokens": plan.generated_tokens(),
@@ -582,8 +606,29 @@ fn usage(plan: &Plan, prompt_tokens: usize) -> Value {
     })
 }
 
-fn visible(t: &GenToken) -> &str {
+pub(crate) fn visible(t: &GenToken) -> &str {
     if t.special { "" } else { t.text.as_str() }
+}
+
+/// What a chat answer carries besides (or instead of) content, chosen by the `x-mock-answer`
+/// header: `reasoning` (vLLM's `reasoning_content`, then the content), `refusal` (the text in
+/// `refusal`, no content). A request whose `tool_choice` forces a tool gets a tool call whose
+/// arguments are `{"text": <echo>}`.
+pub const ANSWER_HEADER: &str = "x-mock-answer";
+
+#[derive(Clone, Copy, PartialEq)]
+enum ChatShape {
+    Content,
+    Reasoning,
+    Refusal,
+}
+
+fn chat_shape(headers: &HeaderMap) -> ChatShape {
+    match headers.get(ANSWER_HEADER).and_then(|v| v.to_str().ok()) {
+        Some("reasoning") => ChatShape::Reasoning,
+        Some("refusal") => ChatShape::Refusal,
+        _ => ChatShape::Content,
+    }
 }
 
 async fn chat(mock: Arc<Mock>, headers: HeaderMap, body: Bytes, begun: Begun) -> Response {
@@ -591,17 +636,40 @@ async fn chat(mock: Arc<Mock>, headers: HeaderMap, body: Bytes, begun: Begun) ->
         Ok(r) => r,
         Err(e) => return e,
     };
-    let prompt = api::chat_template(&req.messages);
-    let echo = api::chat_echo_text(&req.messages);
+    let prompt = api::chat_template(&req);
+    let echo = api::chat_echo_text(&req);
+    let tool = req.forced_tool();
+    // a forced tool call answers with the echo as the call's arguments
+    let answer_text = match &tool {
+        Some(_) => json!({"text": echo}).to_string(),
+        None => echo,
+    };
     let stop = req.stop.clone().unwrap_or_default();
-    let plan = match mock.plan(&prompt, &echo, req.max_tokens, &stop) {
+    let plan = match mock.plan(&prompt, &answer_text, req.max_tokens, &stop) {
         Ok(p) => p,
         Err(e) => return invalid(e),
     };
+    let shape = chat_shape(&headers);
     let created = now_unix();
     let model = &mock.config.model_id;
     let fp = format!("{TGI_VERSION}-native");
+    let finish = if tool.is_some() {
+        "tool_calls"
+    } else {
+        plan.finish.openai()
+    };
     if !req.stream {
+        let message = match (&tool, shape) {
+            (Some(name), _) => json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "0", "type": "function", "function": {"description": null, "name": name, "arguments": plan.text}}]}),
+            (None, ChatShape::Reasoning) => {
+                json!({"role": "assistant", "content": plan.text, "reasoning_content": plan.text})
+            }
+            (None, ChatShape::Refusal) => {
+                json!({"role": "assistant", "content": null, "refusal": plan.text})
+            }
+            (None, ChatShape::Content) => json!({"role": "assistant", "content": plan.text}),
+        };
         let body = json!({
             "object": "chat.completion",
             "id": "",
@@ -610,9 +678,9 @@ async fn chat(mock: Arc<Mock>, headers: HeaderMap, body: Bytes, begun: Begun) ->
             "system_fingerprint": fp,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": plan.text},
+                "message": message,
                 "logprobs": null,
-                "finish_reason": plan.finish.openai(),
+                "finish_reason": finish,
             }],
             "usage": usage(&plan, plan.input_length),
         });
@@ -620,7 +688,35 @@ async fn chat(mock: Arc<Mock>, headers: HeaderMap, body: Bytes, begun: Begun) ->
     }
     let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
     let n = plan.tokens.len();
-    let mut events = Vec::with_capacity(n + 2);
+    let mut events = Vec::with_capacity(2 * n + 3);
+    let chunk = |delta: Value, finish: Value| {
+        sse::frame(
+            &json!({
+                "object": "chat.completion.chunk",
+                "id": "",
+                "created": created,
+                "model": model,
+                "system_fingerprint": fp,
+                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+                "usage": null,
+            })
+            .to_string(),
+        )
+    };
+    if let Some(name) = &tool {
+        events.push(chunk(
+            json!({"role": "assistant", "tool_calls": [{"index": 0, "id": "0", "type": "function", "function": {"name": name, "arguments": ""}}]}),
+            Value::Null,
+        ));
+    }
+    if shape == ChatShape::Reasoning && tool.is_none() {
+        for t in &plan.tokens {
+            events.push(chunk(
+                json!({"role": "assistant", "reasoning_content": visible(t)}),
+                Value::Null,
+            ));
+        }
+    }
     for (i, t) in plan.tokens.iter().enumerate() {
         if begun.fault.error_after == Some(i) {
             events.push(sse::frame(
@@ -630,21 +726,21 @@ async fn chat(mock: Arc<Mock>, headers: HeaderMap, body: Bytes, begun: Begun) ->
             return sse_response(&mock, begun, &plan, events);
         }
         let last = i + 1 == n;
-        let chunk = json!({
-            "object": "chat.completion.chunk",
-            "id": "",
-            "created": created,
-            "model": model,
-            "system_fingerprint": fp,
-            "choices": [{
-                "index": 0,
-                "delta": {"role": "assistant", "content": visible(t)},
-                "logprobs": null,
-                "finish_reason": if last { Value::from(plan.finish.openai()) } else { Value::Null },
-            }],
-            "usage": null,
-        });
-        events.push(sse::frame(&chunk.to_string()));
+        let delta = match (&tool, shape) {
+            (Some(_), _) => {
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": visible(t)}}]})
+            }
+            (None, ChatShape::Refusal) => json!({"role": "assistant", "refusal": visible(t)}),
+            _ => json!({"role": "assistant", "content": visible(t)}),
+        };
+        events.push(chunk(
+            delta,
+            if last {
+                Value::from(finish)
+            } else {
+                Value::Null
+            },
+        ));
     }
     if include_usage {
         let chunk = json!({
@@ -677,7 +773,7 @@ pub async fn chat_completions(
     }
 }
 
-fn wants_stream(body: &Bytes) -> bool {
+pub(crate) fn wants_stream(body: &Bytes) -> bool {
     serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| v.get("stream").and_then(Value::as_bool))
@@ -777,12 +873,14 @@ pub async fn invocations(
         Ok(b) => b,
         Err(r) => return r,
     };
+    // TGI tries a generate request (a string `inputs`), then chat, then completion; other
+    // members are ignored
     match v {
-        Some(v) if v.get("messages").is_some() => chat(mock, headers, body, begun).await,
-        Some(v) if v.get("prompt").is_some() => completion(mock, headers, body, begun).await,
-        Some(v) if v.get("inputs").is_some() => {
+        Some(v) if v.get("inputs").is_some_and(Value::is_string) => {
             tgi_generate(mock, headers, body, begun, stream, true).await
         }
+        Some(v) if v.get("messages").is_some() => chat(mock, headers, body, begun).await,
+        Some(v) if v.get("prompt").is_some() => completion(mock, headers, body, begun).await,
         Some(_) => tgi_error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation",

@@ -22,6 +22,12 @@ pub fn frame(data: &str) -> Bytes {
     Bytes::from(s)
 }
 
+/// Frame one event with an `event:` name, as OpenAI's Responses API and Anthropic's Messages
+/// API do (`event: <type>\ndata: <json>\n\n`).
+pub fn frame_named(event: &str, data: &str) -> Bytes {
+    Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+}
+
 /// How one stream is paced and broken.
 #[derive(Debug, Clone, Copy)]
 pub struct Pacing {

@@ -10,7 +10,7 @@ from huggingface_hub import InferenceClient
 from huggingface_hub.errors import HfHubHTTPError, TextGenerationError, ValidationError
 
 BASE = os.environ["GATEWAY_URL"]
-client = InferenceClient(base_url=BASE, timeout=30)
+client = InferenceClient(base_url=BASE, api_key=os.environ["API_KEY"], timeout=30)
 PROMPT = "The huggingface_hub library is"
 
 
@@ -26,7 +26,8 @@ check(out == PROMPT, f"text_generation: {out!r}")
 out = client.text_generation(PROMPT, max_new_tokens=20, details=True)
 check(out.generated_text == PROMPT, f"details text: {out.generated_text!r}")
 check(out.details.finish_reason == "eos_token", f"finish_reason: {out.details.finish_reason}")
-check(out.details.generated_tokens == len(out.details.tokens), f"details: {out.details}")
+# under output rules the gateway empties the token lists: they would carry unfiltered text
+check(out.details.generated_tokens > 0 and out.details.tokens == [], f"details: {out.details}")
 
 out = client.text_generation(PROMPT, max_new_tokens=2, details=True)
 check(out.details.finish_reason == "length" and out.details.generated_tokens == 2, f"length cut: {out.details}")
@@ -63,5 +64,12 @@ except TextGenerationError as e:
     check(http.response.status_code == 413, f"status {http.response.status_code}")
     check(http.response.headers.get("x-portcullis-error-source") == "gateway", "source header")
     check(http.response.json()["error_type"] == "request_too_large", f"body {http.response.text}")
+
+# TGI's Messages API through the same client: secrets redacted before the model, personal data
+# placeholdered and put back
+r = client.chat_completion(messages=[{"role": "user", "content": "Mail jane.doe@example.com, key AKIAQ7LMZ2XABCDEFGHI"}], max_tokens=100)
+check(r.choices[0].message.content == "Mail jane.doe@example.com, key [AWS_KEY]", f"chat: {r.choices[0].message.content!r}")
+# (streamed chat is covered with the openai SDK: this client's stream parser expects
+# `data: [DONE]` with a space, which TGI's framing, mirrored by mock-tgi, does not have)
 
 print("huggingface_hub: all checks passed")
