@@ -290,10 +290,36 @@ fn registry_swaps_in_new_versions_and_keeps_old_ones_for_requests_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_request_does_not_stall_the_pool() {
     let c = Arc::new(load());
-    let long = "word ".repeat(3000);
+    // many windows (within max_windows)
+    let long = "word ".repeat(1400);
     // A budget far too short: the future is dropped mid-way; the pool serves the next one.
     let r = tokio::time::timeout(Duration::from_micros(50), c.classify(&[&long])).await;
     assert!(r.is_err());
     let ok = c.classify(&["hello"]).await.unwrap();
     assert_eq!(ok.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_past_max_windows_is_refused_not_scored_in_part() {
+    let c = load();
+    let huge = "word ".repeat(4000);
+    match c.classify(&[&huge]).await {
+        Err(filters::classify::ModelError::TooLong { windows, max }) => {
+            assert!(windows > max && max == 16, "{windows} {max}")
+        }
+        other => panic!("expected TooLong, got {:?}", other.map(|v| v.len())),
+    }
+    // the trainer's option keeps the first and last windows instead
+    let keep = Classifier::load(
+        &models().join("guard/1"),
+        &EncoderOptions {
+            long_texts: filters::classify::LongTexts::KeepEnds,
+            ..opts()
+        },
+        None,
+        None,
+    )
+    .unwrap();
+    let s = keep.classify(&[&huge]).await.unwrap();
+    assert_eq!(s[0].embeddings.len(), 16);
 }

@@ -40,6 +40,9 @@ const NO_TEXT: &[&str] = &[
     "container",
     "inference_geo",
     "cache_control",
+    "speed",
+    "user_profile_id",
+    "workspace_id",
 ];
 
 /// Blocks of a `content` list (or of a `tool_result`, a document's content, `system`).
@@ -84,7 +87,17 @@ fn read_blocks(r: &mut Reader, v: &Value, at: &Path) -> Result<(), ShapeError> {
                         "type" | "cache_control" => {}
                         "source" => r.object(v, at, |r, k, v, at| {
                             match k {
-                                "type" | "media_type" | "data" => {}
+                                // the base64 bytes of an image: pixels, not text
+                                "data" => {}
+                                "type" => match v.as_str() {
+                                    Some("base64" | "url") => {}
+                                    _ => r.not_understood(
+                                        v,
+                                        at,
+                                        "an image source the gateway does not know",
+                                    )?,
+                                },
+                                "media_type" => r.text(v, at, Kind::Other)?,
                                 "url" => r.text(v, at, Kind::Url)?,
                                 "file_id" => r.not_understood(
                                     v,
@@ -103,14 +116,16 @@ fn read_blocks(r: &mut Reader, v: &Value, at: &Path) -> Result<(), ShapeError> {
             "document" => {
                 r.object(b, &bat, |r, k, v, at| {
                     match k {
-                        "type" | "cache_control" | "citations" => {}
+                        "type" | "cache_control" => {}
+                        "citations" => r.json(v, at, Kind::Other),
                         "title" | "context" => r.text(v, at, Kind::Other)?,
                         "source" => {
                             let st = v.get("type").and_then(Value::as_str).unwrap_or("");
                             match st {
                                 "text" => r.object(v, at, |r, k, v, at| {
                                     match k {
-                                        "type" | "media_type" => {}
+                                        "type" => {}
+                                        "media_type" => r.text(v, at, Kind::Other)?,
                                         "data" => r.text(v, at, Kind::Content)?,
                                         _ => return Ok(false),
                                     }
@@ -139,7 +154,8 @@ fn read_blocks(r: &mut Reader, v: &Value, at: &Path) -> Result<(), ShapeError> {
             "search_result" => {
                 r.object(b, &bat, |r, k, v, at| {
                     match k {
-                        "type" | "cache_control" | "citations" => {}
+                        "type" | "cache_control" => {}
+                        "citations" => r.json(v, at, Kind::Other),
                         "source" | "title" => r.text(v, at, Kind::Other)?,
                         "content" => read_blocks(r, v, at)?,
                         _ => return Ok(false),
@@ -151,7 +167,9 @@ fn read_blocks(r: &mut Reader, v: &Value, at: &Path) -> Result<(), ShapeError> {
                 let role = r.role();
                 r.object(b, &bat, |r, k, v, at| {
                     match k {
-                        "type" | "id" | "cache_control" | "caller" => {}
+                        "type" | "cache_control" => {}
+                        "id" => r.text(v, at, Kind::Name)?,
+                        "caller" => r.json(v, at, Kind::Other),
                         "name" => r.text(v, at, Kind::Name)?,
                         "input" => r.json(v, at, Kind::Arguments),
                         _ => return Ok(false),
@@ -165,7 +183,8 @@ fn read_blocks(r: &mut Reader, v: &Value, at: &Path) -> Result<(), ShapeError> {
                 r.group(Role::Tool);
                 r.object(b, &bat, |r, k, v, at| {
                     match k {
-                        "type" | "tool_use_id" | "is_error" | "cache_control" => {}
+                        "type" | "is_error" | "cache_control" => {}
+                        "tool_use_id" => r.text(v, at, Kind::Name)?,
                         "content" => read_blocks(r, v, at)?,
                         _ => return Ok(false),
                     }
@@ -227,7 +246,7 @@ fn read_tool(r: &mut Reader, t: &Value, at: &Path) -> Result<(), ShapeError> {
             "type" | "cache_control" | "strict" | "defer_loading" | "eager_input_streaming" => {}
             "name" => r.text(v, at, Kind::Name)?,
             "description" => r.text(v, at, Kind::Other)?,
-            "input_schema" | "input_examples" => r.json(v, at, Kind::Schema),
+            "input_schema" | "input_examples" | "allowed_callers" => r.json(v, at, Kind::Schema),
             _ => return Ok(false),
         }
         Ok(true)

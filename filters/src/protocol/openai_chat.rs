@@ -52,8 +52,6 @@ const NO_TEXT: &[&str] = &[
     "stream_options",
     "temperature",
     "top_p",
-    "tool_choice",
-    "function_call",
     "parallel_tool_calls",
     "user",
     "metadata",
@@ -63,7 +61,6 @@ const NO_TEXT: &[&str] = &[
     "audio",
     "reasoning_effort",
     "verbosity",
-    "web_search_options",
     "safety_identifier",
     "prompt_cache_key",
     // vLLM sampling and serving options
@@ -92,10 +89,17 @@ const NO_TEXT: &[&str] = &[
     "return_token_ids",
     "prompt_logprobs",
     "thinking_token_budget",
+    "moderation",
+    "prompt_cache_options",
+    "prompt_cache_retention",
 ];
 
-/// Members whose every string reaches the model as a definition or constraint.
+/// Members whose every string reaches the model as a definition or constraint, or may (a
+/// forced tool's name, a search location): cheap to scan, so scanned.
 const DEFINITIONS: &[&str] = &[
+    "tool_choice",
+    "function_call",
+    "web_search_options",
     "response_format",
     "structured_outputs",
     "guided_json",
@@ -165,7 +169,9 @@ fn read_message(r: &mut Reader, _i: usize, m: &Value, at: &Path) -> Result<(), S
     r.group(role);
     r.object(m, at, |r, k, v, at| {
         match k {
-            "role" | "tool_call_id" => {}
+            "role" => {}
+            // some chat templates render tool-call ids
+            "tool_call_id" => r.text(v, at, Kind::Name)?,
             "content" => read_content(r, v, at)?,
             "name" => r.text(v, at, Kind::Name)?,
             "refusal" | "reasoning" | "reasoning_content" => r.text(v, at, Kind::Content)?,
@@ -236,7 +242,17 @@ pub(crate) fn read_content(r: &mut Reader, v: &Value, at: &Path) -> Result<(), S
                         }
                     }
                     None => {
-                        part_members(r, o, &pat, &["type", "image_url"])?;
+                        part_members(
+                            r,
+                            o,
+                            &pat,
+                            &[
+                                "type",
+                                "image_url",
+                                "cache_control",
+                                "prompt_cache_breakpoint",
+                            ],
+                        )?;
                         let img = o.get("image_url");
                         let url_at = pat.key("image_url").key("url");
                         match img {
@@ -247,6 +263,9 @@ pub(crate) fn read_content(r: &mut Reader, v: &Value, at: &Path) -> Result<(), S
                             }
                             Some(Value::Object(io)) => {
                                 part_members(r, io, &pat.key("image_url"), &["url", "detail"])?;
+                                if let Some(d) = io.get("detail") {
+                                    r.text(d, &pat.key("image_url").key("detail"), Kind::Other)?;
+                                }
                                 match io.get("url") {
                                     Some(Value::String(_)) => {
                                         images.push(url_at.clone());
@@ -355,7 +374,8 @@ fn read_call(r: &mut Reader, v: &Value, at: &Path) -> Result<(), ShapeError> {
 fn read_tool_call(r: &mut Reader, c: &Value, at: &Path) -> Result<(), ShapeError> {
     r.object(c, at, |r, k, v, at| {
         match k {
-            "id" | "type" | "index" => {}
+            "type" | "index" => {}
+            "id" => r.text(v, at, Kind::Name)?,
             "function" => read_call(r, v, at)?,
             "custom" => r.object(v, at, |r, k, v, at| {
                 match k {
@@ -377,7 +397,8 @@ fn read_function(r: &mut Reader, f: &Value, at: &Path) -> Result<(), ShapeError>
         match k {
             "name" => r.text(v, at, Kind::Name)?,
             "description" => r.text(v, at, Kind::Other)?,
-            "parameters" | "output_schema" => r.json(v, at, Kind::Schema),
+            // TGI names the parameter schema `arguments`
+            "parameters" | "arguments" | "output_schema" => r.json(v, at, Kind::Schema),
             "strict" => {}
             _ => return Ok(false),
         }

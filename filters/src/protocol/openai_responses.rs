@@ -30,11 +30,9 @@ pub struct Responses;
 
 const NO_TEXT: &[&str] = &[
     "model",
-    "tool_choice",
     "max_output_tokens",
     "previous_response_id",
     "conversation",
-    "reasoning",
     "metadata",
     "store",
     "stream",
@@ -51,7 +49,14 @@ const NO_TEXT: &[&str] = &[
     "safety_identifier",
     "prompt_cache_key",
     "top_logprobs",
+    "prompt_cache_retention",
+    "prompt_cache_options",
+    "background_options",
+    "moderation",
 ];
+
+/// Settings whose strings are scanned anyway: a forced tool's name, reasoning options.
+const SCANNED_SETTINGS: &[&str] = &["tool_choice", "reasoning"];
 
 fn read_parts(r: &mut Reader, v: &Value, at: &Path) -> Result<(), ShapeError> {
     let Value::Array(parts) = v else {
@@ -107,9 +112,11 @@ fn read_parts(r: &mut Reader, v: &Value, at: &Path) -> Result<(), ShapeError> {
                 continue;
             }
             match k.as_str() {
-                "annotations" => r.json(x, &kp, Kind::Other),
+                "annotations" | "logprobs" | "prompt_cache_breakpoint" => {
+                    r.json(x, &kp, Kind::Other)
+                }
                 "image_url" => r.text(x, &kp, Kind::Url)?,
-                "filename" => r.text(x, &kp, Kind::Name)?,
+                "filename" | "detail" => r.text(x, &kp, Kind::Name)?,
                 _ => {}
             }
         }
@@ -172,8 +179,8 @@ fn read_item(r: &mut Reader, item: &Value, at: &Path) -> Result<(), ShapeError> 
             r.group(Role::Assistant);
             r.object(item, at, |r, k, v, at| {
                 match k {
-                    "type" | "call_id" | "id" | "status" | "namespace" => {}
-                    "name" => r.text(v, at, Kind::Name)?,
+                    "type" | "id" | "status" => {}
+                    "name" | "call_id" | "namespace" => r.text(v, at, Kind::Name)?,
                     "arguments" | "input" => r.text(v, at, Kind::Arguments)?,
                     _ => return Ok(false),
                 }
@@ -184,8 +191,8 @@ fn read_item(r: &mut Reader, item: &Value, at: &Path) -> Result<(), ShapeError> 
             r.group(Role::Tool);
             r.object(item, at, |r, k, v, at| {
                 match k {
-                    "type" | "call_id" | "id" | "status" | "namespace" => {}
-                    "name" => r.text(v, at, Kind::Name)?,
+                    "type" | "id" | "status" => {}
+                    "name" | "call_id" | "namespace" => r.text(v, at, Kind::Name)?,
                     "output" => read_parts(r, v, at)?,
                     _ => return Ok(false),
                 }
@@ -234,7 +241,9 @@ fn read_tool(r: &mut Reader, t: &Value, at: &Path) -> Result<(), ShapeError> {
             "type" | "strict" | "defer_loading" => {}
             "name" => r.text(v, at, Kind::Name)?,
             "description" => r.text(v, at, Kind::Other)?,
-            "parameters" | "format" | "output_schema" => r.json(v, at, Kind::Schema),
+            "parameters" | "format" | "output_schema" | "allowed_callers" => {
+                r.json(v, at, Kind::Schema)
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -575,6 +584,10 @@ impl Protocol for Responses {
                 "instructions" => {
                     r.group(Role::System);
                     r.text(v, at, Kind::Content)?
+                }
+                k if SCANNED_SETTINGS.contains(&k) => {
+                    r.group(Role::ToolDefinition);
+                    r.json(v, at, Kind::Other)
                 }
                 "tools" => r.array(v, at, |r, _, t, at| read_tool(r, t, at))?,
                 "text" => r.object(v, at, |r, k, v, at| {

@@ -93,8 +93,12 @@ pub fn dead_addr() -> SocketAddr {
     addr
 }
 
+/// The gateway binary under test: this build's, or `PORTCULLIS_GATEWAY_BIN` (to replay the
+/// suite against another build, e.g. to see a regression test fail on an older commit).
 pub fn gateway_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_gateway"))
+    std::env::var_os("PORTCULLIS_GATEWAY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_gateway")))
 }
 
 pub fn repo_root() -> PathBuf {
