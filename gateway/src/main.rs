@@ -60,6 +60,12 @@ enum Command {
         /// policy's folder). The scores are printed under `scores`.
         #[arg(long)]
         models: Option<PathBuf>,
+        /// Read stdin as a request body for this route (`chat_completions`, `messages`,
+        /// `generate`, ...) and print what the route's API family reads in it: every text that
+        /// reaches the model with its role, the decision, the body as it would be forwarded, or
+        /// the field the gateway would refuse (input rules only; no classifiers).
+        #[arg(long, conflicts_with_all = ["jsonl", "models"])]
+        route: Option<String>,
     },
     /// Manage API keys.
     #[command(subcommand)]
@@ -278,6 +284,72 @@ fn check(
     }
 }
 
+/// `check --route`: a request body through the route's API family and the policy's input rules.
+fn check_body(policy: &std::path::Path, route: &str, tenant: &str) -> ExitCode {
+    use std::io::Read;
+    let p = match filters::Policy::load(policy) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let Some(r) = gateway::routes::Route::by_label(route) else {
+        return fail(format!(
+            "no route `{route}`; routes are {}",
+            gateway::routes::Route::all()
+                .map(|r| r.label())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    };
+    let mut raw = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut raw) {
+        return fail(format!("reading stdin: {e}"));
+    }
+    let mut body = match filters::protocol::parse_strict(&raw) {
+        Ok(v) => v,
+        Err(e) => return fail(format!("the body is not JSON the gateway accepts: {e}")),
+    };
+    let Some(proto) = r.protocol(&body) else {
+        return fail(format!("route `{route}` has no request body"));
+    };
+    let key = std::env::var("PORTCULLIS_PSEUDONYM_KEY").unwrap_or_default();
+    let pseudo = filters::Pseudonymizer::new(key.as_bytes(), tenant);
+    let units = match filters::protocol::unit_texts(proto, &body, &p) {
+        Ok(u) => u,
+        Err(e) => {
+            return print_json(&serde_json::json!({
+                "family": proto.name(),
+                "action": "refuse",
+                "refused": {"path": e.path, "reason": e.reason},
+            }));
+        }
+    };
+    let mut vault = filters::Vault::default();
+    let out = filters::protocol::inspect(proto, &mut body, &p, &mut vault, &pseudo, false);
+    let out = match out {
+        Ok(o) => o,
+        Err(filters::protocol::InspectError::Shape(e)) => {
+            return print_json(&serde_json::json!({
+                "family": proto.name(),
+                "action": "refuse",
+                "refused": {"path": e.path, "reason": e.reason},
+            }));
+        }
+    };
+    let action = out
+        .findings
+        .iter()
+        .map(|f| f.action)
+        .max()
+        .unwrap_or(filters::Action::Allow);
+    print_json(&serde_json::json!({
+        "family": proto.name(),
+        "action": action,
+        "findings": out.findings,
+        "texts": units.iter().map(|(role, t)| serde_json::json!({"role": role, "text": t})).collect::<Vec<_>>(),
+        "body": if out.blocked.is_some() { serde_json::Value::Null } else { body },
+    }))
+}
+
 /// Print a value as pretty JSON on stdout.
 fn print_json(v: &impl serde::Serialize) -> ExitCode {
     match serde_json::to_string_pretty(v) {
@@ -433,10 +505,17 @@ fn main() -> ExitCode {
         Command::PolicySchema => print_json(&filters::Policy::json_schema()),
         Command::Check {
             policy,
+            tenant,
+            route: Some(route),
+            ..
+        } => check_body(&policy, &route, &tenant),
+        Command::Check {
+            policy,
             direction,
             tenant,
             jsonl,
             models,
+            route: None,
         } => check(&policy, direction, &tenant, jsonl, models),
         Command::Serve { config } => {
             let c = match GatewayConfig::load(&config) {

@@ -155,3 +155,46 @@ fn the_checked_in_config_schema_is_current() {
         path.display()
     );
 }
+
+/// `gateway check --route`: a request body read the way its API family reads it.
+#[test]
+fn check_route_shows_what_reaches_the_model() {
+    use std::io::Write;
+    let run = |body: &str| {
+        let mut child = Command::new(gateway_bin())
+            .args(["check", "--policy"])
+            .arg(repo_root().join("policies/default.yaml"))
+            .args(["--route", "chat_completions"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let v = run(
+        r#"{"messages":[{"role":"user","content":[{"type":"text","text":"mail jane.doe@exa"},{"type":"text","text":"mple.com"}]}],"tools":[{"type":"function","function":{"name":"f","description":"look up"}}]}"#,
+    );
+    assert_eq!(v["family"], "openai.chat");
+    assert_eq!(v["action"], "placeholder");
+    let texts: Vec<&str> = v["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["text"].as_str().unwrap())
+        .collect();
+    assert!(texts.contains(&"mail jane.doe@example.com"), "{texts:?}");
+    assert!(texts.contains(&"look up"), "{texts:?}");
+    let fwd = v["body"]["messages"][0]["content"].to_string();
+    assert!(fwd.contains("<EMAIL_1>") && !fwd.contains("jane"), "{fwd}");
+    let v = run(r#"{"messages":[{"role":"user","content":"hi"}],"mystery":1}"#);
+    assert_eq!(v["action"], "refuse");
+    assert_eq!(v["refused"]["path"], "mystery");
+}

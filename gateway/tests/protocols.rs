@@ -307,7 +307,16 @@ async fn separators_do_not_hide_an_injection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restored_values_follow_the_output_policy() {
     let mock = MockTgi::echo().await;
-    let s = setup(&mock, None, "").await;
+    let audit = tempfile::tempdir().unwrap();
+    let s = setup(
+        &mock,
+        None,
+        &format!(
+            "audit:\n  dir: {}\n  on_full: block\n",
+            audit.path().display()
+        ),
+    )
+    .await;
     // the default policy placeholders PII in prompts, and redacts SSNs and cards in answers
     let prompt = format!("My SSN is 078-05-1120, card 4111 1111 1111 1111, mail {EMAIL}");
     let r = s

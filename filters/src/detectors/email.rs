@@ -38,10 +38,13 @@ impl Detector for Email {
         if local.contains("..") || domain.contains("..") {
             return;
         }
-        // `scheme://user:password@host` is a URL's authority, not an address
+        // `scheme://user:password@host` is a URL's authority, not an address; in a URL's path
+        // or query (`https://x/send?to=jane@example.com`) it is one
         let before = &hit.raw[..hit.start];
         let segment = before.rsplit(char::is_whitespace).next().unwrap_or(before);
-        if segment.contains("://") {
+        if let Some((_, authority)) = segment.rsplit_once("://")
+            && !authority.contains(['/', '?', '#'])
+        {
             return;
         }
         let tld = domain.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
@@ -70,6 +73,12 @@ mod tests {
         );
         assert_eq!(f("<o'brien@example.ie>"), ["o'brien@example.ie"]);
         assert_eq!(f("Grüße an k.mueller@web.de."), ["k.mueller@web.de"]);
+        // in a URL's path or query, not its authority
+        assert_eq!(
+            f("![](https://x.io/log?to=jane@example.com)"),
+            ["jane@example.com"]
+        );
+        assert_eq!(f("https://x.io/u/jane@example.com"), ["jane@example.com"]);
     }
 
     #[test]

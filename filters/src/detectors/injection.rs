@@ -98,56 +98,30 @@ fn ascii(re: &str) -> String {
 }
 
 /// Phrases written without any separator (`ignoreallpreviousinstructions`), matched anywhere
-/// in the folded view: the phrase regexes need word boundaries at their ends, which a phrase
-/// glued to the next word lacks. `(literal, type)`.
-fn squashed() -> Vec<(String, &'static str)> {
-    let mut out = Vec::new();
-    for verb in ["ignore", "disregard", "forget", "bypass", "override"] {
-        for quant in ["", "all", "allthe", "the", "any", "your"] {
-            for when in ["previous", "prior", "above", "earlier", "preceding", ""] {
-                for what in [
-                    "instructions",
-                    "instruction",
-                    "prompts",
-                    "rules",
-                    "guidelines",
-                ] {
-                    if quant.is_empty() && when.is_empty() {
-                        continue;
-                    }
-                    out.push((format!("{verb}{quant}{when}{what}"), "instruction_override"));
-                }
-            }
-        }
-    }
-    for p in [
-        "developermodeenabled",
-        "doanythingnow",
-        "youarenowdan",
-        "jailbreakmode",
-    ] {
-        out.push((p.to_string(), "jailbreak"));
-    }
-    for p in [
-        "revealyoursystemprompt",
-        "printyoursystemprompt",
-        "showmeyoursystemprompt",
-        "repeatyoursystemprompt",
-    ] {
-        out.push((p.to_string(), "prompt_extraction"));
-    }
-    out
-}
+/// in the folded view (the phrase regexes need word boundaries at their ends, which a phrase
+/// glued to the next word lacks). One regex per type, in the same set as the phrases, so they
+/// cost no extra pass. `(type, rule, regex)`.
+const SQUASHED: &[(&str, &str)] = &[
+    (
+        "instruction_override",
+        "(?:ignore|disregard|forget|bypass|override)(?:(?:all|allthe|the|any|your)(?:previous|prior|above|earlier|preceding)?|previous|prior|above|earlier|preceding)(?:instructions?|prompts|rules|guidelines)",
+    ),
+    (
+        "jailbreak",
+        "developermodeenabled|doanythingnow|youarenowdan|jailbreakmode",
+    ),
+    (
+        "prompt_extraction",
+        "(?:reveal|print|repeat|showme)yoursystemprompt",
+    ),
+];
+
 /// Words joined by symbols the folded view reads as leetspeak letters (`ignore!all!previous`
 /// folds to `ignoreialliprevious`): the line is re-read with those symbols as spaces.
 const TAG_SYMBOL_JOINED: u32 = 1006;
 
-/// Tags of squashed phrases, by type.
-const TAG_SQUASHED: [(u32, &str); 3] = [
-    (1003, "instruction_override"),
-    (1004, "jailbreak"),
-    (1005, "prompt_extraction"),
-];
+/// Tags of squashed phrases: `TAG_SQUASHED + i` for `SQUASHED[i]`.
+const TAG_SQUASHED: u32 = 1100;
 
 impl Injection {
     /// A detector that decodes encoded segments of at most `max_decode_bytes` each
@@ -256,12 +230,13 @@ impl Detector for Injection {
             TAG_SYMBOL_JOINED,
             "instruction_override",
         ));
-        for (lit, ty) in squashed() {
-            let tag = TAG_SQUASHED
-                .iter()
-                .find(|(_, t)| *t == ty)
-                .map_or(TAG_SQUASHED[0].0, |(tag, _)| *tag);
-            v.push(Pattern::literal(ViewKind::Folded, lit, tag, ty));
+        for (i, (ty, re)) in SQUASHED.iter().enumerate() {
+            v.push(Pattern::regex(
+                ViewKind::Folded,
+                *re,
+                TAG_SQUASHED + i as u32,
+                ty,
+            ));
         }
         v
     }
@@ -296,12 +271,10 @@ impl Detector for Injection {
                     out.push(hit.whole("encoded_injection", 0.9, "injection.encoded.hex"));
                 }
             }
-            t if TAG_SQUASHED.iter().any(|(tag, _)| *tag == t) => {
-                let ty = TAG_SQUASHED
-                    .iter()
-                    .find(|(tag, _)| *tag == t)
-                    .map_or("instruction_override", |(_, ty)| ty);
-                out.push(hit.whole(ty, 0.85, "injection.squashed"));
+            t if t >= TAG_SQUASHED => {
+                if let Some((ty, _)) = SQUASHED.get((t - TAG_SQUASHED) as usize) {
+                    out.push(hit.whole(ty, 0.85, "injection.squashed"));
+                }
             }
             TAG_SYMBOL_JOINED => {
                 let (s, e) = around(hit.raw, hit.start, hit.end, 256);

@@ -178,10 +178,9 @@ pub struct StreamState {
     pub last_seq: Option<i64>,
     /// The first event, as a template for events the gateway must synthesize.
     pub template: Option<Value>,
-    /// The `event:` name of the first event.
-    pub template_event: Option<String>,
     before: Vec<Frame>,
-    /// Family-specific notes kept across events (Anthropic: the kind of each content block).
+    /// Family-specific notes kept across events (Responses: each output item's id, for the
+    /// delta events the gateway inserts).
     pub notes: BTreeMap<u32, String>,
 }
 
@@ -203,7 +202,6 @@ impl StreamState {
             shift: 0,
             last_seq: None,
             template: None,
-            template_event: None,
             before: Vec::new(),
             notes: BTreeMap::new(),
         }

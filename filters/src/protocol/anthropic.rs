@@ -18,8 +18,8 @@
 use serde_json::{Map, Value, json};
 
 use super::answer::{AnswerCx, Frame, Key, StreamCx};
-use super::read::{Kind, Piece, Reader, Role, ShapeError, shown, type_name};
-use super::{Dialect, ErrorInfo, Path, Protocol, UsageKeys, util};
+use super::read::{Kind, Reader, Role, ShapeError, shown, type_name};
+use super::{At, Dialect, ErrorInfo, Path, Protocol, UsageKeys, util};
 use crate::stream::Blocked;
 
 /// `/v1/messages`.
@@ -46,11 +46,11 @@ const NO_TEXT: &[&str] = &[
 ];
 
 /// Blocks of a `content` list (or of a `tool_result`, a document's content, `system`).
-fn read_blocks(r: &mut Reader, v: &Value, at: &Path) -> Result<(), ShapeError> {
+fn read_blocks(r: &mut Reader, v: &Value, at: &At<'_>) -> Result<(), ShapeError> {
     let Value::Array(blocks) = v else {
         return r.text(v, at, Kind::Content);
     };
-    let mut texts: Vec<Path> = Vec::new();
+    let mut texts: Vec<(Path, &str)> = Vec::new();
     for (i, b) in blocks.iter().enumerate() {
         let bat = at.index(i);
         let Some(o) = b.as_object() else {
@@ -67,19 +67,20 @@ fn read_blocks(r: &mut Reader, v: &Value, at: &Path) -> Result<(), ShapeError> {
                 r.object(b, &bat, |r, k, v, at| {
                     match k {
                         "type" | "cache_control" => {}
-                        "text" => match v {
-                            Value::String(_) => texts.push(at.clone()),
-                            other => r.not_understood(
-                                other,
-                                at,
-                                format!("expected a string, found {}", type_name(other)),
-                            )?,
-                        },
+                        "text" if v.is_string() => {}
+                        "text" => r.not_understood(
+                            v,
+                            at,
+                            format!("expected a string, found {}", type_name(v)),
+                        )?,
                         "citations" => r.json(v, at, Kind::Other),
                         _ => return Ok(false),
                     }
                     Ok(true)
                 })?;
+                if let Some(Value::String(t)) = o.get("text") {
+                    texts.push((bat.key("text").to_path(), t));
+                }
             }
             "image" => {
                 r.object(b, &bat, |r, k, v, at| {
@@ -168,7 +169,7 @@ fn read_blocks(r: &mut Reader, v: &Value, at: &Path) -> Result<(), ShapeError> {
                 r.object(b, &bat, |r, k, v, at| {
                     match k {
                         "type" | "cache_control" => {}
-                        "id" => r.text(v, at, Kind::Name)?,
+                        "id" => r.text(v, at, Kind::Id)?,
                         "caller" => r.json(v, at, Kind::Other),
                         "name" => r.text(v, at, Kind::Name)?,
                         "input" => r.json(v, at, Kind::Arguments),
@@ -184,7 +185,7 @@ fn read_blocks(r: &mut Reader, v: &Value, at: &Path) -> Result<(), ShapeError> {
                 r.object(b, &bat, |r, k, v, at| {
                     match k {
                         "type" | "is_error" | "cache_control" => {}
-                        "tool_use_id" => r.text(v, at, Kind::Name)?,
+                        "tool_use_id" => r.text(v, at, Kind::Id)?,
                         "content" => read_blocks(r, v, at)?,
                         _ => return Ok(false),
                     }
@@ -218,15 +219,13 @@ fn read_blocks(r: &mut Reader, v: &Value, at: &Path) -> Result<(), ShapeError> {
             )?,
         }
     }
-    match texts.len() {
-        0 => {}
-        1 => r.pieces(Kind::Content, true, vec![Piece::Text(texts.remove(0))]),
-        _ => r.joined(&texts, &["", "\n"], Kind::Content),
+    if !texts.is_empty() {
+        r.parts(&texts, None, Kind::Content);
     }
     Ok(())
 }
 
-fn read_tool(r: &mut Reader, t: &Value, at: &Path) -> Result<(), ShapeError> {
+fn read_tool(r: &mut Reader, t: &Value, at: &At<'_>) -> Result<(), ShapeError> {
     r.group(Role::ToolDefinition);
     match t.get("type").and_then(Value::as_str) {
         None | Some("custom") => {}
@@ -336,7 +335,7 @@ impl Protocol for Messages {
     }
 
     fn read(&self, body: &Value, r: &mut Reader) -> Result<(), ShapeError> {
-        r.object(body, &Path::root(), |r, k, v, at| {
+        r.object(body, &At::Root, |r, k, v, at| {
             match k {
                 "system" => {
                     r.group(Role::System);

@@ -38,7 +38,7 @@ use serde_json::{Value, json};
 pub use answer::{AnswerCx, Frame, Key, StreamCx, StreamState};
 pub use inspect::{ClassifierText, InspectError, Inspection, inspect, unit_texts};
 pub use json::{JsonError, parse_strict};
-pub use path::Path;
+pub use path::{At, Path};
 pub use read::{Kind, Reader, Role, ShapeError, Unit, UnknownFields};
 pub use stream::AnswerStream;
 

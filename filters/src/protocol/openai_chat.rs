@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 
 use super::answer::{AnswerCx, Frame, Key, StreamCx};
 use super::read::{Kind, Piece, Reader, Role, ShapeError, shown, type_name};
-use super::{Dialect, Path, Protocol, UsageKeys, util};
+use super::{At, Dialect, Path, Protocol, UsageKeys, util};
 use crate::stream::Blocked;
 
 /// `/v1/chat/completions`.
@@ -110,7 +110,7 @@ const DEFINITIONS: &[&str] = &[
 ];
 
 pub(crate) fn read_chat(body: &Value, r: &mut Reader) -> Result<(), ShapeError> {
-    r.object(body, &Path::root(), |r, k, v, at| {
+    r.object(body, &At::Root, |r, k, v, at| {
         match k {
             "messages" => r.array(v, at, read_message)?,
             "tools" => r.array(v, at, |r, _, t, at| read_tool(r, t, at))?,
@@ -149,7 +149,7 @@ pub(crate) fn read_chat(body: &Value, r: &mut Reader) -> Result<(), ShapeError> 
     })
 }
 
-fn read_message(r: &mut Reader, _i: usize, m: &Value, at: &Path) -> Result<(), ShapeError> {
+fn read_message(r: &mut Reader, _i: usize, m: &Value, at: &At<'_>) -> Result<(), ShapeError> {
     let role = match m.get("role") {
         Some(Value::String(s)) => match Role::of_message(s) {
             Some(role) => role,
@@ -171,7 +171,7 @@ fn read_message(r: &mut Reader, _i: usize, m: &Value, at: &Path) -> Result<(), S
         match k {
             "role" => {}
             // some chat templates render tool-call ids
-            "tool_call_id" => r.text(v, at, Kind::Name)?,
+            "tool_call_id" => r.text(v, at, Kind::Id)?,
             "content" => read_content(r, v, at)?,
             "name" => r.text(v, at, Kind::Name)?,
             "refusal" | "reasoning" | "reasoning_content" => r.text(v, at, Kind::Content)?,
@@ -186,20 +186,20 @@ fn read_message(r: &mut Reader, _i: usize, m: &Value, at: &Path) -> Result<(), S
 }
 
 /// A message's `content`: a string, `null`, or a list of parts.
-pub(crate) fn read_content(r: &mut Reader, v: &Value, at: &Path) -> Result<(), ShapeError> {
+pub(crate) fn read_content(r: &mut Reader, v: &Value, at: &At<'_>) -> Result<(), ShapeError> {
     let Value::Array(parts) = v else {
         return r.text(v, at, Kind::Content);
     };
     // pieces in order: text parts, and images (which TGI writes as `![](url)`)
-    let mut texts: Vec<Path> = Vec::new();
+    let mut texts: Vec<(Path, &str)> = Vec::new();
     let mut tgi: Vec<Path> = Vec::new();
     let mut images: Vec<Path> = Vec::new();
     for (i, p) in parts.iter().enumerate() {
         let pat = at.index(i);
         match p {
-            Value::String(_) => {
-                texts.push(pat.clone());
-                tgi.push(pat);
+            Value::String(t) => {
+                texts.push((pat.to_path(), t));
+                tgi.push(pat.to_path());
             }
             Value::Object(o) => {
                 let ty = o.get("type").and_then(Value::as_str);
@@ -229,9 +229,9 @@ pub(crate) fn read_content(r: &mut Reader, v: &Value, at: &Path) -> Result<(), S
                         let known = ["type", key, "cache_control", "prompt_cache_breakpoint"];
                         part_members(r, o, &pat, &known)?;
                         match o.get(key) {
-                            Some(Value::String(_)) => {
-                                texts.push(pat.key(key));
-                                tgi.push(pat.key(key));
+                            Some(Value::String(t)) => {
+                                texts.push((pat.key(key).to_path(), t));
+                                tgi.push(pat.key(key).to_path());
                             }
                             Some(other) => r.not_understood(
                                 other,
@@ -254,12 +254,13 @@ pub(crate) fn read_content(r: &mut Reader, v: &Value, at: &Path) -> Result<(), S
                             ],
                         )?;
                         let img = o.get("image_url");
-                        let url_at = pat.key("image_url").key("url");
+                        let img_at = pat.key("image_url");
+                        let url_at = img_at.key("url");
                         match img {
                             Some(Value::String(_)) => {
                                 // a bare URL string (accepted by some servers)
-                                images.push(pat.key("image_url"));
-                                tgi.push(pat.key("image_url"));
+                                images.push(pat.key("image_url").to_path());
+                                tgi.push(pat.key("image_url").to_path());
                             }
                             Some(Value::Object(io)) => {
                                 part_members(r, io, &pat.key("image_url"), &["url", "detail"])?;
@@ -268,8 +269,8 @@ pub(crate) fn read_content(r: &mut Reader, v: &Value, at: &Path) -> Result<(), S
                                 }
                                 match io.get("url") {
                                     Some(Value::String(_)) => {
-                                        images.push(url_at.clone());
-                                        tgi.push(url_at);
+                                        images.push(url_at.to_path());
+                                        tgi.push(url_at.to_path());
                                     }
                                     Some(other) => r.not_understood(
                                         other,
@@ -304,13 +305,9 @@ pub(crate) fn read_content(r: &mut Reader, v: &Value, at: &Path) -> Result<(), S
         }
     }
     // TGI concatenates the parts and writes an image as `![](url)`; vLLM joins text parts with
-    // newlines. Both readings are scanned; the classifiers get the newline reading and each
-    // image URL (a `data:` image is not text: the rules scan it, the classifiers skip it).
-    if tgi.len() == 1 && images.is_empty() {
-        r.pieces(Kind::Content, true, vec![Piece::Text(tgi[0].clone())]);
-        return Ok(());
-    }
-    if !tgi.is_empty() {
+    // newlines (see `Reader::parts`). Each image URL is read on its own too (a `data:` image is
+    // not text: the rules scan it, the classifiers skip it).
+    let assembled = (!images.is_empty()).then(|| {
         let mut pieces = Vec::with_capacity(tgi.len() * 3);
         for p in &tgi {
             if images.contains(p) {
@@ -321,18 +318,9 @@ pub(crate) fn read_content(r: &mut Reader, v: &Value, at: &Path) -> Result<(), S
                 pieces.push(Piece::Text(p.clone()));
             }
         }
-        r.pieces(Kind::Content, false, pieces);
-    }
-    if !texts.is_empty() {
-        let mut pieces = Vec::with_capacity(texts.len() * 2);
-        for (i, p) in texts.iter().enumerate() {
-            if i > 0 {
-                pieces.push(Piece::Sep("\n"));
-            }
-            pieces.push(Piece::Text(p.clone()));
-        }
-        r.pieces(Kind::Content, true, pieces);
-    }
+        pieces
+    });
+    r.parts(&texts, assembled, Kind::Content);
     for u in images {
         r.pieces(Kind::Url, true, vec![Piece::Text(u)]);
     }
@@ -343,12 +331,12 @@ pub(crate) fn read_content(r: &mut Reader, v: &Value, at: &Path) -> Result<(), S
 fn part_members(
     r: &mut Reader,
     o: &Map<String, Value>,
-    at: &Path,
+    at: &At<'_>,
     known: &[&str],
 ) -> Result<(), ShapeError> {
     for (k, v) in o {
         if !known.contains(&k.as_str()) {
-            r.unknown_member(v, &at.key(k.clone()))?;
+            r.unknown_member(v, &at.key(k))?;
         }
     }
     Ok(())
@@ -356,7 +344,7 @@ fn part_members(
 
 /// `{name, arguments}` of a function call (`arguments` is a JSON document in a string; TGI
 /// also accepts it as an object).
-fn read_call(r: &mut Reader, v: &Value, at: &Path) -> Result<(), ShapeError> {
+fn read_call(r: &mut Reader, v: &Value, at: &At<'_>) -> Result<(), ShapeError> {
     r.object(v, at, |r, k, v, at| {
         match k {
             "name" => r.text(v, at, Kind::Name)?,
@@ -371,11 +359,11 @@ fn read_call(r: &mut Reader, v: &Value, at: &Path) -> Result<(), ShapeError> {
     })
 }
 
-fn read_tool_call(r: &mut Reader, c: &Value, at: &Path) -> Result<(), ShapeError> {
+fn read_tool_call(r: &mut Reader, c: &Value, at: &At<'_>) -> Result<(), ShapeError> {
     r.object(c, at, |r, k, v, at| {
         match k {
             "type" | "index" => {}
-            "id" => r.text(v, at, Kind::Name)?,
+            "id" => r.text(v, at, Kind::Id)?,
             "function" => read_call(r, v, at)?,
             "custom" => r.object(v, at, |r, k, v, at| {
                 match k {
@@ -392,7 +380,7 @@ fn read_tool_call(r: &mut Reader, c: &Value, at: &Path) -> Result<(), ShapeError
 }
 
 /// A function definition: `name`, `description`, every string of `parameters`.
-fn read_function(r: &mut Reader, f: &Value, at: &Path) -> Result<(), ShapeError> {
+fn read_function(r: &mut Reader, f: &Value, at: &At<'_>) -> Result<(), ShapeError> {
     r.object(f, at, |r, k, v, at| {
         match k {
             "name" => r.text(v, at, Kind::Name)?,
@@ -406,7 +394,7 @@ fn read_function(r: &mut Reader, f: &Value, at: &Path) -> Result<(), ShapeError>
     })
 }
 
-fn read_tool(r: &mut Reader, t: &Value, at: &Path) -> Result<(), ShapeError> {
+fn read_tool(r: &mut Reader, t: &Value, at: &At<'_>) -> Result<(), ShapeError> {
     r.group(Role::ToolDefinition);
     r.object(t, at, |r, k, v, at| {
         match k {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::answer::{AnswerCx, Frame, Key, StreamCx};
 use super::read::{Kind, Reader, Role, ShapeError};
-use super::{Dialect, Path, Protocol, UsageKeys, util};
+use super::{At, Dialect, Protocol, UsageKeys, util};
 use crate::stream::Blocked;
 
 /// `/v1/completions`.
@@ -73,7 +73,7 @@ impl Protocol for Completions {
 
     fn read(&self, body: &Value, r: &mut Reader) -> Result<(), ShapeError> {
         r.group(Role::User);
-        r.object(body, &Path::root(), |r, k, v, at| {
+        r.object(body, &At::Root, |r, k, v, at| {
             match k {
                 "prompt" => r.text_or_list(v, at, Kind::Content)?,
                 "suffix" => r.text(v, at, Kind::Content)?,

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::answer::{AnswerCx, Frame, Key, StreamCx};
 use super::read::{Kind, Reader, Role, ShapeError};
-use super::{Dialect, Path, Protocol, UsageKeys};
+use super::{At, Dialect, Protocol, UsageKeys};
 use crate::stream::Blocked;
 
 /// `/v1/embeddings`.
@@ -40,7 +40,7 @@ impl Protocol for Embeddings {
 
     fn read(&self, body: &Value, r: &mut Reader) -> Result<(), ShapeError> {
         r.group(Role::User);
-        r.object(body, &Path::root(), |r, k, v, at| {
+        r.object(body, &At::Root, |r, k, v, at| {
             match k {
                 "input" => r.text_or_list(v, at, Kind::Content)?,
                 k if NO_TEXT.contains(&k) => {}

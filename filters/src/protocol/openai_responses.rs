@@ -20,8 +20,8 @@
 use serde_json::{Map, Value, json};
 
 use super::answer::{AnswerCx, Frame, Key, StreamCx};
-use super::read::{Kind, Piece, Reader, Role, ShapeError, shown, type_name};
-use super::{Dialect, ErrorInfo, Path, Protocol, StreamState, UsageKeys, util};
+use super::read::{Kind, Reader, Role, ShapeError, shown, type_name};
+use super::{At, Dialect, ErrorInfo, Path, Protocol, StreamState, UsageKeys, util};
 use crate::stream::Blocked;
 
 /// `/v1/responses`.
@@ -58,11 +58,11 @@ const NO_TEXT: &[&str] = &[
 /// Settings whose strings are scanned anyway: a forced tool's name, reasoning options.
 const SCANNED_SETTINGS: &[&str] = &["tool_choice", "reasoning"];
 
-fn read_parts(r: &mut Reader, v: &Value, at: &Path) -> Result<(), ShapeError> {
+fn read_parts(r: &mut Reader, v: &Value, at: &At<'_>) -> Result<(), ShapeError> {
     let Value::Array(parts) = v else {
         return r.text(v, at, Kind::Content);
     };
-    let mut texts: Vec<Path> = Vec::new();
+    let mut texts: Vec<(Path, &str)> = Vec::new();
     for (i, p) in parts.iter().enumerate() {
         let pat = at.index(i);
         let Some(o) = p.as_object() else {
@@ -98,7 +98,7 @@ fn read_parts(r: &mut Reader, v: &Value, at: &Path) -> Result<(), ShapeError> {
             }
         };
         for (k, x) in o {
-            let kp = pat.key(k.clone());
+            let kp = pat.key(k);
             if !known.contains(&k.as_str()) {
                 let why = match k.as_str() {
                     "file_id" | "file_url" | "file_data" => {
@@ -122,7 +122,7 @@ fn read_parts(r: &mut Reader, v: &Value, at: &Path) -> Result<(), ShapeError> {
         }
         if let Some(key) = text_key {
             match o.get(key) {
-                Some(Value::String(_)) => texts.push(pat.key(key)),
+                Some(Value::String(t)) => texts.push((pat.key(key).to_path(), t)),
                 Some(other) => r.not_understood(
                     other,
                     &pat.key(key),
@@ -132,15 +132,13 @@ fn read_parts(r: &mut Reader, v: &Value, at: &Path) -> Result<(), ShapeError> {
             }
         }
     }
-    match texts.len() {
-        0 => {}
-        1 => r.pieces(Kind::Content, true, vec![Piece::Text(texts.remove(0))]),
-        _ => r.joined(&texts, &["", "\n"], Kind::Content),
+    if !texts.is_empty() {
+        r.parts(&texts, None, Kind::Content);
     }
     Ok(())
 }
 
-fn read_item(r: &mut Reader, item: &Value, at: &Path) -> Result<(), ShapeError> {
+fn read_item(r: &mut Reader, item: &Value, at: &At<'_>) -> Result<(), ShapeError> {
     let Some(o) = item.as_object() else {
         return r.not_understood(
             item,
@@ -180,7 +178,8 @@ fn read_item(r: &mut Reader, item: &Value, at: &Path) -> Result<(), ShapeError> 
             r.object(item, at, |r, k, v, at| {
                 match k {
                     "type" | "id" | "status" => {}
-                    "name" | "call_id" | "namespace" => r.text(v, at, Kind::Name)?,
+                    "name" | "namespace" => r.text(v, at, Kind::Name)?,
+                    "call_id" => r.text(v, at, Kind::Id)?,
                     "arguments" | "input" => r.text(v, at, Kind::Arguments)?,
                     _ => return Ok(false),
                 }
@@ -192,7 +191,8 @@ fn read_item(r: &mut Reader, item: &Value, at: &Path) -> Result<(), ShapeError> 
             r.object(item, at, |r, k, v, at| {
                 match k {
                     "type" | "id" | "status" => {}
-                    "name" | "call_id" | "namespace" => r.text(v, at, Kind::Name)?,
+                    "name" | "namespace" => r.text(v, at, Kind::Name)?,
+                    "call_id" => r.text(v, at, Kind::Id)?,
                     "output" => read_parts(r, v, at)?,
                     _ => return Ok(false),
                 }
@@ -223,7 +223,7 @@ fn read_item(r: &mut Reader, item: &Value, at: &Path) -> Result<(), ShapeError> 
     }
 }
 
-fn read_tool(r: &mut Reader, t: &Value, at: &Path) -> Result<(), ShapeError> {
+fn read_tool(r: &mut Reader, t: &Value, at: &At<'_>) -> Result<(), ShapeError> {
     r.group(Role::ToolDefinition);
     let ty = t.get("type").and_then(Value::as_str).unwrap_or("");
     if !matches!(ty, "function" | "custom") {
@@ -572,7 +572,7 @@ impl Protocol for Responses {
     }
 
     fn read(&self, body: &Value, r: &mut Reader) -> Result<(), ShapeError> {
-        r.object(body, &Path::root(), |r, k, v, at| {
+        r.object(body, &At::Root, |r, k, v, at| {
             match k {
                 "input" => match v {
                     Value::String(_) => {

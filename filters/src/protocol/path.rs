@@ -69,6 +69,57 @@ impl Path {
     }
 }
 
+/// Where a reader is in the body: a path kept on the stack while walking it, so that members
+/// carrying no text cost no allocation ([`At::to_path`] makes the owned [`Path`] a unit keeps).
+#[derive(Debug, Clone, Copy)]
+pub enum At<'a> {
+    /// The document itself.
+    Root,
+    /// A member of the object at the first path.
+    Key(&'a At<'a>, &'a str),
+    /// An element of the array at the first path.
+    Index(&'a At<'a>, usize),
+}
+
+impl<'a> At<'a> {
+    /// This path, one member further.
+    pub fn key(&'a self, k: &'a str) -> At<'a> {
+        At::Key(self, k)
+    }
+
+    /// This path, one element further.
+    pub fn index(&'a self, i: usize) -> At<'a> {
+        At::Index(self, i)
+    }
+
+    /// The owned path.
+    pub fn to_path(&self) -> Path {
+        let mut segs = Vec::new();
+        let mut cur = self;
+        loop {
+            match cur {
+                At::Root => break,
+                At::Key(up, k) => {
+                    segs.push(Seg::Key(Cow::Owned((*k).to_string())));
+                    cur = up;
+                }
+                At::Index(up, i) => {
+                    segs.push(Seg::Index(*i));
+                    cur = up;
+                }
+            }
+        }
+        segs.reverse();
+        Path(segs)
+    }
+}
+
+impl fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.to_path().fmt(f)
+    }
+}
+
 /// A member name is printed bare when it is a plain identifier, quoted otherwise (a name comes
 /// from the client and may be anything, so it is also shortened).
 fn plain(k: &str) -> bool {

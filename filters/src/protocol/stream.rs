@@ -234,7 +234,6 @@ impl AnswerStream {
         }
         if self.st.template.is_none() {
             self.st.template = Some(v.clone());
-            self.st.template_event = name.clone();
         }
         let r = {
             let mut cx = StreamCx::new(&mut self.st, vault, pseudo);

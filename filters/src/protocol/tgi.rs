@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::answer::{AnswerCx, Frame, Key, StreamCx};
 use super::read::{Kind, Reader, Role, ShapeError};
-use super::{Dialect, Path, Protocol, UsageKeys, util};
+use super::{At, Dialect, Protocol, UsageKeys, util};
 use crate::stream::Blocked;
 
 /// `/generate`, `/generate_stream`, `/`.
@@ -52,7 +52,7 @@ const PARAMETERS: &[&str] = &[
 
 fn read_generate(body: &Value, r: &mut Reader) -> Result<(), ShapeError> {
     r.group(Role::User);
-    r.object(body, &Path::root(), |r, k, v, at| {
+    r.object(body, &At::Root, |r, k, v, at| {
         match k {
             "inputs" => r.text(v, at, Kind::Content)?,
             "stream" => {}
