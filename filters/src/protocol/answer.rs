@@ -33,6 +33,12 @@ pub fn filter_text(
     pseudo: &Pseudonymizer,
     findings: &mut Vec<Applied>,
 ) -> Result<(), Blocked> {
+    if kind == Kind::Arguments
+        && let Some(plain) = super::json::unescape_plain(s)
+    {
+        // `"\u0073k-..."` is the key the tool receives: read (and send) it decoded
+        *s = plain;
+    }
     if policy.output.is_active() {
         let found = policy.output.findings(s);
         if let Some(b) = found.iter().find(|f| f.action == Action::Block) {
@@ -51,6 +57,27 @@ pub fn filter_text(
         let mut out = r.push_with(vault, s, &rule)?;
         out.push_str(&r.finish());
         *s = out;
+    }
+    Ok(())
+}
+
+/// Filter the member names of `o` with `filter`, renaming those it rewrites.
+fn member_names(
+    o: &mut Map<String, Value>,
+    mut filter: impl FnMut(&mut String) -> Result<(), Blocked>,
+) -> Result<(), Blocked> {
+    let mut renamed = Vec::new();
+    for k in o.keys() {
+        let mut n = k.clone();
+        filter(&mut n)?;
+        if n != *k {
+            renamed.push((k.clone(), n));
+        }
+    }
+    for (old, new) in renamed {
+        if let Some(v) = o.remove(&old) {
+            o.insert(new, v);
+        }
     }
     Ok(())
 }
@@ -96,12 +123,19 @@ impl<'a> AnswerCx<'a> {
         }
     }
 
-    /// Every string inside `v` (object values at any depth; member names are left alone).
+    /// Every string inside `v`: values at any depth, and member names (a tool's input object
+    /// can carry a secret as a name as well as a value).
     pub fn all(&mut self, v: &mut Value, kind: Kind) -> Result<(), Blocked> {
         match v {
             Value::String(_) => self.text(Some(v), kind),
             Value::Array(a) => a.iter_mut().try_for_each(|x| self.all(x, kind)),
-            Value::Object(o) => o.values_mut().try_for_each(|x| self.all(x, kind)),
+            Value::Object(o) => {
+                o.values_mut().try_for_each(|x| self.all(x, kind))?;
+                let (policy, vault, pseudo) = (self.policy, &mut *self.vault, self.pseudo);
+                member_names(o, |k| {
+                    filter_text(policy, k, kind, vault, pseudo, &mut self.findings)
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -324,7 +358,15 @@ impl<'a> StreamCx<'a> {
                 &mut findings,
             ),
             Some(Value::Array(a)) => a.iter_mut().try_for_each(|x| self.whole(Some(x), kind)),
-            Some(Value::Object(o)) => o.values_mut().try_for_each(|x| self.whole(Some(x), kind)),
+            Some(Value::Object(o)) => {
+                let r = o.values_mut().try_for_each(|x| self.whole(Some(x), kind));
+                r.and_then(|()| {
+                    let (policy, vault, pseudo) = (&self.st.policy, &mut *self.vault, self.pseudo);
+                    member_names(o, |k| {
+                        filter_text(policy, k, kind, vault, pseudo, &mut findings)
+                    })
+                })
+            }
             _ => Ok(()),
         };
         self.note(findings);

@@ -52,27 +52,25 @@ pub fn read_units(
     body: &Value,
     policy: &Policy,
 ) -> Result<Vec<Unit>, ShapeError> {
+    read_body(proto, &mut Cow::Borrowed(body), policy)
+}
+
+/// Read `body` with `proto`, writing into it the decoded forms the reader asks for (then it is
+/// owned, and changed).
+fn read_body(
+    proto: &dyn Protocol,
+    body: &mut Cow<'_, Value>,
+    policy: &Policy,
+) -> Result<Vec<Unit>, ShapeError> {
     let mut r = Reader::new(policy.settings.unknown_fields);
     proto.read(body, &mut r)?;
-    Ok(r.into_units())
-}
-
-/// Where the first `n` bytes of `s` end (on a character boundary).
-fn head_cut(s: &str, n: usize) -> usize {
-    let mut i = n.min(s.len());
-    while !s.is_char_boundary(i) {
-        i -= 1;
+    let (units, decoded) = r.finish();
+    for (path, plain) in decoded {
+        if let Some(Value::String(slot)) = path.get_mut(body.to_mut()) {
+            *slot = plain;
+        }
     }
-    i
-}
-
-/// Where the last `n` bytes of `s` start (on a character boundary).
-fn tail_cut(s: &str, n: usize) -> usize {
-    let mut i = s.len().saturating_sub(n);
-    while !s.is_char_boundary(i) {
-        i += 1;
-    }
-    i
+    Ok(units)
 }
 
 /// A unit's text and, per piece, its byte range in that text.
@@ -91,13 +89,15 @@ fn materialize<'v>(u: &Unit, body: &'v Value) -> Result<Materialized<'v>, ShapeE
     let piece = |p: &Piece| -> Result<Cow<'v, str>, ShapeError> {
         Ok(match p {
             Piece::Text(path) => Cow::Borrowed(string(path)?),
-            Piece::Head(path, n) => {
+            Piece::Head(path, w) => {
                 let s = string(path)?;
-                Cow::Borrowed(&s[..head_cut(s, *n)])
+                let (a, b) = w.range(s, true);
+                Cow::Borrowed(&s[a..b])
             }
-            Piece::Tail(path, n) => {
+            Piece::Tail(path, w) => {
                 let s = string(path)?;
-                Cow::Borrowed(&s[tail_cut(s, *n)..])
+                let (a, b) = w.range(s, false);
+                Cow::Borrowed(&s[a..b])
             }
             Piece::Member(_, k) => Cow::Owned(k.clone()),
             Piece::Sep(s) => Cow::Borrowed(*s),
@@ -230,9 +230,19 @@ pub fn inspect(
     pseudo: &Pseudonymizer,
     classify: bool,
 ) -> Result<Inspection, InspectError> {
-    let units = read_units(proto, body, policy)?;
+    let mut read = Cow::Borrowed(&*body);
+    let units = read_body(proto, &mut read, policy)?;
+    let decoded = match read {
+        Cow::Owned(v) => Some(v),
+        Cow::Borrowed(_) => None,
+    };
+    let changed = decoded.is_some();
+    if let Some(v) = decoded {
+        *body = v;
+    }
     let mut out = Inspection {
         units: units.len(),
+        changed,
         ..Inspection::default()
     };
     if classify {
@@ -268,8 +278,10 @@ pub fn inspect(
                 };
                 *slot = match window {
                     None => n,
-                    Some((true, w)) => format!("{n}{}", &slot[head_cut(slot, w)..]),
-                    Some((false, w)) => format!("{}{n}", &slot[..tail_cut(slot, w)]),
+                    Some((head, w)) => {
+                        let (a, b) = w.range(slot, head);
+                        format!("{}{n}{}", &slot[..a], &slot[b..])
+                    }
                 };
                 out.changed = true;
             }
@@ -286,17 +298,18 @@ pub fn unit_texts(
     body: &Value,
     policy: &Policy,
 ) -> Result<Vec<(Role, String)>, ShapeError> {
-    let units = read_units(proto, body, policy)?;
+    let mut body = Cow::Borrowed(body);
+    let units = read_body(proto, &mut body, policy)?;
     units
         .iter()
-        .map(|u| materialize(u, body).map(|(t, _)| (u.role, t.into_owned())))
+        .map(|u| materialize(u, &body).map(|(t, _)| (u.role, t.into_owned())))
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::read::Piece;
+    use crate::protocol::read::{Piece, Window};
     use crate::protocol::{
         AnswerCx, Dialect, Frame, Key, Reader, StreamCx, UsageKeys, openai_chat,
     };
@@ -304,8 +317,8 @@ mod tests {
     use serde_json::json;
 
     /// A family whose body is two strings `a` and `b`, read only around their boundary.
-    struct Window;
-    impl Protocol for Window {
+    struct Boundary;
+    impl Protocol for Boundary {
         fn name(&self) -> &'static str {
             "test.window"
         }
@@ -317,7 +330,23 @@ mod tests {
             r.pieces(
                 Kind::Content,
                 true,
-                vec![Piece::Tail(a, 12), Piece::Sep("\n"), Piece::Head(b, 12)],
+                vec![
+                    Piece::Tail(
+                        a,
+                        Window {
+                            bytes: 12,
+                            trim: false,
+                        },
+                    ),
+                    Piece::Sep("\n"),
+                    Piece::Head(
+                        b,
+                        Window {
+                            bytes: 12,
+                            trim: false,
+                        },
+                    ),
+                ],
             );
             Ok(())
         }
@@ -357,7 +386,7 @@ mod tests {
         let p = policy("input:\n  pii: redact\n");
         let mut body = json!({"a": "0123456789 mail a@b.io", "b": "c@d.io tail of b, untouched"});
         let out = inspect(
-            &Window,
+            &Boundary,
             &mut body,
             &p,
             &mut Vault::default(),

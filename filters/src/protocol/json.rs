@@ -115,9 +115,137 @@ impl<'de> Visitor<'de> for Strict {
     }
 }
 
+/// `s`, a JSON text (tool-call arguments in a string), with every escape that hides a plain
+/// character written as the character itself: `\u0040` is `@`, `\u043e` is `о`, `\/` is `/`.
+/// Escapes that a JSON string needs (`\"`, `\\`, control characters, lone surrogates) stay.
+/// The result is the same JSON value, but the rules read what the backend decodes (it parses
+/// the arguments before the template renders them) and what a tool receives. `None` when
+/// nothing changes or `s` is not JSON.
+pub fn unescape_plain(s: &str) -> Option<String> {
+    if !s.contains('\\') || serde_json::from_str::<de::IgnoredAny>(s).is_err() {
+        return None;
+    }
+    let b = s.as_bytes();
+    let hex = |i: usize| -> Option<u32> {
+        s.get(i..i + 4)
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+    };
+    let mut out = String::with_capacity(s.len());
+    let (mut i, mut copied, mut in_string, mut changed) = (0, 0, false, false);
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                in_string = !in_string;
+                i += 1;
+            }
+            b'\\' if in_string => {
+                let (c, len) = match b.get(i + 1) {
+                    Some(b'/') => (Some('/'), 2),
+                    Some(b'u') => match hex(i + 2) {
+                        Some(hi @ 0xD800..=0xDBFF) => match (b.get(i + 6..i + 8), hex(i + 8)) {
+                            (Some(b"\\u"), Some(lo @ 0xDC00..=0xDFFF)) => (
+                                char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)),
+                                12,
+                            ),
+                            _ => (None, 6),
+                        },
+                        Some(u) => (char::from_u32(u), 6),
+                        None => (None, 2),
+                    },
+                    _ => (None, 2),
+                };
+                match c {
+                    Some(c) if !c.is_control() && c != '"' && c != '\\' => {
+                        out.push_str(&s[copied..i]);
+                        out.push(c);
+                        copied = i + len;
+                        changed = true;
+                    }
+                    _ => {}
+                }
+                i += len;
+            }
+            _ => i += 1,
+        }
+    }
+    if !changed {
+        return None;
+    }
+    out.push_str(&s[copied..]);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_characters_are_unescaped_and_the_value_kept() {
+        let cases = [
+            (
+                r#"{"q":"jane\u0040corp.com"}"#,
+                Some(r#"{"q":"jane@corp.com"}"#),
+            ),
+            (r#"{"q":"Ign\u043ere a\/b"}"#, Some(r#"{"q":"Ignоre a/b"}"#)),
+            (r#"{"q":"\ud83d\ude00 ok"}"#, Some(r#"{"q":"😀 ok"}"#)),
+            // needed escapes stay; keys too are strings
+            (
+                r#"{"\u0071":"a\"b\\c\n\u0000"}"#,
+                Some(r#"{"q":"a\"b\\c\n\u0000"}"#),
+            ),
+            (r#"{"q":"a\u0022b\u005cc"}"#, None),
+            // a lone surrogate is kept as it is
+            (r#"{"q":"\ud800x"}"#, None),
+            (r#"{"q":"plain"}"#, None),
+            (r#"not json \u0040"#, None),
+        ];
+        for (input, want) in cases {
+            let got = unescape_plain(input);
+            assert_eq!(got.as_deref(), want, "{input}");
+            if let Some(g) = got {
+                let a: Value = serde_json::from_str(input).unwrap();
+                let b: Value = serde_json::from_str(&g).unwrap();
+                assert_eq!(a, b, "{input}");
+            }
+        }
+    }
+
+    /// `s` with every non-ASCII or listed character written as `\uXXXX` (as Python's
+    /// `json.dumps` does for non-ASCII).
+    fn escape_all(s: &str, also: &str) -> String {
+        let mut out = String::new();
+        let mut in_string = false;
+        let mut prev_backslash = false;
+        for c in s.chars() {
+            if in_string && !prev_backslash && (!c.is_ascii() || also.contains(c)) {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{u:04x}"));
+                }
+                continue;
+            }
+            if c == '"' && !prev_backslash {
+                in_string = !in_string;
+            }
+            prev_backslash = c == '\\' && !prev_backslash;
+            out.push(c);
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn unescaping_never_changes_the_value(m in proptest::collection::btree_map("[a-z@./ é😀\"\\\\\n]{0,8}", "[a-zA-Z0-9@./ é😀\"\\\\\n-]{0,24}", 0..4)) {
+            let text = serde_json::to_string(&m).unwrap();
+            let escaped = escape_all(&text, "@./a");
+            let back = unescape_plain(&escaped).unwrap_or_else(|| escaped.clone());
+            let a: Value = serde_json::from_str(&escaped).unwrap();
+            let b: Value = serde_json::from_str(&back).unwrap();
+            proptest::prop_assert_eq!(&a, &b);
+            // nothing plain stays hidden
+            proptest::prop_assert!(!back.contains("\\u00"), "{}", back);
+        }
+    }
 
     #[test]
     fn parses_and_refuses_duplicates() {

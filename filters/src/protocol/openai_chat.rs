@@ -11,11 +11,16 @@
 //!   `"\n"`. Audio and file parts cannot be inspected.
 //! * `tools[]` (function: `name`, `description`, every string of `parameters`; custom tools),
 //!   `functions[]`, `response_format`, `prediction`, TGI's `tool_prompt`, vLLM's `documents`,
-//!   `chat_template`, `chat_template_kwargs`, `structured_outputs` and the older `guided_*`.
+//!   `chat_template_kwargs`, `structured_outputs` and the older `guided_*`. Tool-call
+//!   arguments are read with their `\uXXXX` escapes decoded (the backend decodes them).
+//! * Not understood (refused under `unknown_fields: refuse`): a request `chat_template` (a
+//!   Jinja program: the text it renders cannot be read from it), and audio output
+//!   (`modalities` other than `text`, `audio`): spoken words cannot be filtered.
 //!
 //! Answer: `choices[].message` `content`, `refusal`, `reasoning`/`reasoning_content`,
 //! `tool_calls[].function.arguments` (JSON in a string: originals put back are escaped) and
-//! `name`, `function_call`, `audio.transcript`, `annotations`; `logprobs` nulled. Stream:
+//! `name`, `function_call`, `audio.transcript`, `annotations`; `logprobs` nulled, vLLM's
+//! `token_ids` (the answer's tokens, which decode to the unfiltered text) removed. Stream:
 //! `choices[].delta` with the same fields, tool-call arguments keyed by the call's `index`;
 //! held text goes out in the chunk that carries the choice's `finish_reason`.
 
@@ -57,8 +62,6 @@ const NO_TEXT: &[&str] = &[
     "metadata",
     "store",
     "service_tier",
-    "modalities",
-    "audio",
     "reasoning_effort",
     "verbosity",
     "safety_identifier",
@@ -129,10 +132,33 @@ pub(crate) fn read_chat(body: &Value, r: &mut Reader) -> Result<(), ShapeError> 
                     Ok(true)
                 })?
             }
-            "tool_prompt" | "chat_template" => {
+            "tool_prompt" => {
                 r.group(Role::ToolDefinition);
                 r.text(v, at, Kind::Other)?
             }
+            "chat_template" if !v.is_null() => {
+                r.group(Role::System);
+                r.not_understood(
+                    v,
+                    at,
+                    "a chat template is a program: the text it renders cannot be read from it",
+                )?
+            }
+            "modalities" => match v {
+                Value::Null => {}
+                Value::Array(m) if m.iter().all(|x| x.as_str() == Some("text")) => {}
+                other => r.not_understood(
+                    other,
+                    at,
+                    "only text output can be filtered (audio carries words the rules cannot read)",
+                )?,
+            },
+            "audio" if !v.is_null() => r.not_understood(
+                v,
+                at,
+                "only text output can be filtered (audio carries words the rules cannot read)",
+            )?,
+            "chat_template" | "audio" => {}
             "documents" => r.array(v, at, |r, _, d, at| {
                 r.group(Role::Tool);
                 r.json(d, at, Kind::Content);
@@ -348,10 +374,7 @@ fn read_call(r: &mut Reader, v: &Value, at: &At<'_>) -> Result<(), ShapeError> {
     r.object(v, at, |r, k, v, at| {
         match k {
             "name" => r.text(v, at, Kind::Name)?,
-            "arguments" | "parameters" => match v {
-                Value::String(_) => r.text(v, at, Kind::Arguments)?,
-                other => r.json(other, at, Kind::Arguments),
-            },
+            "arguments" | "parameters" => r.arguments(v, at)?,
             "description" => r.text(v, at, Kind::Other)?,
             _ => return Ok(false),
         }
@@ -518,6 +541,14 @@ const CHOICE: &[&str] = &[
     "token_ids",
 ];
 
+/// vLLM's `token_ids` (with `return_token_ids`) are the answer's tokens: decoded, they give
+/// the text before the output policy. They go whenever the answer is filtered.
+pub(crate) fn strip_token_ids(choice: &mut Map<String, Value>, strips: bool) {
+    if strips {
+        choice.remove("token_ids");
+    }
+}
+
 /// Stream fields of a chat delta: (member, field number, kind).
 const DELTA_FIELDS: [(&str, u32); 4] = [
     ("content", 0),
@@ -551,17 +582,25 @@ pub(crate) fn chunk(v: &mut Value, cx: &mut StreamCx<'_>) -> Result<(), Blocked>
         let done = finished(c);
         cx.strip(c.get_mut("logprobs"), Value::Null);
         let Some(co) = c.as_object_mut() else {
+            cx.whole(Some(c), Kind::Other)?;
             continue;
         };
+        strip_token_ids(co, cx.strips());
         if !co.contains_key("delta") && done {
             co.insert("delta".into(), json!({}));
         }
         if let Some(d) = co.get_mut("delta").and_then(Value::as_object_mut) {
             for (name, field) in DELTA_FIELDS {
-                if let Some(Value::String(s)) = d.get(name) {
-                    let s = s.clone();
-                    let out = cx.push(Key(idx, 0, field), Kind::Content, &s)?;
-                    d.insert(name.into(), Value::String(out));
+                match d.get_mut(name) {
+                    Some(Value::String(s)) => {
+                        let s = std::mem::take(s);
+                        let out = cx.push(Key(idx, 0, field), Kind::Content, &s)?;
+                        d.insert(name.into(), Value::String(out));
+                    }
+                    // not a shape OpenAI or vLLM sends (parts, as some servers do): every
+                    // string in it is filtered whole
+                    Some(other) => cx.whole(Some(other), Kind::Content)?,
+                    None => {}
                 }
             }
             if let Some(fc) = d.get_mut("function_call").and_then(Value::as_object_mut) {
@@ -741,6 +780,7 @@ impl Protocol for Chat {
                 }
                 cx.text(co.get_mut("text"), Kind::Content)?;
                 cx.strip(co.get_mut("logprobs"), Value::Null);
+                strip_token_ids(co, cx.strips());
                 cx.others(co, CHOICE)?;
             }
         }
@@ -788,6 +828,9 @@ pub(crate) fn blocked(answer: &mut Value, e: &super::ErrorInfo) -> bool {
         }
         if let Some(t) = c.get_mut("text") {
             *t = "".into();
+        }
+        if let Some(co) = c.as_object_mut() {
+            strip_token_ids(co, true);
         }
         c["finish_reason"] = "content_filter".into();
         c["logprobs"] = Value::Null;

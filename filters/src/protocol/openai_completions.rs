@@ -144,8 +144,10 @@ impl Protocol for Completions {
                 .is_some_and(|f| !f.is_null() && f.as_str() != Some(""));
             cx.strip(c.get_mut("logprobs"), Value::Null);
             let Some(co) = c.as_object_mut() else {
+                cx.whole(Some(c), Kind::Other)?;
                 continue;
             };
+            super::openai_chat::strip_token_ids(co, cx.strips());
             let key = Key(idx, 0, 0);
             let mut sent = match co.get("text") {
                 Some(Value::String(t)) => {

@@ -58,79 +58,87 @@ const NO_TEXT: &[&str] = &[
 /// Settings whose strings are scanned anyway: a forced tool's name, reasoning options.
 const SCANNED_SETTINGS: &[&str] = &["tool_choice", "reasoning"];
 
+/// One content part (text pieces go to `texts`, read together as the message's parts).
+fn read_part<'v>(
+    r: &mut Reader,
+    p: &'v Value,
+    pat: &At<'_>,
+    texts: &mut Vec<(Path, &'v str)>,
+) -> Result<(), ShapeError> {
+    let Some(o) = p.as_object() else {
+        r.not_understood(
+            p,
+            pat,
+            format!("a content part must be an object, found {}", type_name(p)),
+        )?;
+        return Ok(());
+    };
+    let ty = o.get("type").and_then(Value::as_str).unwrap_or("");
+    let (text_key, known): (Option<&str>, &[&str]) = match ty {
+        "input_text" | "output_text" | "text" | "summary_text" | "reasoning_text" => {
+            (Some("text"), &["type", "text", "annotations", "logprobs"])
+        }
+        "refusal" => (Some("refusal"), &["type", "refusal"]),
+        "input_image" => (None, &["type", "image_url", "detail"]),
+        "input_file" => (None, &["type", "filename"]),
+        "" => {
+            r.not_understood(p, pat, "a content part without a `type`")?;
+            return Ok(());
+        }
+        other => {
+            r.not_understood(
+                p,
+                pat,
+                format!(
+                    "content part type {} cannot be inspected by the gateway",
+                    shown(other)
+                ),
+            )?;
+            return Ok(());
+        }
+    };
+    for (k, x) in o {
+        let kp = pat.key(k);
+        if !known.contains(&k.as_str()) {
+            let why = match k.as_str() {
+                "file_id" | "file_url" | "file_data" => {
+                    "file content by id, URL or data cannot be inspected by the gateway"
+                }
+                _ => {
+                    "the gateway does not know this field, so it cannot tell whether it reaches the model"
+                }
+            };
+            r.not_understood(x, &kp, why)?;
+            continue;
+        }
+        match k.as_str() {
+            "annotations" | "logprobs" | "prompt_cache_breakpoint" => r.json(x, &kp, Kind::Other),
+            "image_url" => r.text(x, &kp, Kind::Url)?,
+            "filename" | "detail" => r.text(x, &kp, Kind::Name)?,
+            _ => {}
+        }
+    }
+    if let Some(key) = text_key {
+        match o.get(key) {
+            Some(Value::String(t)) => texts.push((pat.key(key).to_path(), t)),
+            Some(other) => r.not_understood(
+                other,
+                &pat.key(key),
+                format!("expected a string, found {}", type_name(other)),
+            )?,
+            None => r.not_understood(p, pat, "a text part without its text")?,
+        }
+    }
+    Ok(())
+}
+
 fn read_parts(r: &mut Reader, v: &Value, at: &At<'_>) -> Result<(), ShapeError> {
     let Value::Array(parts) = v else {
         return r.text(v, at, Kind::Content);
     };
     let mut texts: Vec<(Path, &str)> = Vec::new();
     for (i, p) in parts.iter().enumerate() {
-        let pat = at.index(i);
-        let Some(o) = p.as_object() else {
-            r.not_understood(
-                p,
-                &pat,
-                format!("a content part must be an object, found {}", type_name(p)),
-            )?;
-            continue;
-        };
-        let ty = o.get("type").and_then(Value::as_str).unwrap_or("");
-        let (text_key, known): (Option<&str>, &[&str]) = match ty {
-            "input_text" | "output_text" | "text" | "summary_text" | "reasoning_text" => {
-                (Some("text"), &["type", "text", "annotations", "logprobs"])
-            }
-            "refusal" => (Some("refusal"), &["type", "refusal"]),
-            "input_image" => (None, &["type", "image_url", "detail"]),
-            "input_file" => (None, &["type", "filename"]),
-            "" => {
-                r.not_understood(p, &pat, "a content part without a `type`")?;
-                continue;
-            }
-            other => {
-                r.not_understood(
-                    p,
-                    &pat,
-                    format!(
-                        "content part type {} cannot be inspected by the gateway",
-                        shown(other)
-                    ),
-                )?;
-                continue;
-            }
-        };
-        for (k, x) in o {
-            let kp = pat.key(k);
-            if !known.contains(&k.as_str()) {
-                let why = match k.as_str() {
-                    "file_id" | "file_url" | "file_data" => {
-                        "file content by id, URL or data cannot be inspected by the gateway"
-                    }
-                    _ => {
-                        "the gateway does not know this field, so it cannot tell whether it reaches the model"
-                    }
-                };
-                r.not_understood(x, &kp, why)?;
-                continue;
-            }
-            match k.as_str() {
-                "annotations" | "logprobs" | "prompt_cache_breakpoint" => {
-                    r.json(x, &kp, Kind::Other)
-                }
-                "image_url" => r.text(x, &kp, Kind::Url)?,
-                "filename" | "detail" => r.text(x, &kp, Kind::Name)?,
-                _ => {}
-            }
-        }
-        if let Some(key) = text_key {
-            match o.get(key) {
-                Some(Value::String(t)) => texts.push((pat.key(key).to_path(), t)),
-                Some(other) => r.not_understood(
-                    other,
-                    &pat.key(key),
-                    format!("expected a string, found {}", type_name(other)),
-                )?,
-                None => r.not_understood(p, &pat, "a text part without its text")?,
-            }
-        }
+        read_part(r, p, &at.index(i), &mut texts)?;
     }
     if !texts.is_empty() {
         r.parts(&texts, None, Kind::Content);
@@ -180,7 +188,9 @@ fn read_item(r: &mut Reader, item: &Value, at: &At<'_>) -> Result<(), ShapeError
                     "type" | "id" | "status" => {}
                     "name" | "namespace" => r.text(v, at, Kind::Name)?,
                     "call_id" => r.text(v, at, Kind::Id)?,
-                    "arguments" | "input" => r.text(v, at, Kind::Arguments)?,
+                    "arguments" => r.arguments(v, at)?,
+                    // a custom tool's input is free text
+                    "input" => r.text(v, at, Kind::Arguments)?,
                     _ => return Ok(false),
                 }
                 Ok(true)
@@ -604,10 +614,21 @@ impl Protocol for Responses {
                 "prompt" => r.object(v, at, |r, k, v, at| {
                     match k {
                         "id" | "version" => {}
-                        "variables" => {
+                        // a variable is a string or one input part (text, image, file)
+                        "variables" => r.object(v, at, |r, _, x, at| {
                             r.group(Role::User);
-                            r.json(v, at, Kind::Content)
-                        }
+                            match x {
+                                Value::String(_) => r.text(x, at, Kind::Content)?,
+                                _ => {
+                                    let mut texts = Vec::new();
+                                    read_part(r, x, at, &mut texts)?;
+                                    if !texts.is_empty() {
+                                        r.parts(&texts, None, Kind::Content);
+                                    }
+                                }
+                            }
+                            Ok(true)
+                        })?,
                         _ => return Ok(false),
                     }
                     Ok(true)

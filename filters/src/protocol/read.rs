@@ -100,14 +100,65 @@ pub enum Kind {
 pub enum Piece {
     /// The string at this path of the body.
     Text(Path),
-    /// The first bytes of that string (at most this many, cut on a character boundary).
-    Head(Path, usize),
-    /// The last bytes of that string (at most this many, cut on a character boundary).
-    Tail(Path, usize),
+    /// The first bytes of that string.
+    Head(Path, Window),
+    /// The last bytes of that string.
+    Tail(Path, Window),
     /// A member name: the object at the path, and the name. Read-only.
     Member(Path, String),
     /// Text the backend inserts between pieces (it joins content parts with it).
     Sep(&'static str),
+}
+
+/// How much of a string a [`Piece::Head`] or [`Piece::Tail`] reads: at most `bytes` (cut on a
+/// character boundary), after leaving out the whitespace at that end when `trim` (a template
+/// that trims each part before joining them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// At most this many bytes.
+    pub bytes: usize,
+    /// Whether whitespace at the window's end of the string is left out.
+    pub trim: bool,
+}
+
+impl Window {
+    /// [`BOUNDARY_WINDOW`] bytes, whitespace kept.
+    pub const PLAIN: Window = Window {
+        bytes: BOUNDARY_WINDOW,
+        trim: false,
+    };
+    /// [`BOUNDARY_WINDOW`] bytes, whitespace at the boundary left out.
+    pub const TRIMMED: Window = Window {
+        bytes: BOUNDARY_WINDOW,
+        trim: true,
+    };
+
+    /// The byte range of `s` that the first (`head`) or last bytes of this window cover.
+    pub fn range(self, s: &str, head: bool) -> (usize, usize) {
+        if head {
+            let start = if self.trim {
+                s.len() - s.trim_start().len()
+            } else {
+                0
+            };
+            let mut end = (start + self.bytes).min(s.len());
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            (start, end)
+        } else {
+            let end = if self.trim {
+                s.trim_end().len()
+            } else {
+                s.len()
+            };
+            let mut start = end.saturating_sub(self.bytes);
+            while !s.is_char_boundary(start) {
+                start += 1;
+            }
+            (start, end)
+        }
+    }
 }
 
 /// A text that reaches the model as one contiguous string, made of pieces of the body.
@@ -207,6 +258,7 @@ type MemberFn<'a> = dyn FnMut(&mut Reader, &str, &Value, &At<'_>) -> Result<bool
 pub struct Reader {
     unknown: UnknownFields,
     units: Vec<Unit>,
+    decoded: Vec<(Path, String)>,
     group: u32,
     role: Role,
 }
@@ -217,6 +269,7 @@ impl Reader {
         Reader {
             unknown,
             units: Vec::new(),
+            decoded: Vec::new(),
             group: 0,
             role: Role::User,
         }
@@ -225,6 +278,31 @@ impl Reader {
     /// The units read so far.
     pub fn into_units(self) -> Vec<Unit> {
         self.units
+    }
+
+    /// The units read so far, and the strings to write into the body before they are
+    /// scanned (see [`Reader::arguments`]).
+    pub fn finish(self) -> (Vec<Unit>, Vec<(Path, String)>) {
+        (self.units, self.decoded)
+    }
+
+    /// Tool-call arguments: a JSON document in a string (or, where a family allows it, as a
+    /// JSON value). Escapes that hide plain characters (`\u0040`) are decoded first, in the
+    /// body itself (the backend and the tool decode them too), so that the rules read them.
+    pub fn arguments(&mut self, v: &Value, at: &At<'_>) -> Result<(), ShapeError> {
+        match v {
+            Value::String(s) => {
+                if let Some(plain) = super::json::unescape_plain(s) {
+                    self.decoded.push((at.to_path(), plain));
+                }
+                self.text(v, at, Kind::Arguments)
+            }
+            Value::Null => Ok(()),
+            other => {
+                self.json(other, at, Kind::Arguments);
+                Ok(())
+            }
+        }
     }
 
     /// Start a new group (a message, a tool definition) whose texts are written by `role`.
@@ -261,10 +339,12 @@ impl Reader {
     /// * `assembled`: the pieces as the first backend joins them (TGI: the parts concatenated
     ///   and images written as `![](url)`); `None` means the text parts concatenated with `""`.
     ///   Scanned whole: an entity or instruction split over parts is one text here.
-    /// * joined with `"\n"` (vLLM): it differs from the concatenation only around the part
-    ///   boundaries (a line break can end a word or a line), so only a window of
-    ///   [`BOUNDARY_WINDOW`] bytes on each side of a boundary is scanned, and only where neither
-    ///   side of the boundary is whitespace already.
+    /// * joined with `"\n"` (vLLM, which drops empty parts first): it differs from the
+    ///   concatenation only around the part boundaries (a line break can end a word or a line),
+    ///   so only a window of [`BOUNDARY_WINDOW`] bytes on each side of a boundary is scanned,
+    ///   and only where neither side of the boundary is whitespace already.
+    /// * each part trimmed, then concatenated (templates that `| trim` every part, Gemma's):
+    ///   where whitespace separates two parts, a window of the two trimmed sides glued.
     /// * the parts joined with `"\n"` once more, whole, for the classifiers only.
     pub fn parts(&mut self, parts: &[(Path, &str)], assembled: Option<Vec<Piece>>, kind: Kind) {
         if parts.len() == 1 && assembled.is_none() {
@@ -280,17 +360,33 @@ impl Reader {
         let concatenated = assembled
             .unwrap_or_else(|| parts.iter().map(|(p, _)| Piece::Text(p.clone())).collect());
         self.push(kind, false, concatenated);
-        for w in parts.windows(2) {
-            let (a, b) = (&w[0], &w[1]);
-            let spaced = a.1.ends_with(char::is_whitespace) || b.1.starts_with(char::is_whitespace);
-            if !spaced && !a.1.is_empty() && !b.1.is_empty() {
+        // vLLM's newline join, over the parts it keeps (the non-empty ones)
+        let kept: Vec<&(Path, &str)> = parts.iter().filter(|(_, t)| !t.is_empty()).collect();
+        for w in kept.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if !a.1.ends_with(char::is_whitespace) && !b.1.starts_with(char::is_whitespace) {
                 self.push(
                     kind,
                     false,
                     vec![
-                        Piece::Tail(a.0.clone(), BOUNDARY_WINDOW),
+                        Piece::Tail(a.0.clone(), Window::PLAIN),
                         Piece::Sep("\n"),
-                        Piece::Head(b.0.clone(), BOUNDARY_WINDOW),
+                        Piece::Head(b.0.clone(), Window::PLAIN),
+                    ],
+                );
+            }
+        }
+        // trimmed parts glued, over the parts that keep any text once trimmed
+        let kept: Vec<&(Path, &str)> = parts.iter().filter(|(_, t)| !t.trim().is_empty()).collect();
+        for w in kept.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if a.1.ends_with(char::is_whitespace) || b.1.starts_with(char::is_whitespace) {
+                self.push(
+                    kind,
+                    false,
+                    vec![
+                        Piece::Tail(a.0.clone(), Window::TRIMMED),
+                        Piece::Head(b.0.clone(), Window::TRIMMED),
                     ],
                 );
             }
@@ -506,19 +602,79 @@ mod tests {
             Kind::Content,
         );
         let u = r.into_units();
-        // the concatenation, one boundary window (the first boundary has a space), the
-        // classifiers' newline join
-        assert_eq!(u.len(), 3);
+        // the concatenation, one newline window (the first boundary has a space), one trimmed
+        // window, the classifiers' newline join
+        assert_eq!(u.len(), 4);
         assert_eq!(u[0].pieces.len(), 3);
         assert!(u[0].scan && !u[0].classify);
         assert_eq!(
             u[1].pieces,
             vec![
-                Piece::Tail(b, BOUNDARY_WINDOW),
+                Piece::Tail(b.clone(), Window::PLAIN),
                 Piece::Sep("\n"),
-                Piece::Head(c, BOUNDARY_WINDOW)
+                Piece::Head(c, Window::PLAIN)
             ]
         );
-        assert!(!u[2].scan && u[2].classify);
+        // the first boundary has a space: the trimmed parts glued
+        assert_eq!(
+            u[2].pieces,
+            vec![
+                Piece::Tail(a, Window::TRIMMED),
+                Piece::Head(b, Window::TRIMMED)
+            ]
+        );
+        assert!(!u[3].scan && u[3].classify);
+    }
+
+    #[test]
+    fn empty_parts_do_not_hide_a_boundary() {
+        // vLLM drops the empty part and joins "key x" and "sk-..." with a newline
+        let mut r = Reader::new(UnknownFields::Refuse);
+        let p: Vec<Path> = (0..3).map(|i| Path::root().index(i)).collect();
+        r.parts(
+            &[
+                (p[0].clone(), "key x"),
+                (p[1].clone(), ""),
+                (p[2].clone(), "sk-proj"),
+            ],
+            None,
+            Kind::Content,
+        );
+        let u = r.into_units();
+        assert!(u.iter().any(|u| u.pieces
+            == vec![
+                Piece::Tail(p[0].clone(), Window::PLAIN),
+                Piece::Sep("\n"),
+                Piece::Head(p[2].clone(), Window::PLAIN)
+            ]));
+    }
+
+    #[test]
+    fn windows_leave_out_trimmed_whitespace() {
+        let s = "  abc  ";
+        assert_eq!(Window::TRIMMED.range(s, true), (2, 7));
+        assert_eq!(Window::TRIMMED.range(s, false), (0, 5));
+        assert_eq!(Window::PLAIN.range(s, false), (0, 7));
+        let w = Window {
+            bytes: 2,
+            trim: true,
+        };
+        assert_eq!(w.range(s, true), (2, 4));
+        assert_eq!(w.range(s, false), (3, 5));
+        // never inside a character
+        let w = Window {
+            bytes: 2,
+            trim: false,
+        };
+        assert_eq!(w.range("aé", false), (1, 3));
+        assert_eq!(w.range("éa", true), (0, 2));
+        assert_eq!(
+            Window {
+                bytes: 1,
+                trim: false
+            }
+            .range("é", true),
+            (0, 0)
+        );
     }
 }

@@ -87,23 +87,23 @@ impl AnswerStream {
         Step::Send(out)
     }
 
-    /// The upstream body ended: release held text, then any unfinished event's bytes.
+    /// The upstream body ended: an unterminated last event is read like any other (its text
+    /// continues what the fields hold), then every field releases what it holds.
     pub fn finish(&mut self, vault: &mut Vault, pseudo: &Pseudonymizer) -> Step {
         let mut out = Vec::new();
         if self.done {
             return Step::Send(out);
         }
         self.done = true;
-        if let Err(Blocked(f)) = self.release_all(&mut out, vault, pseudo) {
-            return Step::Blocked(out, f);
-        }
         let rest = self.parser.remainder();
         if !rest.is_empty() {
-            // an unterminated event: its text is filtered like any event's
-            let mut ev = crate::sse::parse_event(rest);
-            if let Err(Blocked(f)) = self.text_event(&mut ev, &mut out, vault, pseudo) {
+            let ev = crate::sse::parse_event(rest);
+            if let Err(Blocked(f)) = self.event(ev, &mut out, vault, pseudo) {
                 return Step::Blocked(out, f);
             }
+        }
+        if let Err(Blocked(f)) = self.release_all(&mut out, vault, pseudo) {
+            return Step::Blocked(out, f);
         }
         Step::Send(out)
     }
@@ -232,8 +232,11 @@ impl AnswerStream {
             Self::reframe(&ev, &v.to_string(), out);
             return Ok(());
         }
-        if self.st.template.is_none() {
-            self.st.template = Some(v.clone());
+        if !v.is_object() {
+            // no family sends this: every string in it is filtered as one text
+            StreamCx::new(&mut self.st, vault, pseudo).whole(Some(&mut v), Kind::Other)?;
+            Self::reframe(&ev, &v.to_string(), out);
+            return Ok(());
         }
         let r = {
             let mut cx = StreamCx::new(&mut self.st, vault, pseudo);
@@ -241,6 +244,10 @@ impl AnswerStream {
         };
         self.flush_before(out);
         r?;
+        if self.st.template.is_none() {
+            // the first event, filtered, is the model for events the gateway writes
+            self.st.template = Some(v.clone());
+        }
         Self::reframe(&ev, &v.to_string(), out);
         Ok(())
     }
