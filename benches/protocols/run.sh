@@ -24,7 +24,7 @@ grep -q 'name = "guard_request"' "$WT/gateway/Cargo.toml" ||
 
 exe() { # the bench executable cargo built (run in the tree to ask about)
   cargo bench -p gateway --bench guard_request --no-run --message-format=json 2>/dev/null |
-    python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])'
+    python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == "guard_request"][-1])'
 }
 NEW_EXE=$(exe)
 BASE_EXE=$(cd "$WT" && CARGO_TARGET_DIR="$BT" exe)
