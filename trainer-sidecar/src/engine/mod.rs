@@ -65,7 +65,9 @@ pub enum EngineError {
 }
 
 /// How Linear layers with sequence inputs compute per-example norms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ClipMode {
     /// Per layer, by cost (mixed ghost clipping, Bu et al. 2022): the materialised per-example
@@ -90,6 +92,19 @@ pub enum ClipMode {
 /// d=256, f32, one thread): materialising was 1.3x slower than ghost at T=64 and 1.25x faster at
 /// T=128, which puts the crossover near T=96, where T²·(in+out) ≈ 48·in·out.
 pub const AUTO_GHOST_RATIO: i64 = 48;
+
+/// A deliberate fault, so that the privacy audit ([`crate::audit`]) can show it detects a
+/// broken engine. No job sets one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fault {
+    /// The engine works as designed.
+    #[default]
+    None,
+    /// No noise is added (the accountant still claims its ε).
+    NoNoise,
+    /// Gradients are summed unclipped (the accountant still assumes sensitivity C).
+    NoClipping,
+}
 
 /// Settings of the engine.
 #[derive(Debug, Clone)]
@@ -164,6 +179,7 @@ pub struct PrivateEngine {
     /// Next-step noise; none when σ = 0.
     noise: Option<noise::Prefetch>,
     plans: Vec<Option<&'static str>>,
+    fault: Fault,
 }
 
 impl std::fmt::Debug for PrivateEngine {
@@ -211,7 +227,13 @@ impl PrivateEngine {
             slots,
             noise,
             plans: vec![None; model.layers.len()],
+            fault: Fault::None,
         })
+    }
+
+    /// Break the engine on purpose (the privacy audit's negative controls).
+    pub fn inject_fault(&mut self, fault: Fault) {
+        self.fault = fault;
     }
 
     /// The configuration.
@@ -273,11 +295,15 @@ impl PrivateEngine {
             prepared.push((r.layer, p));
         }
         let norms = norm2.f_sqrt()?;
-        let factors = norms
-            .f_add_scalar(1e-6)?
-            .f_reciprocal()?
-            .f_mul_scalar(self.config.max_grad_norm)?
-            .f_clamp_max(1.0)?;
+        let factors = if self.fault == Fault::NoClipping {
+            norms.f_ones_like()?
+        } else {
+            norms
+                .f_add_scalar(1e-6)?
+                .f_reciprocal()?
+                .f_mul_scalar(self.config.max_grad_norm)?
+                .f_clamp_max(1.0)?
+        };
         let clipped = norms
             .f_gt(self.config.max_grad_norm)?
             .f_sum(Kind::Int64)?
@@ -318,7 +344,7 @@ impl PrivateEngine {
         let std = self.config.noise_multiplier * self.config.max_grad_norm;
         let mut out = Vec::with_capacity(self.sums.len());
         let noise = match &self.noise {
-            Some(p) => Some(p.next()?),
+            Some(p) => Some(p.next()?).filter(|_| self.fault != Fault::NoNoise),
             None => None,
         };
         let scale = 1.0 / self.config.expected_batch_size;

