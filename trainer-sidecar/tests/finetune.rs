@@ -143,7 +143,7 @@ fn a_dp_lora_job_trains_guards_accounts_and_writes_a_peft_adapter() {
     assert!(svg.contains("ε spent"));
     // PEFT loads it onto transformers' model and computes what our decoder computes
     let ids = vec![1i64, 60, 61, 62, 63, 64];
-    let peft = peft_logits(&tiny_qwen(), &adapter, &[ids.clone()]);
+    let peft = peft_logits(&tiny_qwen(), &adapter, std::slice::from_ref(&ids));
     let mut d = Decoder::load(&tiny_qwen(), Kind::Float, Device::Cpu).unwrap();
     d.load_adapter(&adapter, &mut Model::new(Kind::Float, Device::Cpu))
         .unwrap();

@@ -223,7 +223,7 @@ fn an_adapter_we_write_gives_our_logits_in_peft() {
     assert!(trainer_sidecar::llm::lora::VLLM_RANKS.contains(&cfg["r"].as_i64().unwrap()));
     assert_eq!(cfg["use_dora"], false);
 
-    let peft = peft_logits(&dir, &adapter, &[ids.clone()]);
+    let peft = peft_logits(&dir, &adapter, std::slice::from_ref(&ids));
     let diff = max_diff(&ours, &peft["logits"]);
     assert!(diff < 1e-4, "PEFT's logits differ by {diff}");
     let diff = max_diff(&ours, &peft["merged_logits"]);
