@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make run`: build in release mode, start the bundled mock TGI backend and the gateway with
-# deploy/portcullis.yaml (policies/default.yaml), print how to use it, stop both on Ctrl-C.
+# `make run`: build in release mode, start the bundled mock TGI backend, the gateway with
+# deploy/portcullis.yaml (policies/default.yaml) and the trainer sidecar's job API, print how to
+# use them, stop all three on Ctrl-C.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -9,14 +10,15 @@ CONFIG=${PORTCULLIS_CONFIG:-deploy/portcullis.yaml}
 GATEWAY_URL=http://localhost:8080
 ADMIN_URL=http://127.0.0.1:9090
 BACKEND=127.0.0.1:3000
+SIDECAR=127.0.0.1:7070
 
 say() { printf '\033[1;34m[run]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[run] error:\033[0m %s\n' "$*" >&2; exit 1; }
 
 say "building (release)…"
-cargo build --release --bins -p gateway -p benches
+cargo build --release --bins -p gateway -p benches -p trainer-sidecar
 
-for port in 8080 9090 3000; do
+for port in 8080 9090 3000 7070; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     die "port $port is already in use (another \`make run\`?); stop that process first"
   fi
@@ -28,6 +30,7 @@ rm -f target/demo/keys.yaml
 API_KEY=$(./target/release/gateway keys add --file target/demo/keys.yaml --id demo --tenant demo --quiet) \
   || die "could not create the demo API key"
 export PORTCULLIS_ADMIN_TOKEN=${PORTCULLIS_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')}
+export PORTCULLIS_SIDECAR_TOKEN=${PORTCULLIS_SIDECAR_TOKEN:-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 # ONNX Runtime for the model classifiers (the gateway also has this path built in).
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$ROOT/.deps/libonnxruntime.so}
 
@@ -47,6 +50,9 @@ trap cleanup EXIT INT TERM
 pids+=($!)
 ./target/release/gateway serve --config "$CONFIG" &
 pids+=($!)
+# Jobs and the privacy ledger survive restarts in target/demo/sidecar.
+./target/release/trainer-sidecar serve --listen "$SIDECAR" --dir target/demo/sidecar 2>/dev/null &
+pids+=($!)
 
 for _ in $(seq 1 100); do
   if curl -fsS "$ADMIN_URL/readyz" >/dev/null 2>&1; then break; fi
@@ -54,6 +60,11 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 curl -fsS "$ADMIN_URL/readyz" >/dev/null 2>&1 || die "the gateway did not become ready within 10 s"
+for _ in $(seq 1 100); do
+  if curl -fsS "http://$SIDECAR/healthz" >/dev/null 2>&1; then break; fi
+  sleep 0.1
+done
+curl -fsS "http://$SIDECAR/healthz" >/dev/null 2>&1 || die "the trainer sidecar did not start within 10 s"
 
 cat <<BANNER
 
@@ -76,9 +87,16 @@ cat <<BANNER
       -H 'Content-Type: application/json' \\
       -d '{"inputs":"Streaming through the gateway","parameters":{"max_new_tokens":20}}'
 
+  Trainer sidecar: http://$SIDECAR  (token: $PORTCULLIS_SIDECAR_TOKEN)
+    Fine-tune SmolLM2-135M-Instruct with DP LoRA on the demo support chats (about a minute):
+    curl -s http://$SIDECAR/v1/jobs -H "Authorization: Bearer $PORTCULLIS_SIDECAR_TOKEN" \
+      -H 'Content-Type: application/yaml' --data-binary @deploy/demo/lora-job.yaml
+    curl -sN http://$SIDECAR/v1/jobs/JOB_ID/events -H "Authorization: Bearer $PORTCULLIS_SIDECAR_TOKEN"
+    # then: GET /v1/jobs/JOB_ID (state, epsilon_spent, outputs.adapter), .../artifacts/report.json
+
   Ctrl-C stops everything.
 
 BANNER
 
-# Stop both when either exits.
+# Stop all when one exits.
 wait -n "${pids[@]}" || true

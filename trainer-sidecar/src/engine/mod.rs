@@ -416,11 +416,11 @@ impl PrivateEngine {
                     (n, "exact", None)
                 } else if materialize {
                     let pg = g.f_transpose(1, 2)?.f_bmm(&a)?; // [B, out, in]
-                    let n = pg.f_square()?.f_sum_dim_intlist(
-                        [1i64, 2].as_slice(),
-                        false,
-                        None::<Kind>,
-                    )?;
+                    // a fused norm: squaring first would write (and read back) a temporary as
+                    // large as every per-example gradient, which costs as much as the bmm
+                    let n = pg
+                        .f_norm_scalaropt_dim(2.0, [1i64, 2].as_slice(), false)?
+                        .f_square()?;
                     (n, "materialized", Some(pg))
                 } else {
                     let aa = a.f_bmm(&a.f_transpose(1, 2)?)?;
