@@ -81,12 +81,24 @@ fn main() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let vocab = decoder.config.vocab_size;
     let ids: Vec<Vec<i64>> = (0..batch)
-        .map(|_| Vec::<i64>::try_from(&Tensor::randint(vocab, [seq as i64], (Kind::Int64, Device::Cpu))).unwrap())
+        .map(|_| {
+            Vec::<i64>::try_from(&Tensor::randint(
+                vocab,
+                [seq as i64],
+                (Kind::Int64, Device::Cpu),
+            ))
+            .unwrap()
+        })
         .collect();
     let trained = vec![true; seq];
     let rows: Vec<Vec<Segment<'_>>> = ids
         .iter()
-        .map(|r| vec![Segment { ids: r, trained: &trained }])
+        .map(|r| {
+            vec![Segment {
+                ids: r,
+                trained: &trained,
+            }]
+        })
         .collect();
     let b = Batch::new(&rows, 0, Device::Cpu).unwrap();
     let mut params: Vec<Tensor> = model.parameters().into_iter().map(|(_, t)| t).collect();

@@ -175,7 +175,7 @@ async fn submit(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
             }
             r
         }
-        Ok(Err(JobError::Budget(e))) => {
+        Ok(Err(e @ JobError::OverBudget(_))) => {
             error(StatusCode::CONFLICT, "privacy_budget", e.to_string())
         }
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),

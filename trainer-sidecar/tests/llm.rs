@@ -333,3 +333,28 @@ fn packed_user_rows_equal_their_examples_alone() {
         .sum();
     assert!((together - alone).abs() < 1e-4, "{together} vs {alone}");
 }
+
+#[test]
+fn a_bf16_base_computes_close_to_f32_and_trains_f32_adapters() {
+    let dir = tiny().join("llama3-tied");
+    let r = reference(&dir);
+    let ids = ids_of(&r["chat.input_ids"]);
+    let mut d = Decoder::load(&dir, Kind::BFloat16, Device::Cpu).unwrap();
+    let logits = d.logits(&one(&ids)).unwrap().squeeze_dim(0);
+    let diff = max_diff(&logits, &r["chat.logits"]);
+    assert!(diff < 0.15, "bf16 base: max |Δ| = {diff}");
+    let mut model = Model::new(Kind::Float, Device::Cpu);
+    d.add_lora(&LoraSpec::default(), &mut model).unwrap();
+    let params: Vec<Tensor> = model.parameters().into_iter().map(|(_, t)| t).collect();
+    assert!(params.iter().all(|p| p.kind() == Kind::Float));
+    let loss = d
+        .row_losses(&one(&ids), &mut trainer_sidecar::engine::Tape::off(), true)
+        .unwrap()
+        .sum(Kind::Float);
+    let grads = trainer_sidecar::engine::gradients(&loss, &params).unwrap();
+    assert!(
+        grads
+            .iter()
+            .all(|g| g.kind() == Kind::Float && g.isfinite().all().int64_value(&[]) == 1)
+    );
+}

@@ -177,9 +177,12 @@ pub enum JobError {
     /// The job folder could not be written.
     #[error("{0}: {1}")]
     Io(PathBuf, #[source] std::io::Error),
-    /// The dataset's budget cannot cover the job.
+    /// The ledger could not be read.
     #[error(transparent)]
-    Budget(#[from] crate::ledger::LedgerError),
+    Ledger(#[from] crate::ledger::LedgerError),
+    /// The dataset's lifetime budget cannot cover the job.
+    #[error("{0}")]
+    OverBudget(String),
 }
 
 /// The job queue and its worker.
@@ -351,24 +354,22 @@ impl Jobs {
         if let Some(b) = budget {
             let (spent, spent_delta) = account.map(|a| a.spent()).unwrap_or((0.0, 0.0));
             if spent + target > b.epsilon * (1.0 + 1e-12) {
-                return Err(JobError::Budget(crate::ledger::LedgerError::OverBudget {
-                    dataset: digest.chars().take(12).collect(),
-                    name: account
-                        .map(|a| a.name.clone())
-                        .filter(|n| !n.is_empty())
-                        .unwrap_or_else(|| {
-                            spec.train_data()
-                                .file_name()
-                                .map(|f| f.to_string_lossy().into_owned())
-                                .unwrap_or_default()
-                        }),
-                    spent,
-                    spent_delta,
-                    budget: b.epsilon,
-                    budget_delta: b.delta,
-                    needed: target,
-                    needed_delta: 0.0,
-                }));
+                let name = account
+                    .map(|a| a.name.clone())
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| {
+                        spec.train_data()
+                            .file_name()
+                            .map(|f| f.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    });
+                return Err(JobError::OverBudget(format!(
+                    "refused: dataset {} ({name}) has spent ε={spent:.4} (δ={spent_delta:.2e}) of \
+                     its lifetime budget ε={:.4}; {:.4} is left and this job targets ε={target}",
+                    digest.chars().take(12).collect::<String>(),
+                    b.epsilon,
+                    (b.epsilon - spent).max(0.0),
+                )));
             }
         }
         Ok(())

@@ -626,4 +626,36 @@ mod tests {
         let e = parse("kind: gan\n", true, &dir).unwrap_err();
         assert_eq!(e.0[0].path, "kind");
     }
+
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<f64>().prop_map(|f| serde_json::json!(f)),
+            any::<i64>().prop_map(|i| serde_json::json!(i)),
+            "(lora|classifier_head|kind|privacy|[a-z_]{0,12})".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    "(kind|base_model|train_data|privacy|lora|training|data|target_epsilon|rank|max_steps|[a-z]{1,8})",
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_json_is_accepted_or_refused_with_problems_never_a_panic(v in arb_json()) {
+            match from_value(v, &std::env::temp_dir()) {
+                Ok(_) => {}
+                Err(SpecError(problems)) => proptest::prop_assert!(!problems.is_empty()),
+            }
+        }
+    }
 }

@@ -250,3 +250,38 @@ pub fn tokenize(
     };
     Ok((ex.trained_tokens() > 0).then_some(ex))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_line_parses_or_names_its_problem(raw in "\\PC{0,200}") {
+            // never a panic; a refusal says what is wrong
+            if let Err(e) = parse_line(&raw, Some("user")) {
+                prop_assert!(!e.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn lines_are_checked_one_by_one_with_their_number() {
+        let dir = std::env::temp_dir().join(format!("data-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("d.jsonl");
+        std::fs::write(
+            &p,
+            "{\"prompt\": \"a\", \"completion\": \"b\", \"user\": 1}\n\n{\"prompt\": \"a\"}\n{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"user\": \"u\"}\nnot json\n",
+        )
+        .unwrap();
+        let e = read(&p, Some("user")).unwrap_err().to_string();
+        assert!(
+            e.contains("line 3:") && e.contains("line 4:") && e.contains("line 5:"),
+            "{e}"
+        );
+        assert!(e.contains("no assistant turn"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
