@@ -1225,3 +1225,62 @@ fn answers_in_shapes_no_family_sends_are_filtered_not_passed() {
         .collect();
     assert!(!text.contains("AKIAQ7LMZ2XABCDEFGHI"), "{text}");
 }
+
+#[test]
+fn generation_bounds_are_read_checked_and_written_per_family() {
+    use filters::protocol::generation;
+    let tgi = &tgi::Generate;
+    let g = generation(
+        tgi,
+        &json!({"inputs": "x", "parameters": {"max_new_tokens": 7, "best_of": 3}}),
+    )
+    .unwrap();
+    assert_eq!((g.max_new, g.sequences), (Some(7), 3));
+    // TGI reads max_new_tokens; an OpenAI-style max_tokens there bounds nothing
+    let g = generation(tgi, &json!({"inputs": "x", "max_tokens": 1})).unwrap();
+    assert_eq!(g.max_new, None);
+    // shapes backends coerce are refused with their path
+    for (p, body, path) in [
+        (
+            tgi as &dyn Protocol,
+            json!({"inputs": "x", "parameters": {"max_new_tokens": "9"}}),
+            "parameters.max_new_tokens",
+        ),
+        (&openai_chat::Chat, json!({"messages": [], "n": 2.0}), "n"),
+        (
+            &openai_chat::Chat,
+            json!({"messages": [], "max_completion_tokens": -1}),
+            "max_completion_tokens",
+        ),
+        (
+            &openai_completions::Completions,
+            json!({"prompt": "x", "best_of": "4"}),
+            "best_of",
+        ),
+    ] {
+        let e = generation(p, &body).unwrap_err();
+        assert_eq!(e.path, path, "{body}");
+    }
+    // n and best_of multiply; a list of prompts generates for each
+    let g = generation(
+        &openai_completions::Completions,
+        &json!({"prompt": ["a", "b"], "n": 2, "best_of": 3, "max_tokens": 5}),
+    )
+    .unwrap();
+    assert_eq!((g.max_new, g.sequences), (Some(5), 6));
+    // a written maximum lands where the backend reads it, and reads back
+    for (p, mut body) in [
+        (tgi as &dyn Protocol, json!({"inputs": "x"})),
+        (tgi, json!({"inputs": "x", "parameters": null})),
+        (&openai_chat::Chat, json!({"messages": []})),
+        (
+            &openai_chat::Chat,
+            json!({"messages": [], "max_tokens": null}),
+        ),
+        (&openai_completions::Completions, json!({"prompt": "x"})),
+        (&anthropic::Messages, json!({"messages": []})),
+    ] {
+        assert!(p.set_max_new_tokens(&mut body, 64), "{}", p.name());
+        assert_eq!(generation(p, &body).unwrap().max_new, Some(64), "{body}");
+    }
+}

@@ -318,7 +318,9 @@ pub struct RateLimitsSection {
     /// Requests in flight per key.
     #[serde(default)]
     pub concurrency_per_key: Option<u32>,
-    /// Generated tokens reserved when a request names no `max_new_tokens`/`max_tokens`.
+    /// For a key with a token quota, a request that names no maximum of generated tokens
+    /// (`max_new_tokens`, `max_tokens`, ...) gets this one written in and reserved (unless its
+    /// upstream sets `max_total_tokens`).
     #[serde(default = "default_max_tokens")]
     pub default_max_tokens: u32,
     /// Share request-rate and token-quota buckets with other replicas through Redis
@@ -509,6 +511,13 @@ pub struct UpstreamSection {
     /// never forwarded, with or without it.
     #[serde(default)]
     pub auth: Option<UpstreamAuth>,
+    /// The backends' token budget per sequence, prompt included (TGI's `--max-total-tokens`,
+    /// vLLM's `max_model_len`). A request that names no maximum may generate up to this minus
+    /// its prompt, and a key with a token quota reserves that much. Unset: the gateway writes
+    /// `limits.default_max_tokens` into such requests (for keys with a token quota), so the
+    /// backend cannot generate more than was reserved.
+    #[serde(default)]
+    pub max_total_tokens: Option<u64>,
 }
 
 /// `upstreams.<name>.auth:`: where the backend credential comes from (an environment variable,
@@ -857,6 +866,12 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
             err(
                 &base,
                 format!("upstream name `{name}` must use only letters, digits, `-` and `_`"),
+            );
+        }
+        if u.max_total_tokens == Some(0) {
+            err(
+                &format!("{base}.max_total_tokens"),
+                "must be at least 1 (or left out)".into(),
             );
         }
         if u.backends.is_empty() {

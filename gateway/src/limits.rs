@@ -5,7 +5,8 @@
 //! Token quotas are buckets that refill continuously (`per_minute` tokens over a minute, and
 //! `per_day` over a day). Reservation takes every bucket involved under one lock, so concurrent
 //! requests can never take a key or tenant past its quota; reconciliation gives back what the
-//! answer did not use (or takes the overshoot when the prompt estimate was short).
+//! answer did not use (or takes the overshoot, as a debt, when the backend counted more than
+//! the bound).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -52,7 +53,9 @@ pub struct LimitsConfig {
     pub tenant_tokens_per_day: Option<u64>,
     /// Requests in flight per key.
     pub concurrency_per_key: Option<u32>,
-    /// Generated tokens reserved when a request names no `max_new_tokens`/`max_tokens`.
+    /// For a key with a token quota, a request that names no maximum of generated tokens
+    /// (`max_new_tokens`, `max_tokens`, ...) gets this one written in and reserved (unless its
+    /// upstream sets `max_total_tokens`).
     pub default_max_tokens: u32,
 }
 
@@ -137,7 +140,7 @@ impl TokenOp {
                 remaining,
                 retry_after: 0,
                 message: format!(
-                    "the gateway refused the request: it needs {n} tokens (prompt estimate + max tokens), more than {what}'s whole quota of {cap} tokens per {}; lower max_tokens",
+                    "the gateway refused the request: it needs {n} tokens (its prompt's bytes + max tokens), more than {what}'s whole quota of {cap} tokens per {}; lower max_tokens",
                     self.window
                 ),
             };
@@ -560,11 +563,10 @@ fn tighten(h: &mut Option<Headroom>, new: Headroom) {
     }
 }
 
-/// Rough prompt token count when no tokenizer of the backend's model is at hand: one token per
-/// 3 bytes of text (English BPE averages about 4; 3 over-reserves, and reconciliation returns
-/// the difference once the backend reports the real count).
-pub fn estimate_tokens(text_bytes: usize) -> u64 {
-    (text_bytes as u64).div_ceil(3)
+/// Most tokens `bytes` bytes of text can make: one per byte (byte-level BPE and SentencePiece
+/// with byte fallback never make more), so a reservation from it is never short.
+pub fn token_bound(bytes: usize) -> u64 {
+    bytes as u64
 }
 
 #[cfg(test)]

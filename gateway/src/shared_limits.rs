@@ -3,7 +3,8 @@
 //! One Lua script does every check: it refills and takes from one or more token buckets
 //! atomically (all or nothing) in a single round trip, so request-rate buckets (cost 1),
 //! token-quota reservations (cost n) and reconciliations (negative cost: a refund, capped at
-//! the bucket's size) are all the same call. Buckets are Redis hashes `{l: level, t: ms}` with
+//! the bucket's size; or a forced charge of what the backend counted past the reservation,
+//! which may leave a bucket in debt) are all the same call. Buckets are Redis hashes `{l: level, t: ms}` with
 //! a TTL of twice their refill time, so idle keys disappear. Time comes from Redis (`TIME`),
 //! so replicas with skewed clocks still agree.
 //!
@@ -79,7 +80,7 @@ for i = 1, n do
   local last = tonumber(v[2])
   if level == nil then level = cap; last = now end
   level = math.min(cap, level + math.max(0, now - last) * rate)
-  if cost > 0 and level < cost then
+  if cost > 0 and level < cost and ARGV[n * 3 + 1] ~= 'force' then
     local wait = -1
     if cost <= cap then wait = math.ceil((cost - level) / rate) end
     return {0, i - 1, tostring(level), wait}
@@ -185,11 +186,23 @@ impl RedisLimiter {
 
     /// Run the bucket script on `ops`, all or nothing, in one round trip.
     pub async fn apply(&self, ops: &[BucketOp]) -> Result<Outcome, StoreError> {
+        self.run(ops, "check").await
+    }
+
+    /// Take `ops`' costs even where a bucket has too little left (its level goes negative:
+    /// a debt the refill pays off before the next request passes). For usage the backend
+    /// reported after the fact.
+    pub async fn charge(&self, ops: &[BucketOp]) -> Result<Outcome, StoreError> {
+        self.run(ops, "force").await
+    }
+
+    async fn run(&self, ops: &[BucketOp], mode: &str) -> Result<Outcome, StoreError> {
         let mut conn = self.connection().await?;
         let mut inv = self.script.prepare_invoke();
         for op in ops {
             inv.key(&op.key).arg(op.cap).arg(op.per_ms).arg(op.cost);
         }
+        inv.arg(mode);
         let fut = inv.invoke_async::<(i64, i64, String, i64)>(&mut conn);
         let (ok, idx, level, wait) = tokio::time::timeout(self.timeout, fut)
             .await

@@ -269,7 +269,8 @@ async fn limits_refuse_with_429_and_the_rate_limit_headers() {
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["x-portcullis-limit"], "key_tokens_minute");
     assert!(r.text().await.unwrap().contains("whole quota"));
-    // about 220 reserved, about 35 used and the rest given back: the next one fits again
+    // about 260 reserved (body bytes + 200), about 35 used and the rest given back: the next
+    // one fits again
     for _ in 0..3 {
         let r = generate(&c, &s, Some(&keys[1]), 200).await;
         assert_eq!(
@@ -315,9 +316,9 @@ async fn a_thousand_concurrent_requests_never_exceed_the_quota() {
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    // each request reserves its prompt estimate (body bytes / 3) + 30
+    // each request reserves its prompt bound (one token per body byte) + 30
     let body = json!({"inputs": "hello there", "parameters": {"max_new_tokens": 30}}).to_string();
-    let per = (body.len() as u64).div_ceil(3) + 30;
+    let per = body.len() as u64 + 30;
     let auth = bearer(&keys[0]);
     let tasks: Vec<_> = (0..1000)
         .map(|_| {
@@ -355,6 +356,147 @@ async fn a_thousand_concurrent_requests_never_exceed_the_quota() {
         ok,
         "refused requests never reached the backend"
     );
+}
+
+/// A request an abusive client might send: short tokens that beat a bytes/3 estimate, no
+/// maximum (the backend would fill its budget), several sequences, streams, e-mails the input
+/// policy turns into longer placeholders, and bounds in shapes that backends coerce.
+fn abusive_body(rng: &mut u64) -> (&'static str, Value) {
+    let mut next = |n: u64| {
+        // xorshift64: deterministic, no dependency
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        *rng % n
+    };
+    let text = {
+        // mostly one-token-per-byte text, where a bytes/3 estimate is 3x short
+        let unit = ["a!", "a!", "a!", "é ", "a@b.co ", "hello "][next(6) as usize];
+        unit.repeat(1 + next(1500) as usize)
+    };
+    let max = match next(8) {
+        0 => Value::Null,
+        1 => json!(1 + next(300)),
+        2 => json!("100"), // coerced by pydantic backends: refused
+        _ => json!(1 + next(4)),
+    };
+    let stream = next(2) == 0;
+    match next(3) {
+        0 => {
+            let mut params = json!({"details": next(2) == 0});
+            if !max.is_null() || next(2) == 0 {
+                params["max_new_tokens"] = max;
+            }
+            if next(4) == 0 {
+                params["best_of"] = json!(2);
+                params["do_sample"] = json!(true);
+            }
+            let route = if stream {
+                "/generate_stream"
+            } else {
+                "/generate"
+            };
+            (route, json!({"inputs": text, "parameters": params}))
+        }
+        1 => {
+            let mut b = json!({"model": "m", "stream": stream, "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": text},
+            ]});
+            if !max.is_null() {
+                b["max_tokens"] = max;
+            }
+            if next(4) == 0 {
+                b["n"] = json!(1 + next(3));
+            }
+            ("/v1/chat/completions", b)
+        }
+        _ => {
+            let mut b = json!({"model": "m", "stream": stream, "prompt": text});
+            if !max.is_null() {
+                b["max_tokens"] = max;
+            }
+            ("/v1/completions", b)
+        }
+    }
+}
+
+#[tokio::test]
+async fn admitted_usage_never_exceeds_the_quota_whatever_the_bodies() {
+    // Property: for random bodies sent concurrently, the tokens the backend counts (prompt +
+    // generated, by its own counters) for the admitted requests never exceed the quota. A slow
+    // backend keeps them all in flight, so nothing is given back before all are decided.
+    let mock = MockTgi::start(benches::mock::MockConfig {
+        ttft: Duration::from_millis(1000),
+        ..Default::default()
+    })
+    .await;
+    const QUOTA: u64 = 30_000;
+    let ids: Vec<String> = (0..3).map(|i| format!("wave{i}")).collect();
+    let key_specs: Vec<(&str, &[&str])> = ids.iter().map(|i| (i.as_str(), &[][..])).collect();
+    let (s, keys) = setup(
+        &mock,
+        &key_specs,
+        &format!("rate_limits:\n  key_tokens_per_day: {QUOTA}\n"),
+    )
+    .await;
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let backend_usage = || {
+        let st = &mock.mock.stats;
+        st.input_tokens.load(std::sync::atomic::Ordering::Relaxed)
+            + st.generated_tokens
+                .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    for (wave, key) in keys.iter().enumerate() {
+        let before = backend_usage();
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (wave as u64 + 1);
+        let auth = bearer(key);
+        let tasks: Vec<_> = (0..150)
+            .map(|_| {
+                let (route, body) = abusive_body(&mut rng);
+                let coerced = body.to_string().contains("\"100\"");
+                let (c, url, auth) = (c.clone(), s.gw.url(route), auth.clone());
+                tokio::spawn(async move {
+                    let r = c
+                        .post(url)
+                        .header("content-type", "application/json")
+                        .header("authorization", auth)
+                        .body(body.to_string())
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = r.status().as_u16();
+                    let _ = r.bytes().await; // read streams to their end
+                    (status, coerced)
+                })
+            })
+            .collect();
+        let (mut ok, mut refused) = (0, 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                (422, true) => {}
+                (200, false) => ok += 1,
+                (429, false) => refused += 1,
+                // the backend refusing (prompt + max over its budget) uses nothing
+                (422, false) => {}
+                other => panic!("wave {wave}: unexpected {other:?}"),
+            }
+        }
+        let used = backend_usage() - before;
+        eprintln!("wave {wave}: {ok} admitted, {refused} refused, {used} tokens used of {QUOTA}");
+        assert!(
+            used <= QUOTA,
+            "wave {wave}: the backend counted {used} tokens for {ok} admitted requests; quota {QUOTA}"
+        );
+        assert!(
+            ok > 0 && refused > 0,
+            "wave {wave}: the quota must bind ({ok} admitted, {refused} refused)"
+        );
+    }
 }
 
 #[tokio::test]

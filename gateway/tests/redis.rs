@@ -121,6 +121,68 @@ async fn two_gateways_share_one_limit() {
 }
 
 #[tokio::test]
+async fn an_overshoot_the_backend_reports_is_charged_in_redis_too() {
+    // The upstream claims a budget of 30 tokens per sequence, but the backend fills far more
+    // (a misconfigured `max_total_tokens`): the reservation is short, and what the backend
+    // counted past it is charged after the answer, even as a debt.
+    let redis = start_redis();
+    let mock = MockTgi::echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kf = dir.path().join("keys.yaml");
+    let key = add_key(&kf, "over", &[]);
+    let yaml = upstream_yaml(
+        &[mock.addr],
+        &format!(
+            "    max_total_tokens: 30\nauth:\n  keys_file: {}\nrate_limits:\n  key_tokens_per_day: 1000\n  redis:\n    url: {}\n    timeout: 200ms\n    on_error: closed\n",
+            kf.display(),
+            redis.url()
+        ),
+    );
+    let gw = Gateway::start(&yaml).await;
+    let c = client();
+    let body = json!({"inputs": "a!".repeat(200), "parameters": {"details": true}}).to_string();
+    let reserved = body.len() as f64; // max(30, body bytes)
+    let r = post_json(
+        &c,
+        gw.url("/generate"),
+        body,
+        &[("authorization", &format!("Bearer {key}"))],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let used = v["details"]["generated_tokens"].as_f64().unwrap() + 400.0;
+    assert!(used > reserved + 100.0, "the backend overshot: {used}");
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let bucket = "portcullis:tokens:day:key:over";
+    let mut level = 0.0;
+    for _ in 0..50 {
+        let l: Option<String> = redis::cmd("HGET")
+            .arg(bucket)
+            .arg("l")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        level = l.unwrap().parse::<f64>().unwrap();
+        if level < 1000.0 - reserved - 100.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // a day bucket refills 0.7 tokens per minute: the level is about 1000 - used (the
+    // prompt counted from the headers or bounded by the body), not 1000 - reserved
+    let charged = 1000.0 - level;
+    assert!(
+        charged > used - 2.0 && charged < used + (reserved - 400.0) + 2.0,
+        "bucket at {level}; used {used}, reserved {reserved}"
+    );
+}
+
+#[tokio::test]
 async fn redis_down_fails_open_or_closed_as_configured() {
     let mut redis = start_redis();
     let mock = MockTgi::echo().await;

@@ -99,6 +99,8 @@ pub struct Stats {
     pub failures: AtomicU64,
     /// Tokens generated.
     pub generated_tokens: AtomicU64,
+    /// Prompt tokens of the requests answered with a generation.
+    pub input_tokens: AtomicU64,
     /// `/health` calls.
     pub health_checks: AtomicU64,
     /// API requests in flight.

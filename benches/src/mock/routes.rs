@@ -220,6 +220,9 @@ impl Mock {
         self.stats
             .generated_tokens
             .fetch_add(plan.generated_tokens() as u64, Ordering::Relaxed);
+        self.stats
+            .input_tokens
+            .fetch_add(plan.input_length as u64, Ordering::Relaxed);
     }
 }
 
@@ -568,6 +571,7 @@ pub async fn metrics(State(mock): Mk) -> Response {
          # HELP tgi_request_success Number of successful requests\n# TYPE tgi_request_success counter\ntgi_request_success {}\n\
          # HELP tgi_request_failure Number of failed requests\n# TYPE tgi_request_failure counter\ntgi_request_failure {}\n\
          # HELP tgi_request_generated_tokens Generated tokens\n# TYPE tgi_request_generated_tokens counter\ntgi_request_generated_tokens {}\n\
+         # HELP mock_input_tokens_total Prompt tokens of the generations answered\n# TYPE mock_input_tokens_total counter\nmock_input_tokens_total {}\n\
          # HELP mock_streams_started_total Streams started\n# TYPE mock_streams_started_total counter\nmock_streams_started_total {}\n\
          # HELP mock_streams_completed_total Streams that sent their last event\n# TYPE mock_streams_completed_total counter\nmock_streams_completed_total {}\n\
          # HELP mock_streams_cancelled_total Streams that ended before their last event\n# TYPE mock_streams_cancelled_total counter\nmock_streams_cancelled_total {}\n\
@@ -576,6 +580,7 @@ pub async fn metrics(State(mock): Mk) -> Response {
         l(&s.successes),
         l(&s.failures),
         l(&s.generated_tokens),
+        l(&s.input_tokens),
         l(&s.streams_started),
         l(&s.streams_completed),
         l(&s.streams_cancelled),

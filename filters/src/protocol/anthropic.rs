@@ -399,6 +399,12 @@ impl Protocol for Messages {
     fn max_new_tokens(&self, body: &Value) -> Option<u64> {
         util::uint(body, "max_tokens")
     }
+    fn bound_members(&self) -> &'static [&'static [&'static str]] {
+        &[&["max_tokens"]]
+    }
+    fn set_max_new_tokens(&self, body: &mut Value, n: u64) -> bool {
+        util::set_uint(body, &[], &["max_tokens"], n)
+    }
 
     fn usage(&self) -> UsageKeys {
         UsageKeys {

@@ -161,6 +161,19 @@ pub trait Protocol: Send + Sync + 'static {
         1
     }
 
+    /// The members that bound how much the backend generates (`max_tokens`, `n`, ...), as
+    /// paths from the body. Each must be absent, `null` or a non-negative integer: backends
+    /// that coerce (`"16"`, `16.0`) would otherwise generate more than the gateway counted.
+    fn bound_members(&self) -> &'static [&'static [&'static str]] {
+        &[]
+    }
+
+    /// Write `n` as the request's maximum of generated tokens per sequence, in the member the
+    /// backend reads. `false`: the family has no such member.
+    fn set_max_new_tokens(&self, _body: &mut Value, _n: u64) -> bool {
+        false
+    }
+
     /// Where answers report token counts.
     fn usage(&self) -> UsageKeys;
 
@@ -204,6 +217,40 @@ pub fn families() -> [&'static dyn Protocol; 6] {
     ]
 }
 
+/// What a request lets the backend generate, for token quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generation {
+    /// Most new tokens per sequence, when the request says.
+    pub max_new: Option<u64>,
+    /// Sequences generated (`n`, `best_of`, prompts of a list), at least 1.
+    pub sequences: u64,
+}
+
+/// Check the members that bound generation and read them (see
+/// [`Protocol::bound_members`]).
+pub fn generation(p: &dyn Protocol, body: &Value) -> Result<Generation, ShapeError> {
+    for members in p.bound_members() {
+        let mut v = Some(body);
+        for m in *members {
+            v = v.and_then(|v| v.get(*m));
+        }
+        match v {
+            None | Some(Value::Null) => {}
+            Some(v) if v.as_u64().is_some() => {}
+            Some(_) => {
+                return Err(ShapeError {
+                    path: members.join("."),
+                    reason: "must be a non-negative integer: it bounds the tokens the backend generates, which the gateway counts against quotas".to_string(),
+                });
+            }
+        }
+    }
+    Ok(Generation {
+        max_new: p.max_new_tokens(body),
+        sequences: p.sequences(body).max(1),
+    })
+}
+
 /// TGI's `/invocations` (SageMaker) serves several families on one route and picks one by the
 /// body's shape, the way TGI does: see [`tgi::sagemaker`].
 pub fn invocations(body: &Value) -> &'static dyn Protocol {
@@ -217,6 +264,27 @@ pub(crate) mod util {
     /// A non-negative integer member.
     pub fn uint(v: &Value, key: &str) -> Option<u64> {
         v.get(key).and_then(Value::as_u64)
+    }
+
+    /// Set the integer member the backend reads: the first of `prefer` present, else
+    /// `fallback`; every other present member of both lists gets the same value.
+    pub fn set_uint(v: &mut Value, prefer: &[&str], fallback: &[&str], n: u64) -> bool {
+        let Some(o) = v.as_object_mut() else {
+            return false;
+        };
+        let mut any = false;
+        for k in prefer.iter().chain(fallback) {
+            if o.get(*k).is_some_and(|x| !x.is_null()) {
+                o.insert((*k).to_string(), n.into());
+                any = true;
+            }
+        }
+        if !any {
+            for k in fallback {
+                o.insert((*k).to_string(), n.into());
+            }
+        }
+        true
     }
 
     /// The array member `key` of `v`, mutably.

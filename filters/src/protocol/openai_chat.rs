@@ -759,6 +759,13 @@ impl Protocol for Chat {
     fn sequences(&self, body: &Value) -> u64 {
         util::uint(body, "n").unwrap_or(1).max(1)
     }
+    fn bound_members(&self) -> &'static [&'static [&'static str]] {
+        &[&["max_tokens"], &["max_completion_tokens"], &["n"]]
+    }
+    fn set_max_new_tokens(&self, body: &mut Value, n: u64) -> bool {
+        // `max_completion_tokens` wins where both are read (OpenAI, vLLM); TGI reads `max_tokens`
+        util::set_uint(body, &["max_completion_tokens"], &["max_tokens"], n)
+    }
     fn usage(&self) -> UsageKeys {
         USAGE
     }

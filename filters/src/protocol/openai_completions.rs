@@ -93,6 +93,12 @@ impl Protocol for Completions {
     fn max_new_tokens(&self, body: &Value) -> Option<u64> {
         util::uint(body, "max_tokens")
     }
+    fn bound_members(&self) -> &'static [&'static [&'static str]] {
+        &[&["max_tokens"], &["n"], &["best_of"]]
+    }
+    fn set_max_new_tokens(&self, body: &mut Value, n: u64) -> bool {
+        util::set_uint(body, &[], &["max_tokens"], n)
+    }
 
     fn sequences(&self, body: &Value) -> u64 {
         let n = util::uint(body, "n").unwrap_or(1);

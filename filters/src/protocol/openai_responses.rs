@@ -643,6 +643,12 @@ impl Protocol for Responses {
     fn max_new_tokens(&self, body: &Value) -> Option<u64> {
         util::uint(body, "max_output_tokens")
     }
+    fn bound_members(&self) -> &'static [&'static [&'static str]] {
+        &[&["max_output_tokens"]]
+    }
+    fn set_max_new_tokens(&self, body: &mut Value, n: u64) -> bool {
+        util::set_uint(body, &[], &["max_output_tokens"], n)
+    }
 
     fn usage(&self) -> UsageKeys {
         UsageKeys {

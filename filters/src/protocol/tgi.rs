@@ -158,6 +158,30 @@ impl Protocol for Generate {
     fn sequences(&self, body: &Value) -> u64 {
         best_of(body)
     }
+    fn bound_members(&self) -> &'static [&'static [&'static str]] {
+        &[
+            &["parameters", "max_new_tokens"],
+            &["parameters", "best_of"],
+        ]
+    }
+    fn set_max_new_tokens(&self, body: &mut Value, n: u64) -> bool {
+        let Some(o) = body.as_object_mut() else {
+            return false;
+        };
+        let params = o
+            .entry("parameters")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if params.is_null() {
+            *params = Value::Object(Default::default());
+        }
+        match params.as_object_mut() {
+            Some(p) => {
+                p.insert("max_new_tokens".into(), n.into());
+                true
+            }
+            None => false,
+        }
+    }
     fn usage(&self) -> UsageKeys {
         USAGE
     }

@@ -40,6 +40,13 @@ pub struct Access {
     pub shared: Option<Arc<RedisLimiter>>,
 }
 
+/// What taking tokens from the quotas gave.
+enum Taken {
+    Yes(crate::limits::Reservation),
+    Refused(Refusal),
+    StoreDown,
+}
+
 /// Token counts read off an answer's bytes.
 #[derive(Debug, Clone)]
 pub struct UsageMeter {
@@ -118,13 +125,17 @@ impl UsageMeter {
         self.tail = buf[buf.len() - keep..].to_vec();
     }
 
-    /// Generated tokens: reported, else counted stream events, else estimated from the size
-    /// of a whole answer (the same 3 bytes per token as the prompt estimate).
-    pub fn generated_or_counted(&self) -> u64 {
+    /// Generated tokens: reported, else counted stream events, else bounded by the size of
+    /// a whole answer (one token per byte, as for the prompt) and by `most`, the request's
+    /// maximum times its sequences, which the backend enforces.
+    pub fn generated_or_counted(&self, most: Option<u64>) -> u64 {
         match (self.generated, self.events) {
             (Some(n), _) => n,
             (None, e) if e > 0 => e,
-            (None, _) => crate::limits::estimate_tokens(self.bytes as usize),
+            (None, _) => {
+                let b = crate::limits::token_bound(self.bytes as usize);
+                most.map_or(b, |m| b.min(m))
+            }
         }
     }
 }
@@ -243,15 +254,23 @@ impl Gateway {
             .await
     }
 
-    /// Reserve the request's LLM tokens. `Ok(true)`: answered (429).
+    /// Reserve the request's LLM tokens, before any rule or model work: an upper bound of
+    /// what the backend will count. `Ok(true)`: answered (429, or 422 for a bound the gateway
+    /// cannot read).
+    ///
+    /// * Prompt: the forwarded body's bytes. Byte-level BPE and SentencePiece with byte
+    ///   fallback make at most one token per byte, and the JSON framing (quotes, member names)
+    ///   outweighs a chat template's markers.
+    /// * Generated: the request's own maximum per sequence times its sequences (`n`,
+    ///   `best_of`); when it names none, the upstream's `max_total_tokens` per sequence, else
+    ///   `limits.default_max_tokens`, which is then written into the request so the backend
+    ///   cannot generate more.
     pub(super) async fn reserve_tokens(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
-        // the whole body bounds the prompt (its JSON overhead over-reserves a little, which
-        // reconciliation gives back)
-        ctx.prompt_estimate = crate::limits::estimate_tokens(ctx.body.len());
+        ctx.prompt_bound = crate::limits::token_bound(ctx.body.len());
         let Some(key) = ctx.key.clone() else {
             return Ok(false);
         };
@@ -259,32 +278,129 @@ impl Gateway {
         if !l.has_token_quota(&key) {
             return Ok(false);
         }
-        // what the request's family says it may generate, per sequence, times the sequences
-        let parsed;
-        let body = match &ctx.json {
-            Some(v) => v,
-            None => {
-                parsed = serde_json::from_slice::<serde_json::Value>(&ctx.body).unwrap_or_default();
-                &parsed
+        let default = u64::from(l.config().default_max_tokens);
+        let n = match ctx.proto {
+            None => ctx.prompt_bound + default,
+            Some(p) => {
+                let mut parsed = None;
+                if ctx.json.is_none() {
+                    parsed = Some(
+                        serde_json::from_slice::<serde_json::Value>(&ctx.body).unwrap_or_default(),
+                    );
+                }
+                let body = match (&mut ctx.json, &mut parsed) {
+                    (Some(v), _) | (None, Some(v)) => v,
+                    (None, None) => unreachable!("parsed above"),
+                };
+                let g = match filters::protocol::generation(p, body) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        let err = GatewayError::new(
+                            ErrorKind::UnreadableRequest,
+                            format!("the gateway refused the request: {e}"),
+                        );
+                        self.respond(session, ctx, err, false).await?;
+                        return Ok(true);
+                    }
+                };
+                let max_total = ctx.pool.as_ref().and_then(|p| p.settings.max_total_tokens);
+                let (n, generated) = match (g.max_new, max_total) {
+                    (Some(m), _) => {
+                        let g = m.saturating_mul(g.sequences);
+                        (ctx.prompt_bound.saturating_add(g), g)
+                    }
+                    // the backend fills up to its budget: prompt + generated <= budget per sequence
+                    (None, Some(t)) => {
+                        let g = t.saturating_mul(g.sequences);
+                        (g.max(ctx.prompt_bound), g)
+                    }
+                    (None, None) => {
+                        if p.set_max_new_tokens(body, default) {
+                            match serde_json::to_vec(body) {
+                                Ok(b) => {
+                                    ctx.body = bytes::Bytes::from(b);
+                                    ctx.prompt_bound = crate::limits::token_bound(ctx.body.len());
+                                }
+                                Err(_) => {
+                                    let e = GatewayError::new(
+                                        ErrorKind::Internal,
+                                        "the gateway could not write the request's token maximum",
+                                    );
+                                    self.respond(session, ctx, e, false).await?;
+                                    return Ok(true);
+                                }
+                            }
+                        }
+                        let g = default.saturating_mul(g.sequences);
+                        (ctx.prompt_bound.saturating_add(g), g)
+                    }
+                };
+                ctx.max_generated = Some(generated);
+                n
             }
         };
-        let (max_new, sequences) = match ctx.proto {
-            Some(p) => (p.max_new_tokens(body), p.sequences(body)),
-            None => (None, 1),
+        match self.take_tokens(&key, n).await {
+            Taken::Yes(r) => {
+                ctx.admission.tokens = Some(r);
+                Ok(false)
+            }
+            Taken::Refused(r) => {
+                self.refuse(session, ctx, r).await?;
+                Ok(true)
+            }
+            Taken::StoreDown => {
+                self.limiter_down(session, ctx).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// After the input policy: a rewrite (placeholders, pseudonyms) can make the forwarded
+    /// body longer than the one reserved for; reserve the difference too. `Ok(true)`: answered.
+    pub(super) async fn top_up_tokens(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        let bound = crate::limits::token_bound(ctx.body.len());
+        if bound <= ctx.prompt_bound {
+            return Ok(false);
+        }
+        let extra = bound - ctx.prompt_bound;
+        ctx.prompt_bound = bound;
+        let (Some(key), Some(_)) = (ctx.key.clone(), ctx.admission.tokens.as_ref()) else {
+            return Ok(false);
         };
-        let max_new = max_new.unwrap_or_else(|| u64::from(l.config().default_max_tokens));
-        let n = ctx.prompt_estimate + max_new.saturating_mul(sequences);
+        let outcome = self.take_tokens(&key, extra).await;
+        if let Taken::Yes(more) = outcome {
+            if let Some(r) = ctx.admission.tokens.as_mut() {
+                r.reserved += more.reserved;
+            }
+            return Ok(false);
+        }
+        // give back what was reserved before refusing
+        self.settle_tokens(ctx);
+        match outcome {
+            Taken::Refused(r) => self.refuse(session, ctx, r).await?,
+            _ => self.limiter_down(session, ctx).await?,
+        }
+        Ok(true)
+    }
+
+    /// Take `n` tokens from the key's and its tenant's quotas, in Redis when configured (and
+    /// reachable, or in process when it fails open).
+    async fn take_tokens(&self, key: &crate::keys::ApiKey, n: u64) -> Taken {
+        let l = &self.access.limiter;
         if let Some(shared) = self.access.shared.clone() {
-            let ops = l.token_ops(&shared.prefix, &key, n);
+            let ops = l.token_ops(&shared.prefix, key, n);
             let buckets: Vec<BucketOp> = ops.iter().map(|o| o.op.clone()).collect();
             match shared.apply(&buckets).await {
                 Ok(Outcome::Taken { .. }) => {
-                    ctx.admission.tokens = Some(crate::limits::Reservation {
+                    return Taken::Yes(crate::limits::Reservation {
                         reserved: n,
                         buckets,
                         shared: true,
                     });
-                    return Ok(false);
                 }
                 Ok(Outcome::Refused {
                     index,
@@ -292,29 +408,20 @@ impl Gateway {
                     wait_ms,
                 }) => {
                     if let Some(o) = ops.get(index) {
-                        self.refuse(session, ctx, o.refusal(remaining, wait_ms))
-                            .await?;
-                        return Ok(true);
+                        return Taken::Refused(o.refusal(remaining, wait_ms));
                     }
                 }
                 Err(e) => {
                     self.store_error(&shared, &e);
                     if shared.on_error == OnError::Closed {
-                        self.limiter_down(session, ctx).await?;
-                        return Ok(true);
+                        return Taken::StoreDown;
                     }
                 }
             }
         }
-        match l.reserve_tokens(&key, n) {
-            Ok(r) => {
-                ctx.admission.tokens = Some(r);
-                Ok(false)
-            }
-            Err(r) => {
-                self.refuse(session, ctx, r).await?;
-                Ok(true)
-            }
+        match l.reserve_tokens(key, n) {
+            Ok(r) => Taken::Yes(r),
+            Err(r) => Taken::Refused(r),
         }
     }
 
@@ -357,9 +464,9 @@ impl Gateway {
         }
         let answered = ctx.upstream_status.is_some_and(|s| s < 400);
         let reported = ctx.usage.generated.is_some();
-        let prompt = ctx.usage.prompt.unwrap_or(ctx.prompt_estimate);
+        let prompt = ctx.usage.prompt.unwrap_or(ctx.prompt_bound);
         let generated = if answered {
-            ctx.usage.generated_or_counted()
+            ctx.usage.generated_or_counted(ctx.max_generated)
         } else {
             0
         };
@@ -368,26 +475,32 @@ impl Gateway {
         let reserved = match ctx.admission.tokens.take() {
             Some(r) => {
                 match &self.access.shared {
-                    Some(shared) if r.shared && used < r.reserved => {
-                        // give back in the background: the answer is not held for Redis
-                        let back = (r.reserved - used) as f64;
+                    Some(shared) if r.shared && used != r.reserved => {
+                        // settle in the background: the answer is not held for Redis. What
+                        // was not used goes back; an overshoot (the backend counted more than
+                        // the bound) is charged even past the quota, as a debt.
+                        let delta = r.reserved as f64 - used as f64;
                         let ops: Vec<BucketOp> = r
                             .buckets
                             .iter()
                             .map(|b| BucketOp {
-                                cost: -back,
+                                cost: -delta,
                                 ..b.clone()
                             })
                             .collect();
                         let shared = shared.clone();
                         let errors = self.metrics.limit_store_errors.clone();
                         tokio::spawn(async move {
-                            if shared.apply(&ops).await.is_err() {
+                            let done = if delta < 0.0 {
+                                shared.charge(&ops).await
+                            } else {
+                                shared.apply(&ops).await
+                            };
+                            if done.is_err() {
                                 errors.inc();
                             }
                         });
                     }
-                    // in Redis an overshoot is not charged; in process `reconcile` settles it
                     _ => self.access.limiter.reconcile(&r, used),
                 }
                 r.reserved

@@ -162,8 +162,10 @@ pub struct RequestCtx {
     admission: Admission,
     /// The limit that refused the request, if one did.
     refused_by: Option<&'static str>,
-    /// Prompt tokens estimated before forwarding.
-    prompt_estimate: u64,
+    /// Most prompt tokens the forwarded body can make (see `reserve_tokens`).
+    prompt_bound: u64,
+    /// Most tokens the request lets the backend generate, all sequences together, when known.
+    max_generated: Option<u64>,
     /// The model bundle that classified the prompt, and how long it took.
     model: Option<(String, Duration)>,
     /// The denied topic (or `off-topic`) the classifiers found.
@@ -916,7 +918,8 @@ impl ProxyHttp for Gateway {
             key: None,
             admission: Admission::default(),
             refused_by: None,
-            prompt_estimate: 0,
+            prompt_bound: 0,
+            max_generated: None,
             model: None,
             model_topic: None,
             usage: UsageMeter::default(),
@@ -1068,12 +1071,16 @@ impl ProxyHttp for Gateway {
                 ctx.usage = UsageMeter::new(p.usage());
             }
             ctx.body_buffered = true;
+            // quotas before any rule or model work: a key out of tokens costs no classifier time
+            if self.reserve_tokens(session, ctx).await? {
+                return Ok(true);
+            }
             if let Some(g) = &self.guard
                 && self.guard_input(session, ctx, g.clone()).await?
             {
                 return Ok(true);
             }
-            if self.reserve_tokens(session, ctx).await? {
+            if self.top_up_tokens(session, ctx).await? {
                 return Ok(true);
             }
         }

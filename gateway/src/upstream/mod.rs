@@ -462,6 +462,7 @@ mod tests {
             },
             tls: None,
             auth: None,
+            max_total_tokens: None,
         };
         Pool::new("p", &settings, Arc::new(Metrics::new().unwrap())).unwrap()
     }
