@@ -76,7 +76,7 @@ cat <<BANNER
   Config:   $CONFIG  (policy: policies/default.yaml)
   API key: $API_KEY
   Admin token: $PORTCULLIS_ADMIN_TOKEN  (for /admin/*: reload, keys, limits)
-  Audit trail: target/demo/audit  (check it: ./target/release/gateway audit verify target/demo/audit)
+  Audit trail: target/demo/audit  (check it: ./target/release/gateway audit verify target/demo/audit --key-file target/demo/audit.key)
 
   Try it:
     curl -s $GATEWAY_URL/v1/chat/completions -H "Authorization: Bearer $API_KEY" \\

@@ -397,6 +397,57 @@ pub struct AuditSection {
     /// `drop` (count and go on) or `block` (the request waits for the writer).
     #[serde(default = "default_on_full")]
     pub on_full: crate::audit::OnFull,
+    /// A file holding the key (at least 16 bytes) that signs `audit.head` and the checkpoints
+    /// (HMAC-SHA256), relative to this config file; created with a random key (mode 0600) when
+    /// missing. Keep it outside the audit folder, readable by the gateway only: whoever can
+    /// write the folder without it cannot rewrite the chain.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Or an environment variable holding that key.
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// A checkpoint (record number, hash, MAC) in `audit.checkpoints` and the log every this
+    /// many records (0: none).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// Retention: keep at most this many files (the oldest are deleted after a rotation).
+    #[serde(default)]
+    pub max_files: Option<usize>,
+    /// Retention: delete files last written longer ago than this (`30d`).
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub max_age: Option<Duration>,
+}
+
+fn default_checkpoint_every() -> u64 {
+    1000
+}
+
+/// The audit key file's bytes; a missing file is created with 32 random bytes (hex), readable
+/// by this user only, so a fresh install signs its trail from the first record.
+fn read_or_create_key(path: &Path) -> std::io::Result<Vec<u8>> {
+    use rand::RngCore;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut bytes = [0u8; 32];
+            rand::rng().fill_bytes(&mut bytes);
+            let key = hex::encode(bytes);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+            f.write_all(key.as_bytes())?;
+            tracing::info!(path = %path.display(), "audit: created a new signing key");
+            Ok(key.into_bytes())
+        }
+        other => other,
+    }
 }
 
 fn default_audit_bytes() -> u64 {
@@ -1226,12 +1277,79 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
             errors.push(loaded.error_at("rate_limits.redis.timeout", "must be more than 0"));
         }
     }
-    let audit = c.audit.as_ref().map(|a| crate::audit::AuditConfig {
-        dir: base.join(&a.dir),
-        max_file_bytes: a.max_file_bytes.max(4096),
-        max_file_age: a.max_file_age,
-        channel_capacity: a.channel_capacity.max(1),
-        on_full: a.on_full,
+    let audit = c.audit.as_ref().map(|a| {
+        let dir = base.join(&a.dir);
+        let key = match (&a.key_file, &a.key_env) {
+            (Some(_), Some(_)) => {
+                errors.push(loaded.error_at("audit", "give `key_file` or `key_env`, not both"));
+                None
+            }
+            (Some(f), None) => {
+                let f = base.join(f);
+                let inside = match (f.canonicalize(), dir.canonicalize()) {
+                    (Ok(k), Ok(d)) => k.starts_with(d),
+                    _ => f.starts_with(&dir),
+                };
+                if inside {
+                    errors.push(loaded.error_at(
+                        "audit.key_file",
+                        "the key must live outside the audit folder: whoever can write the folder could otherwise re-sign it",
+                    ));
+                    None
+                } else {
+                    match read_or_create_key(&f) {
+                        Ok(b) => match crate::audit::AuditKey::new(&b) {
+                            Ok(k) => Some(k),
+                            Err(e) => {
+                                errors.push(loaded.error_at("audit.key_file", e));
+                                None
+                            }
+                        },
+                        Err(e) => {
+                            errors.push(loaded.error_at(
+                                "audit.key_file",
+                                format!("cannot read {}: {e}", f.display()),
+                            ));
+                            None
+                        }
+                    }
+                }
+            }
+            (None, Some(env)) => match std::env::var(env) {
+                Ok(v) => match crate::audit::AuditKey::new(v.as_bytes()) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        errors.push(loaded.error_at("audit.key_env", e));
+                        None
+                    }
+                },
+                Err(_) => {
+                    errors.push(loaded.error_at(
+                        "audit.key_env",
+                        format!("the environment variable `{env}` is not set"),
+                    ));
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        if a.max_files == Some(0) {
+            errors.push(loaded.error_at("audit.max_files", "must be at least 1 (or left out)"));
+        }
+        if a.max_age.is_some_and(|d| d.is_zero()) {
+            errors.push(loaded.error_at("audit.max_age", "must be more than 0 (or left out)"));
+        }
+        crate::audit::AuditConfig {
+            dir,
+            max_file_bytes: a.max_file_bytes.max(4096),
+            max_file_age: a.max_file_age,
+            channel_capacity: a.channel_capacity.max(1),
+            on_full: a.on_full,
+            key,
+            checkpoint_every: a.checkpoint_every,
+            max_files: a.max_files,
+            max_age: a.max_age,
+        }
     });
     if let Some(a) = &c.audit
         && (a.max_file_bytes < 4096 || a.channel_capacity == 0 || a.max_file_age.is_zero())

@@ -187,7 +187,11 @@ pub struct Headroom {
 
 type Direct = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 /// Rate limiters by bucket name (`rate:key:<id>`, ...), with the spec each was made for.
-type RateMap = HashMap<String, (RateSpec, Arc<Direct>)>;
+/// Request-rate limiters by bucket name, with when each was last used.
+type RateMap = HashMap<String, (RateSpec, Arc<Direct>, Instant)>;
+
+/// How often the maps are swept for entries that hold nothing (a bucket that has refilled).
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 /// A continuously refilling token bucket (the in-process twin of the Redis script's).
 #[derive(Debug, Clone, Copy)]
@@ -266,6 +270,7 @@ pub struct Limiter {
     tokens: Mutex<HashMap<String, Bucket>>,
     in_flight: Mutex<HashMap<String, Arc<AtomicU32>>>,
     clock: DefaultClock,
+    pruned: Mutex<Instant>,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -302,7 +307,47 @@ impl Limiter {
             tokens: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
             clock: DefaultClock::default(),
+            pruned: Mutex::new(Instant::now()),
         }
+    }
+
+    /// Drop what holds no state any more, at most every [`PRUNE_EVERY`]: request-rate
+    /// limiters idle long enough to have refilled their whole burst, token buckets back at
+    /// their size, in-flight counters at zero. A flood from many addresses (or keys) leaves
+    /// the maps as they were once it stops.
+    pub fn prune(&self) {
+        let now = Instant::now();
+        {
+            let mut last = self.pruned.lock();
+            if now.duration_since(*last) < PRUNE_EVERY {
+                return;
+            }
+            *last = now;
+        }
+        self.sweep(now);
+    }
+
+    fn sweep(&self, now: Instant) {
+        self.rates.lock().retain(|_, (spec, _, used)| {
+            let refill = f64::from(spec.burst.max(1)) / spec.per_second.max(1e-9);
+            now.duration_since(*used).as_secs_f64() <= refill
+        });
+        self.tokens.lock().retain(|_, b| {
+            let elapsed = now.duration_since(b.last).as_secs_f64() * 1000.0;
+            b.level + elapsed * b.per_ms < b.cap
+        });
+        self.in_flight
+            .lock()
+            .retain(|_, c| c.load(Ordering::Acquire) > 0 || Arc::strong_count(c) > 1);
+    }
+
+    /// Entries held in the maps (request-rate limiters, token buckets, in-flight counters).
+    pub fn entries(&self) -> (usize, usize, usize) {
+        (
+            self.rates.lock().len(),
+            self.tokens.lock().len(),
+            self.in_flight.lock().len(),
+        )
     }
 
     /// The configured limits.
@@ -326,10 +371,12 @@ impl Limiter {
     }
 
     fn limiter(&self, name: &str, spec: RateSpec) -> Arc<Direct> {
+        let now = Instant::now();
         let mut m = self.rates.lock();
-        if let Some((s, l)) = m.get(name)
+        if let Some((s, l, used)) = m.get_mut(name)
             && *s == spec
         {
+            *used = now;
             return l.clone();
         }
         let period = Duration::from_secs_f64(1.0 / spec.per_second.max(1e-9));
@@ -339,14 +386,23 @@ impl Limiter {
             .allow_burst(burst);
         let l =
             Arc::new(RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>());
-        m.insert(name.to_string(), (spec, l.clone()));
+        m.insert(name.to_string(), (spec, l.clone(), now));
+        drop(m);
+        self.prune();
         l
     }
 
-    /// Request-rate and concurrency checks, before the body is read.
-    pub fn admit(&self, key: Option<&ApiKey>, ip: Option<IpAddr>) -> Result<Admission, Refusal> {
+    /// The per-IP request rate alone: checked first, before routing and authentication, so
+    /// a flood is refused before it costs anything else.
+    pub fn admit_ip(&self, ip: Option<IpAddr>) -> Result<Option<Headroom>, Refusal> {
+        self.check_rates(self.ip_ops("", ip))
+    }
+
+    /// Take one request from each rate bucket, stopping at the first that refuses; the
+    /// tightest headroom left.
+    fn check_rates(&self, ops: Vec<RateOp>) -> Result<Option<Headroom>, Refusal> {
         let mut headroom = None;
-        for o in self.rate_ops("", key, ip) {
+        for o in ops {
             match self.limiter(&o.op.key, o.spec).check() {
                 Ok(snap) => tighten(
                     &mut headroom,
@@ -358,6 +414,32 @@ impl Limiter {
                 }
             }
         }
+        Ok(headroom)
+    }
+
+    /// The per-IP bucket, named under `prefix` (none when no per-IP limit is configured).
+    pub fn ip_ops(&self, prefix: &str, ip: Option<IpAddr>) -> Vec<RateOp> {
+        let (Some(spec), Some(ip)) = (self.cfg.per_ip, ip) else {
+            return Vec::new();
+        };
+        let key = format!("{prefix}rate:ip:{ip}");
+        vec![RateOp {
+            id_at: prefix.len() + "rate:ip:".len(),
+            op: BucketOp {
+                key,
+                cap: f64::from(spec.burst),
+                per_ms: spec.per_second / 1000.0,
+                cost: 1.0,
+            },
+            label: "ip_rate",
+            spec,
+        }]
+    }
+
+    /// Request-rate (per key and tenant; per IP when `ip` is given) and concurrency checks,
+    /// before the body is read.
+    pub fn admit(&self, key: Option<&ApiKey>, ip: Option<IpAddr>) -> Result<Admission, Refusal> {
+        let headroom = self.check_rates(self.rate_ops("", key, ip))?;
         let slot = self.admit_concurrency(key)?;
         Ok(Admission {
             headroom,
@@ -369,7 +451,7 @@ impl Limiter {
     /// The request-rate buckets of a request (cost 1 each), named under `prefix`: what
     /// [`Limiter::admit`] checks in process, and what the shared limiter sends to Redis.
     pub fn rate_ops(&self, prefix: &str, key: Option<&ApiKey>, ip: Option<IpAddr>) -> Vec<RateOp> {
-        let mut v = Vec::with_capacity(3);
+        let mut v = self.ip_ops(prefix, ip);
         let mut push = |scope: &str, id: &dyn std::fmt::Display, spec: RateSpec, label| {
             let key = format!("{prefix}rate:{scope}:{id}");
             v.push(RateOp {
@@ -384,9 +466,6 @@ impl Limiter {
                 spec,
             });
         };
-        if let (Some(spec), Some(ip)) = (self.cfg.per_ip, ip) {
-            push("ip", &ip, spec, "ip_rate");
-        }
         if let Some(k) = key {
             if let Some(spec) = self.key_rate(k) {
                 push("key", &k.id, spec, "key_rate");
@@ -505,6 +584,8 @@ impl Limiter {
         for o in &ops {
             Bucket::at(&mut map, &o.op, now).level -= o.op.cost;
         }
+        drop(map);
+        self.prune();
         Ok(Reservation {
             reserved: n,
             buckets: ops.into_iter().map(|o| o.op).collect(),
@@ -553,7 +634,8 @@ impl Limiter {
     }
 }
 
-fn tighten(h: &mut Option<Headroom>, new: Headroom) {
+/// Keep the tighter of two headrooms (the one with less left, relative to its size).
+pub fn tighten(h: &mut Option<Headroom>, new: Headroom) {
     let tighter = h.is_none_or(|old| {
         (new.remaining as f64 / new.size.max(1) as f64)
             < (old.remaining as f64 / old.size.max(1) as f64)
@@ -624,6 +706,34 @@ mod tests {
         let _c = l.admit(Some(&k), None).unwrap();
         drop(b);
         assert_eq!(l.key_state(&k).in_flight, 1);
+    }
+
+    #[test]
+    fn maps_forget_what_holds_no_state() {
+        let l = Limiter::new(LimitsConfig {
+            per_ip: Some(RateSpec {
+                per_second: 10.0,
+                burst: 5,
+            }),
+            key_tokens_per_minute: Some(600),
+            ..LimitsConfig::default()
+        });
+        for i in 0..1000u32 {
+            let ip = IpAddr::from(i.to_be_bytes());
+            l.admit_ip(Some(ip)).unwrap();
+        }
+        let a = key("a", "t", KeyLimits::default());
+        let r = l.reserve_tokens(&a, 100).unwrap();
+        assert_eq!(l.entries().0, 1000);
+        // not yet refilled: nothing is forgotten (the limits would reset)
+        l.sweep(Instant::now());
+        assert_eq!(l.entries().0, 1000);
+        assert_eq!(l.entries().1, 1);
+        // 5 tokens at 10/s refill in 0.5 s; 100 of 600/min in 10 s
+        l.sweep(Instant::now() + Duration::from_secs(11));
+        assert_eq!(l.entries(), (0, 0, 0));
+        l.reconcile(&r, 10); // a late reconciliation recreates its bucket, full
+        assert_eq!(l.entries().1, 1);
     }
 
     #[test]

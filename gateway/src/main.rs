@@ -138,6 +138,17 @@ enum AuditCommand {
         /// Files in order, or folders.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// The key file the gateway signs with (`audit.key_file`): the head and checkpoints
+        /// must carry its MAC.
+        #[arg(long, conflicts_with = "key_env")]
+        key_file: Option<PathBuf>,
+        /// Or the environment variable holding that key.
+        #[arg(long)]
+        key_env: Option<String>,
+        /// Accept a folder without `audit.head` (else its absence fails: records at the end
+        /// may have been removed with it).
+        #[arg(long)]
+        allow_missing_head: bool,
     },
 }
 
@@ -460,14 +471,44 @@ fn keys(cmd: KeysCommand) -> ExitCode {
 
 fn audit(cmd: AuditCommand) -> ExitCode {
     match cmd {
-        AuditCommand::Verify { paths } => match gateway::audit::verify(&paths) {
-            Ok(v) => {
-                let ok = v.ok;
-                let code = print_json(&v);
-                if ok { code } else { ExitCode::FAILURE }
-            }
-            Err(e) => fail(format!("reading the audit files: {e}")),
-        },
+        AuditCommand::Verify {
+            paths,
+            key_file,
+            key_env,
+            allow_missing_head,
+        } => {
+            let bytes = match (key_file, key_env) {
+                (Some(f), _) => match std::fs::read(&f) {
+                    Ok(b) => Some(b),
+                    Err(e) => return fail(format!("reading the key file {}: {e}", f.display())),
+                },
+                (None, Some(env)) => match std::env::var(&env) {
+                    Ok(v) => Some(v.into_bytes()),
+                    Err(_) => return fail(format!("the environment variable `{env}` is not set")),
+                },
+                (None, None) => None,
+            };
+            let key = match bytes.map(|b| gateway::audit::AuditKey::new(&b)).transpose() {
+                Ok(k) => k,
+                Err(e) => return fail(e),
+            };
+            let opts = gateway::audit::VerifyOptions {
+                key,
+                allow_missing_head,
+            };
+            verify_audit(&paths, &opts)
+        }
+    }
+}
+
+fn verify_audit(paths: &[PathBuf], opts: &gateway::audit::VerifyOptions) -> ExitCode {
+    match gateway::audit::verify(paths, opts) {
+        Ok(v) => {
+            let ok = v.ok;
+            let code = print_json(&v);
+            if ok { code } else { ExitCode::FAILURE }
+        }
+        Err(e) => fail(format!("reading the audit files: {e}")),
     }
 }
 

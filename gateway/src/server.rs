@@ -114,10 +114,18 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
         }
     };
     let audit = match &config.audit {
-        Some(a) => Some(
-            AuditLog::start(a.clone(), metrics.audit_dropped.clone())
-                .with_context(|| format!("starting the audit trail in {}", a.dir.display()))?,
-        ),
+        Some(a) => {
+            if a.key.is_none() {
+                tracing::warn!(
+                    "audit: no key_file or key_env: the chain head is not signed, so whoever can write {} could rewrite the trail consistently",
+                    a.dir.display()
+                );
+            }
+            Some(
+                AuditLog::start(a.clone(), metrics.audit_dropped.clone())
+                    .with_context(|| format!("starting the audit trail in {}", a.dir.display()))?,
+            )
+        }
         None => None,
     };
     let access = Access {
@@ -133,6 +141,7 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
             ),
             None => None,
         },
+        flood_log: Default::default(),
     };
     let pool_list: Vec<_> = pools.values().cloned().collect();
     let gateway = Gateway::new(

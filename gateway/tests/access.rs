@@ -48,6 +48,12 @@ async fn setup(mock: &MockTgi, keys: &[(&str, &[&str])], extra: &str) -> (Setup,
         .map(|(id, x)| add_key(&kf, id, "acme", x))
         .collect();
     let audit = dir.path().join("audit");
+    // the key that signs the chain lives next to the folder, not in it
+    std::fs::write(
+        dir.path().join("audit.key"),
+        "access-e2e-audit-key-0123456789",
+    )
+    .unwrap();
     let policy = dir.path().join("policy.yaml");
     std::fs::write(
         &policy,
@@ -57,10 +63,11 @@ async fn setup(mock: &MockTgi, keys: &[(&str, &[&str])], extra: &str) -> (Setup,
     let yaml = upstream_yaml(
         &[mock.addr],
         &format!(
-            "policy: {}\nauth:\n  keys_file: {}\n  anonymous_routes: [health]\naudit:\n  dir: {}\n  on_full: block\n{extra}",
+            "policy: {}\nauth:\n  keys_file: {}\n  anonymous_routes: [health]\naudit:\n  dir: {}\n  on_full: block\n  key_file: {}\n  checkpoint_every: 2\n{extra}",
             policy.display(),
             kf.display(),
-            audit.display()
+            audit.display(),
+            dir.path().join("audit.key").display()
         ),
     );
     let gw = Gateway::start_env(&yaml, true, &[("PORTCULLIS_ADMIN_TOKEN", ADMIN_TOKEN)]).await;
@@ -73,6 +80,21 @@ async fn setup(mock: &MockTgi, keys: &[(&str, &[&str])], extra: &str) -> (Setup,
         },
         made,
     )
+}
+
+/// Every audit file of a folder, in order, as one text.
+fn audit_text(dir: &Path) -> String {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect()
 }
 
 fn bearer(k: &str) -> String {
@@ -519,25 +541,26 @@ async fn the_audit_trail_chains_records_without_values_and_catches_edits() {
             "placeholder restored"
         );
     }
-    let r = generate(&c, &s, None, 5).await; // a refusal is audited too
-    assert_eq!(r.status(), 401);
+    // unidentified refusals are counted, not written one by one
+    for _ in 0..3 {
+        let r = generate(&c, &s, None, 5).await;
+        assert_eq!(r.status(), 401);
+    }
     s.gw.settled_metrics().await;
     let mut text = String::new();
-    wait_until("six audit records", || {
-        text = std::fs::read_dir(&s.audit)
-            .unwrap()
-            .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
-            .map(|e| std::fs::read_to_string(e.path()).unwrap())
-            .collect();
-        let n = text.lines().count();
-        async move { n >= 6 }
+    wait_until("genesis, five records and the refusals", || {
+        text = audit_text(&s.audit);
+        let done = text.contains("\"event\":\"refusals\"");
+        async move { done }
     })
     .await;
     let recs: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    assert_eq!(recs[0]["event"], "genesis");
+    assert_eq!(recs[0]["prev"], "0".repeat(64));
+    let recs = &recs[1..];
     assert_eq!(recs[0]["key_id"], "auditor");
     assert_eq!(recs[0]["tenant"], "acme");
     assert_eq!(recs[0]["policy"], "access-e2e");
@@ -552,8 +575,13 @@ async fn the_audit_trail_chains_records_without_values_and_catches_edits() {
         "TGI's x-generated-tokens header"
     );
     assert_eq!(recs[0]["limit"], "pass");
-    assert_eq!(recs[5]["status"], 401);
-    assert_eq!(recs[5]["error_source"], "gateway");
+    assert_eq!(recs.len(), 6);
+    assert_eq!(recs[5]["event"], "refusals");
+    assert_eq!(recs[5]["count"], 3);
+    assert_eq!(
+        recs[5]["refused"],
+        json!([{"route": "generate", "status": 401, "count": 3}])
+    );
     // nothing the gateway wrote holds the value or a key
     let metrics = s.gw.metrics().await;
     for (what, t) in [
@@ -564,12 +592,16 @@ async fn the_audit_trail_chains_records_without_values_and_catches_edits() {
         assert!(!t.contains(email), "{what} leaks the e-mail");
         assert!(!t.contains(&keys[0]), "{what} leaks the API key");
     }
-    // verify: whole, then edited
+    // verify with the key: whole, then edited
     let dir = s.audit.to_str().unwrap();
-    let (ok, out, _) = cli(&["audit", "verify", dir]);
+    let key = s.audit.with_file_name("audit.key");
+    let key = key.to_str().unwrap();
+    let (ok, out, _) = cli(&["audit", "verify", dir, "--key-file", key]);
     assert!(ok, "{out}");
     let v: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["records"], 6);
+    assert_eq!(v["records"], 7);
+    assert_eq!(v["authenticated"], true);
+    assert_eq!(v["checkpoints"], 3);
     let file = std::fs::read_dir(&s.audit)
         .unwrap()
         .filter_map(Result::ok)
@@ -581,14 +613,103 @@ async fn the_audit_trail_chains_records_without_values_and_catches_edits() {
             .unwrap()
             .replacen("\"status\":200", "\"status\":500", 1);
     std::fs::write(&file, edited).unwrap();
-    let (ok, out, _) = cli(&["audit", "verify", dir]);
+    let (ok, out, _) = cli(&["audit", "verify", dir, "--key-file", key]);
     assert!(!ok, "an edit must fail verification");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["first_error"]["line"], 2);
+    let reason = v["first_error"]["reason"].as_str().unwrap();
     assert!(
-        v["first_error"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("edited")
+        reason.contains("rewritten"),
+        "the checkpoint at 2: {reason}"
     );
+}
+
+#[tokio::test]
+async fn an_unidentified_flood_costs_counters_not_records_or_log_lines() {
+    let mock = MockTgi::echo().await;
+    let (s, keys) = setup(&mock, &[("tenant-a", &[])], "").await;
+    let c = reqwest::Client::new();
+    let before = s.gw.logs().lines().count();
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..2000 {
+        let (c, gw_url) = (
+            c.clone(),
+            s.gw.url(if i % 2 == 0 { "/generate" } else { "/nope" }),
+        );
+        tasks.push(tokio::spawn(async move {
+            c.post(gw_url)
+                .header("content-type", "application/json")
+                .header("authorization", "Bearer pk-not-a-key")
+                .body("{}")
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }));
+        if tasks.len() >= 64 {
+            for t in tasks.drain(..) {
+                assert!(matches!(t.await.unwrap(), 401 | 404));
+            }
+        }
+    }
+    for t in tasks {
+        assert!(matches!(t.await.unwrap(), 401 | 404));
+    }
+    // an identified request in the middle of it is written in full
+    let r = generate(&c, &s, Some(&keys[0]), 5).await;
+    assert_eq!(r.status(), 200);
+    let secs = started.elapsed().as_secs() + 1;
+    let mut text = String::new();
+    wait_until("the refusals record", || {
+        text = audit_text(&s.audit);
+        let n: u64 = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|r| r["event"] == "refusals")
+            .map(|r| r["count"].as_u64().unwrap())
+            .sum();
+        async move { n == 2000 }
+    })
+    .await;
+    let recs: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        recs.len() <= 2 + 1 + secs as usize,
+        "genesis, the identified request and a refusals record per 5 s: {} records",
+        recs.len()
+    );
+    assert!(recs.iter().any(|r| r["key_id"] == "tenant-a"));
+    let logged = s.gw.logs().lines().count() - before;
+    assert!(
+        logged <= 2 * secs as usize + 5,
+        "{logged} log lines in {secs} s for 2000 refusals"
+    );
+    let (ok, out, _) = cli(&["audit", "verify", s.audit.to_str().unwrap()]);
+    assert!(ok, "{out}");
+}
+
+#[tokio::test]
+async fn the_per_ip_limit_comes_before_routing_and_authentication() {
+    let mock = MockTgi::echo().await;
+    let (s, _keys) = setup(
+        &mock,
+        &[("someone", &[])],
+        "rate_limits:\n  per_ip: {rate: 1/h, burst: 3}\n",
+    )
+    .await;
+    let c = client();
+    let mut statuses = Vec::new();
+    for path in ["/nope", "/generate", "/v1/nope", "/nope", "/generate"] {
+        let r = post_json(&c, s.gw.url(path), "{}", &[]).await;
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            assert_eq!(r.headers()["x-portcullis-limit"], "ip_rate");
+        }
+    }
+    // three unknown-path or unauthenticated requests spend the burst; then even an unknown
+    // path is refused by the limit, not routed
+    assert_eq!(statuses, [404, 401, 404, 429, 429]);
 }

@@ -38,6 +38,37 @@ pub struct Access {
     /// Limits shared through Redis, when configured (rates and token quotas; concurrency stays
     /// per replica).
     pub shared: Option<Arc<RedisLimiter>>,
+    /// Samples the log lines of unidentified refusals.
+    pub flood_log: Arc<FloodLog>,
+}
+
+/// At most one log line per second for refusals of unidentified clients; the line that goes
+/// out says how many were left out before it.
+#[derive(Debug, Default)]
+pub struct FloodLog {
+    second: std::sync::atomic::AtomicU64,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl FloodLog {
+    /// `Some(left out since the last line)`: log this one; `None`: leave it out.
+    pub fn sample(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.second.load(Ordering::Acquire);
+        if now != last
+            && self
+                .second
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::AcqRel));
+        }
+        self.suppressed.fetch_add(1, Ordering::AcqRel);
+        None
+    }
 }
 
 /// What taking tokens from the quotas gave.
@@ -164,10 +195,9 @@ impl Gateway {
                 }
             }
         }
-        let ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        // the per-IP rate was checked before routing (`check_ip`)
+        let ip = None;
+        let ip_headroom = ctx.admission.headroom.take();
         let key = ctx.key.clone();
         let admitted = match &a.shared {
             Some(shared) => match self.shared_rates(shared, key.as_deref(), ip).await {
@@ -187,8 +217,46 @@ impl Gateway {
             None => a.limiter.admit(key.as_deref(), ip),
         };
         match admitted {
-            Ok(adm) => {
+            Ok(mut adm) => {
+                if let Some(h) = ip_headroom {
+                    crate::limits::tighten(&mut adm.headroom, h);
+                }
                 ctx.admission = adm;
+                Ok(false)
+            }
+            Err(r) => {
+                self.refuse(session, ctx, r).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// The per-IP request rate, first of all (before routing and authentication, so a flood
+    /// of unknown paths or bad keys is refused before it costs more). `Ok(true)`: answered.
+    pub(super) async fn check_ip(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        let a = &self.access;
+        if a.limiter.config().per_ip.is_none() {
+            return Ok(false);
+        }
+        let ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let checked = match &a.shared {
+            Some(shared) => match self.shared_rates(shared, None, ip).await {
+                Ok(r) => r,
+                Err(()) if shared.on_error == OnError::Open => a.limiter.admit_ip(ip),
+                Err(()) => return self.limiter_down(session, ctx).await.map(|()| true),
+            },
+            None => a.limiter.admit_ip(ip),
+        };
+        match checked {
+            Ok(headroom) => {
+                ctx.admission.headroom = headroom;
                 Ok(false)
             }
             Err(r) => {

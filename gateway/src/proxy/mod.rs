@@ -933,8 +933,12 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
         ctx.request_id = request_id_from(session);
+        ctx.method = session.req_header().method.clone();
+        ctx.dialect = Dialect::for_path(session.req_header().uri.path());
+        if self.check_ip(session, ctx).await? {
+            return Ok(true);
+        }
         let req = session.req_header();
-        ctx.method = req.method.clone();
         let path = req.uri.path();
         let route = match Route::classify(&req.method, path) {
             Ok(r) => r,
@@ -1450,37 +1454,55 @@ impl ProxyHttp for Gateway {
         }
         rm.response_bytes.inc_by(ctx.bytes_out);
         let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
-        tracing::info!(
-            target: "portcullis::access",
-            request_id = %ctx.request_id,
-            method = %ctx.method,
-            route,
-            status,
-            source,
-            upstream = ctx.pool.as_ref().map_or("", |p| p.name.as_str()),
-            attempts = ctx.attempts,
-            duration_ms = ms(total),
-            upstream_ms = upstream.map(ms),
-            first_byte_ms = ctx.first_byte.map(ms),
-            request_bytes = ctx.body.len(),
-            response_bytes = ctx.bytes_out,
-            streamed = ctx.streaming,
-            policy = ctx.guard.as_ref().map(|g| g.policy.name.as_str()),
-            tenant = ctx.guard.as_ref().map(|g| g.tenant.as_str()),
-            findings = ctx.guard.as_ref().map(|g| guard::summary(&g.findings)).filter(|s| !s.is_empty()),
-            error = ctx.gateway_error.map(ErrorKind::code),
-            cause = e.map(|e| e.etype().as_str()),
-            key = ctx.key.as_ref().map(|k| k.id.as_str()),
-            limit = ctx.refused_by,
-            model = ctx.model.as_ref().map(|(m, _)| m.as_str()),
-            classify_ms = ctx.model.as_ref().map(|(_, d)| ms(*d)),
-            "request"
-        );
+        // A refusal before anyone was identified (no key, unknown route, per-IP limit) is
+        // what a flood is made of: counted in the audit trail, logged once a second at most.
+        let flood = ctx.key.is_none()
+            && ctx.gateway_error.is_some()
+            && (matches!(status, 401 | 404 | 405)
+                || ctx.refused_by.is_some_and(|l| l.starts_with("ip")));
+        let suppressed = if flood {
+            self.access.flood_log.sample()
+        } else {
+            Some(0)
+        };
+        if let Some(suppressed) = suppressed {
+            tracing::info!(
+                target: "portcullis::access",
+                request_id = %ctx.request_id,
+                method = %ctx.method,
+                route,
+                status,
+                source,
+                upstream = ctx.pool.as_ref().map_or("", |p| p.name.as_str()),
+                attempts = ctx.attempts,
+                duration_ms = ms(total),
+                upstream_ms = upstream.map(ms),
+                first_byte_ms = ctx.first_byte.map(ms),
+                request_bytes = ctx.body.len(),
+                response_bytes = ctx.bytes_out,
+                streamed = ctx.streaming,
+                policy = ctx.guard.as_ref().map(|g| g.policy.name.as_str()),
+                tenant = ctx.guard.as_ref().map(|g| g.tenant.as_str()),
+                findings = ctx.guard.as_ref().map(|g| guard::summary(&g.findings)).filter(|s| !s.is_empty()),
+                error = ctx.gateway_error.map(ErrorKind::code),
+                cause = e.map(|e| e.etype().as_str()),
+                key = ctx.key.as_ref().map(|k| k.id.as_str()),
+                limit = ctx.refused_by,
+                model = ctx.model.as_ref().map(|(m, _)| m.as_str()),
+                classify_ms = ctx.model.as_ref().map(|(_, d)| ms(*d)),
+                suppressed = (suppressed > 0).then_some(suppressed),
+                "request"
+            );
+        }
         let tokens = self.settle_tokens(ctx);
         if let Some(audit) = &self.access.audit {
-            audit
-                .record(self.audit_record(ctx, status, source, total, tokens))
-                .await;
+            if flood {
+                audit.refused(route, status);
+            } else {
+                audit
+                    .record(self.audit_record(ctx, status, source, total, tokens))
+                    .await;
+            }
         }
         ctx.admission = Admission::default();
         ctx.in_flight.take();
