@@ -48,7 +48,7 @@ summary = []
 for c in concurrencies:
     base = median_round(runs[("direct", c)])
     ngx = median_round(runs[("nginx", c)]) if ("nginx", c) in runs else None
-    for t in ["direct", "gateway", "nginx"]:
+    for t in ["direct", "gateway", "base", "nginx"]:
         if (t, c) not in runs:
             continue
         r = median_round(runs[(t, c)])
@@ -66,6 +66,17 @@ for c in concurrencies:
             f"{ms(g['p99_us'] - base['p99_us']):.3f} ms at p99 over the direct path; "
             f"throughput {g['rps'] / ngx['rps']:.0%} of nginx's "
             f"(rounds: gateway {g_rounds} req/s; nginx {n_rounds} req/s)."
+        )
+    if ("gateway", c) in runs and ("base", c) in runs:
+        g = median_round(runs[("gateway", c)])
+        b = median_round(runs[("base", c)])
+        ratios = [x["rps"] / y["rps"] for x, y in zip(
+            sorted(runs[("gateway", c)], key=lambda r: r["round"]),
+            sorted(runs[("base", c)], key=lambda r: r["round"]))]
+        summary.append(
+            f"- c={c}: this build against the base build: {g['rps'] / b['rps']:.3f}x the requests/s "
+            f"(round by round: {', '.join('%.3f' % x for x in ratios)}), p50 {ms(g['p50_us'] - b['p50_us']):+.3f} ms, "
+            f"p99 {ms(g['p99_us'] - b['p99_us']):+.3f} ms."
         )
 out.append("")
 out.extend(summary)

@@ -8,6 +8,9 @@
 #
 # Environment: ROUNDS (3), DURATION (10s), CONCURRENCY ("1 32"), PROXY_THREADS (1),
 # WRK_THREADS (1), NO_RECORD=1 to print without appending to RESULTS.md.
+# BASE_GATEWAY=path/to/gateway adds (d) the same config on another gateway build (an earlier
+# commit's), interleaved like the others, to measure a change of the request path's cost;
+# RULES=off runs both gateways without a policy (default: the shipped default policy).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -29,6 +32,8 @@ cargo build --release --bins -p gateway -p benches >&2
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 MOCK_PORT=$(free_port); GW_PORT=$(free_port); GW_ADMIN=$(free_port); NGINX_PORT=$(free_port)
+BASE_PORT=$(free_port); BASE_ADMIN=$(free_port)
+RULES=${RULES:-on}
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -39,8 +44,17 @@ pids+=($!)
 
 sed -e "s#@LISTEN@#127.0.0.1:$GW_PORT#" -e "s#@ADMIN@#127.0.0.1:$GW_ADMIN#" -e "s#@THREADS@#$PROXY_THREADS#" \
     -e "s#@BACKEND@#127.0.0.1:$MOCK_PORT#" -e "s#@ROOT@#$ROOT#" benches/proxy/gateway.yaml.tmpl >"$OUT/gateway.yaml"
-./target/release/gateway serve --config "$OUT/gateway.yaml" 2>"$OUT/gateway.log" &
+if [ "$RULES" = off ]; then sed -i -e '/^policy:/d' -e '/^models:/,/^  dir:/d' "$OUT/gateway.yaml"; fi
+# logs capped: a misbehaving build must not fill the disk
+./target/release/gateway serve --config "$OUT/gateway.yaml" 2> >(head -c 50000000 >"$OUT/gateway.log") &
 pids+=($!)
+if [ -n "${BASE_GATEWAY:-}" ]; then
+  sed -e "s#127.0.0.1:$GW_PORT#127.0.0.1:$BASE_PORT#" -e "s#127.0.0.1:$GW_ADMIN#127.0.0.1:$BASE_ADMIN#" \
+    "$OUT/gateway.yaml" >"$OUT/base.yaml"
+  "$BASE_GATEWAY" serve --config "$OUT/base.yaml" 2> >(head -c 50000000 >"$OUT/base.log") &
+  pids+=($!)
+  until curl -fsS "http://127.0.0.1:$BASE_ADMIN/readyz" >/dev/null 2>&1; do sleep 0.1; done
+fi
 
 mkdir -p "$OUT"/nginx-{body,proxy,fastcgi,uwsgi,scgi}
 sed -e "s#@OUT@#$OUT#g" -e "s#@LISTEN@#127.0.0.1:$NGINX_PORT#" -e "s#@BACKEND@#127.0.0.1:$MOCK_PORT#" \
@@ -74,6 +88,7 @@ for c in $CONCURRENCY; do
   for r in $(seq 1 "$ROUNDS"); do
     run_wrk direct "http://127.0.0.1:$MOCK_PORT" "$c" "$r"
     run_wrk gateway "http://127.0.0.1:$GW_PORT" "$c" "$r"
+    [ -n "${BASE_GATEWAY:-}" ] && run_wrk base "http://127.0.0.1:$BASE_PORT" "$c" "$r"
     run_wrk nginx "http://127.0.0.1:$NGINX_PORT" "$c" "$r"
   done
 done
@@ -82,7 +97,7 @@ CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 python3 benches/proxy/report.py "$OUT/results.jsonl" \
   --machine "$(nproc) cores, $CPU, $(free -g | awk '/Mem:/{print $2}') GiB" \
   --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+dirty')" \
-  --command "make bench (ROUNDS=$ROUNDS DURATION=$DURATION CONCURRENCY=\"$CONCURRENCY\" PROXY_THREADS=$PROXY_THREADS WRK_THREADS=$WRK_THREADS)" \
+  --command "make bench (ROUNDS=$ROUNDS DURATION=$DURATION CONCURRENCY=\"$CONCURRENCY\" PROXY_THREADS=$PROXY_THREADS WRK_THREADS=$WRK_THREADS RULES=$RULES${BASE_GATEWAY:+ BASE_GATEWAY=$BASE_GATEWAY})" \
   >"$OUT/report.md"
 cat "$OUT/report.md"
 if [ -z "${NO_RECORD:-}" ]; then

@@ -323,3 +323,64 @@ async fn a_text_past_max_windows_is_refused_not_scored_in_part() {
     let s = keep.classify(&[&huge]).await.unwrap();
     assert_eq!(s[0].embeddings.len(), 16);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_tenant_waits_its_turns_and_cannot_fill_the_queue() {
+    let c = Arc::new(
+        Classifier::load(
+            &models().join("guard/1"),
+            &EncoderOptions {
+                workers: 2,
+                queue: 2000,
+                queue_per_tenant: 1000,
+                max_request_windows: 250,
+                ..EncoderOptions::default()
+            },
+            None,
+            None,
+        )
+        .unwrap(),
+    );
+    // the loud tenant: four requests of 250 short texts (one window each), 1000 in all
+    let texts: Vec<String> = (0..250).map(|i| format!("message number {i}")).collect();
+    let t0 = std::time::Instant::now();
+    let loud: Vec<_> = (0..4)
+        .map(|_| {
+            let (c, texts) = (c.clone(), texts.clone());
+            tokio::spawn(async move {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                c.classify_for("loud", &refs).await.map(|_| t0.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // its fifth request finds its share full, and fails alone
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    assert!(matches!(
+        c.classify_for("loud", &refs).await,
+        Err(filters::classify::ModelError::TenantOverloaded)
+    ));
+    // one request past the per-request cap is refused outright
+    let many: Vec<&str> = (0..251).map(|_| "x").collect();
+    assert!(matches!(
+        c.classify_for("quiet", &many).await,
+        Err(filters::classify::ModelError::RequestTooLong {
+            windows: 251,
+            max: 250
+        })
+    ));
+    // the quiet tenant is served between the loud one's windows, not after them
+    let q0 = std::time::Instant::now();
+    c.classify_for("quiet", &["is this on topic?"])
+        .await
+        .unwrap();
+    let quiet = q0.elapsed();
+    let mut loud_done = Duration::ZERO;
+    for t in loud {
+        loud_done = loud_done.max(t.await.unwrap().unwrap());
+    }
+    assert!(
+        quiet * 4 < loud_done,
+        "quiet tenant {quiet:?}, loud backlog done after {loud_done:?}"
+    );
+}

@@ -125,6 +125,9 @@ fn default_max_batch() -> usize {
 fn default_model_queue() -> usize {
     4096
 }
+fn default_max_request_windows() -> usize {
+    256
+}
 fn default_max_windows() -> usize {
     16
 }
@@ -154,6 +157,14 @@ pub struct ModelsSection {
     /// Most windows per text (a longer text keeps its first and last windows).
     #[serde(default = "default_max_windows")]
     pub max_windows: usize,
+    /// Most windows one tenant may have waiting (default: a quarter of `queue`): a tenant
+    /// flooding the classifiers fails its own requests, and the others keep their turns.
+    #[serde(default)]
+    pub queue_per_tenant: Option<usize>,
+    /// Most windows one request may need, all its texts together (default 256); a longer
+    /// request is refused (413 `prompt_too_long`) when its policy fails closed.
+    #[serde(default = "default_max_request_windows")]
+    pub max_request_windows: usize,
     /// Swap in new bundle versions when they appear in `dir` (also on `POST /admin/reload`).
     #[serde(default = "default_true")]
     pub watch: bool,
@@ -190,6 +201,35 @@ pub struct ServerSection {
     /// Terminate TLS on the public listener (paths relative to this config file).
     #[serde(default)]
     pub tls: Option<ServerTls>,
+    /// A new connection (or an idle keep-alive one that started a request) must send its
+    /// whole request header within this long; a client that trickles bytes (slowloris) is
+    /// disconnected.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub header_read_timeout: Duration,
+    /// How long an idle keep-alive connection is kept open between requests.
+    #[serde(default = "default_keepalive_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub keepalive_timeout: Duration,
+    /// Open client connections at most; more are answered 503 and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open connections per client IP at most; more are answered 503 and closed.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+}
+
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_keepalive_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_connections() -> usize {
+    16_384
+}
+fn default_max_connections_per_ip() -> usize {
+    1024
 }
 
 /// `server.tls:`
@@ -234,6 +274,10 @@ impl Default for ServerSection {
             threads: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             tls: None,
+            header_read_timeout: default_header_read_timeout(),
+            keepalive_timeout: default_keepalive_timeout(),
+            max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
         }
     }
 }
@@ -801,6 +845,8 @@ pub struct GatewayConfig {
     pub threads: usize,
     /// Grace period on SIGTERM.
     pub shutdown_grace: Duration,
+    /// Client connection limits and deadlines.
+    pub connections: crate::connections::ConnectionLimits,
     /// Body limit in bytes.
     pub max_body_bytes: usize,
     /// Body read timeout.
@@ -875,6 +921,29 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
         err(
             "server.threads",
             format!("threads must be between 1 and 256, got {t}"),
+        );
+    }
+    if c.server.header_read_timeout.is_zero() {
+        err("server.header_read_timeout", "must be more than 0".into());
+    }
+    if c.server.keepalive_timeout.as_secs() == 0 {
+        err(
+            "server.keepalive_timeout",
+            "must be at least 1s (keep-alive timeouts are whole seconds)".into(),
+        );
+    }
+    if c.server.max_connections == 0 {
+        err("server.max_connections", "must be at least 1".into());
+    }
+    if c.server.max_connections_per_ip == 0
+        || c.server.max_connections_per_ip > c.server.max_connections
+    {
+        err(
+            "server.max_connections_per_ip",
+            format!(
+                "must be between 1 and max_connections ({})",
+                c.server.max_connections
+            ),
         );
     }
     if c.limits.max_body_bytes == 0 || c.limits.max_body_bytes > MAX_MAX_BODY_BYTES {
@@ -1380,6 +1449,21 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
             if m.workers == Some(0) {
                 errors.push(loaded.error_at("models.workers", "must be at least 1"));
             }
+            if m.queue_per_tenant.is_some_and(|q| q == 0 || q > m.queue) {
+                errors.push(loaded.error_at(
+                    "models.queue_per_tenant",
+                    format!("must be between 1 and queue ({})", m.queue),
+                ));
+            }
+            if m.max_request_windows < m.max_windows {
+                errors.push(loaded.error_at(
+                    "models.max_request_windows",
+                    format!(
+                        "must be at least max_windows ({}): one text may need that many",
+                        m.max_windows
+                    ),
+                ));
+            }
             let onnxruntime = m.onnxruntime.as_ref().map(|p| base.join(p));
             if let Some(p) = &onnxruntime
                 && !p.is_file()
@@ -1399,6 +1483,8 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
                     max_batch: m.max_batch,
                     batch_wait: m.batch_wait,
                     queue: m.queue,
+                    queue_per_tenant: m.queue_per_tenant.unwrap_or((m.queue / 4).max(1)),
+                    max_request_windows: m.max_request_windows,
                     max_windows: m.max_windows,
                     long_texts: filters::classify::LongTexts::Refuse,
                     keep_features: false,
@@ -1462,6 +1548,12 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         shutdown_grace: c.server.shutdown_grace,
+        connections: crate::connections::ConnectionLimits {
+            header_read_timeout: c.server.header_read_timeout,
+            keepalive_timeout: c.server.keepalive_timeout,
+            max_total: c.server.max_connections,
+            max_per_ip: c.server.max_connections_per_ip,
+        },
         max_body_bytes: c.limits.max_body_bytes,
         body_read_timeout: c.limits.body_read_timeout,
         policy,

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod audit;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod guard;
 pub mod keys;

@@ -71,6 +71,11 @@ pub struct Metrics {
     pub llm_tokens: IntCounterVec,
     /// `portcullis_audit_dropped_total`: audit records dropped because the writer fell behind.
     pub audit_dropped: IntCounter,
+    /// `portcullis_connections_open`: client connections open.
+    pub connections_open: IntGauge,
+    /// `portcullis_connections_refused_total{reason}`: connections refused or cut
+    /// (`max_connections`, `max_connections_per_ip`, `header_timeout`).
+    pub connections_refused: IntCounterVec,
     /// `portcullis_limit_store_errors_total`: failed calls to the shared (Redis) limit store.
     pub limit_store_errors: IntCounter,
     /// `portcullis_classifier_seconds{model}`: classification time per request (queue included).
@@ -312,6 +317,18 @@ impl Metrics {
                     "Audit records dropped because the writer fell behind (audit.on_full: drop)",
                 )?,
             )?,
+            connections_open: reg(
+                &r,
+                IntGauge::new("portcullis_connections_open", "Client connections open")?,
+            )?,
+            connections_refused: reg(
+                &r,
+                cv(
+                    "portcullis_connections_refused_total",
+                    "Client connections refused at a cap or cut at the header deadline",
+                    &["reason"],
+                )?,
+            )?,
             limit_store_errors: reg(
                 &r,
                 IntCounter::new(
@@ -458,9 +475,11 @@ mod tests {
         m.model_info.with_label_values(&["guard", "1", "abc"]);
         m.model_swaps.with_label_values(&["guard", "ok"]);
         m.model_swap_load.with_label_values(&["guard"]);
-        // families with at least one series: the 19 above, the 3 access counters, the audit
-        // drop counter and the two (label-less) classifier batch histograms
+        m.connections_refused.with_label_values(&["header_timeout"]);
+        // families with at least one series: the 20 above, the 3 access counters, the audit
+        // drop counter, the open-connections gauge and the two (label-less) classifier batch
+        // histograms
         m.limit_store_errors.inc();
-        assert_eq!(m.registry.gather().len(), 26);
+        assert_eq!(m.registry.gather().len(), 28);
     }
 }

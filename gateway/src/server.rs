@@ -199,11 +199,16 @@ pub fn run(config: GatewayConfig) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        built.gateway,
-        "portcullis proxy",
+    // the proxy inside our connection loop: caps and deadlines pingora leaves open
+    let app = crate::connections::Hygiene::new(
+        pingora::proxy::http_proxy(&server.configuration, built.gateway),
+        config.connections,
+        crate::connections::ConnectionMetrics {
+            open: built.metrics.connections_open.clone(),
+            refused: built.metrics.connections_refused.clone(),
+        },
     );
+    let mut proxy = Service::new("portcullis proxy".to_string(), app);
     match &config.tls {
         None => proxy.add_tcp(&config.listen.to_string()),
         Some(t) => {

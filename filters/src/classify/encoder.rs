@@ -1,5 +1,5 @@
 //! The encoder: tokenizer, token windows, and a pool of ONNX Runtime sessions fed by one
-//! queue with micro-batching.
+//! fair queue (tenants take turns, see [`super::fair`]) with micro-batching.
 //!
 //! Each worker thread owns one session (`Session::run` needs `&mut`) with one intra-op
 //! thread, so the pool is sized to the cores and sessions never fight over them. Workers take
@@ -11,8 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ort::session::Session;
@@ -23,6 +22,7 @@ use tokio::sync::oneshot;
 
 use super::ModelError;
 use super::bundle::Bundle;
+use super::fair::{FairQueue, Full, Pop};
 use super::heads::Head;
 
 /// How the encoder pool runs.
@@ -38,6 +38,12 @@ pub struct EncoderOptions {
     pub batch_wait: Duration,
     /// Most windows waiting in the queue; beyond it, classification fails fast.
     pub queue: usize,
+    /// Most windows one tenant may have waiting (its share of `queue`); beyond it, that
+    /// tenant's classification fails fast while others go on.
+    pub queue_per_tenant: usize,
+    /// Most windows one request may need (all its texts together); a longer request is
+    /// refused, like a text over `max_windows`.
+    pub max_request_windows: usize,
     /// Most windows per text; what happens to a longer one is `long_texts`.
     pub max_windows: usize,
     /// A text over `max_windows` windows: refused (the gateway: no window is ever skipped
@@ -55,6 +61,8 @@ impl Default for EncoderOptions {
             max_batch: 16,
             batch_wait: Duration::from_millis(1),
             queue: 4096,
+            queue_per_tenant: 1024,
+            max_request_windows: 256,
             max_windows: 16,
             long_texts: LongTexts::Refuse,
             keep_features: false,
@@ -134,7 +142,8 @@ pub struct Encoder {
     overlap: usize,
     max_windows: usize,
     long_texts: LongTexts,
-    tx: SyncSender<Job>,
+    max_request_windows: usize,
+    queue: Arc<FairQueue<Job>>,
     dim: usize,
     workers: Vec<std::thread::JoinHandle<()>>,
 }
@@ -159,7 +168,7 @@ struct Graph {
 }
 
 struct Shared {
-    rx: Mutex<Receiver<Job>>,
+    queue: Arc<FairQueue<Job>>,
     idle: AtomicUsize,
     opts: EncoderOptions,
     graph: Graph,
@@ -259,9 +268,12 @@ impl Encoder {
                 message: format!("warm-up run failed: {e}"),
             })?;
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(opts.queue.max(1));
+        let queue = Arc::new(FairQueue::new(
+            opts.queue.max(1),
+            opts.queue_per_tenant.max(1),
+        ));
         let shared = Arc::new(Shared {
-            rx: Mutex::new(rx),
+            queue: queue.clone(),
             idle: AtomicUsize::new(0),
             opts: opts.clone(),
             graph,
@@ -284,7 +296,8 @@ impl Encoder {
             overlap: spec.window_overlap,
             max_windows: opts.max_windows.max(2),
             long_texts: opts.long_texts,
-            tx,
+            max_request_windows: opts.max_request_windows.max(1),
+            queue,
             dim: spec.dim,
             workers,
         })
@@ -336,23 +349,37 @@ impl Encoder {
             .collect())
     }
 
-    /// Queue windows; each answer arrives on its receiver.
+    /// Most windows one request may need.
+    pub fn max_request_windows(&self) -> usize {
+        self.max_request_windows
+    }
+
+    /// Queue windows in `lane` (the tenant), all or none; each answer arrives on its
+    /// receiver.
     pub fn submit(
         &self,
+        lane: &str,
         windows: Vec<Vec<i64>>,
     ) -> Result<Vec<oneshot::Receiver<Result<WindowOut, ModelError>>>, ModelError> {
         let mut out = Vec::with_capacity(windows.len());
+        let mut jobs = Vec::with_capacity(windows.len());
         for ids in windows {
             let (reply, rx) = oneshot::channel();
-            match self.tx.try_send(Job { ids, reply }) {
-                Ok(()) => out.push(rx),
-                Err(TrySendError::Full(_)) => return Err(ModelError::Overloaded),
-                Err(TrySendError::Disconnected(_)) => {
-                    return Err(ModelError::Runtime("the encoder pool has stopped".into()));
-                }
-            }
+            jobs.push(Job { ids, reply });
+            out.push(rx);
         }
-        Ok(out)
+        match self.queue.push_all(lane, jobs) {
+            Ok(()) => Ok(out),
+            Err(Full::Lane) => Err(ModelError::TenantOverloaded),
+            Err(Full::Queue) => Err(ModelError::Overloaded),
+        }
+    }
+}
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        // the workers finish what is queued, then stop
+        self.queue.close();
     }
 }
 
@@ -360,12 +387,9 @@ fn worker(sh: Arc<Shared>, mut session: Session) {
     loop {
         let batch = {
             sh.idle.fetch_add(1, Ordering::SeqCst);
-            let Ok(rx) = sh.rx.lock() else {
-                return;
-            };
-            let first = rx.recv();
+            let first = sh.queue.pop(None);
             sh.idle.fetch_sub(1, Ordering::SeqCst);
-            let Ok(first) = first else {
+            let Pop::Item(first) = first else {
                 return; // the encoder was dropped
             };
             let mut batch = Vec::with_capacity(sh.opts.max_batch);
@@ -381,15 +405,10 @@ fn worker(sh: Arc<Shared>, mut session: Session) {
             let deadline = Instant::now() + wait;
             while batch.len() < sh.opts.max_batch {
                 let left = deadline.saturating_duration_since(Instant::now());
-                let next = if left.is_zero() {
-                    rx.try_recv().map_err(|_| RecvTimeoutError::Timeout)
-                } else {
-                    rx.recv_timeout(left)
-                };
-                match next {
-                    Ok(j) if j.reply.is_closed() => {}
-                    Ok(j) => batch.push(j),
-                    Err(_) => break,
+                match sh.queue.pop(Some(left)) {
+                    Pop::Item(j) if j.reply.is_closed() => {}
+                    Pop::Item(j) => batch.push(j),
+                    Pop::Empty | Pop::Closed => break,
                 }
             }
             batch

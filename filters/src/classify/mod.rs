@@ -11,6 +11,7 @@
 
 pub mod bundle;
 pub mod encoder;
+pub mod fair;
 pub mod heads;
 pub mod registry;
 
@@ -34,6 +35,16 @@ pub enum ModelError {
     )]
     TooLong {
         /// Windows the text needs.
+        windows: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A request's texts need more windows together than the encoder scores per request.
+    #[error(
+        "the prompt needs {windows} classifier windows in all, more than the {max} the gateway scores per request (models.max_request_windows)"
+    )]
+    RequestTooLong {
+        /// Windows the request needs.
         windows: usize,
         /// The limit.
         max: usize,
@@ -100,6 +111,9 @@ pub enum ModelError {
     /// The queue of windows is full.
     #[error("the classifier queue is full")]
     Overloaded,
+    /// This tenant holds its whole share of the queue already.
+    #[error("this tenant's share of the classifier queue is full")]
+    TenantOverloaded,
     /// No bundle of that name (or version) in the registry.
     #[error("no model bundle `{0}`")]
     NotFound(String),
@@ -182,18 +196,47 @@ impl Classifier {
     }
 
     /// Queue every window of every text at once, so they share batches.
-    fn submit_all(&self, texts: &[&str]) -> Result<Vec<Pending>, ModelError> {
-        texts
+    /// Every text's windows, queued together in `lane` (all or none), within the request's
+    /// window cap.
+    fn submit_all(&self, lane: &str, texts: &[&str]) -> Result<Vec<Pending>, ModelError> {
+        let windows = texts
             .iter()
-            .map(|t| self.encoder.submit(self.encoder.windows(t)?))
-            .collect()
+            .map(|t| self.encoder.windows(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let total: usize = windows.iter().map(Vec::len).sum();
+        let max = self.encoder.max_request_windows();
+        if total > max {
+            return Err(ModelError::RequestTooLong {
+                windows: total,
+                max,
+            });
+        }
+        let counts: Vec<usize> = windows.iter().map(Vec::len).collect();
+        let mut rxs = self
+            .encoder
+            .submit(lane, windows.into_iter().flatten().collect())?
+            .into_iter();
+        Ok(counts
+            .into_iter()
+            .map(|n| rxs.by_ref().take(n).collect())
+            .collect())
     }
 
     /// Classify texts together (their windows share batches). Cancel-safe: dropping the
     /// future lets the workers skip windows not yet run.
     pub async fn classify(&self, texts: &[&str]) -> Result<Vec<TextScores>, ModelError> {
+        self.classify_for("", texts).await
+    }
+
+    /// [`Classifier::classify`] in a tenant's lane of the fair queue: tenants take turns, and
+    /// one tenant's backlog fails only that tenant's requests.
+    pub async fn classify_for(
+        &self,
+        lane: &str,
+        texts: &[&str],
+    ) -> Result<Vec<TextScores>, ModelError> {
         let mut out = Vec::with_capacity(texts.len());
-        for rxs in self.submit_all(texts)? {
+        for rxs in self.submit_all(lane, texts)? {
             let mut windows = Vec::with_capacity(rxs.len());
             for rx in rxs {
                 windows.push(rx.await.map_err(|_| stopped())??);
@@ -206,7 +249,7 @@ impl Classifier {
     /// [`Classifier::classify`] for threads outside an async runtime (tools, benchmarks).
     pub fn classify_blocking(&self, texts: &[&str]) -> Result<Vec<TextScores>, ModelError> {
         let mut out = Vec::with_capacity(texts.len());
-        for rxs in self.submit_all(texts)? {
+        for rxs in self.submit_all("", texts)? {
             let mut windows = Vec::with_capacity(rxs.len());
             for rx in rxs {
                 windows.push(rx.blocking_recv().map_err(|_| stopped())??);
@@ -239,7 +282,7 @@ impl Classifier {
     /// classifier loaded with `EncoderOptions::keep_features`. Blocking.
     pub fn features_blocking(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
         let mut out = Vec::with_capacity(texts.len());
-        for rxs in self.submit_all(texts)? {
+        for rxs in self.submit_all("", texts)? {
             let n = rxs.len().max(1) as f32;
             let mut mean: Vec<f32> = Vec::new();
             for rx in rxs {

@@ -356,7 +356,12 @@ impl Gateway {
         let label = plan.model.as_str();
         let t0 = Instant::now();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let result = tokio::time::timeout(plan.timeout, model.classify(&refs)).await;
+        // the tenant's lane of the fair queue: a flood from one tenant waits its turns
+        let lane = ctx
+            .key
+            .as_ref()
+            .map_or(lane_of_unkeyed(), |k| k.tenant.as_str());
+        let result = tokio::time::timeout(plan.timeout, model.classify_for(lane, &refs)).await;
         let took = t0.elapsed();
         ctx.model = Some((model.id(), took));
         self.metrics
@@ -373,12 +378,14 @@ impl Gateway {
                 ctx.model_topic = v.topic;
                 return (v.findings, None);
             }
-            Ok(Err(filters::classify::ModelError::Overloaded)) => {
-                ("overloaded", "the classifier queue is full".to_string())
-            }
-            Ok(Err(e @ filters::classify::ModelError::TooLong { .. })) => {
-                ("too_long", e.to_string())
-            }
+            Ok(Err(
+                e @ (filters::classify::ModelError::Overloaded
+                | filters::classify::ModelError::TenantOverloaded),
+            )) => ("overloaded", e.to_string()),
+            Ok(Err(
+                e @ (filters::classify::ModelError::TooLong { .. }
+                | filters::classify::ModelError::RequestTooLong { .. }),
+            )) => ("too_long", e.to_string()),
             Ok(Err(e)) => ("error", e.to_string()),
             Err(_) => ("timeout", format!("no answer within {:?}", plan.timeout)),
         };
@@ -865,6 +872,12 @@ fn strip_client_headers(req: &mut RequestHeader) {
     }
 }
 
+/// The classifier lane of requests without an API key (one lane: without keys there is no
+/// tenant to tell apart).
+fn lane_of_unkeyed() -> &'static str {
+    "-"
+}
+
 fn route_label_of(route: Option<Route>) -> &'static str {
     route.map_or(UNMATCHED, Route::label)
 }
@@ -885,6 +898,19 @@ impl Gateway {
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
+
+    /// Called once the request header is parsed, with the connection's user context: the
+    /// connection loop (`connections::Hygiene`) waits for this to stop its header deadline.
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        prev: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Some(seen) = prev.downcast_ref::<crate::connections::HeaderSeen>() {
+            seen.fire();
+        }
+    }
 
     fn new_ctx(&self) -> RequestCtx {
         self.metrics.in_flight.inc();

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Instructions per request of the whole gateway process (valgrind callgrind: repeatable where
+# times on this 2-core machine are not), for this build and BASE_GATEWAY, rules off (no
+# policy) and on (the default policy's rules, classifiers left out: ONNX under valgrind would
+# time out and take another path). Each configuration runs N1 then N2 sequential keep-alive
+# `POST /generate` requests in two gateway processes; (Ir(N2) - Ir(N1)) / (N2 - N1) removes
+# start-up and shutdown.
+#
+#   BASE_GATEWAY=/path/to/old/gateway bash benches/proxy/instructions.sh
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+N1=${N1:-200}; N2=${N2:-1200}
+OUT=$ROOT/benches/out/proxy-instructions-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$OUT"
+cargo build -q --release --bins -p gateway -p benches
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+MOCK=$(free_port)
+./target/release/mock-tgi --listen "127.0.0.1:$MOCK" --threads 1 --record 0 --quiet >/dev/null 2>&1 &
+MOCK_PID=$!
+trap 'kill $MOCK_PID 2>/dev/null || true' EXIT
+# the default policy without its classifiers section
+python3 - "$ROOT/policies/default.yaml" "$OUT/rules.yaml" <<'PY'
+import sys, yaml
+p = yaml.safe_load(open(sys.argv[1]))
+p.pop("classifiers", None)
+for side in ("input", "output"):
+    for k in [k for k in p.get(side, {}) if k.endswith("_classifier")]:
+        p[side].pop(k)
+yaml.safe_dump(p, open(sys.argv[2], "w"))
+PY
+
+requests() { # port n: n sequential keep-alive requests, exactly
+  python3 - "$1" "$2" <<'PY'
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=60)
+body = '{"inputs":"What is Deep Learning? Answer in one sentence.","parameters":{"max_new_tokens":8}}'
+for _ in range(int(sys.argv[2])):
+    c.request("POST", "/generate", body, {"content-type": "application/json"})
+    r = c.getresponse(); r.read()
+    assert r.status == 200, r.status
+PY
+}
+
+ir() { # binary rules n -> total instructions
+  local port admin cfg out
+  port=$(free_port); admin=$(free_port); cfg="$OUT/gw-$port.yaml"; out="$OUT/cg-$port.out"
+  {
+    echo "server: {listen: 127.0.0.1:$port, threads: 1}"
+    echo "admin: {listen: 127.0.0.1:$admin}"
+    echo "log: {level: warn}"
+    [ "$2" = on ] && echo "policy: $OUT/rules.yaml"
+    echo "upstreams: {tgi: {backends: [127.0.0.1:$MOCK]}}"
+  } >"$cfg"
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$1" serve --config "$cfg" 2> >(head -c 1000000 >"$out.log") &
+  local pid=$!
+  until curl -fsS "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1; do sleep 0.5; done
+  requests "$port" "$3"
+  kill -INT "$pid"; wait "$pid" 2>/dev/null || true
+  sleep 0.5
+  grep -m1 '^summary:' "$out" | awk '{print $2}'
+}
+
+echo "| build | rules | instructions per request | N1 | N2 |"
+echo "|---|---|---:|---:|---:|"
+for rules in off on; do
+  for build in new ${BASE_GATEWAY:+base}; do
+    bin=./target/release/gateway; [ "$build" = base ] && bin=$BASE_GATEWAY
+    a=$(ir "$bin" "$rules" "$N1"); b=$(ir "$bin" "$rules" "$N2")
+    echo "| $build | $rules | $(( (b - a) / (N2 - N1) )) | $N1 | $N2 |"
+  done
+done | tee "$OUT/report.md"
