@@ -6,7 +6,7 @@
 # `POST /generate` requests in two gateway processes; (Ir(N2) - Ir(N1)) / (N2 - N1) removes
 # start-up and shutdown.
 #
-#   BASE_GATEWAY=/path/to/old/gateway bash benches/proxy/instructions.sh
+#   BASE_GATEWAY=/path/to/old/gateway bash benches/proxy/instructions.sh   # RULES="off on"
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -29,6 +29,7 @@ for side in ("input", "output"):
         p[side].pop(k)
 yaml.safe_dump(p, open(sys.argv[2], "w"))
 PY
+ln -sfn "$ROOT/policies/lexicons" "$OUT/lexicons" # word lists, relative to the policy
 
 requests() { # port n: n sequential keep-alive requests, exactly
   python3 - "$1" "$2" <<'PY'
@@ -54,7 +55,10 @@ ir() { # binary rules n -> total instructions
   } >"$cfg"
   valgrind --tool=callgrind --callgrind-out-file="$out" "$1" serve --config "$cfg" 2> >(head -c 1000000 >"$out.log") &
   local pid=$!
-  until curl -fsS "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1; do sleep 0.5; done
+  until curl -fsS "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1; do
+    kill -0 "$pid" 2>/dev/null || { echo "the gateway did not start: $out.log" >&2; exit 1; }
+    sleep 0.5
+  done
   requests "$port" "$3"
   kill -INT "$pid"; wait "$pid" 2>/dev/null || true
   sleep 0.5
@@ -63,7 +67,7 @@ ir() { # binary rules n -> total instructions
 
 echo "| build | rules | instructions per request | N1 | N2 |"
 echo "|---|---|---:|---:|---:|"
-for rules in off on; do
+for rules in ${RULES:-off on}; do
   for build in new ${BASE_GATEWAY:+base}; do
     bin=./target/release/gateway; [ "$build" = base ] && bin=$BASE_GATEWAY
     a=$(ir "$bin" "$rules" "$N1"); b=$(ir "$bin" "$rules" "$N2")

@@ -613,6 +613,11 @@ pub struct UpstreamSection {
     /// backend cannot generate more than was reserved.
     #[serde(default)]
     pub max_total_tokens: Option<u64>,
+    /// The serving model's `tokenizer.json` (relative to this config file): token quotas then
+    /// reserve the prompt's token count (of the whole request body, JSON framing included)
+    /// instead of its byte count. What the backend counts beyond is charged after the answer.
+    #[serde(default)]
+    pub tokenizer: Option<PathBuf>,
 }
 
 /// `upstreams.<name>.auth:`: where the backend credential comes from (an environment variable,
@@ -1306,6 +1311,21 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
             errors.push(loaded.error_at(&format!("upstreams.{name}.auth"), e));
         }
     }
+    let mut tokenizers = BTreeMap::new();
+    for (name, u) in &c.upstreams {
+        if let Some(t) = &u.tokenizer {
+            let path = base.join(t);
+            match tokenizers::Tokenizer::from_file(&path) {
+                Ok(_) => {
+                    tokenizers.insert(name.clone(), path);
+                }
+                Err(e) => errors.push(loaded.error_at(
+                    &format!("upstreams.{name}.tokenizer"),
+                    format!("cannot load {}: {e}", path.display()),
+                )),
+            }
+        }
+    }
     let mut upstream_tls = BTreeMap::new();
     for (name, u) in &c.upstreams {
         if let Some(t) = &u.tls {
@@ -1564,6 +1584,11 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
             for (name, t) in upstream_tls {
                 if let Some(s) = u.get_mut(&name) {
                     s.tls = Some(t);
+                }
+            }
+            for (name, t) in tokenizers {
+                if let Some(s) = u.get_mut(&name) {
+                    s.tokenizer = Some(t);
                 }
             }
             u

@@ -651,6 +651,16 @@ pub fn token_bound(bytes: usize) -> u64 {
     bytes as u64
 }
 
+/// Tokens of `bytes` by the serving model's tokenizer (no special tokens added: the JSON
+/// framing counted along stands for the chat template's markers); text that is not UTF-8, or a
+/// tokenizer error, falls back to [`token_bound`].
+pub fn token_count(tokenizer: &tokenizers::Tokenizer, bytes: &[u8]) -> u64 {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| tokenizer.encode_fast(text, false).ok())
+        .map_or_else(|| token_bound(bytes.len()), |e| e.len() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,10 +60,17 @@ async fn setup(mock: &MockTgi, keys: &[(&str, &[&str])], extra: &str) -> (Setup,
         "name: access-e2e\nversion: 3\ninput:\n  email: placeholder\n",
     )
     .unwrap();
+    // leading lines indented by four spaces belong to the upstream
+    let upstream: String = extra
+        .lines()
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let extra = &extra[upstream.len()..];
     let yaml = upstream_yaml(
         &[mock.addr],
         &format!(
-            "policy: {}\nauth:\n  keys_file: {}\n  anonymous_routes: [health]\naudit:\n  dir: {}\n  on_full: block\n  key_file: {}\n  checkpoint_every: 2\n{extra}",
+            "{upstream}policy: {}\nauth:\n  keys_file: {}\n  anonymous_routes: [health]\naudit:\n  dir: {}\n  on_full: block\n  key_file: {}\n  checkpoint_every: 2\n{extra}",
             policy.display(),
             kf.display(),
             audit.display(),
@@ -712,4 +719,32 @@ async fn the_per_ip_limit_comes_before_routing_and_authentication() {
     // three unknown-path or unauthenticated requests spend the burst; then even an unknown
     // path is refused by the limit, not routed
     assert_eq!(statuses, [404, 401, 404, 429, 429]);
+}
+
+#[tokio::test]
+async fn with_the_serving_models_tokenizer_the_prompt_reserves_its_tokens_not_its_bytes() {
+    let mock = MockTgi::echo().await;
+    let prose = "Please summarise the quarterly report for the board meeting. ".repeat(10);
+    let body = json!({"inputs": prose, "parameters": {"max_new_tokens": 10}}).to_string();
+    assert!(body.len() > 600);
+    // a quota smaller than the body's bytes, larger than its tokens
+    for (tokenizer, status) in [(false, 429), (true, 200)] {
+        let extra = if tokenizer {
+            format!(
+                "    tokenizer: {}\nrate_limits:\n  key_tokens_per_day: 400\n",
+                repo_root().join("models/guard/1/tokenizer.json").display()
+            )
+        } else {
+            "rate_limits:\n  key_tokens_per_day: 400\n".to_string()
+        };
+        let (s, keys) = setup(&mock, &[("k", &[])], &extra).await;
+        let r = post_json(
+            &client(),
+            s.gw.url("/generate"),
+            body.clone(),
+            &[("authorization", &bearer(&keys[0]))],
+        )
+        .await;
+        assert_eq!(r.status(), status, "tokenizer: {tokenizer}");
+    }
 }

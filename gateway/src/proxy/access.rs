@@ -346,6 +346,7 @@ impl Gateway {
         if !l.has_token_quota(&key) {
             return Ok(false);
         }
+        ctx.prompt_bound = self.prompt_tokens(ctx);
         let default = u64::from(l.config().default_max_tokens);
         let n = match ctx.proto {
             None => ctx.prompt_bound + default,
@@ -387,7 +388,7 @@ impl Gateway {
                             match serde_json::to_vec(body) {
                                 Ok(b) => {
                                     ctx.body = bytes::Bytes::from(b);
-                                    ctx.prompt_bound = crate::limits::token_bound(ctx.body.len());
+                                    ctx.prompt_bound = self.prompt_tokens(ctx);
                                 }
                                 Err(_) => {
                                     let e = GatewayError::new(
@@ -423,6 +424,15 @@ impl Gateway {
         }
     }
 
+    /// What the forwarded body counts as prompt tokens: the upstream's tokenizer's count when
+    /// it names one, else one token per byte (an upper bound).
+    fn prompt_tokens(&self, ctx: &RequestCtx) -> u64 {
+        match ctx.pool.as_ref().and_then(|p| p.tokenizer.as_ref()) {
+            Some(t) => crate::limits::token_count(t, &ctx.body),
+            None => crate::limits::token_bound(ctx.body.len()),
+        }
+    }
+
     /// After the input policy: a rewrite (placeholders, pseudonyms) can make the forwarded
     /// body longer than the one reserved for; reserve the difference too. `Ok(true)`: answered.
     pub(super) async fn top_up_tokens(
@@ -430,15 +440,15 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
-        let bound = crate::limits::token_bound(ctx.body.len());
+        let (Some(key), Some(_)) = (ctx.key.clone(), ctx.admission.tokens.as_ref()) else {
+            return Ok(false);
+        };
+        let bound = self.prompt_tokens(ctx);
         if bound <= ctx.prompt_bound {
             return Ok(false);
         }
         let extra = bound - ctx.prompt_bound;
         ctx.prompt_bound = bound;
-        let (Some(key), Some(_)) = (ctx.key.clone(), ctx.admission.tokens.as_ref()) else {
-            return Ok(false);
-        };
         let outcome = self.take_tokens(&key, extra).await;
         if let Taken::Yes(more) = outcome {
             if let Some(r) = ctx.admission.tokens.as_mut() {

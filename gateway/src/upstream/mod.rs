@@ -69,6 +69,8 @@ pub struct Pool {
     pub tls: Option<PoolTls>,
     /// The credential sent to the backends, when configured.
     pub credential: Option<Credential>,
+    /// The serving model's tokenizer, when configured (token quotas count with it).
+    pub tokenizer: Option<Arc<tokenizers::Tokenizer>>,
     next: AtomicUsize,
     checked: AtomicBool,
     metrics: Arc<Metrics>,
@@ -105,6 +107,14 @@ pub enum PoolError {
     /// The pool's credential could not be read.
     #[error("upstream `{pool}`: auth: {reason}")]
     Auth {
+        /// Pool name.
+        pool: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The pool's tokenizer could not be loaded.
+    #[error("upstream `{pool}`: tokenizer: {reason}")]
+    Tokenizer {
         /// Pool name.
         pool: String,
         /// What failed.
@@ -318,6 +328,15 @@ impl Pool {
                 }
                 None => None,
             },
+            tokenizer: match &settings.tokenizer {
+                Some(path) => Some(Arc::new(tokenizers::Tokenizer::from_file(path).map_err(
+                    |e| PoolError::Tokenizer {
+                        pool: name.to_string(),
+                        reason: format!("{}: {e}", path.display()),
+                    },
+                )?)),
+                None => None,
+            },
             next: AtomicUsize::new(0),
             checked: AtomicBool::new(!settings.health_check.enabled),
             metrics,
@@ -463,6 +482,7 @@ mod tests {
             tls: None,
             auth: None,
             max_total_tokens: None,
+            tokenizer: None,
         };
         Pool::new("p", &settings, Arc::new(Metrics::new().unwrap())).unwrap()
     }
