@@ -51,7 +51,8 @@ ir() { # binary rules n -> total instructions
     echo "admin: {listen: 127.0.0.1:$admin}"
     echo "log: {level: warn}"
     [ "$2" = on ] && echo "policy: $OUT/rules.yaml"
-    echo "upstreams: {tgi: {backends: [127.0.0.1:$MOCK]}}"
+    # no health checks: their runs would fall in the N2 - N1 difference, as time passes
+    echo "upstreams: {tgi: {backends: [127.0.0.1:$MOCK], health_check: {enabled: false}}}"
   } >"$cfg"
   valgrind --tool=callgrind --callgrind-out-file="$out" "$1" serve --config "$cfg" 2> >(head -c 1000000 >"$out.log") &
   local pid=$!
