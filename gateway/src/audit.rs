@@ -646,15 +646,16 @@ impl Writer {
             }
             self.lost = 0;
         }
-        let first_before = self.first;
+        let mut first_before = self.first;
         for (i, r) in batch.iter_mut().enumerate() {
             if let Err(e) = self.chain(r) {
                 self.lost += (batch.len() - i) as u64;
                 return Err(e);
             }
-            if self.first != first_before && i + 1 < usize::MAX {
-                // retention ran while rotating for this record: say so in the chain
+            if self.first != first_before {
+                // retention ran while rotating for this record: say so in the chain, once
                 let mut ev = Record::event("retention", Some(self.first - first_before));
+                first_before = self.first;
                 if let Err(e) = self.chain(&mut ev) {
                     self.lost += (batch.len() - i - 1) as u64;
                     return Err(e);
@@ -1173,8 +1174,30 @@ mod tests {
         assert!(v.ok, "{v:?}");
         let h = read_head(d.path()).unwrap();
         assert!(h.first > 1);
+        // within one batch too, each deletion is recorded once, right after the rotation
+        // that made it: one file (at most three records at 700 bytes) per retention record
+        write_with(&c, 40);
+        let counts: Vec<u64> = audit_files(d.path())
+            .unwrap()
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap()
+                    .lines()
+                    .map(|l| serde_json::from_str::<Record>(l).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|r| r.event.as_deref() == Some("retention"))
+            .map(|r| r.count.unwrap_or(0))
+            .collect();
+        assert!(!counts.is_empty(), "retention recorded");
+        assert!(
+            counts.iter().all(|n| (1..=3).contains(n)),
+            "records deleted per retention record: {counts:?}"
+        );
+        assert!(check(d.path()).ok);
         // one more old file removed by hand: the chain no longer starts where the head says
-        std::fs::remove_file(&files[0]).unwrap();
+        std::fs::remove_file(&audit_files(d.path()).unwrap()[0]).unwrap();
         let v = check(d.path());
         assert!(!v.ok);
         assert!(v.first_error.unwrap().reason.contains("were removed"));

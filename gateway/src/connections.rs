@@ -250,9 +250,9 @@ where
                 biased;
                 r = &mut served => r,
                 seen = tokio::time::timeout(deadline, rx) => match seen {
-                    Ok(Ok(())) => served.await,
-                    // the request ended before its header was complete (closed, or refused)
-                    Ok(Err(_)) => served.await,
+                    // the header arrived, or the request ended before it did (closed,
+                    // refused): either way the proxy finishes it
+                    Ok(_) => served.await,
                     Err(_) => {
                         // still reading the header: dropping the future closes the connection
                         if !reused {

@@ -8,18 +8,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
-use tch::{Device, Kind};
 use trainer_sidecar::audit::{self, AuditConfig};
 use trainer_sidecar::engine::Fault;
-use trainer_sidecar::engine::Model;
 use trainer_sidecar::finetune::{self, Hooks, Outcome};
 use trainer_sidecar::jobs::spec::{self, JobSpec};
 use trainer_sidecar::ledger::{Ledger, RunStatus};
-use trainer_sidecar::llm::model::Segment;
-use trainer_sidecar::llm::{Batch, Decoder};
 
 mod common;
-use common::{peft_logits, tiny};
+use common::{gap_to_peft, tiny};
 
 fn tiny_qwen() -> PathBuf {
     tiny().join("qwen2-tied-bias")
@@ -143,22 +139,7 @@ fn a_dp_lora_job_trains_guards_accounts_and_writes_a_peft_adapter() {
     assert!(svg.contains("ε spent"));
     // PEFT loads it onto transformers' model and computes what our decoder computes
     let ids = vec![1i64, 60, 61, 62, 63, 64];
-    let peft = peft_logits(&tiny_qwen(), &adapter, std::slice::from_ref(&ids));
-    let mut d = Decoder::load(&tiny_qwen(), Kind::Float, Device::Cpu).unwrap();
-    d.load_adapter(&adapter, &mut Model::new(Kind::Float, Device::Cpu))
-        .unwrap();
-    let trained = vec![true; ids.len()];
-    let batch = Batch::new(
-        &[vec![Segment {
-            ids: &ids,
-            trained: &trained,
-        }]],
-        0,
-        Device::Cpu,
-    )
-    .unwrap();
-    let ours = d.logits(&batch).unwrap();
-    let diff = (&ours - &peft["logits"]).abs().max().double_value(&[]);
+    let diff = gap_to_peft(&tiny_qwen(), &adapter, &ids);
     assert!(diff < 1e-4, "PEFT's logits differ by {diff}");
 }
 

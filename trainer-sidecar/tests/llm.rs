@@ -237,6 +237,16 @@ fn an_adapter_we_write_gives_our_logits_in_peft() {
     assert_eq!(max_diff(&again.logits(&one(&ids)).unwrap(), &ours), 0.0);
 }
 
+/// The token ids an example trains on.
+fn trained_ids(ex: &data::Example) -> Vec<i64> {
+    ex.ids
+        .iter()
+        .zip(&ex.trained)
+        .filter(|(_, t)| **t)
+        .map(|(i, _)| *i)
+        .collect()
+}
+
 #[test]
 fn chat_data_trains_only_on_assistant_turns() {
     let codec = TextCodec::from_dir(&tiny().join("llama3-tied")).unwrap();
@@ -253,13 +263,7 @@ fn chat_data_trains_only_on_assistant_turns() {
         user: None,
     };
     let ex = data::tokenize(&codec, &line, 512).unwrap().unwrap();
-    let trained: Vec<i64> = ex
-        .ids
-        .iter()
-        .zip(&ex.trained)
-        .filter(|(_, t)| **t)
-        .map(|(i, _)| *i)
-        .collect();
+    let trained = trained_ids(&ex);
     let text = codec.decode(&trained).unwrap();
     assert!(text.contains("Paris.") && text.contains("Rome."), "{text}");
     assert!(
@@ -280,13 +284,7 @@ fn chat_data_trains_only_on_assistant_turns() {
         user: None,
     };
     let ex = data::tokenize(&codec, &line, 512).unwrap().unwrap();
-    let trained: Vec<i64> = ex
-        .ids
-        .iter()
-        .zip(&ex.trained)
-        .filter(|(_, t)| **t)
-        .map(|(i, _)| *i)
-        .collect();
+    let trained = trained_ids(&ex);
     assert_eq!(codec.decode(&trained).unwrap(), " Blue.<|im_end|>");
     // cut to 4 tokens: nothing trained is left, the example is dropped
     assert!(data::tokenize(&codec, &line, 4).unwrap().is_none());

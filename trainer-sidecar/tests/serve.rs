@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod common;
-use common::{peft_logits, root, smollm2, tiny};
+use common::{gap_to_peft, root, smollm2, tiny};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 
@@ -421,27 +421,8 @@ fn a_dp_lora_job_on_smollm2_through_the_api_gives_an_adapter_peft_loads() {
     assert_eq!(cfg["r"], 16);
     assert_eq!(cfg["target_modules"].as_array().unwrap().len(), 7);
     // PEFT loads it onto transformers' SmolLM2, and it computes what our decoder computes
-    use tch::{Device, Kind};
-    use trainer_sidecar::engine::Model;
-    use trainer_sidecar::llm::model::Segment;
-    use trainer_sidecar::llm::{Batch, Decoder};
     let ids: Vec<i64> = vec![1, 9690, 198, 2683, 359, 253, 5356, 5646, 2, 198];
-    let peft = peft_logits(&base, &adapter, std::slice::from_ref(&ids));
-    let mut d = Decoder::load(&base, Kind::Float, Device::Cpu).unwrap();
-    d.load_adapter(&adapter, &mut Model::new(Kind::Float, Device::Cpu))
-        .unwrap();
-    let trained = vec![true; ids.len()];
-    let batch = Batch::new(
-        &[vec![Segment {
-            ids: &ids,
-            trained: &trained,
-        }]],
-        0,
-        Device::Cpu,
-    )
-    .unwrap();
-    let ours = d.logits(&batch).unwrap();
-    let diff = (&ours - &peft["logits"]).abs().max().double_value(&[]);
+    let diff = gap_to_peft(&base, &adapter, &ids);
     assert!(diff < 1e-3, "PEFT's logits differ by {diff}");
 }
 

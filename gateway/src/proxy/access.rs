@@ -351,15 +351,13 @@ impl Gateway {
         let n = match ctx.proto {
             None => ctx.prompt_bound + default,
             Some(p) => {
+                // parsed already when a policy reads the body; else here (it was checked)
                 let mut parsed = None;
-                if ctx.json.is_none() {
-                    parsed = Some(
+                let body = match ctx.json.as_mut() {
+                    Some(v) => v,
+                    None => parsed.insert(
                         serde_json::from_slice::<serde_json::Value>(&ctx.body).unwrap_or_default(),
-                    );
-                }
-                let body = match (&mut ctx.json, &mut parsed) {
-                    (Some(v), _) | (None, Some(v)) => v,
-                    (None, None) => unreachable!("parsed above"),
+                    ),
                 };
                 let g = match filters::protocol::generation(p, body) {
                     Ok(g) => g,

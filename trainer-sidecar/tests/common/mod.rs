@@ -94,3 +94,24 @@ pub fn peft_logits(
         .into_iter()
         .collect()
 }
+
+/// Largest gap between our decoder's logits of `ids` with the adapter in `adapter` loaded and
+/// PEFT's with the same adapter on transformers' model of `base`.
+pub fn gap_to_peft(base: &Path, adapter: &Path, ids: &[i64]) -> f64 {
+    use tch::{Device, Kind};
+    use trainer_sidecar::engine::Model;
+    use trainer_sidecar::llm::model::Segment;
+    use trainer_sidecar::llm::{Batch, Decoder};
+    let peft = peft_logits(base, adapter, &[ids.to_vec()]);
+    let mut d = Decoder::load(base, Kind::Float, Device::Cpu).unwrap();
+    d.load_adapter(adapter, &mut Model::new(Kind::Float, Device::Cpu))
+        .unwrap();
+    let trained = vec![true; ids.len()];
+    let segment = Segment {
+        ids,
+        trained: &trained,
+    };
+    let batch = Batch::new(&[vec![segment]], 0, Device::Cpu).unwrap();
+    let ours = d.logits(&batch).unwrap();
+    (&ours - &peft["logits"]).abs().max().double_value(&[])
+}
