@@ -1159,32 +1159,18 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
             )),
         }
     }
-    let mut keys = HashMap::new();
-    for (tenant, t) in &c.guard.tenants {
-        if let Some(name) = &t.policy
-            && !known(name)
-        {
+    if let Some(old) = &c.guard.tenants {
+        errors.push(loaded.error_at("guard.tenants", tenants_moved(old)));
+    }
+    let mut tenant_policies = HashMap::new();
+    for (tenant, name) in &c.guard.tenant_policies {
+        if known(name) {
+            tenant_policies.insert(tenant.clone(), name.clone());
+        } else {
             errors.push(loaded.error_at(
-                &format!("guard.tenants.{tenant}.policy"),
+                &format!("guard.tenant_policies.{tenant}"),
                 format!("no policy named `{name}` (define it under `guard.policies`)"),
             ));
-        }
-        for (i, k) in t.api_keys_sha256.iter().enumerate() {
-            let mut h = [0u8; 32];
-            if hex::decode_to_slice(k, &mut h).is_err() {
-                errors.push(loaded.error_at(
-                    &format!("guard.tenants.{tenant}.api_keys_sha256[{i}]"),
-                    "must be 64 hex digits: the SHA-256 of the API key (`printf %s KEY | sha256sum`)",
-                ));
-                continue;
-            }
-            keys.insert(
-                h,
-                crate::guard::Tenant {
-                    name: tenant.clone(),
-                    policy: t.policy.clone(),
-                },
-            );
         }
     }
     if c.guard.max_response_bytes < 1024 {
@@ -1203,7 +1189,7 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
     let guard = GuardRuntime {
         policies,
         routes,
-        keys,
+        tenant_policies,
         pseudonym_key_env: c.guard.pseudonym_key_env.clone(),
         max_response_bytes: c.guard.max_response_bytes,
         hot_reload: c.guard.hot_reload,
@@ -1657,10 +1643,15 @@ pub struct GuardSection {
     /// Route label (`chat_completions`, `generate`, ...) → policy name.
     #[serde(default)]
     pub routes: BTreeMap<String, String>,
-    /// Tenants: their API keys (by SHA-256) and, optionally, their own policy. A tenant's
-    /// policy wins over the route's; the tenant also keys pseudonyms.
+    /// Tenant (as the keys file names it) → policy name. A key's own `policy` wins over its
+    /// tenant's, which wins over the route's.
     #[serde(default)]
-    pub tenants: BTreeMap<String, TenantSection>,
+    pub tenant_policies: BTreeMap<String, String>,
+    /// Removed: API keys live only in the keys file (`auth.keys_file`). Still read so that an
+    /// old config is refused with the keys-file entries to write instead.
+    #[serde(default)]
+    #[schemars(skip)]
+    pub tenants: Option<BTreeMap<String, serde_yaml::Value>>,
     /// Environment variable holding the pseudonymisation master key. When unset, a random key
     /// is made at start (pseudonyms then change across restarts; a warning says so).
     #[serde(default = "default_pseudonym_key_env")]
@@ -1678,7 +1669,8 @@ impl Default for GuardSection {
         GuardSection {
             policies: BTreeMap::new(),
             routes: BTreeMap::new(),
-            tenants: BTreeMap::new(),
+            tenant_policies: BTreeMap::new(),
+            tenants: None,
             pseudonym_key_env: default_pseudonym_key_env(),
             max_response_bytes: default_max_response_bytes(),
             hot_reload: true,
@@ -1686,16 +1678,44 @@ impl Default for GuardSection {
     }
 }
 
-/// One tenant.
-#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TenantSection {
-    /// The tenant's policy (a name under `guard.policies`, or `default`).
-    #[serde(default)]
-    pub policy: Option<String>,
-    /// SHA-256 (hex) of each API key of the tenant, sent as `Authorization: Bearer KEY`.
-    #[serde(default)]
-    pub api_keys_sha256: Vec<String>,
+/// The error for a config that still has `guard.tenants`: what to write instead, with the
+/// key hashes it held (hashes, never keys: the config never had the keys themselves).
+fn tenants_moved(old: &BTreeMap<String, serde_yaml::Value>) -> String {
+    let mut keys = String::new();
+    let mut policies = String::new();
+    for (tenant, t) in old {
+        let hashes = t
+            .get("api_keys_sha256")
+            .and_then(serde_yaml::Value::as_sequence)
+            .map(|v| {
+                v.iter()
+                    .filter_map(serde_yaml::Value::as_str)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        for (i, h) in hashes.iter().enumerate() {
+            keys.push_str(&format!(
+                "\n  - {{id: {tenant}-{}, sha256: {h}, tenant: {tenant}}}",
+                i + 1
+            ));
+        }
+        if let Some(p) = t.get("policy").and_then(serde_yaml::Value::as_str) {
+            policies.push_str(&format!("\n    {tenant}: {p}"));
+        }
+    }
+    let mut msg = "was removed: the keys file is the gateway's only authenticator (see README, \
+                   \"Migrating from guard.tenants\"). Move each key hash to the keys file \
+                   (`auth.keys_file`)"
+        .to_string();
+    if !keys.is_empty() {
+        msg.push_str(&format!(":\nkeys:{keys}"));
+    }
+    if !policies.is_empty() {
+        msg.push_str(&format!(
+            "\nand each tenant's policy to the config:\nguard:\n  tenant_policies:{policies}"
+        ));
+    }
+    msg
 }
 
 /// Validated guard settings.
@@ -1705,8 +1725,8 @@ pub struct GuardRuntime {
     pub policies: Vec<(String, PathBuf, Arc<filters::Policy>)>,
     /// Route → policy name.
     pub routes: HashMap<crate::routes::Route, String>,
-    /// Key hash → tenant.
-    pub keys: HashMap<[u8; 32], crate::guard::Tenant>,
+    /// Tenant → policy name.
+    pub tenant_policies: HashMap<String, String>,
     /// Where the pseudonym key comes from.
     pub pseudonym_key_env: String,
     /// Largest buffered answer.
@@ -1753,6 +1773,33 @@ mod tests {
             Duration::from_millis(250)
         );
         assert_eq!(c.upstreams["tgi"].timeouts.read, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn guard_tenants_is_refused_with_the_keys_file_entries_to_write() {
+        let h = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let e = parse(&format!(
+            "upstreams:\n  tgi:\n    backends: [h:1]\nguard:\n  tenants:\n    acme:\n      policy: default\n      api_keys_sha256: [{h}]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("gw.yaml:5:"), "located: {e}");
+        assert!(e.contains("guard.tenants"), "{e}");
+        assert!(
+            e.contains(&format!("{{id: acme-1, sha256: {h}, tenant: acme}}")),
+            "{e}"
+        );
+        assert!(e.contains("tenant_policies:\n    acme: default"), "{e}");
+        // and the replacement is checked
+        let e = parse(
+            "upstreams:\n  tgi:\n    backends: [h:1]\nguard:\n  tenant_policies:\n    acme: nope\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("guard.tenant_policies.acme") && e.contains("no policy named `nope`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Guardrails in the request path: which policy a request gets, the prompt fields each route
 //! carries, rewriting answers (whole or streamed), and hot reload of policy files.
 //!
-//! * Selection: the tenant of the request's API key (`Authorization: Bearer`, matched by
-//!   SHA-256) > the route's policy > `default`. The tenant also keys pseudonyms.
+//! * Selection: the caller's key's policy > its tenant's (`guard.tenant_policies`) > the
+//!   route's policy > `default`. The caller comes from the key store (`keys.rs`, the only
+//!   authenticator), resolved once per request; the tenant also keys pseudonyms.
 //! * Input and output: what each API family's fields mean is `filters::protocol`'s; the proxy
 //!   applies the selected policy through it (`proxy/mod.rs`: `guard_input`, `guard_output`).
 //! * Reload: a `notify` watcher on the policy folders; a changed file is recompiled and swapped
@@ -20,6 +21,7 @@ use filters::{Applied, Policy, Pseudonymizer};
 use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
 use sha2::{Digest, Sha256};
 
+use crate::keys::Caller;
 use crate::routes::Route;
 
 /// A policy slot that hot reload can swap.
@@ -55,15 +57,6 @@ pub struct GuardMetrics {
     pub info: IntGaugeVec,
 }
 
-/// Tenants found by API key.
-#[derive(Debug, Clone)]
-pub struct Tenant {
-    /// Tenant id (keys pseudonyms).
-    pub name: String,
-    /// Policy name, if the tenant has its own.
-    pub policy: Option<String>,
-}
-
 /// Settings the guard is built from (validated by the config loader).
 #[derive(Debug, Clone)]
 pub struct GuardSettings {
@@ -71,8 +64,8 @@ pub struct GuardSettings {
     pub policies: Vec<(String, PathBuf, Arc<Policy>)>,
     /// Route → policy name.
     pub routes: HashMap<Route, String>,
-    /// SHA-256 of an API key → tenant.
-    pub keys: HashMap<[u8; 32], Tenant>,
+    /// Tenant → policy name (a key's own policy wins over its tenant's).
+    pub tenant_policies: HashMap<String, String>,
     /// Pseudonymisation master key.
     pub master_key: Vec<u8>,
     /// Largest whole answer buffered for rewriting.
@@ -87,7 +80,7 @@ pub struct GuardSettings {
 pub struct Guard {
     slots: HashMap<String, Arc<Slot>>,
     routes: HashMap<Route, String>,
-    keys: HashMap<[u8; 32], Tenant>,
+    tenant_policies: HashMap<String, String>,
     master_key: Vec<u8>,
     /// Largest whole answer buffered for rewriting.
     pub max_response_bytes: usize,
@@ -163,7 +156,7 @@ impl Guard {
         let guard = Arc::new(Guard {
             slots,
             routes: s.routes,
-            keys: s.keys,
+            tenant_policies: s.tenant_policies,
             master_key: s.master_key,
             max_response_bytes: s.max_response_bytes,
             metrics,
@@ -200,45 +193,24 @@ impl Guard {
         self.slots.get(name)
     }
 
-    /// Like [`Guard::select`] for a request authenticated with a keys-file key: the key's
-    /// policy, else its tenant's (from `guard.tenants`), else the route's, else `default`.
-    pub fn select_for_key(&self, route: Route, key: &crate::keys::ApiKey) -> Option<Selected> {
-        let tenant_policy = self
-            .keys
-            .values()
-            .find(|t| t.name == key.tenant)
-            .and_then(|t| t.policy.as_deref());
-        let name = key
-            .policy
-            .as_deref()
-            .or(tenant_policy)
-            .or_else(|| self.routes.get(&route).map(String::as_str))
-            .unwrap_or("default");
-        let slot = self.slots.get(name).or_else(|| self.slots.get("default"))?;
-        Some(Selected {
-            policy: slot.load(),
-            tenant: key.tenant.clone(),
-        })
-    }
-
-    /// The policy and tenant for a request: the tenant of the request's API key (matched by
-    /// SHA-256 against `guard.tenants`) > the route's policy > `default`.
-    pub fn select(&self, route: Route, authorization: Option<&str>) -> Option<Selected> {
-        let tenant = authorization
-            .and_then(|a| {
-                a.strip_prefix("Bearer ")
-                    .or_else(|| a.strip_prefix("bearer "))
+    /// The policy a caller's request runs under: its key's policy, else its tenant's
+    /// (`guard.tenant_policies`), else the route's, else `default`. The caller was resolved
+    /// once by the key store (the only authenticator); the guard never reads credentials.
+    pub fn select(&self, route: Route, caller: &Caller) -> Option<Selected> {
+        let name = caller
+            .api_key()
+            .and_then(|k| k.policy.as_deref())
+            .or_else(|| {
+                self.tenant_policies
+                    .get(&*caller.tenant)
+                    .map(String::as_str)
             })
-            .map(|k| -> [u8; 32] { Sha256::digest(k.trim().as_bytes()).into() })
-            .and_then(|h| self.keys.get(&h));
-        let name = tenant
-            .and_then(|t| t.policy.as_deref())
             .or_else(|| self.routes.get(&route).map(String::as_str))
             .unwrap_or("default");
         let slot = self.slots.get(name).or_else(|| self.slots.get("default"))?;
         Some(Selected {
             policy: slot.load(),
-            tenant: tenant.map_or_else(|| "default".to_string(), |t| t.name.clone()),
+            tenant: caller.tenant.to_string(),
         })
     }
 

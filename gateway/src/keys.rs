@@ -104,6 +104,54 @@ pub struct ApiKey {
     pub revoked: bool,
 }
 
+/// Who is calling: resolved once per request (by [`KeyStore::authenticate`], the gateway's
+/// only authenticator) and read by every later phase (limits, policy selection, classifier
+/// lane, pseudonyms, metrics, logs, audit).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The key, when the request presented a valid one.
+    pub key: Option<Arc<ApiKey>>,
+    /// The key's tenant; [`Caller::ANONYMOUS_TENANT`] without a key.
+    pub tenant: Arc<str>,
+}
+
+impl Caller {
+    /// The tenant of requests without a key (pseudonyms, metrics, policy selection).
+    pub const ANONYMOUS_TENANT: &'static str = "default";
+
+    /// A caller without a key.
+    pub fn anonymous() -> Caller {
+        Caller {
+            key: None,
+            tenant: Arc::from(Caller::ANONYMOUS_TENANT),
+        }
+    }
+
+    /// The caller a valid key makes.
+    pub fn keyed(key: Arc<ApiKey>) -> Caller {
+        Caller {
+            tenant: Arc::from(key.tenant.as_str()),
+            key: Some(key),
+        }
+    }
+
+    /// The key, if any.
+    pub fn api_key(&self) -> Option<&ApiKey> {
+        self.key.as_deref()
+    }
+
+    /// The key's id, if any.
+    pub fn key_id(&self) -> Option<&str> {
+        self.key.as_ref().map(|k| k.id.as_str())
+    }
+}
+
+impl Default for Caller {
+    fn default() -> Self {
+        Caller::anonymous()
+    }
+}
+
 /// Why a key was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthError {

@@ -84,7 +84,7 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
                 GuardSettings {
                     policies: g.policies.clone(),
                     routes: g.routes.clone(),
-                    keys: g.keys.clone(),
+                    tenant_policies: g.tenant_policies.clone(),
                     master_key,
                     max_response_bytes: g.max_response_bytes,
                     hot_reload: g.hot_reload,

@@ -344,7 +344,7 @@ async fn policies_reload_and_bad_files_are_rejected() {
 }
 
 #[tokio::test]
-async fn tenants_and_routes_select_policies() {
+async fn keys_tenants_and_routes_select_policies() {
     let mock = MockTgi::echo().await;
     let dir = tempfile::tempdir().unwrap();
     let strict = dir.path().join("strict.yaml");
@@ -359,10 +359,22 @@ async fn tenants_and_routes_select_policies() {
         "name: pseudo\nversion: 1\ninput:\n  email: pseudonymize\n",
     )
     .unwrap();
-    // sha256("tenant-a-key")
-    let key_hash = hex_sha256("tenant-a-key");
+    // the keys file is the only authenticator: tenant `acme` has two keys, one with its own
+    // policy; `globex` has a key and no tenant policy
+    let keys = dir.path().join("keys.yaml");
+    std::fs::write(
+        &keys,
+        format!(
+            "keys:\n  - {{id: a1, sha256: {}, tenant: acme}}\n  - {{id: a2, sha256: {}, tenant: acme, policy: strict}}\n  - {{id: g1, sha256: {}, tenant: globex}}\n",
+            hex_sha256("tenant-a-key"),
+            hex_sha256("tenant-a-strict-key"),
+            hex_sha256("globex-key"),
+        ),
+    )
+    .unwrap();
     let extra = format!(
-        "guard:\n  policies:\n    strict: {}\n    pseudo: {}\n  routes:\n    completions: strict\n  tenants:\n    acme:\n      policy: pseudo\n      api_keys_sha256: [{key_hash}]\n",
+        "auth:\n  keys_file: {}\n  anonymous_routes: [generate, completions]\nguard:\n  policies:\n    strict: {}\n    pseudo: {}\n  routes:\n    completions: strict\n  tenant_policies:\n    acme: pseudo\n",
+        keys.display(),
         strict.display(),
         pseudo.display()
     );
@@ -375,12 +387,25 @@ async fn tenants_and_routes_select_policies() {
     let c = client();
     let body =
         json!({"inputs": format!("to {EMAIL}"), "parameters": {"max_new_tokens": 20}}).to_string();
-    let v: Value = post_json(&c, gw.url("/generate"), body.clone(), &[])
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(v["generated_text"], "to [EMAIL]");
+    let generate = |auth: Option<&'static str>| {
+        let (c, url, body) = (c.clone(), gw.url("/generate"), body.clone());
+        async move {
+            let h: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+            post_json(&c, url, body, &h).await
+        }
+    };
+    let text = |v: Value| v["generated_text"].as_str().unwrap().to_string();
+    // no key: the default policy
+    assert_eq!(
+        text(generate(None).await.json().await.unwrap()),
+        "to [EMAIL]"
+    );
+    // a key the keys file does not know identifies nobody: still the default policy, and
+    // never a tenant's
+    assert_eq!(
+        text(generate(Some("Bearer guessed")).await.json().await.unwrap()),
+        "to [EMAIL]"
+    );
     let r = post_json(
         &c,
         gw.url("/v1/completions"),
@@ -389,34 +414,42 @@ async fn tenants_and_routes_select_policies() {
     )
     .await;
     assert_eq!(r.status(), 403, "the route's policy");
-    let a: Value = post_json(
-        &c,
-        gw.url("/generate"),
-        body.clone(),
-        &[("authorization", "Bearer tenant-a-key")],
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let b: Value = post_json(
-        &c,
-        gw.url("/generate"),
-        body,
-        &[("authorization", "Bearer tenant-a-key")],
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let t = a["generated_text"].as_str().unwrap();
+    // the tenant's policy
+    let a = text(
+        generate(Some("Bearer tenant-a-key"))
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
+    let b = text(
+        generate(Some("Bearer tenant-a-key"))
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
     assert!(
-        t.starts_with("to [EMAIL:") && t.len() == "to [EMAIL:".len() + 13,
-        "{t}"
+        a.starts_with("to [EMAIL:") && a.len() == "to [EMAIL:".len() + 13,
+        "{a}"
     );
     assert_eq!(
         a, b,
         "the same value gives the same pseudonym within a tenant"
+    );
+    // the key's own policy wins over its tenant's
+    let r = generate(Some("Bearer tenant-a-strict-key")).await;
+    assert_eq!(r.status(), 403, "the key's policy");
+    // another tenant: the default policy, pseudonyms never shared
+    assert_eq!(
+        text(
+            generate(Some("Bearer globex-key"))
+                .await
+                .json()
+                .await
+                .unwrap()
+        ),
+        "to [EMAIL]"
     );
 }
 

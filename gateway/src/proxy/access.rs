@@ -15,7 +15,7 @@ use pingora::prelude::Session;
 use super::{Gateway, RequestCtx, route_label};
 use crate::audit::{AuditLog, FindingCount, Record, TokenCounts};
 use crate::error::{ErrorKind, GatewayError};
-use crate::keys::KeyStore;
+use crate::keys::{Caller, KeyStore};
 use crate::limits::Limiter;
 use crate::limits::{Admission, Refusal};
 use crate::routes::Route;
@@ -180,10 +180,11 @@ impl Gateway {
         route: Route,
     ) -> pingora::Result<bool> {
         let a = &self.access;
+        let auth = super::client_auth(session);
+        let outcome = a.keys.authenticate(auth.as_deref());
         if a.required && !a.anonymous.contains(&route) {
-            let auth = super::client_auth(session);
-            match a.keys.authenticate(auth.as_deref()) {
-                Ok(k) => ctx.key = Some(k),
+            match outcome {
+                Ok(k) => ctx.caller = Caller::keyed(k),
                 Err(e) => {
                     self.metrics
                         .auth_failures
@@ -194,11 +195,15 @@ impl Gateway {
                     return Ok(true);
                 }
             }
+        } else if let Ok(k) = outcome {
+            // an anonymous route: a valid key still identifies (its tenant's policy, its
+            // limits); an invalid one is ignored, as no key would be
+            ctx.caller = Caller::keyed(k);
         }
         // the per-IP rate was checked before routing (`check_ip`)
         let ip = None;
         let ip_headroom = ctx.admission.headroom.take();
-        let key = ctx.key.clone();
+        let key = ctx.caller.key.clone();
         let admitted = match &a.shared {
             Some(shared) => match self.shared_rates(shared, key.as_deref(), ip).await {
                 Ok(Ok(headroom)) => {
@@ -339,7 +344,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
         ctx.prompt_bound = crate::limits::token_bound(ctx.body.len());
-        let Some(key) = ctx.key.clone() else {
+        let Some(key) = ctx.caller.key.clone() else {
             return Ok(false);
         };
         let l = &self.access.limiter;
@@ -438,7 +443,7 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
-        let (Some(key), Some(_)) = (ctx.key.clone(), ctx.admission.tokens.as_ref()) else {
+        let (Some(key), Some(_)) = (ctx.caller.key.clone(), ctx.admission.tokens.as_ref()) else {
             return Ok(false);
         };
         let bound = self.prompt_tokens(ctx);
@@ -584,12 +589,7 @@ impl Gateway {
             None => 0,
         };
         if used > 0 {
-            let tenant = ctx
-                .key
-                .as_ref()
-                .map(|k| k.tenant.as_str())
-                .or(ctx.guard.as_ref().map(|g| g.tenant.as_str()))
-                .unwrap_or("default");
+            let tenant = &*ctx.caller.tenant;
             let m = &self.metrics.llm_tokens;
             m.with_label_values(&[tenant, "prompt"]).inc_by(prompt);
             m.with_label_values(&[tenant, "generated"])
@@ -632,12 +632,9 @@ impl Gateway {
         Record {
             time: crate::audit::now_rfc3339(),
             request_id: ctx.request_id.clone(),
-            key_id: ctx.key.as_ref().map(|k| k.id.clone()),
-            tenant: ctx
-                .key
-                .as_ref()
-                .map(|k| k.tenant.clone())
-                .or_else(|| ctx.guard.as_ref().map(|g| g.tenant.clone())),
+            key_id: ctx.caller.key_id().map(str::to_string),
+            tenant: (ctx.caller.key.is_some() || ctx.guard.is_some())
+                .then(|| ctx.caller.tenant.to_string()),
             route: route_label(ctx).to_string(),
             policy: ctx.guard.as_ref().map(|g| g.policy.name.clone()),
             policy_version: ctx.guard.as_ref().map(|g| g.policy.version),

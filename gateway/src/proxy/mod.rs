@@ -44,7 +44,7 @@ use filters::{Action, Applied, Direction, Policy, Pseudonymizer, Vault};
 
 use crate::error::{ERROR_SOURCE_HEADER, ErrorKind, GatewayError, REQUEST_ID_HEADER};
 use crate::guard::{self, Guard};
-use crate::keys::ApiKey;
+use crate::keys::Caller;
 use crate::limits::Admission;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::routes::{Route, RouteError};
@@ -156,8 +156,8 @@ pub struct RequestCtx {
     guard: Option<ReqGuard>,
     /// The stream was ended by a policy: fail_to_proxy must not add another error event.
     policy_closed: bool,
-    /// The authenticated key.
-    key: Option<Arc<ApiKey>>,
+    /// Who is calling (resolved once, in `check_access`; anonymous until then).
+    caller: Caller,
     /// What the limiter granted (in-flight slot, token reservation, headroom).
     admission: Admission,
     /// The limit that refused the request, if one did.
@@ -357,10 +357,10 @@ impl Gateway {
         let t0 = Instant::now();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         // the tenant's lane of the fair queue: a flood from one tenant waits its turns
-        let lane = ctx
-            .key
-            .as_ref()
-            .map_or(lane_of_unkeyed(), |k| k.tenant.as_str());
+        let lane = match ctx.caller.key {
+            Some(_) => &*ctx.caller.tenant,
+            None => lane_of_unkeyed(),
+        };
         let result = tokio::time::timeout(plan.timeout, model.classify_for(lane, &refs)).await;
         let took = t0.elapsed();
         ctx.model = Some((model.id(), took));
@@ -470,11 +470,7 @@ impl Gateway {
         let (Some(route), Some(proto)) = (ctx.route, ctx.proto) else {
             return Ok(false);
         };
-        let sel = match ctx.key.as_deref() {
-            Some(k) => g.select_for_key(route, k),
-            None => g.select(route, client_auth(session).as_deref()),
-        };
-        let Some(sel) = sel else {
+        let Some(sel) = g.select(route, &ctx.caller) else {
             return Ok(false);
         };
         let mut rg = ReqGuard {
@@ -941,7 +937,7 @@ impl ProxyHttp for Gateway {
             in_flight: Some(InFlight(self.metrics.clone())),
             guard: None,
             policy_closed: false,
-            key: None,
+            caller: Caller::anonymous(),
             admission: Admission::default(),
             refused_by: None,
             prompt_bound: 0,
@@ -1482,7 +1478,7 @@ impl ProxyHttp for Gateway {
         let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
         // A refusal before anyone was identified (no key, unknown route, per-IP limit) is
         // what a flood is made of: counted in the audit trail, logged once a second at most.
-        let flood = ctx.key.is_none()
+        let flood = ctx.caller.key.is_none()
             && ctx.gateway_error.is_some()
             && (matches!(status, 401 | 404 | 405)
                 || ctx.refused_by.is_some_and(|l| l.starts_with("ip")));
@@ -1508,11 +1504,11 @@ impl ProxyHttp for Gateway {
                 response_bytes = ctx.bytes_out,
                 streamed = ctx.streaming,
                 policy = ctx.guard.as_ref().map(|g| g.policy.name.as_str()),
-                tenant = ctx.guard.as_ref().map(|g| g.tenant.as_str()),
+                tenant = ctx.guard.as_ref().map(|g| g.tenant.as_str()).or(ctx.caller.key.as_ref().map(|k| k.tenant.as_str())),
                 findings = ctx.guard.as_ref().map(|g| guard::summary(&g.findings)).filter(|s| !s.is_empty()),
                 error = ctx.gateway_error.map(ErrorKind::code),
                 cause = e.map(|e| e.etype().as_str()),
-                key = ctx.key.as_ref().map(|k| k.id.as_str()),
+                key = ctx.caller.key_id(),
                 limit = ctx.refused_by,
                 model = ctx.model.as_ref().map(|(m, _)| m.as_str()),
                 classify_ms = ctx.model.as_ref().map(|(_, d)| ms(*d)),
