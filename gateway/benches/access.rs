@@ -108,7 +108,7 @@ fn access(c: &mut Criterion) {
 /// The shared limiter against a local redis-server: the request-rate check (3 buckets) and a
 /// token reservation (2 buckets), sequentially and with 16 concurrent callers.
 fn shared(_c: &mut Criterion) {
-    use gateway::shared_limits::{OnError, RedisLimiter};
+    use gateway::limits::redis::{OnError, RedisLimiter};
     let redis = match benches::redis::RedisServer::start() {
         Ok(r) => r,
         Err(e) => {

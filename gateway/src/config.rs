@@ -388,7 +388,7 @@ pub struct RedisSection {
     pub timeout: Duration,
     /// When Redis fails: `open` (this replica limits on its own) or `closed` (503).
     #[serde(default = "default_redis_on_error")]
-    pub on_error: crate::shared_limits::OnError,
+    pub on_error: crate::limits::redis::OnError,
 }
 
 fn default_redis_prefix() -> String {
@@ -397,8 +397,8 @@ fn default_redis_prefix() -> String {
 fn default_redis_timeout() -> Duration {
     Duration::from_millis(50)
 }
-fn default_redis_on_error() -> crate::shared_limits::OnError {
-    crate::shared_limits::OnError::Open
+fn default_redis_on_error() -> crate::limits::redis::OnError {
+    crate::limits::redis::OnError::Open
 }
 
 impl Default for RateLimitsSection {

@@ -23,7 +23,6 @@ pub mod models;
 pub mod proxy;
 pub mod routes;
 pub mod server;
-pub mod shared_limits;
 pub mod telemetry;
 pub mod upstream;
 pub mod watch;

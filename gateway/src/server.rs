@@ -16,11 +16,11 @@ use crate::audit::AuditLog;
 use crate::config::GatewayConfig;
 use crate::guard::{Guard, GuardMetrics, GuardSettings};
 use crate::keys::KeyStore;
-use crate::limits::Limiter;
+use crate::limits::redis::RedisLimiter;
+use crate::limits::{Limiter, Limits};
 use crate::metrics::Metrics;
 use crate::proxy::access::Access;
 use crate::proxy::{Gateway, ProxySettings};
-use crate::shared_limits::RedisLimiter;
 use crate::upstream::Pool;
 use crate::upstream::health::HealthChecker;
 
@@ -132,15 +132,18 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
         keys: keys.clone(),
         required: config.keys_file.is_some(),
         anonymous: config.anonymous_routes.clone(),
-        limiter: Arc::new(Limiter::new(config.limits.clone())),
+        limits: Arc::new(Limits::new(
+            Limiter::new(config.limits.clone()),
+            match &config.redis {
+                Some(r) => Some(
+                    RedisLimiter::new(&r.url, &r.prefix, r.timeout, r.on_error)
+                        .with_context(|| format!("rate_limits.redis.url `{}`", r.url))?,
+                ),
+                None => None,
+            },
+            metrics.limit_store_errors.clone(),
+        )),
         audit,
-        shared: match &config.redis {
-            Some(r) => Some(
-                RedisLimiter::new(&r.url, &r.prefix, r.timeout, r.on_error)
-                    .with_context(|| format!("rate_limits.redis.url `{}`", r.url))?,
-            ),
-            None => None,
-        },
         flood_log: Default::default(),
     };
     let pool_list: Vec<_> = pools.values().cloned().collect();
@@ -162,7 +165,7 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
             token: admin_token,
             token_env: config.admin_token_env.clone(),
             keys,
-            limiter: access.limiter.clone(),
+            limiter: access.limits.local().clone(),
             guard: guard.clone(),
         },
     );

@@ -16,10 +16,8 @@ use super::{Gateway, RequestCtx, route_label};
 use crate::audit::{AuditLog, FindingCount, Record, TokenCounts};
 use crate::error::{ErrorKind, GatewayError};
 use crate::keys::{Caller, KeyStore};
-use crate::limits::Limiter;
-use crate::limits::{Admission, Refusal};
+use crate::limits::{Admission, Decision, Limits, Refusal};
 use crate::routes::Route;
-use crate::shared_limits::{BucketOp, OnError, Outcome, RedisLimiter};
 use filters::protocol::UsageKeys;
 
 /// Identity, limits and audit for the proxy.
@@ -31,13 +29,10 @@ pub struct Access {
     pub required: bool,
     /// Routes callable without a key.
     pub anonymous: Vec<Route>,
-    /// Limits.
-    pub limiter: Arc<Limiter>,
+    /// Limits (in process, and in Redis when configured).
+    pub limits: Arc<Limits>,
     /// The audit trail, when configured.
     pub audit: Option<AuditLog>,
-    /// Limits shared through Redis, when configured (rates and token quotas; concurrency stays
-    /// per replica).
-    pub shared: Option<Arc<RedisLimiter>>,
     /// Samples the log lines of unidentified refusals.
     pub flood_log: Arc<FloodLog>,
 }
@@ -69,13 +64,6 @@ impl FloodLog {
         self.suppressed.fetch_add(1, Ordering::AcqRel);
         None
     }
-}
-
-/// What taking tokens from the quotas gave.
-enum Taken {
-    Yes(crate::limits::Reservation),
-    Refused(Refusal),
-    StoreDown,
 }
 
 /// Token counts read off an answer's bytes.
@@ -201,38 +189,20 @@ impl Gateway {
             ctx.caller = Caller::keyed(k);
         }
         // the per-IP rate was checked before routing (`check_ip`)
-        let ip = None;
         let ip_headroom = ctx.admission.headroom.take();
-        let key = ctx.caller.key.clone();
-        let admitted = match &a.shared {
-            Some(shared) => match self.shared_rates(shared, key.as_deref(), ip).await {
-                Ok(Ok(headroom)) => {
-                    a.limiter
-                        .admit_concurrency(key.as_deref())
-                        .map(|slot| Admission {
-                            headroom,
-                            tokens: None,
-                            slot,
-                        })
-                }
-                Ok(Err(r)) => Err(r),
-                Err(()) if shared.on_error == OnError::Open => a.limiter.admit(key.as_deref(), ip),
-                Err(()) => return self.limiter_down(session, ctx).await.map(|()| true),
-            },
-            None => a.limiter.admit(key.as_deref(), ip),
-        };
-        match admitted {
-            Ok(mut adm) => {
+        match a.limits.admit(ctx.caller.api_key()).await {
+            Decision::Granted(mut adm) => {
                 if let Some(h) = ip_headroom {
                     crate::limits::tighten(&mut adm.headroom, h);
                 }
                 ctx.admission = adm;
                 Ok(false)
             }
-            Err(r) => {
+            Decision::Refused(r) => {
                 self.refuse(session, ctx, r).await?;
                 Ok(true)
             }
+            Decision::Unavailable => self.limiter_down(session, ctx).await.map(|()| true),
         }
     }
 
@@ -244,72 +214,24 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
         let a = &self.access;
-        if a.limiter.config().per_ip.is_none() {
+        if !a.limits.limits_ips() {
             return Ok(false);
         }
         let ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let checked = match &a.shared {
-            Some(shared) => match self.shared_rates(shared, None, ip).await {
-                Ok(r) => r,
-                Err(()) if shared.on_error == OnError::Open => a.limiter.admit_ip(ip),
-                Err(()) => return self.limiter_down(session, ctx).await.map(|()| true),
-            },
-            None => a.limiter.admit_ip(ip),
-        };
-        match checked {
-            Ok(headroom) => {
+        match a.limits.admit_ip(ip).await {
+            Decision::Granted(headroom) => {
                 ctx.admission.headroom = headroom;
                 Ok(false)
             }
-            Err(r) => {
+            Decision::Refused(r) => {
                 self.refuse(session, ctx, r).await?;
                 Ok(true)
             }
+            Decision::Unavailable => self.limiter_down(session, ctx).await.map(|()| true),
         }
-    }
-
-    /// The request-rate buckets in Redis. `Err(())`: Redis failed (counted and logged).
-    async fn shared_rates(
-        &self,
-        shared: &RedisLimiter,
-        key: Option<&crate::keys::ApiKey>,
-        ip: Option<std::net::IpAddr>,
-    ) -> Result<Result<Option<crate::limits::Headroom>, Refusal>, ()> {
-        let ops = self.access.limiter.rate_ops(&shared.prefix, key, ip);
-        if ops.is_empty() {
-            return Ok(Ok(None));
-        }
-        let buckets: Vec<BucketOp> = ops.iter().map(|o| o.op.clone()).collect();
-        match shared.apply(&buckets).await {
-            Ok(Outcome::Taken {
-                tightest,
-                remaining,
-            }) => Ok(Ok(ops.get(tightest).map(|o| o.headroom(remaining)))),
-            Ok(Outcome::Refused { index, wait_ms, .. }) => match ops.get(index) {
-                Some(o) => Ok(Err(o.refusal(wait_ms))),
-                None => Err(()),
-            },
-            Err(e) => {
-                self.store_error(shared, &e);
-                Err(())
-            }
-        }
-    }
-
-    fn store_error(&self, shared: &RedisLimiter, e: &crate::shared_limits::StoreError) {
-        self.metrics.limit_store_errors.inc();
-        tracing::warn!(
-            error = %e,
-            on_error = ?shared.on_error,
-            "shared limit store (redis) failed: {}",
-            match shared.on_error {
-                OnError::Open => "this replica limits on its own until it is back",
-                OnError::Closed => "refusing requests until it is back",
-            }
-        );
     }
 
     /// 503: the shared limiter is down and the config says fail closed.
@@ -347,7 +269,7 @@ impl Gateway {
         let Some(key) = ctx.caller.key.clone() else {
             return Ok(false);
         };
-        let l = &self.access.limiter;
+        let l = &self.access.limits;
         if !l.has_token_quota(&key) {
             return Ok(false);
         }
@@ -411,16 +333,16 @@ impl Gateway {
                 n
             }
         };
-        match self.take_tokens(&key, n).await {
-            Taken::Yes(r) => {
+        match self.access.limits.reserve(&key, n).await {
+            Decision::Granted(r) => {
                 ctx.admission.tokens = Some(r);
                 Ok(false)
             }
-            Taken::Refused(r) => {
+            Decision::Refused(r) => {
                 self.refuse(session, ctx, r).await?;
                 Ok(true)
             }
-            Taken::StoreDown => {
+            Decision::Unavailable => {
                 self.limiter_down(session, ctx).await?;
                 Ok(true)
             }
@@ -452,8 +374,8 @@ impl Gateway {
         }
         let extra = bound - ctx.prompt_bound;
         ctx.prompt_bound = bound;
-        let outcome = self.take_tokens(&key, extra).await;
-        if let Taken::Yes(more) = outcome {
+        let outcome = self.access.limits.reserve(&key, extra).await;
+        if let Decision::Granted(more) = outcome {
             if let Some(r) = ctx.admission.tokens.as_mut() {
                 r.reserved += more.reserved;
             }
@@ -462,48 +384,10 @@ impl Gateway {
         // give back what was reserved before refusing
         self.settle_tokens(ctx);
         match outcome {
-            Taken::Refused(r) => self.refuse(session, ctx, r).await?,
+            Decision::Refused(r) => self.refuse(session, ctx, r).await?,
             _ => self.limiter_down(session, ctx).await?,
         }
         Ok(true)
-    }
-
-    /// Take `n` tokens from the key's and its tenant's quotas, in Redis when configured (and
-    /// reachable, or in process when it fails open).
-    async fn take_tokens(&self, key: &crate::keys::ApiKey, n: u64) -> Taken {
-        let l = &self.access.limiter;
-        if let Some(shared) = self.access.shared.clone() {
-            let ops = l.token_ops(&shared.prefix, key, n);
-            let buckets: Vec<BucketOp> = ops.iter().map(|o| o.op.clone()).collect();
-            match shared.apply(&buckets).await {
-                Ok(Outcome::Taken { .. }) => {
-                    return Taken::Yes(crate::limits::Reservation {
-                        reserved: n,
-                        buckets,
-                        shared: true,
-                    });
-                }
-                Ok(Outcome::Refused {
-                    index,
-                    remaining,
-                    wait_ms,
-                }) => {
-                    if let Some(o) = ops.get(index) {
-                        return Taken::Refused(o.refusal(remaining, wait_ms));
-                    }
-                }
-                Err(e) => {
-                    self.store_error(&shared, &e);
-                    if shared.on_error == OnError::Closed {
-                        return Taken::StoreDown;
-                    }
-                }
-            }
-        }
-        match l.reserve_tokens(key, n) {
-            Ok(r) => Taken::Yes(r),
-            Err(r) => Taken::Refused(r),
-        }
     }
 
     /// A 429 in the route's shape, saying the gateway refused, with the rate-limit headers.
@@ -555,35 +439,7 @@ impl Gateway {
         let used = if answered { prompt + generated } else { 0 };
         let reserved = match ctx.admission.tokens.take() {
             Some(r) => {
-                match &self.access.shared {
-                    Some(shared) if r.shared && used != r.reserved => {
-                        // settle in the background: the answer is not held for Redis. What
-                        // was not used goes back; an overshoot (the backend counted more than
-                        // the bound) is charged even past the quota, as a debt.
-                        let delta = r.reserved as f64 - used as f64;
-                        let ops: Vec<BucketOp> = r
-                            .buckets
-                            .iter()
-                            .map(|b| BucketOp {
-                                cost: -delta,
-                                ..b.clone()
-                            })
-                            .collect();
-                        let shared = shared.clone();
-                        let errors = self.metrics.limit_store_errors.clone();
-                        tokio::spawn(async move {
-                            let done = if delta < 0.0 {
-                                shared.charge(&ops).await
-                            } else {
-                                shared.apply(&ops).await
-                            };
-                            if done.is_err() {
-                                errors.inc();
-                            }
-                        });
-                    }
-                    _ => self.access.limiter.reconcile(&r, used),
-                }
+                self.access.limits.settle(&r, used);
                 r.reserved
             }
             None => 0,

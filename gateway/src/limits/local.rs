@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::keys::ApiKey;
-use crate::shared_limits::BucketOp;
+use crate::limits::redis::BucketOp;
 
 /// A request-rate bucket: `per_second` refill, `burst` size.
 #[derive(Debug, Clone, Copy, PartialEq)]
