@@ -33,6 +33,6 @@ pub mod yaml;
 pub use actions::{Pseudonymizer, Restorer, Vault};
 pub use engine::{Detector, Engine};
 pub use finding::{Action, Direction, Finding, TYPES};
-pub use policy::{Applied, Decision, Policy, PolicyFile};
+pub use policy::{Applied, Decision, Policy, PolicyError, PolicyFile};
 pub use stream::StreamGuard;
 pub use yaml::{YamlError, load_yaml};

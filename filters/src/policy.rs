@@ -592,19 +592,22 @@ impl Side {
     }
 }
 
-/// Validate the `classifiers:` section against the input rules and compile it.
+/// Validate the `classifiers:` section against the input rules and compile it; every problem
+/// goes to `errs` (`None` when there was one).
 fn compile_classifiers(
     loaded: &Loaded<PolicyFile>,
     c: &ClassifiersSection,
     rules: &Rules,
-) -> Result<ClassifierPlan, YamlError> {
+    errs: &mut Vec<YamlError>,
+) -> Option<ClassifierPlan> {
+    let before = errs.len();
     let plain = |n: &str| {
         !n.is_empty()
             && n.chars()
                 .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' || ch == '.')
     };
     if !plain(&c.model) || c.model.starts_with('.') {
-        return Err(loaded.error_at(
+        errs.push(loaded.error_at(
             "classifiers.model",
             format!(
                 "`{}` is not a bundle name (letters, digits, `-`, `_`, `.`)",
@@ -615,17 +618,17 @@ fn compile_classifiers(
     if let Some(v) = &c.version
         && (!plain(v) || v.starts_with('.'))
     {
-        return Err(loaded.error_at("classifiers.version", format!("`{v}` is not a version")));
+        errs.push(loaded.error_at("classifiers.version", format!("`{v}` is not a version")));
     }
     if c.timeout < Duration::from_millis(1) || c.timeout > Duration::from_secs(10) {
-        return Err(loaded.error_at(
+        errs.push(loaded.error_at(
             "classifiers.timeout",
             format!("{:?} is out of range 1ms..=10s", c.timeout),
         ));
     }
     for (h, p) in &c.thresholds {
         if !(*p > 0.0 && *p < 1.0) {
-            return Err(loaded.error_at(
+            errs.push(loaded.error_at(
                 &format!("classifiers.thresholds.{h}"),
                 format!("{p} must be a probability strictly between 0 and 1"),
             ));
@@ -650,7 +653,10 @@ fn compile_classifiers(
     };
     let mut heads = Vec::new();
     for (head, ty, rule) in HEADS {
-        let a = action(ty)?;
+        let a = action(ty).unwrap_or_else(|e| {
+            errs.push(e);
+            Action::Allow
+        });
         if a != Action::Allow {
             heads.push(HeadRule {
                 head,
@@ -663,7 +669,7 @@ fn compile_classifiers(
     }
     for h in c.thresholds.keys() {
         if !heads.iter().any(|r| r.head == h) {
-            return Err(loaded.error_at(
+            errs.push(loaded.error_at(
                 &format!("classifiers.thresholds.{h}"),
                 format!(
                     "no rule uses the `{h}` head (known heads: injection, toxicity; give `input.{h}_classifier` an action)"
@@ -673,7 +679,7 @@ fn compile_classifiers(
     }
     let t = &c.topics;
     if !(t.threshold > 0.0 && t.threshold <= 1.0) {
-        return Err(loaded.error_at(
+        errs.push(loaded.error_at(
             "classifiers.topics.threshold",
             format!("{} must be a cosine similarity in (0, 1]", t.threshold),
         ));
@@ -681,15 +687,21 @@ fn compile_classifiers(
     for (kind, topics) in [("denied", &t.denied), ("allowed", &t.allowed)] {
         for (name, ex) in topics {
             if ex.is_empty() || ex.iter().any(|e| e.trim().is_empty()) {
-                return Err(loaded.error_at(
+                errs.push(loaded.error_at(
                     &format!("classifiers.topics.{kind}.{name}"),
                     "a topic needs at least one non-empty example sentence",
                 ));
             }
         }
     }
-    let denied_action = action("denied_topic")?;
-    let off_topic_action = action("off_topic")?;
+    let mut action_or_report = |ty| {
+        action(ty).unwrap_or_else(|e| {
+            errs.push(e);
+            Action::Allow
+        })
+    };
+    let denied_action = action_or_report("denied_topic");
+    let off_topic_action = action_or_report("off_topic");
     for (list, ty, a) in [
         (&t.denied, "denied_topic", denied_action),
         (&t.allowed, "off_topic", off_topic_action),
@@ -700,13 +712,13 @@ fn compile_classifiers(
             "allowed"
         };
         if !list.is_empty() && a == Action::Allow {
-            return Err(loaded.error_at(
+            errs.push(loaded.error_at(
                 &format!("classifiers.topics.{kind}"),
                 format!("topics are listed but no input rule gives `{ty}` an action (add `input.{ty}: block`)"),
             ));
         }
         if list.is_empty() && a != Action::Allow && rules.0.contains_key(ty) {
-            return Err(loaded.error_at(
+            errs.push(loaded.error_at(
                 &format!("input.{ty}"),
                 format!("`{ty}` has an action but `classifiers.topics.{kind}` lists no topics"),
             ));
@@ -722,13 +734,17 @@ fn compile_classifiers(
     } else {
         off_topic_action
     };
+    if errs.len() > before {
+        return None;
+    }
     if heads.is_empty() && denied_action == Action::Allow && off_topic_action == Action::Allow {
-        return Err(loaded.error_at(
+        errs.push(loaded.error_at(
             "classifiers",
             "the section does nothing: give `input.injection_classifier`, `input.toxicity_classifier` an action, or list topics",
         ));
+        return None;
     }
-    Ok(ClassifierPlan {
+    Some(ClassifierPlan {
         model: c.model.clone(),
         version: c.version.clone(),
         timeout: c.timeout,
@@ -800,6 +816,9 @@ pub fn rewrite(
     out
 }
 
+/// Why a policy file cannot be used: every problem found, each located in the file.
+pub type PolicyError = crate::yaml::YamlErrors;
+
 /// A compiled policy.
 #[derive(Debug)]
 pub struct Policy {
@@ -823,7 +842,7 @@ pub struct Policy {
 
 impl Policy {
     /// Load, validate and compile a policy file.
-    pub fn load(path: &Path) -> Result<Policy, YamlError> {
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         let src = std::fs::read_to_string(path).map_err(|e| YamlError {
             file: path.to_path_buf(),
             line: None,
@@ -835,16 +854,18 @@ impl Policy {
     }
 
     /// Validate and compile policy text (`path` names it in errors and anchors `lexicon_dir`).
-    pub fn parse(path: &Path, src: &str) -> Result<Policy, YamlError> {
+    /// Every problem is reported, each located (file, line, column, dotted path).
+    pub fn parse(path: &Path, src: &str) -> Result<Policy, PolicyError> {
         let loaded: Loaded<PolicyFile> = parse_yaml(path, src)?;
         let p = &loaded.value;
+        let mut errs: Vec<YamlError> = Vec::new();
         if p.name.is_empty()
             || !p
                 .name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            return Err(loaded.error_at(
+            errs.push(loaded.error_at(
                 "name",
                 format!(
                     "policy name `{}` must be non-empty and use only letters, digits, `-` and `_`",
@@ -856,7 +877,7 @@ impl Policy {
             for (key, action) in &rules.0 {
                 let known = type_info(key).is_some() || Group::ALL.iter().any(|g| g.name() == key);
                 if !known {
-                    return Err(loaded.error_at(
+                    errs.push(loaded.error_at(
                         &format!("{dir}.{key}"),
                         format!(
                             "unknown finding type or family `{key}`; known families: {}; known types: {}",
@@ -866,7 +887,7 @@ impl Policy {
                     ));
                 }
                 if CLASSIFIER_TYPES.contains(&key.as_str()) && dir == "output" {
-                    return Err(loaded.error_at(
+                    errs.push(loaded.error_at(
                         &format!("{dir}.{key}"),
                         format!(
                             "`{key}` comes from the model classifiers, which score prompts only"
@@ -874,13 +895,13 @@ impl Policy {
                     ));
                 }
                 if key == "classifier_unavailable" {
-                    return Err(loaded.error_at(
+                    errs.push(loaded.error_at(
                         &format!("{dir}.{key}"),
                         "`classifier_unavailable` takes its action from `classifiers.on_timeout`",
                     ));
                 }
                 if dir == "output" && *action == Action::Placeholder {
-                    return Err(loaded.error_at(
+                    errs.push(loaded.error_at(
                         &format!("{dir}.{key}"),
                         "`placeholder` is for input only (placeholders are restored in the answer); use `redact` or `pseudonymize` for answers",
                     ));
@@ -889,25 +910,25 @@ impl Policy {
         }
         let s = &p.settings;
         if !(16..=4096).contains(&s.stream_hold_back_bytes) {
-            return Err(loaded.error_at(
+            errs.push(loaded.error_at(
                 "settings.stream_hold_back_bytes",
                 format!("{} is out of range 16..=4096", s.stream_hold_back_bytes),
             ));
         }
         if s.block_status != 400 && s.block_status != 403 {
-            return Err(loaded.error_at(
+            errs.push(loaded.error_at(
                 "settings.block_status",
                 format!("{} must be 400 or 403", s.block_status),
             ));
         }
         if !(64..=1_048_576).contains(&s.max_decode_bytes) {
-            return Err(loaded.error_at(
+            errs.push(loaded.error_at(
                 "settings.max_decode_bytes",
                 format!("{} is out of range 64..=1048576", s.max_decode_bytes),
             ));
         }
         if s.canary.as_ref().is_some_and(|c| c.len() < 8) {
-            return Err(loaded.error_at(
+            errs.push(loaded.error_at(
                 "settings.canary",
                 "the canary must be at least 8 characters, or it will match ordinary text",
             ));
@@ -915,7 +936,7 @@ impl Policy {
         for (i, h) in s.allowed_link_hosts.iter().enumerate() {
             let bare = h.strip_prefix("*.").unwrap_or(h);
             if bare.is_empty() || bare.contains(['/', ':', '*', ' ']) {
-                return Err(loaded.error_at(
+                errs.push(loaded.error_at(
                     &format!("settings.allowed_link_hosts[{i}]"),
                     format!("`{h}` is not a host name (write `example.com` or `*.example.com`)"),
                 ));
@@ -935,19 +956,19 @@ impl Policy {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
                 {
-                    return Err(loaded.error_at(
+                    errs.push(loaded.error_at(
                         &format!("settings.toxicity_languages[{i}]"),
                         format!("`{lang}` is not a language code"),
                     ));
                 }
                 let file = dir.join(format!("{lang}.txt"));
-                let words = read_lexicon(&file).map_err(|e| {
-                    loaded.error_at(
+                match read_lexicon(&file) {
+                    Ok(words) => lexicons.push((lang.clone(), words)),
+                    Err(e) => errs.push(loaded.error_at(
                         &format!("settings.toxicity_languages[{i}]"),
                         format!("cannot read the word list {}: {e}", file.display()),
-                    )
-                })?;
-                lexicons.push((lang.clone(), words));
+                    )),
+                }
             }
         }
         let cfg = DetectorConfig {
@@ -957,9 +978,12 @@ impl Policy {
             max_decode_bytes: s.max_decode_bytes,
         };
         let classifiers = match &p.classifiers {
-            Some(c) => Some(compile_classifiers(&loaded, c, &p.input)?),
+            Some(c) => compile_classifiers(&loaded, c, &p.input, &mut errs),
             None => None,
         };
+        if !errs.is_empty() {
+            return Err(PolicyError { errors: errs });
+        }
         let input = Side::new(&p.input, &cfg).map_err(|e| loaded.error_at("input", e))?;
         let output = Side::new(&p.output, &cfg).map_err(|e| loaded.error_at("output", e))?;
         let p = loaded.value;
@@ -1027,7 +1051,7 @@ pub fn read_lexicon(file: &Path) -> std::io::Result<Vec<String>> {
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> Result<Policy, YamlError> {
+    fn parse(s: &str) -> Result<Policy, PolicyError> {
         Policy::parse(Path::new("p.yaml"), s)
     }
 
@@ -1065,15 +1089,71 @@ mod tests {
 
     #[test]
     fn errors_are_located() {
-        let e = parse("name: a\nversion: 1\ninput:\n  emial: redact\n").unwrap_err();
+        let one = |src: &str| {
+            let e = parse(src).unwrap_err();
+            assert_eq!(e.errors.len(), 1, "{e}");
+            e.errors.into_iter().next().unwrap()
+        };
+        let e = one("name: a\nversion: 1\ninput:\n  emial: redact\n");
         assert_eq!(e.line, Some(4));
         assert!(e.message.contains("unknown finding type"), "{e}");
-        let e = parse("name: a\nversion: 1\noutput:\n  email: placeholder\n").unwrap_err();
+        let e = one("name: a\nversion: 1\noutput:\n  email: placeholder\n");
         assert!(e.message.contains("input only"), "{e}");
-        let e = parse("name: a\nversion: 1\ninput:\n  email: scrub\n").unwrap_err();
+        let e = one("name: a\nversion: 1\ninput:\n  email: scrub\n");
         assert_eq!(e.line, Some(4), "{e}");
-        let e = parse("name: a\nversion: 1\nsettings:\n  block_status: 500\n").unwrap_err();
+        let e = one("name: a\nversion: 1\nsettings:\n  block_status: 500\n");
         assert_eq!(e.line, Some(4), "{e}");
+    }
+
+    /// Like the gateway config: one pass reports every problem, each at its own line, so a
+    /// policy author fixes them all at once.
+    #[test]
+    fn every_error_is_reported_with_its_line() {
+        let src = "\
+name: 'bad name'
+version: 1
+settings:
+  block_status: 500
+  stream_hold_back_bytes: 2
+  canary: short
+  allowed_link_hosts: [ok.example, 'http://x/']
+input:
+  emial: redact
+  classifier_unavailable: block
+output:
+  email: placeholder
+  injection_classifier: block
+classifiers:
+  model: '../up'
+  timeout: 1h
+  thresholds: {injection: 2.0}
+";
+        let e = parse(src).unwrap_err();
+        let got: Vec<(Option<usize>, String)> = e
+            .errors
+            .iter()
+            .map(|e| (e.line, e.path.clone().unwrap_or_default()))
+            .collect();
+        for (line, path) in [
+            (1, "name"),
+            (4, "settings.block_status"),
+            (5, "settings.stream_hold_back_bytes"),
+            (6, "settings.canary"),
+            (7, "settings.allowed_link_hosts[1]"),
+            (9, "input.emial"),
+            (10, "input.classifier_unavailable"),
+            (12, "output.email"),
+            (13, "output.injection_classifier"),
+            (15, "classifiers.model"),
+            (16, "classifiers.timeout"),
+            (17, "classifiers.thresholds.injection"),
+        ] {
+            assert!(
+                got.contains(&(Some(line), path.to_string())),
+                "missing {path} at line {line} in:\n{e}"
+            );
+        }
+        assert_eq!(e.to_string().lines().count(), e.errors.len(), "{e}");
     }
 
     #[test]

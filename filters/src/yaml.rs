@@ -47,6 +47,21 @@ impl fmt::Display for YamlError {
 
 impl std::error::Error for YamlError {}
 
+/// Every problem found in a file (or in a file and those it names), each located: what the
+/// gateway config and policy loaders return, so one run reports everything to fix.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct YamlErrors {
+    /// The problems, in the order they were found.
+    pub errors: Vec<YamlError>,
+}
+
+impl From<YamlError> for YamlErrors {
+    fn from(e: YamlError) -> Self {
+        YamlErrors { errors: vec![e] }
+    }
+}
+
 /// Where each value of a YAML document starts, by dotted path.
 #[derive(Debug, Default, Clone)]
 pub struct SourceMap {

@@ -1,7 +1,7 @@
 //! The gateway's side of the model registry: loading the bundles policies name, warming their
 //! topic examples, swapping new versions in (watcher and `POST /admin/reload`), metrics.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -9,8 +9,20 @@ use filters::Policy;
 use filters::classify::{BatchObserver, ModelRegistry, ModelSlot, SwapReport};
 use filters::policy::ClassifierPlan;
 
-use crate::config::ModelsRuntime;
 use crate::metrics::Metrics;
+
+/// The model registry's settings (from the config's `models:`, paths resolved).
+#[derive(Debug, Clone)]
+pub struct ModelsSettings {
+    /// Bundle folder.
+    pub dir: PathBuf,
+    /// ONNX Runtime library, if set.
+    pub onnxruntime: Option<PathBuf>,
+    /// Pool settings.
+    pub encoder: filters::classify::EncoderOptions,
+    /// Watch for new versions.
+    pub watch: bool,
+}
 
 /// The registry with its metrics and watcher.
 pub struct Models {
@@ -30,7 +42,7 @@ impl std::fmt::Debug for Models {
 
 impl Models {
     /// Open the registry (nothing is loaded until a policy asks) and watch its folder.
-    pub fn start(cfg: &ModelsRuntime, metrics: Arc<Metrics>) -> Arc<Models> {
+    pub fn start(cfg: &ModelsSettings, metrics: Arc<Metrics>) -> Arc<Models> {
         let (batch, secs) = (
             metrics.classifier_batch.clone(),
             metrics.classifier_batch_seconds.clone(),

@@ -17,7 +17,8 @@ use parking_lot::{Mutex, MutexGuard};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::config::{LogFormat, LogSection};
+use schemars::JsonSchema;
+use serde::Deserialize;
 
 /// Pingora logs every proxied error at `error`/`warn` itself; our access line already carries
 /// them, so its crates stay at `warn` unless the user's filter names them.
@@ -168,4 +169,40 @@ mod tests {
         assert_eq!(b.0.dropped.load(Ordering::Relaxed), 1);
         assert_eq!(b.0.bytes.lock().len(), 9);
     }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `log:`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// Output format.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Filter in `tracing` syntax (`info`, `gateway=debug,pingora=warn`); `RUST_LOG` overrides.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: LogFormat::Text,
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".to_string()
 }

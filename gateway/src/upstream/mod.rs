@@ -7,6 +7,7 @@
 
 pub mod breaker;
 pub mod health;
+pub mod settings;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -17,8 +18,8 @@ use breaker::{Breaker, BreakerState, Pass};
 
 use pingora::prelude::HttpPeer;
 
-use crate::config::{Balance, UpstreamSection};
 use crate::metrics::Metrics;
+pub use settings::{Balance, UpstreamSection, UpstreamTls};
 
 /// One backend server.
 #[derive(Debug)]
@@ -217,7 +218,7 @@ impl std::fmt::Debug for PoolTls {
 }
 
 impl PoolTls {
-    fn load(name: &str, t: &crate::config::UpstreamTls) -> Result<PoolTls, PoolError> {
+    fn load(name: &str, t: &UpstreamTls) -> Result<PoolTls, PoolError> {
         use pingora::tls::pkey::PKey;
         use pingora::tls::x509::X509;
         let err = |what: &str, e: String| PoolError::Tls {
@@ -455,8 +456,8 @@ impl Pool {
 
 #[cfg(test)]
 mod tests {
+    use super::settings::{BreakerSection, HealthCheckSection, TimeoutsSection};
     use super::*;
-    use crate::config::{BreakerSection, HealthCheckSection, TimeoutsSection};
     use std::time::Duration;
 
     #[test]

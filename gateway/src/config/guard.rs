@@ -1,0 +1,389 @@
+//! `policy:`, `guard:` and `models:`: the policies (compiled here, so their own located errors
+//! are reported with the config's), how requests map to them, and the model registry the
+//! policies' `classifiers:` load from. The runtime types belong to `crate::guard` and
+//! `crate::models`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::Check;
+use crate::models::ModelsSettings;
+use crate::routes::Route;
+
+/// Policies beyond the default, how requests map to them, and guard settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GuardSection {
+    /// More policy files by name, relative to this config file.
+    #[serde(default)]
+    pub policies: BTreeMap<String, PathBuf>,
+    /// Route label (`chat_completions`, `generate`, ...) → policy name.
+    #[serde(default)]
+    pub routes: BTreeMap<String, String>,
+    /// Tenant (as the keys file names it) → policy name. A key's own `policy` wins over its
+    /// tenant's, which wins over the route's.
+    #[serde(default)]
+    pub tenant_policies: BTreeMap<String, String>,
+    /// Removed: API keys live only in the keys file (`auth.keys_file`). Still read so that an
+    /// old config is refused with the keys-file entries to write instead.
+    #[serde(default)]
+    #[schemars(skip)]
+    pub tenants: Option<BTreeMap<String, serde_yaml::Value>>,
+    /// Environment variable holding the pseudonymisation master key. When unset, a random key
+    /// is made at start (pseudonyms then change across restarts; a warning says so).
+    #[serde(default = "default_pseudonym_key_env")]
+    pub pseudonym_key_env: String,
+    /// Largest non-streamed answer buffered for output filtering (bytes).
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// Reload policy files when they change.
+    #[serde(default = "default_true")]
+    pub hot_reload: bool,
+}
+
+impl Default for GuardSection {
+    fn default() -> Self {
+        GuardSection {
+            policies: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            tenant_policies: BTreeMap::new(),
+            tenants: None,
+            pseudonym_key_env: default_pseudonym_key_env(),
+            max_response_bytes: default_max_response_bytes(),
+            hot_reload: true,
+        }
+    }
+}
+
+/// The error for a config that still has `guard.tenants`: what to write instead, with the
+/// key hashes it held (hashes, never keys: the config never had the keys themselves).
+fn tenants_moved(old: &BTreeMap<String, serde_yaml::Value>) -> String {
+    let mut keys = String::new();
+    let mut policies = String::new();
+    for (tenant, t) in old {
+        let hashes = t
+            .get("api_keys_sha256")
+            .and_then(serde_yaml::Value::as_sequence)
+            .map(|v| {
+                v.iter()
+                    .filter_map(serde_yaml::Value::as_str)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        for (i, h) in hashes.iter().enumerate() {
+            keys.push_str(&format!(
+                "\n  - {{id: {tenant}-{}, sha256: {h}, tenant: {tenant}}}",
+                i + 1
+            ));
+        }
+        if let Some(p) = t.get("policy").and_then(serde_yaml::Value::as_str) {
+            policies.push_str(&format!("\n    {tenant}: {p}"));
+        }
+    }
+    let mut msg = "was removed: the keys file is the gateway's only authenticator (see README, \
+                   \"Migrating from guard.tenants\"). Move each key hash to the keys file \
+                   (`auth.keys_file`)"
+        .to_string();
+    if !keys.is_empty() {
+        msg.push_str(&format!(":\nkeys:{keys}"));
+    }
+    if !policies.is_empty() {
+        msg.push_str(&format!(
+            "\nand each tenant's policy to the config:\nguard:\n  tenant_policies:{policies}"
+        ));
+    }
+    msg
+}
+
+/// Validated guard settings.
+#[derive(Debug, Clone)]
+pub struct GuardRuntime {
+    /// Policies by name, compiled.
+    pub policies: Vec<(String, PathBuf, Arc<filters::Policy>)>,
+    /// Route → policy name.
+    pub routes: HashMap<crate::routes::Route, String>,
+    /// Tenant → policy name.
+    pub tenant_policies: HashMap<String, String>,
+    /// Where the pseudonym key comes from.
+    pub pseudonym_key_env: String,
+    /// Largest buffered answer.
+    pub max_response_bytes: usize,
+    /// Watch files.
+    pub hot_reload: bool,
+}
+
+fn default_pseudonym_key_env() -> String {
+    "PORTCULLIS_PSEUDONYM_KEY".to_string()
+}
+
+fn default_max_response_bytes() -> usize {
+    8 * 1024 * 1024
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `models:` the file model registry and the encoder session pool.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsSection {
+    /// Folder of bundles `<name>/<version>/manifest.json`, relative to this file.
+    pub dir: PathBuf,
+    /// The ONNX Runtime library (default: `ORT_DYLIB_PATH`, else the one the gateway was built
+    /// against by `scripts/setup.sh`).
+    #[serde(default)]
+    pub onnxruntime: Option<PathBuf>,
+    /// Encoder sessions, one thread each (default: the number of cores).
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Most text windows per session run (1 to 256).
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Longest a batch waits for more windows once it has one, when no session is idle.
+    #[serde(default = "default_batch_wait", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub batch_wait: Duration,
+    /// Most windows waiting; beyond it requests get the policy's `on_timeout` at once.
+    #[serde(default = "default_model_queue")]
+    pub queue: usize,
+    /// Most windows per text (a longer text keeps its first and last windows).
+    #[serde(default = "default_max_windows")]
+    pub max_windows: usize,
+    /// Most windows one tenant may have waiting (default: a quarter of `queue`): a tenant
+    /// flooding the classifiers fails its own requests, and the others keep their turns.
+    #[serde(default)]
+    pub queue_per_tenant: Option<usize>,
+    /// Most windows one request may need, all its texts together (default 256); a longer
+    /// request is refused (413 `prompt_too_long`) when its policy fails closed.
+    #[serde(default = "default_max_request_windows")]
+    pub max_request_windows: usize,
+    /// Swap in new bundle versions when they appear in `dir` (also on `POST /admin/reload`).
+    #[serde(default = "default_true")]
+    pub watch: bool,
+}
+
+fn default_batch_wait() -> Duration {
+    Duration::from_millis(1)
+}
+
+fn default_max_batch() -> usize {
+    16
+}
+
+fn default_model_queue() -> usize {
+    4096
+}
+
+fn default_max_request_windows() -> usize {
+    256
+}
+
+fn default_max_windows() -> usize {
+    16
+}
+
+/// `policy:`, `guard:` and `models:` checked.
+pub(super) struct Checked {
+    pub policy: Option<(PathBuf, Arc<filters::Policy>)>,
+    pub guard: GuardRuntime,
+    pub models: Option<ModelsSettings>,
+}
+
+pub(super) fn check(cx: &mut Check<'_>) -> Checked {
+    let c = cx.file();
+    let base = cx.base();
+    let mut policies: Vec<(String, PathBuf, Arc<filters::Policy>)> = Vec::new();
+    let mut load_policy = |cx: &mut Check<'_>, name: &str, at: &str, p: &Path| {
+        let resolved = base.join(p);
+        match filters::Policy::load(&resolved) {
+            Ok(policy) => policies.push((name.to_string(), resolved, Arc::new(policy))),
+            Err(e) => {
+                // The policy's own errors (its file, its lines), after where the config named it.
+                cx.err(at, format!("cannot use policy `{}`", p.display()));
+                cx.push_all(e.errors);
+            }
+        }
+    };
+    if let Some(p) = &c.policy {
+        load_policy(cx, "default", "policy", p);
+    }
+    for (name, p) in &c.guard.policies {
+        if name == "default" {
+            cx.err(
+                &format!("guard.policies.{name}"),
+                "`default` is the policy named by the top-level `policy` key; pick another name",
+            );
+            continue;
+        }
+        load_policy(cx, name, &format!("guard.policies.{name}"), p);
+    }
+    let known = |n: &str| n == "default" && c.policy.is_some() || c.guard.policies.contains_key(n);
+    let mut routes = HashMap::new();
+    for (label, name) in &c.guard.routes {
+        match Route::by_label(label) {
+            None => cx.err(
+                &format!("guard.routes.{label}"),
+                format!("no route `{label}` (routes: {})", super::route_labels()),
+            ),
+            Some(r) if known(name) => {
+                routes.insert(r, name.clone());
+            }
+            Some(_) => cx.err(
+                &format!("guard.routes.{label}"),
+                format!("no policy named `{name}` (define it under `guard.policies`)"),
+            ),
+        }
+    }
+    if let Some(old) = &c.guard.tenants {
+        cx.err("guard.tenants", tenants_moved(old));
+    }
+    let mut tenant_policies = HashMap::new();
+    for (tenant, name) in &c.guard.tenant_policies {
+        if known(name) {
+            tenant_policies.insert(tenant.clone(), name.clone());
+        } else {
+            cx.err(
+                &format!("guard.tenant_policies.{tenant}"),
+                format!("no policy named `{name}` (define it under `guard.policies`)"),
+            );
+        }
+    }
+    if c.guard.max_response_bytes < 1024 {
+        cx.err(
+            "guard.max_response_bytes",
+            format!(
+                "{} is too small (at least 1024)",
+                c.guard.max_response_bytes
+            ),
+        );
+    }
+    let policy = policies
+        .iter()
+        .find(|p| p.0 == "default")
+        .map(|(_, path, p)| (path.clone(), p.clone()));
+    let guard = GuardRuntime {
+        policies,
+        routes,
+        tenant_policies,
+        pseudonym_key_env: c.guard.pseudonym_key_env.clone(),
+        max_response_bytes: c.guard.max_response_bytes,
+        hot_reload: c.guard.hot_reload,
+    };
+    let models = c.models.as_ref().map(|m| check_models(cx, m));
+    // Every policy that names a model needs the registry, and the bundle must be there.
+    for (name, _, p) in &guard.policies {
+        let Some(plan) = &p.classifiers else {
+            continue;
+        };
+        let at = if name == "default" {
+            "policy".to_string()
+        } else {
+            format!("guard.policies.{name}")
+        };
+        match &models {
+            None => cx.err(
+                &at,
+                format!(
+                    "policy `{}` uses the model `{}` (classifiers:), but this config has no `models:` section naming the bundle folder",
+                    p.name, plan.model
+                ),
+            ),
+            Some(m) if m.dir.is_dir() => {
+                let found = match &plan.version {
+                    Some(v) => m.dir.join(&plan.model).join(v).join("manifest.json").is_file(),
+                    None => filters::classify::bundle::versions(&m.dir, &plan.model)
+                        .is_ok_and(|v| !v.is_empty()),
+                };
+                if !found {
+                    cx.err(
+                        &at,
+                        format!(
+                            "policy `{}` uses the model `{}{}`, which is not in {}",
+                            p.name,
+                            plan.model,
+                            plan.version.as_ref().map(|v| format!("@{v}")).unwrap_or_default(),
+                            m.dir.display()
+                        ),
+                    );
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    Checked {
+        policy,
+        guard,
+        models,
+    }
+}
+
+fn check_models(cx: &mut Check<'_>, m: &ModelsSection) -> ModelsSettings {
+    let base = cx.base();
+    let dir = base.join(&m.dir);
+    if !dir.is_dir() {
+        cx.err(
+            "models.dir",
+            format!(
+                "{} is not a folder (scripts/setup.sh builds models/)",
+                dir.display()
+            ),
+        );
+    }
+    if !(1..=256).contains(&m.max_batch) || m.queue == 0 || m.max_windows < 2 {
+        cx.err(
+            "models",
+            "max_batch must be 1 to 256, queue at least 1, max_windows at least 2",
+        );
+    }
+    if m.workers == Some(0) {
+        cx.err("models.workers", "must be at least 1");
+    }
+    if m.queue_per_tenant.is_some_and(|q| q == 0 || q > m.queue) {
+        cx.err(
+            "models.queue_per_tenant",
+            format!("must be between 1 and queue ({})", m.queue),
+        );
+    }
+    if m.max_request_windows < m.max_windows {
+        cx.err(
+            "models.max_request_windows",
+            format!(
+                "must be at least max_windows ({}): one text may need that many",
+                m.max_windows
+            ),
+        );
+    }
+    let onnxruntime = m.onnxruntime.as_ref().map(|p| base.join(p));
+    if let Some(p) = &onnxruntime
+        && !p.is_file()
+    {
+        cx.err(
+            "models.onnxruntime",
+            format!("{} does not exist", p.display()),
+        );
+    }
+    let defaults = filters::classify::EncoderOptions::default();
+    ModelsSettings {
+        dir,
+        onnxruntime,
+        encoder: filters::classify::EncoderOptions {
+            workers: m.workers.unwrap_or(defaults.workers),
+            intra_threads: 1,
+            max_batch: m.max_batch,
+            batch_wait: m.batch_wait,
+            queue: m.queue,
+            queue_per_tenant: m.queue_per_tenant.unwrap_or((m.queue / 4).max(1)),
+            max_request_windows: m.max_request_windows,
+            max_windows: m.max_windows,
+            long_texts: filters::classify::LongTexts::Refuse,
+            keep_features: false,
+        },
+        watch: m.watch,
+    }
+}
