@@ -22,6 +22,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,7 +33,6 @@ use pingora::protocols::{ALPN, Stream};
 use pingora::server::ShutdownWatch;
 use prometheus::{IntCounterVec, IntGauge};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::oneshot;
 
 /// Connection limits and deadlines (`server:` in the config).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -146,15 +146,15 @@ impl Caps {
 }
 
 /// Put in a connection's user context before each request; the proxy fires it once the
-/// request header is parsed (`ProxyHttp::on_connection_reuse`).
-pub struct HeaderSeen(Mutex<Option<oneshot::Sender<()>>>);
+/// request header is parsed (`ProxyHttp::on_connection_reuse`). One flag per connection,
+/// cleared before each request: the loop reads it only when the deadline passes, so a request
+/// costs no channel and no new timer.
+pub struct HeaderSeen(Arc<AtomicBool>);
 
 impl HeaderSeen {
     /// Tell the connection loop the header arrived.
     pub fn fire(&self) {
-        if let Some(tx) = self.0.lock().take() {
-            let _ = tx.send(());
-        }
+        self.0.store(true, Ordering::Release);
     }
 }
 
@@ -235,32 +235,37 @@ where
         let idle = self.limits.keepalive_timeout.as_secs().max(1);
         let mut session = ServerSession::new_http1(stream);
         let mut reused = false;
+        // one flag and one timer for the connection's life, reset for each request
+        let seen = Arc::new(AtomicBool::new(false));
+        let timer = tokio::time::sleep(self.limits.header_read_timeout);
+        tokio::pin!(timer);
         loop {
             session.set_keepalive(if *shutdown.borrow() { None } else { Some(idle) });
-            let (tx, rx) = oneshot::channel();
-            session.set_connection_user_context(Some(Box::new(HeaderSeen(Mutex::new(Some(tx))))));
+            seen.store(false, Ordering::Release);
+            session.set_connection_user_context(Some(Box::new(HeaderSeen(seen.clone()))));
             let deadline = if reused {
                 self.limits.keepalive_timeout + self.limits.header_read_timeout
             } else {
                 self.limits.header_read_timeout
             };
+            timer.as_mut().reset(tokio::time::Instant::now() + deadline);
             let served = self.app.process_new_http(session, shutdown);
             tokio::pin!(served);
             let result = tokio::select! {
                 biased;
                 r = &mut served => r,
-                seen = tokio::time::timeout(deadline, rx) => match seen {
-                    // the header arrived, or the request ended before it did (closed,
-                    // refused): either way the proxy finishes it
-                    Ok(_) => served.await,
-                    Err(_) => {
+                () = &mut timer => {
+                    if seen.load(Ordering::Acquire) {
+                        // the header arrived in time: the proxy finishes the request
+                        served.await
+                    } else {
                         // still reading the header: dropping the future closes the connection
                         if !reused {
                             self.metrics.refused.with_label_values(&["header_timeout"]).inc();
                         }
                         return None;
                     }
-                },
+                }
             };
             let (stream, settings) = result?.consume();
             session = ServerSession::new_http1(stream);

@@ -16,6 +16,7 @@ pub mod config;
 pub mod connections;
 pub mod error;
 pub mod guard;
+pub mod harness;
 pub mod keys;
 pub mod limits;
 pub mod metrics;

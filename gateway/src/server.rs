@@ -6,6 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use anyhow::Context;
+use pingora::proxy::HttpProxy;
 use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
 use pingora::services::background::background_service;
@@ -14,6 +15,7 @@ use pingora::services::listening::Service;
 use crate::admin::AdminApp;
 use crate::audit::AuditLog;
 use crate::config::GatewayConfig;
+use crate::connections::{ConnectionLimits, ConnectionMetrics, Hygiene};
 use crate::guard::{Guard, GuardMetrics, GuardSettings};
 use crate::keys::KeyStore;
 use crate::limits::redis::RedisLimiter;
@@ -24,8 +26,8 @@ use crate::proxy::{Gateway, ProxySettings};
 use crate::upstream::Pool;
 use crate::upstream::health::HealthChecker;
 
-/// Everything built from a config, before the server starts: tests and benches can use the
-/// parts without sockets.
+/// Everything built from a config, before the server starts (`harness::Harness` serves it
+/// over in-memory connections).
 pub struct Built {
     /// The proxy.
     pub gateway: Gateway,
@@ -178,6 +180,27 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
     })
 }
 
+/// What the public listener serves: the proxy inside our connection loop (caps and deadlines
+/// pingora leaves open).
+pub type ProxyApp = Hygiene<HttpProxy<Gateway>>;
+
+/// The public listener's app, as `run` serves it and `harness::Harness` drives it.
+pub fn proxy_app(
+    conf: &Arc<ServerConf>,
+    gateway: Gateway,
+    limits: ConnectionLimits,
+    metrics: &Metrics,
+) -> ProxyApp {
+    Hygiene::new(
+        pingora::proxy::http_proxy(conf, gateway),
+        limits,
+        ConnectionMetrics {
+            open: metrics.connections_open.clone(),
+            refused: metrics.connections_refused.clone(),
+        },
+    )
+}
+
 fn check_bindable(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
     TcpListener::bind(addr)
         .map(drop)
@@ -202,14 +225,11 @@ pub fn run(config: GatewayConfig) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    // the proxy inside our connection loop: caps and deadlines pingora leaves open
-    let app = crate::connections::Hygiene::new(
-        pingora::proxy::http_proxy(&server.configuration, built.gateway),
+    let app = proxy_app(
+        &server.configuration,
+        built.gateway,
         config.connections,
-        crate::connections::ConnectionMetrics {
-            open: built.metrics.connections_open.clone(),
-            refused: built.metrics.connections_refused.clone(),
-        },
+        &built.metrics,
     );
     let mut proxy = Service::new("portcullis proxy".to_string(), app);
     match &config.tls {
