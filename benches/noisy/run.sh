@@ -5,6 +5,7 @@
 # Target (issue 15): the quiet tenant's p99 under the flood within 2x of its p99 alone.
 #
 #   bash benches/noisy/run.sh      # ROUNDS=3 SAMPLES=100 LOUD_CONCURRENCY=8 LOUD_MESSAGES=200
+#   SESSIONS_PER_TENANT=2 ...      # models.sessions_per_tenant (default: the gateway's, workers - 1)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -35,7 +36,7 @@ server: {listen: 127.0.0.1:$port, threads: 2}
 admin: {listen: 127.0.0.1:$admin}
 log: {level: warn}
 policy: $ROOT/policies/default.yaml
-models: {dir: $ROOT/models}
+models: {dir: $ROOT/models${SESSIONS_PER_TENANT:+, sessions_per_tenant: $SESSIONS_PER_TENANT}}
 auth: {keys_file: $OUT/keys.yaml}
 upstreams:
   tgi: {backends: [127.0.0.1:$MOCK]}
@@ -61,7 +62,9 @@ rounds, samples, lc, lm, base = sys.argv[2:7]
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
 print(f"## Noisy neighbour: a quiet tenant while another floods the classifiers ({datetime.date.today()})\n")
-print(f"- Command: `bash benches/noisy/run.sh` (ROUNDS={rounds} SAMPLES={samples} LOUD_CONCURRENCY={lc} LOUD_MESSAGES={lm}{' BASE_GATEWAY=' + base if base else ''})")
+import os
+spt = os.environ.get("SESSIONS_PER_TENANT", "")
+print(f"- Command: `bash benches/noisy/run.sh` (ROUNDS={rounds} SAMPLES={samples} LOUD_CONCURRENCY={lc} LOUD_MESSAGES={lm}{' SESSIONS_PER_TENANT=' + spt if spt else ''}{' BASE_GATEWAY=' + base if base else ''})")
 print(f"- Machine: 2 cores, {cpu}, Linux; gateway with 2 threads and 2 encoder sessions, default policy (guard classifiers), mock-tgi")
 print(f"- Build: commit `{commit}`" + (f"; `base` is {base}" if base else ""))
 print("- Quiet tenant: sequential one-message chats; loud tenant: concurrent chats of many messages (one window each)\n")

@@ -4,7 +4,11 @@
 # policy) and on (the default policy's rules, classifiers left out: ONNX under valgrind would
 # time out and take another path). Each configuration runs N1 then N2 sequential keep-alive
 # `POST /generate` requests in two gateway processes; (Ir(N2) - Ir(N1)) / (N2 - N1) removes
-# start-up and shutdown.
+# start-up and shutdown. Two counts: the whole process, and its spawned threads only (inclusive
+# Ir of `start_thread`: the proxy, admin and background services, where requests are served).
+# The main thread only starts and stops the server, but its shutdown waits vary with wall time
+# (a few million instructions between runs), which lands in the whole-process difference as
+# +-5-10k per request; the threads' count is the one to compare.
 #
 #   BASE_GATEWAY=/path/to/old/gateway bash benches/proxy/instructions.sh   # RULES="off on"
 set -euo pipefail
@@ -63,15 +67,19 @@ ir() { # binary rules n -> total instructions
   requests "$port" "$3"
   kill -INT "$pid"; wait "$pid" 2>/dev/null || true
   sleep 0.5
-  grep -m1 '^summary:' "$out" | awk '{print $2}'
+  local total threads
+  total=$(grep -m1 '^summary:' "$out" | awk '{print $2}')
+  threads=$(callgrind_annotate --inclusive=yes --threshold=100 "$out" 2>/dev/null |
+    grep -m1 -E ':start_thread \[' | awk '{gsub(",", "", $1); print $1}')
+  echo "$total ${threads:-0}"
 }
 
-echo "| build | rules | instructions per request | N1 | N2 |"
-echo "|---|---|---:|---:|---:|"
+echo "| build | rules | instructions per request (threads) | (whole process) | N1 | N2 |"
+echo "|---|---|---:|---:|---:|---:|"
 for rules in ${RULES:-off on}; do
   for build in new ${BASE_GATEWAY:+base}; do
     bin=./target/release/gateway; [ "$build" = base ] && bin=$BASE_GATEWAY
-    a=$(ir "$bin" "$rules" "$N1"); b=$(ir "$bin" "$rules" "$N2")
-    echo "| $build | $rules | $(( (b - a) / (N2 - N1) )) | $N1 | $N2 |"
+    read -r a at < <(ir "$bin" "$rules" "$N1"); read -r b bt < <(ir "$bin" "$rules" "$N2")
+    echo "| $build | $rules | $(( (bt - at) / (N2 - N1) )) | $(( (b - a) / (N2 - N1) )) | $N1 | $N2 |"
   done
 done | tee "$OUT/report.md"

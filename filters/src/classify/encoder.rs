@@ -2,12 +2,13 @@
 //! fair queue (tenants take turns, see [`super::fair`]) with micro-batching.
 //!
 //! Each worker thread owns one session (`Session::run` needs `&mut`) with one intra-op
-//! thread, so the pool is sized to the cores and sessions never fight over them. Workers take
-//! turns collecting a batch: the worker holding the queue takes the first window, then keeps
-//! taking windows until the batch is full or `batch_wait` has passed since the first one, and
-//! lets go of the queue before it runs the batch. When another worker is idle nothing is
-//! gained by waiting, so the collector then only takes what is already queued. Windows whose
-//! caller has gone (time budget spent) are dropped before they cost a run.
+//! thread, so the pool is sized to the cores and sessions never fight over them. A worker
+//! takes a batch from one tenant's lane, the next in turn with fewer than
+//! `sessions_per_tenant` batches running, and tops it up from that lane until it is full or
+//! `batch_wait` has passed; when another worker is idle nothing is gained by waiting, so it
+//! runs what it has. A quiet tenant's window thus runs in its own batch, not behind a noisy
+//! tenant's fifteen. Windows whose caller has gone (time budget spent) are dropped before they
+//! cost a run.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,6 +42,10 @@ pub struct EncoderOptions {
     /// Most windows one tenant may have waiting (its share of `queue`); beyond it, that
     /// tenant's classification fails fast while others go on.
     pub queue_per_tenant: usize,
+    /// Most sessions one tenant's batches may occupy at once. Below `workers`, a tenant's
+    /// flood always leaves a session free for the others (their windows start at once); at
+    /// `workers`, one tenant alone may use every session.
+    pub sessions_per_tenant: usize,
     /// Most windows one request may need (all its texts together); a longer request is
     /// refused, like a text over `max_windows`.
     pub max_request_windows: usize,
@@ -62,6 +67,7 @@ impl Default for EncoderOptions {
             batch_wait: Duration::from_millis(1),
             queue: 4096,
             queue_per_tenant: 1024,
+            sessions_per_tenant: usize::MAX,
             max_request_windows: 256,
             max_windows: 16,
             long_texts: LongTexts::Refuse,
@@ -271,6 +277,7 @@ impl Encoder {
         let queue = Arc::new(FairQueue::new(
             opts.queue.max(1),
             opts.queue_per_tenant.max(1),
+            opts.sessions_per_tenant.clamp(1, workers_n),
         ));
         let shared = Arc::new(Shared {
             queue: queue.clone(),
@@ -384,55 +391,41 @@ impl Drop for Encoder {
 }
 
 fn worker(sh: Arc<Shared>, mut session: Session) {
+    let max = sh.opts.max_batch.max(1);
     loop {
-        let batch = {
-            sh.idle.fetch_add(1, Ordering::SeqCst);
-            let first = sh.queue.pop(None);
-            sh.idle.fetch_sub(1, Ordering::SeqCst);
-            let Pop::Item(first) = first else {
-                return; // the encoder was dropped
-            };
-            let mut batch = Vec::with_capacity(sh.opts.max_batch);
-            if !first.reply.is_closed() {
-                batch.push(first);
-            }
-            // Another worker is free: it will take what comes next, so do not wait for it.
-            let wait = if sh.idle.load(Ordering::SeqCst) > 0 {
-                Duration::ZERO
-            } else {
-                sh.opts.batch_wait
-            };
-            let deadline = Instant::now() + wait;
-            while batch.len() < sh.opts.max_batch {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match sh.queue.pop(Some(left)) {
-                    Pop::Item(j) if j.reply.is_closed() => {}
-                    Pop::Item(j) => batch.push(j),
-                    Pop::Empty | Pop::Closed => break,
-                }
-            }
-            batch
+        sh.idle.fetch_add(1, Ordering::SeqCst);
+        let popped = sh.queue.pop_batch(max, None);
+        sh.idle.fetch_sub(1, Ordering::SeqCst);
+        let Pop::Item(mut batch) = popped else {
+            return; // the encoder was dropped
         };
-        if batch.is_empty() {
-            continue;
+        // Another worker is free: it will take what comes next, so do not wait for it.
+        if batch.items.len() < max && sh.idle.load(Ordering::SeqCst) == 0 {
+            let deadline = Instant::now() + sh.opts.batch_wait;
+            sh.queue.top_up(&mut batch, max, deadline);
         }
-        let t0 = Instant::now();
-        let result = run_batch(&sh.graph, &mut session, &batch);
-        if let Some(o) = &sh.observer {
-            o(batch.len(), t0.elapsed());
-        }
-        match result {
-            Ok(outs) => {
-                for (job, out) in batch.into_iter().zip(outs) {
-                    let _ = job.reply.send(Ok(out));
+        // windows whose caller has gone (time budget spent) cost no run
+        batch.items.retain(|j| !j.reply.is_closed());
+        if !batch.items.is_empty() {
+            let t0 = Instant::now();
+            let result = run_batch(&sh.graph, &mut session, &batch.items);
+            if let Some(o) = &sh.observer {
+                o(batch.items.len(), t0.elapsed());
+            }
+            match result {
+                Ok(outs) => {
+                    for (job, out) in batch.items.drain(..).zip(outs) {
+                        let _ = job.reply.send(Ok(out));
+                    }
+                }
+                Err(e) => {
+                    for job in batch.items.drain(..) {
+                        let _ = job.reply.send(Err(e.clone()));
+                    }
                 }
             }
-            Err(e) => {
-                for job in batch {
-                    let _ = job.reply.send(Err(e.clone()));
-                }
-            }
         }
+        sh.queue.finish(&batch.lane);
     }
 }
 

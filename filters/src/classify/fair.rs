@@ -1,7 +1,13 @@
 //! A bounded queue shared fairly by lanes (tenants): items are taken one lane at a time,
 //! round robin, so a tenant with a thousand windows queued delays another tenant's two by at
-//! most one window each per turn, and a lane may hold only its share of the room, so one
-//! tenant's backlog cannot fill the queue for everyone.
+//! most one turn, and a lane may hold only its share of the room, so one tenant's backlog
+//! cannot fill the queue for everyone.
+//!
+//! Workers take whole batches from one lane ([`FairQueue::pop_batch`]): a quiet tenant's
+//! window then runs in its own small batch instead of waiting for fifteen of a noisy tenant's
+//! windows batched with it, and a lane may have at most `lane_sessions` batches running at
+//! once, so with that set below the number of workers one tenant's flood always leaves a
+//! session free for the others.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
@@ -20,14 +26,26 @@ struct State<T> {
     lanes: HashMap<Arc<str>, VecDeque<T>>,
     /// Lanes with items, in turn order.
     turn: VecDeque<Arc<str>>,
+    /// Batches running per lane (lanes with none are absent).
+    running: HashMap<Arc<str>, usize>,
     len: usize,
     closed: bool,
 }
 
-/// What [`FairQueue::pop`] got.
+/// Items taken from one lane by [`FairQueue::pop_batch`]; give it back with
+/// [`FairQueue::finish`] once run.
+#[derive(Debug)]
+pub struct Batch<T> {
+    /// The lane the items came from.
+    pub lane: Arc<str>,
+    /// The items, in the order they were queued.
+    pub items: Vec<T>,
+}
+
+/// What [`FairQueue::pop_batch`] got.
 #[derive(Debug)]
 pub enum Pop<T> {
-    /// The next item, by turn.
+    /// The next batch, by turn.
     Item(T),
     /// Nothing arrived in time.
     Empty,
@@ -41,21 +59,25 @@ pub struct FairQueue<T> {
     ready: Condvar,
     cap: usize,
     lane_cap: usize,
+    lane_sessions: usize,
 }
 
 impl<T> FairQueue<T> {
-    /// A queue of `cap` items in all, `lane_cap` per lane.
-    pub fn new(cap: usize, lane_cap: usize) -> FairQueue<T> {
+    /// A queue of `cap` items in all, `lane_cap` per lane, batches of one lane running at
+    /// most `lane_sessions` at once.
+    pub fn new(cap: usize, lane_cap: usize, lane_sessions: usize) -> FairQueue<T> {
         FairQueue {
             state: Mutex::new(State {
                 lanes: HashMap::new(),
                 turn: VecDeque::new(),
+                running: HashMap::new(),
                 len: 0,
                 closed: false,
             }),
             ready: Condvar::new(),
             cap: cap.max(1),
             lane_cap: lane_cap.clamp(1, cap.max(1)),
+            lane_sessions: lane_sessions.max(1),
         }
     }
 
@@ -99,31 +121,29 @@ impl<T> FairQueue<T> {
         Ok(())
     }
 
-    fn take(s: &mut State<T>) -> Option<T> {
-        let lane = s.turn.pop_front()?;
-        let q = s.lanes.get_mut(&lane)?;
-        let item = q.pop_front();
-        if q.is_empty() {
-            s.lanes.remove(&lane);
-        } else {
-            s.turn.push_back(lane);
-        }
-        if item.is_some() {
-            s.len -= 1;
-        }
-        item
-    }
-
-    /// The next item by turn, waiting up to `wait` (`None`: until one comes or the queue
-    /// closes).
-    pub fn pop(&self, wait: Option<Duration>) -> Pop<T> {
+    /// Up to `max` items of the first lane in turn that has fewer than `lane_sessions`
+    /// batches running, waiting up to `wait` (`None`: until some come or the queue closes).
+    /// The lane counts one more running batch until [`FairQueue::finish`].
+    pub fn pop_batch(&self, max: usize, wait: Option<Duration>) -> Pop<Batch<T>> {
         let deadline = wait.map(|w| Instant::now() + w);
         let mut s = self.lock();
         loop {
-            if let Some(item) = Self::take(&mut s) {
-                return Pop::Item(item);
+            let free = s
+                .turn
+                .iter()
+                .position(|l| s.running.get(l).copied().unwrap_or(0) < self.lane_sessions);
+            if let Some(at) = free
+                && let Some(lane) = s.turn.remove(at)
+            {
+                let mut items = Vec::new();
+                Self::drain_lane(&mut s, &lane, max.max(1), &mut items);
+                if s.lanes.contains_key(&lane) {
+                    s.turn.push_back(lane.clone());
+                }
+                *s.running.entry(lane.clone()).or_default() += 1;
+                return Pop::Item(Batch { lane, items });
             }
-            if s.closed {
+            if s.closed && s.len == 0 {
                 return Pop::Closed;
             }
             s = match deadline {
@@ -142,7 +162,52 @@ impl<T> FairQueue<T> {
         }
     }
 
-    /// Close: waiting and later `pop`s return [`Pop::Closed`] once the items are gone.
+    /// Add more of the batch's own lane until it holds `max` items or `deadline` passes.
+    pub fn top_up(&self, batch: &mut Batch<T>, max: usize, deadline: Instant) {
+        let mut s = self.lock();
+        loop {
+            Self::drain_lane(&mut s, &batch.lane, max, &mut batch.items);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if batch.items.len() >= max || left.is_zero() || s.closed {
+                return;
+            }
+            s = self
+                .ready
+                .wait_timeout(s, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// A batch was run: its lane may start another.
+    pub fn finish(&self, lane: &str) {
+        let mut s = self.lock();
+        if let Some(n) = s.running.get_mut(lane) {
+            *n -= 1;
+            if *n == 0 {
+                s.running.remove(lane);
+            }
+        }
+        drop(s);
+        self.ready.notify_all();
+    }
+
+    /// Move items of `lane` into `out` until it holds `max`; forget the lane once empty.
+    fn drain_lane(s: &mut State<T>, lane: &Arc<str>, max: usize, out: &mut Vec<T>) {
+        let Some(q) = s.lanes.get_mut(lane) else {
+            return;
+        };
+        let n = max.saturating_sub(out.len()).min(q.len());
+        out.extend(q.drain(..n));
+        let empty = q.is_empty();
+        s.len -= n;
+        if empty {
+            s.lanes.remove(lane);
+            s.turn.retain(|l| l != lane);
+        }
+    }
+
+    /// Close: waiting and later `pop_batch`es return [`Pop::Closed`] once the items are gone.
     pub fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_all();
@@ -166,15 +231,16 @@ mod tests {
 
     fn drain(q: &FairQueue<(char, u32)>) -> Vec<(char, u32)> {
         let mut v = Vec::new();
-        while let Pop::Item(x) = q.pop(Some(Duration::ZERO)) {
-            v.push(x);
+        while let Pop::Item(b) = q.pop_batch(1, Some(Duration::ZERO)) {
+            q.finish(&b.lane);
+            v.extend(b.items);
         }
         v
     }
 
     #[test]
     fn lanes_take_turns_one_item_each() {
-        let q = FairQueue::new(100, 60);
+        let q = FairQueue::new(100, 60, 1);
         q.push_all("big", (0..50).map(|i| ('b', i)).collect())
             .unwrap();
         q.push_all("small", vec![('s', 0), ('s', 1)]).unwrap();
@@ -190,7 +256,7 @@ mod tests {
 
     #[test]
     fn a_lane_cannot_take_more_than_its_share() {
-        let q = FairQueue::new(100, 40);
+        let q = FairQueue::new(100, 40, 1);
         q.push_all("big", (0..40).map(|i| ('b', i)).collect())
             .unwrap();
         assert_eq!(q.push_all("big", vec![('b', 99)]), Err(Full::Lane));
@@ -207,17 +273,87 @@ mod tests {
 
     #[test]
     fn pop_waits_and_close_ends_the_wait() {
-        let q = Arc::new(FairQueue::<u32>::new(4, 4));
-        assert!(matches!(q.pop(Some(Duration::from_millis(5))), Pop::Empty));
+        let q = Arc::new(FairQueue::<u32>::new(4, 4, 1));
+        assert!(matches!(
+            q.pop_batch(4, Some(Duration::from_millis(5))),
+            Pop::Empty
+        ));
         let q2 = q.clone();
-        let t = std::thread::spawn(move || q2.pop(None));
+        let t = std::thread::spawn(move || q2.pop_batch(4, None));
         std::thread::sleep(Duration::from_millis(20));
         q.push_all("a", vec![7]).unwrap();
-        assert!(matches!(t.join().unwrap(), Pop::Item(7)));
+        assert!(matches!(t.join().unwrap(), Pop::Item(b) if b.items == [7]));
+        q.finish("a");
         let q3 = q.clone();
-        let t = std::thread::spawn(move || q3.pop(None));
+        let t = std::thread::spawn(move || q3.pop_batch(4, None));
         std::thread::sleep(Duration::from_millis(20));
         q.close();
         assert!(matches!(t.join().unwrap(), Pop::Closed));
+    }
+
+    #[test]
+    fn batches_come_from_one_lane_in_turn() {
+        let q = FairQueue::new(100, 60, 2);
+        q.push_all("big", (0..40).map(|i| ('b', i)).collect())
+            .unwrap();
+        q.push_all("small", vec![('s', 0)]).unwrap();
+        let Pop::Item(b1) = q.pop_batch(16, Some(Duration::ZERO)) else {
+            panic!("a batch")
+        };
+        assert_eq!((&*b1.lane, b1.items.len()), ("big", 16));
+        // the small lane's window is next, alone: not behind or inside the big lane's batch
+        let Pop::Item(b2) = q.pop_batch(16, Some(Duration::ZERO)) else {
+            panic!("a batch")
+        };
+        assert_eq!((&*b2.lane, b2.items.as_slice()), ("small", &[('s', 0)][..]));
+        q.finish(&b2.lane);
+        let Pop::Item(b3) = q.pop_batch(16, Some(Duration::ZERO)) else {
+            panic!("a batch")
+        };
+        assert_eq!(&*b3.lane, "big");
+        // `big` has two batches running: with lane_sessions 2 it must wait for one to end
+        assert!(matches!(
+            q.pop_batch(16, Some(Duration::from_millis(5))),
+            Pop::Empty
+        ));
+        q.finish(&b1.lane);
+        let Pop::Item(b4) = q.pop_batch(16, Some(Duration::ZERO)) else {
+            panic!("a batch")
+        };
+        assert_eq!((&*b4.lane, b4.items[0]), ("big", ('b', 32)));
+        q.finish(&b3.lane);
+        q.finish(&b4.lane);
+        assert_eq!(q.len(), (0, 0));
+    }
+
+    /// A lane with a session's worth of batches running leaves the other sessions to the
+    /// other lanes, and topping up takes only the batch's own lane.
+    #[test]
+    fn a_busy_lane_leaves_sessions_to_others_and_top_up_stays_in_lane() {
+        let q = Arc::new(FairQueue::new(100, 60, 1));
+        q.push_all("loud", (0..10).map(|i| ('l', i)).collect())
+            .unwrap();
+        let Pop::Item(mut running) = q.pop_batch(4, Some(Duration::ZERO)) else {
+            panic!("a batch")
+        };
+        q.push_all("quiet", vec![('q', 0)]).unwrap();
+        q.top_up(&mut running, 6, Instant::now());
+        assert_eq!(running.items.len(), 6);
+        assert!(running.items.iter().all(|(c, _)| *c == 'l'));
+        let Pop::Item(b) = q.pop_batch(4, Some(Duration::ZERO)) else {
+            panic!("the quiet lane gets the free session at once")
+        };
+        assert_eq!(&*b.lane, "quiet");
+        q.finish("quiet");
+        // the loud lane waits for its running batch
+        let q2 = q.clone();
+        let t = std::thread::spawn(move || q2.pop_batch(4, None));
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!t.is_finished());
+        q.finish("loud");
+        let Pop::Item(b) = t.join().unwrap() else {
+            panic!("a batch")
+        };
+        assert_eq!((&*b.lane, b.items.len()), ("loud", 4));
     }
 }

@@ -159,6 +159,12 @@ pub struct ModelsSection {
     /// flooding the classifiers fails its own requests, and the others keep their turns.
     #[serde(default)]
     pub queue_per_tenant: Option<usize>,
+    /// Most encoder sessions one tenant's batches may occupy at once (default: `workers - 1`,
+    /// at least 1). Below `workers`, one tenant's flood always leaves a session free, so the
+    /// other tenants' windows start at once; set it to `workers` to let a lone tenant use
+    /// every session (more throughput for one tenant, no reserve for the others).
+    #[serde(default)]
+    pub sessions_per_tenant: Option<usize>,
     /// Most windows one request may need, all its texts together (default 256); a longer
     /// request is refused (413 `prompt_too_long`) when its policy fails closed.
     #[serde(default = "default_max_request_windows")]
@@ -350,6 +356,17 @@ fn check_models(cx: &mut Check<'_>, m: &ModelsSection) -> ModelsSettings {
             format!("must be between 1 and queue ({})", m.queue),
         );
     }
+    let workers = m
+        .workers
+        .unwrap_or(filters::classify::EncoderOptions::default().workers);
+    if m.sessions_per_tenant
+        .is_some_and(|n| n == 0 || n > workers.max(1))
+    {
+        cx.err(
+            "models.sessions_per_tenant",
+            format!("must be between 1 and workers ({workers})"),
+        );
+    }
     if m.max_request_windows < m.max_windows {
         cx.err(
             "models.max_request_windows",
@@ -379,6 +396,9 @@ fn check_models(cx: &mut Check<'_>, m: &ModelsSection) -> ModelsSettings {
             batch_wait: m.batch_wait,
             queue: m.queue,
             queue_per_tenant: m.queue_per_tenant.unwrap_or((m.queue / 4).max(1)),
+            sessions_per_tenant: m
+                .sessions_per_tenant
+                .unwrap_or(workers.saturating_sub(1).max(1)),
             max_request_windows: m.max_request_windows,
             max_windows: m.max_windows,
             long_texts: filters::classify::LongTexts::Refuse,
