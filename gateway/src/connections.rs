@@ -16,6 +16,10 @@
 //! * **Idle keep-alive**: `keepalive_timeout` between requests (pingora's HTTP/1.1 default
 //!   resets to "forever" after each request).
 //!
+//! * **Memory after a burst**: each proxy thread counts the connections that ended on it; a
+//!   task on the thread collects its allocator heap once they stop ending for [`QUIET_AFTER`]
+//!   ([`crate::memory`]), so a flood's peak goes back to the system once it is over.
+//!
 //! HTTP/2 never reaches this loop (the listeners do not offer it); a stream that negotiated
 //! it is handed to the proxy unchanged.
 
@@ -158,6 +162,47 @@ impl HeaderSeen {
     }
 }
 
+/// How long a proxy thread's connections must have stopped ending before it hands its unused
+/// memory back.
+pub const QUIET_AFTER: Duration = Duration::from_secs(2);
+
+thread_local! {
+    /// Connections that ended on this thread.
+    static ENDED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Whether this thread runs its collector task.
+    static COLLECTOR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Counts a connection's end on its thread, whichever way it ends.
+struct Ended;
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        ENDED.with(|n| n.set(n.get() + 1));
+    }
+}
+
+/// Start this thread's collector once: every [`QUIET_AFTER`], if connections ended since the
+/// last collection but none in the last period, collect the thread's heap. Pingora's proxy
+/// threads each run their own single-threaded runtime, so the task stays on this thread.
+fn ensure_collector() {
+    if COLLECTOR.with(|c| c.replace(true)) {
+        return;
+    }
+    tokio::spawn(async {
+        let (mut seen, mut collected) = (0u64, 0u64);
+        loop {
+            tokio::time::sleep(QUIET_AFTER).await;
+            let now = ENDED.with(std::cell::Cell::get);
+            if now == seen && now != collected {
+                crate::memory::collect_this_thread();
+                collected = now;
+            }
+            seen = now;
+        }
+    });
+}
+
 /// Counters of what the loop refused or cut.
 #[derive(Debug, Clone)]
 pub struct ConnectionMetrics {
@@ -213,6 +258,8 @@ where
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        ensure_collector();
+        let _ended = Ended;
         let ip = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().cloned())

@@ -19,6 +19,7 @@ pub mod guard;
 pub mod harness;
 pub mod keys;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod models;
 pub mod proxy;
