@@ -341,25 +341,27 @@ async fn a_flooding_tenant_waits_its_turns_and_cannot_fill_the_queue() {
         )
         .unwrap(),
     );
-    // the loud tenant: four requests of 250 short texts (one window each), 1000 in all
+    // the loud tenant: four requests of 250 short texts (one window each), 1000 in all,
+    // queued back to back (the synchronous half of classify_for), so the workers cannot have
+    // drained a request's worth before the fifth arrives
     let texts: Vec<String> = (0..250).map(|i| format!("message number {i}")).collect();
-    let t0 = std::time::Instant::now();
-    let loud: Vec<_> = (0..4)
-        .map(|_| {
-            let (c, texts) = (c.clone(), texts.clone());
-            tokio::spawn(async move {
-                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                c.classify_for("loud", &refs).await.map(|_| t0.elapsed())
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    // its fifth request finds its share full, and fails alone
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let t0 = std::time::Instant::now();
+    let queued: Vec<_> = (0..4)
+        .map(|_| c.submit_for("loud", &refs).unwrap())
+        .collect();
+    // its fifth request finds its share full, and fails alone
     assert!(matches!(
-        c.classify_for("loud", &refs).await,
+        c.submit_for("loud", &refs),
         Err(filters::classify::ModelError::TenantOverloaded)
     ));
+    let loud: Vec<_> = queued
+        .into_iter()
+        .map(|q| {
+            let c = c.clone();
+            tokio::spawn(async move { c.scores(q).await.map(|_| t0.elapsed()) })
+        })
+        .collect();
     // one request past the per-request cap is refused outright
     let many: Vec<&str> = (0..251).map(|_| "x").collect();
     assert!(matches!(

@@ -235,8 +235,22 @@ impl Classifier {
         lane: &str,
         texts: &[&str],
     ) -> Result<Vec<TextScores>, ModelError> {
-        let mut out = Vec::with_capacity(texts.len());
-        for rxs in self.submit_all(lane, texts)? {
+        let queued = self.submit_for(lane, texts)?;
+        self.scores(queued).await
+    }
+
+    /// The synchronous half of [`Classifier::classify_for`]: tokenize the texts into windows
+    /// and queue them in `lane` (the CPU work a caller may want to bound per tenant); the
+    /// scores come from [`Classifier::scores`].
+    pub fn submit_for(&self, lane: &str, texts: &[&str]) -> Result<Queued, ModelError> {
+        Ok(Queued(self.submit_all(lane, texts)?))
+    }
+
+    /// Await the scores of texts queued by [`Classifier::submit_for`]. Cancel-safe: dropping
+    /// the future lets the workers skip windows not yet run.
+    pub async fn scores(&self, queued: Queued) -> Result<Vec<TextScores>, ModelError> {
+        let mut out = Vec::with_capacity(queued.0.len());
+        for rxs in queued.0 {
             let mut windows = Vec::with_capacity(rxs.len());
             for rx in rxs {
                 windows.push(rx.await.map_err(|_| stopped())??);
@@ -358,6 +372,10 @@ impl Classifier {
 
 /// The answers still to come for one text's windows.
 type Pending = Vec<tokio::sync::oneshot::Receiver<Result<WindowOut, ModelError>>>;
+
+/// Texts whose windows are queued ([`Classifier::submit_for`]), one entry per text.
+#[derive(Debug)]
+pub struct Queued(Vec<Pending>);
 
 fn stopped() -> ModelError {
     ModelError::Runtime("an encoder worker stopped".into())
