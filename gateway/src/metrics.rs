@@ -73,9 +73,6 @@ pub struct Metrics {
     pub audit_dropped: IntCounter,
     /// `portcullis_connections_open`: client connections open.
     pub connections_open: IntGauge,
-    /// `portcullis_guard_waiting`: requests waiting for one of their tenant's guard-work slots
-    /// (`guard.concurrency_per_tenant`).
-    pub guard_waiting: IntGauge,
     /// `portcullis_connections_refused_total{reason}`: connections refused or cut
     /// (`max_connections`, `max_connections_per_ip`, `header_timeout`).
     pub connections_refused: IntCounterVec,
@@ -323,13 +320,6 @@ impl Metrics {
             connections_open: reg(
                 &r,
                 IntGauge::new("portcullis_connections_open", "Client connections open")?,
-            )?,
-            guard_waiting: reg(
-                &r,
-                IntGauge::new(
-                    "portcullis_guard_waiting",
-                    "Requests waiting for one of their tenant's guard-work slots",
-                )?,
             )?,
             connections_refused: reg(
                 &r,

@@ -146,10 +146,6 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
             metrics.limit_store_errors.clone(),
         )),
         audit,
-        work: Arc::new(crate::limits::work::TenantWork::new(
-            config.guard.concurrency_per_tenant,
-            metrics.guard_waiting.clone(),
-        )),
         flood_log: Default::default(),
     };
     let pool_list: Vec<_> = pools.values().cloned().collect();

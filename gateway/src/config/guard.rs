@@ -41,12 +41,6 @@ pub struct GuardSection {
     /// Largest non-streamed answer buffered for output filtering (bytes).
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
-    /// Most requests of one tenant (a keys-file tenant) parsed, scanned by the rules and
-    /// tokenized for the classifiers at once; the tenant's other requests wait their turn
-    /// without using a core (`portcullis_guard_waiting`). Default: the proxy threads minus one
-    /// (at least 1), so one tenant's large requests leave a thread to the others.
-    #[serde(default)]
-    pub concurrency_per_tenant: Option<usize>,
     /// Reload policy files when they change.
     #[serde(default = "default_true")]
     pub hot_reload: bool,
@@ -59,7 +53,6 @@ impl Default for GuardSection {
             routes: BTreeMap::new(),
             tenant_policies: BTreeMap::new(),
             tenants: None,
-            concurrency_per_tenant: None,
             pseudonym_key_env: default_pseudonym_key_env(),
             max_response_bytes: default_max_response_bytes(),
             hot_reload: true,
@@ -122,8 +115,6 @@ pub struct GuardRuntime {
     pub max_response_bytes: usize,
     /// Watch files.
     pub hot_reload: bool,
-    /// Guard-work slots per tenant.
-    pub concurrency_per_tenant: usize,
 }
 
 fn default_pseudonym_key_env() -> String {
@@ -269,13 +260,6 @@ pub(super) fn check(cx: &mut Check<'_>) -> Checked {
             );
         }
     }
-    if c.guard.concurrency_per_tenant == Some(0) {
-        cx.err("guard.concurrency_per_tenant", "must be at least 1");
-    }
-    let threads = c
-        .server
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if c.guard.max_response_bytes < 1024 {
         cx.err(
             "guard.max_response_bytes",
@@ -296,10 +280,6 @@ pub(super) fn check(cx: &mut Check<'_>) -> Checked {
         pseudonym_key_env: c.guard.pseudonym_key_env.clone(),
         max_response_bytes: c.guard.max_response_bytes,
         hot_reload: c.guard.hot_reload,
-        concurrency_per_tenant: c
-            .guard
-            .concurrency_per_tenant
-            .unwrap_or(threads.saturating_sub(1).max(1)),
     };
     let models = c.models.as_ref().map(|m| check_models(cx, m));
     // Every policy that names a model needs the registry, and the bundle must be there.

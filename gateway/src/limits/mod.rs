@@ -5,7 +5,6 @@
 //!   `governor`; LLM-token quota buckets; requests in flight per key). Always present: it is
 //!   the limiter of a single replica, and the fallback when Redis fails open.
 //! * [`redis`]: the same buckets shared by every replica through one Lua script in Redis.
-//! * [`work`]: a per-tenant cap on the synchronous guard work in the proxy threads.
 //!
 //! The facade decides, once, where each check goes (Redis when configured and reachable, else
 //! in process when `on_error: open`, else [`Decision::Unavailable`]), counts and logs store
@@ -21,7 +20,6 @@
 
 pub mod local;
 pub mod redis;
-pub mod work;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -33,8 +33,6 @@ pub struct Access {
     pub limits: Arc<Limits>,
     /// The audit trail, when configured.
     pub audit: Option<AuditLog>,
-    /// Slots of guard work per tenant.
-    pub work: Arc<crate::limits::work::TenantWork>,
     /// Samples the log lines of unidentified refusals.
     pub flood_log: Arc<FloodLog>,
 }

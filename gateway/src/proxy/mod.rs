@@ -158,9 +158,6 @@ pub struct RequestCtx {
     policy_closed: bool,
     /// Who is calling (resolved once, in `check_access`; anonymous until then).
     caller: Caller,
-    /// One of the tenant's guard-work slots, held from parsing the body to queueing its
-    /// classifier windows (`limits::work`).
-    work: Option<tokio::sync::OwnedSemaphorePermit>,
     /// What the limiter granted (in-flight slot, token reservation, headroom).
     admission: Admission,
     /// The limit that refused the request, if one did.
@@ -364,14 +361,7 @@ impl Gateway {
             Some(_) => &*ctx.caller.tenant,
             None => lane_of_unkeyed(),
         };
-        // tokenizing is the last of the request's CPU work: its tenant slot goes back before
-        // the wait for the scores
-        let queued = model.submit_for(lane, &refs);
-        ctx.work = None;
-        let result = match queued {
-            Ok(q) => tokio::time::timeout(plan.timeout, model.scores(q)).await,
-            Err(e) => Ok(Err(e)),
-        };
+        let result = tokio::time::timeout(plan.timeout, model.classify_for(lane, &refs)).await;
         let took = t0.elapsed();
         ctx.model = Some((model.id(), took));
         self.metrics
@@ -948,7 +938,6 @@ impl ProxyHttp for Gateway {
             guard: None,
             policy_closed: false,
             caller: Caller::anonymous(),
-            work: None,
             admission: Admission::default(),
             refused_by: None,
             prompt_bound: 0,
@@ -1081,11 +1070,6 @@ impl ProxyHttp for Gateway {
                 self.respond(session, ctx, e, false).await?;
                 return Ok(true);
             }
-            // A keyed tenant's parse, rules and tokenizing take one of its slots: its other
-            // requests wait here without using a core (released before awaiting the scores).
-            if self.guard.is_some() && ctx.caller.key.is_some() {
-                ctx.work = self.access.work.acquire(&ctx.caller.tenant).await;
-            }
             // Parsed once, strictly (duplicate members refused), when a policy reads it or the
             // family depends on it; otherwise only checked.
             let parse = self.guard.is_some() || route == Route::Invocations;
@@ -1117,12 +1101,10 @@ impl ProxyHttp for Gateway {
             if self.reserve_tokens(session, ctx).await? {
                 return Ok(true);
             }
-            if let Some(g) = &self.guard {
-                let answered = self.guard_input(session, ctx, g.clone()).await;
-                ctx.work = None;
-                if answered? {
-                    return Ok(true);
-                }
+            if let Some(g) = &self.guard
+                && self.guard_input(session, ctx, g.clone()).await?
+            {
+                return Ok(true);
             }
             if self.top_up_tokens(session, ctx).await? {
                 return Ok(true);
