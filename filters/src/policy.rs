@@ -960,6 +960,7 @@ impl Policy {
                         &format!("settings.toxicity_languages[{i}]"),
                         format!("`{lang}` is not a language code"),
                     ));
+                    continue; // and never read as a path
                 }
                 let file = dir.join(format!("{lang}.txt"));
                 match read_lexicon(&file) {

@@ -197,14 +197,15 @@ impl Guard {
     /// (`guard.tenant_policies`), else the route's, else `default`. The caller was resolved
     /// once by the key store (the only authenticator); the guard never reads credentials.
     pub fn select(&self, route: Route, caller: &Caller) -> Option<Selected> {
+        // a tenant's policy is for its keys: a caller without one never gets it
+        let tenant_policy = caller
+            .api_key()
+            .and_then(|_| self.tenant_policies.get(&*caller.tenant))
+            .map(String::as_str);
         let name = caller
             .api_key()
             .and_then(|k| k.policy.as_deref())
-            .or_else(|| {
-                self.tenant_policies
-                    .get(&*caller.tenant)
-                    .map(String::as_str)
-            })
+            .or(tenant_policy)
             .or_else(|| self.routes.get(&route).map(String::as_str))
             .unwrap_or("default");
         let slot = self.slots.get(name).or_else(|| self.slots.get("default"))?;

@@ -289,6 +289,11 @@ impl KeysFile {
             }
             if k.tenant.is_empty() {
                 errs.push(format!("{at}: tenant must not be empty"));
+            } else if k.tenant == Caller::ANONYMOUS_TENANT {
+                errs.push(format!(
+                    "{at}: tenant `{}` is reserved for requests without a key (their pseudonyms, metrics and policy); pick another name",
+                    Caller::ANONYMOUS_TENANT
+                ));
             }
             if let Some(e) = &k.expires
                 && humantime::parse_rfc3339(e).is_err()
@@ -505,6 +510,24 @@ impl KeyStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_anonymous_tenant_name_is_reserved() {
+        let f = KeysFile {
+            keys: vec![KeyRecord {
+                id: "k".into(),
+                sha256: hash_hex("x"),
+                tenant: Caller::ANONYMOUS_TENANT.into(),
+                policy: None,
+                limits: None,
+                expires: None,
+                created: None,
+                revoked: false,
+            }],
+        };
+        let e = f.check().unwrap_err();
+        assert!(e.contains("reserved for requests without a key"), "{e}");
+    }
 
     #[test]
     fn add_authenticate_revoke_expire() {

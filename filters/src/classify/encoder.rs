@@ -399,6 +399,9 @@ fn worker(sh: Arc<Shared>, mut session: Session) {
         let Pop::Item(mut batch) = popped else {
             return; // the encoder was dropped
         };
+        // the lane's running slot comes back however the batch ends, a panic included (or
+        // the tenant's lane would stay at its cap for good)
+        let _slot = Finish(&sh.queue, batch.lane.clone());
         // Another worker is free: it will take what comes next, so do not wait for it.
         if batch.items.len() < max && sh.idle.load(Ordering::SeqCst) == 0 {
             let deadline = Instant::now() + sh.opts.batch_wait;
@@ -425,7 +428,15 @@ fn worker(sh: Arc<Shared>, mut session: Session) {
                 }
             }
         }
-        sh.queue.finish(&batch.lane);
+    }
+}
+
+/// Gives a lane's running-batch slot back when dropped.
+struct Finish<'a>(&'a FairQueue<Job>, Arc<str>);
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        self.0.finish(&self.1);
     }
 }
 

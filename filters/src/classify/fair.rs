@@ -113,11 +113,9 @@ impl<T> FairQueue<T> {
         }
         s.len += n;
         drop(s);
-        if n == 1 {
-            self.ready.notify_one();
-        } else {
-            self.ready.notify_all();
-        }
+        // every waiter: one topping up another lane's batch, or one whose lanes are all at
+        // their cap, cannot take these, and a single wake-up could land on it
+        self.ready.notify_all();
         Ok(())
     }
 
@@ -355,5 +353,36 @@ mod tests {
             panic!("a batch")
         };
         assert_eq!((&*b.lane, b.items.len()), ("loud", 4));
+    }
+
+    /// A push must reach a worker that can take it: one worker topping up another lane's
+    /// batch is waiting on the same condition and cannot.
+    #[test]
+    fn a_push_wakes_a_worker_that_can_take_it() {
+        let q = Arc::new(FairQueue::new(100, 60, 2));
+        q.push_all("a", vec![('a', 0)]).unwrap();
+        let Pop::Item(mut running) = q.pop_batch(4, Some(Duration::ZERO)) else {
+            panic!("a batch")
+        };
+        let q1 = q.clone();
+        let topping = std::thread::spawn(move || {
+            q1.top_up(&mut running, 4, Instant::now() + Duration::from_secs(3));
+            running
+        });
+        let q2 = q.clone();
+        let idle = std::thread::spawn(move || {
+            let t = Instant::now();
+            (q2.pop_batch(4, Some(Duration::from_secs(3))), t.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        q.push_all("b", vec![('b', 0)]).unwrap();
+        let (got, waited) = idle.join().unwrap();
+        assert!(matches!(got, Pop::Item(b) if &*b.lane == "b"));
+        assert!(
+            waited < Duration::from_secs(2),
+            "woken at once, not at the timeout: {waited:?}"
+        );
+        q.close();
+        let _ = topping.join().unwrap();
     }
 }

@@ -97,6 +97,10 @@ fn tenants_moved(old: &BTreeMap<String, serde_yaml::Value>) -> String {
             "\nand each tenant's policy to the config:\nguard:\n  tenant_policies:{policies}"
         ));
     }
+    msg.push_str(
+        "\nWith a keys file every route needs a key: list the routes callers without one may \
+         still use under `auth.anonymous_routes` (they get the route's or the default policy).",
+    );
     msg
 }
 
@@ -251,7 +255,12 @@ pub(super) fn check(cx: &mut Check<'_>) -> Checked {
     }
     let mut tenant_policies = HashMap::new();
     for (tenant, name) in &c.guard.tenant_policies {
-        if known(name) {
+        if tenant == crate::keys::Caller::ANONYMOUS_TENANT {
+            cx.err(
+                &format!("guard.tenant_policies.{tenant}"),
+                "`default` is the tenant of requests without a key, which get the route's policy or the default one (`policy:`), never a tenant's",
+            );
+        } else if known(name) {
             tenant_policies.insert(tenant.clone(), name.clone());
         } else {
             cx.err(

@@ -400,9 +400,12 @@ default_upstream: c
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let mut files = Vec::new();
         walk(&src, &mut files);
+        // the composition roots: the CLI, the server assembly, and the harness that builds
+        // a gateway from a config the way the server does
         let allowed = [
             src.join("main.rs"),
             src.join("server.rs"),
+            src.join("harness.rs"),
             src.join("lib.rs"),
         ];
         let mut offenders = Vec::new();

@@ -376,9 +376,15 @@ impl Gateway {
         ctx.prompt_bound = bound;
         let outcome = self.access.limits.reserve(&key, extra).await;
         if let Decision::Granted(more) = outcome {
-            if let Some(r) = ctx.admission.tokens.as_mut() {
+            if let Some(r) = ctx.admission.tokens.as_mut()
+                && r.shared == more.shared
+            {
+                // the same buckets in the same store: one reservation to settle
                 r.reserved += more.reserved;
             }
+            // else Redis went down or came back in between: the extra stays taken where it
+            // was taken (charged in full, never given back: a rare overcharge, never an
+            // overrun), and the first reservation settles on its own
             return Ok(false);
         }
         // give back what was reserved before refusing
