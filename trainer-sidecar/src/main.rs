@@ -127,6 +127,41 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Make an ECDSA P-256 key pair for signing models: DIR/private.pem (mode 0600, PKCS#8)
+    /// and DIR/public.pem (what verifiers and the gateway trust).
+    Keygen {
+        /// Where to write the keys (created; existing keys are never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a model folder in the OpenSSF model_signing v1.0 format (key mode): the standard
+    /// `model_signing verify key` accepts it. A provenance JSON (ε, δ, accountant, data guard,
+    /// digests, job) goes into the signed predicate.
+    Sign {
+        /// The model folder.
+        model: PathBuf,
+        /// The PKCS#8 PEM private key (`keygen`).
+        #[arg(long)]
+        private_key: PathBuf,
+        /// Where the signature goes (default MODEL/model.sig).
+        #[arg(long)]
+        signature: Option<PathBuf>,
+        /// A JSON file of provenance to sign along (verifiers print it back).
+        #[arg(long)]
+        provenance: Option<PathBuf>,
+    },
+    /// Verify a model folder against its signature and a public key; prints the files and the
+    /// signed provenance as JSON, exits 1 with the reason when anything does not match.
+    Verify {
+        /// The model folder.
+        model: PathBuf,
+        /// The PEM public key.
+        #[arg(long)]
+        public_key: PathBuf,
+        /// The signature (default MODEL/model.sig).
+        #[arg(long)]
+        signature: Option<PathBuf>,
+    },
     /// Print the per-dataset privacy ledger as JSON (spent ε per dataset and run).
     Ledger {
         /// The ledger file.
@@ -286,6 +321,52 @@ fn run() -> anyhow::Result<()> {
             };
             let report = trainer_sidecar::audit::run(&cfg)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Keygen { out } => {
+            let (private, public) = signing::keygen_to(&out)?;
+            println!(
+                "{}",
+                serde_json::json!({"private_key": private, "public_key": public})
+            );
+        }
+        Command::Sign {
+            model,
+            private_key,
+            signature,
+            provenance,
+        } => {
+            let key = signing::read_private_key(&private_key)?;
+            let provenance = match provenance {
+                Some(p) => Some(
+                    serde_json::from_slice::<serde_json::Value>(
+                        &std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
+                    )
+                    .with_context(|| format!("{} is not JSON", p.display()))?,
+                ),
+                None => None,
+            };
+            signing::sign(&model, &key, signature.as_deref(), provenance)?;
+            let at = signature.unwrap_or_else(|| model.join(signing::DEFAULT_SIGNATURE));
+            println!("{}", serde_json::json!({"signature": at}));
+        }
+        Command::Verify {
+            model,
+            public_key,
+            signature,
+        } => {
+            let key = signing::read_public_key(&public_key)?;
+            let v = signing::verify(&model, &key, signature.as_deref())?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "ok": true,
+                    "model": v.model_name,
+                    "files": v.resources.iter().map(|r| serde_json::json!({
+                        "name": r.name, "sha256": hex::encode(r.sha256),
+                    })).collect::<Vec<_>>(),
+                    "provenance": v.provenance,
+                }))?
+            );
         }
         Command::Ledger {
             path,
