@@ -51,7 +51,10 @@ pids+=($!)
 ./target/release/gateway serve --config "$CONFIG" &
 pids+=($!)
 # Jobs and the privacy ledger survive restarts in target/demo/sidecar.
-./target/release/trainer-sidecar serve --listen "$SIDECAR" --dir target/demo/sidecar 2>/dev/null &
+# A demo signing key: every adapter or bundle a job makes is signed (OpenSSF model_signing).
+[ -f target/demo/signing/private.pem ] || ./target/release/trainer-sidecar keygen --out target/demo/signing >/dev/null
+./target/release/trainer-sidecar serve --listen "$SIDECAR" --dir target/demo/sidecar \
+  --signing-key target/demo/signing/private.pem 2>/dev/null &
 pids+=($!)
 
 for _ in $(seq 1 100); do
@@ -88,6 +91,8 @@ cat <<BANNER
       -d '{"inputs":"Streaming through the gateway","parameters":{"max_new_tokens":20}}'
 
   Trainer sidecar: http://$SIDECAR  (token: $PORTCULLIS_SIDECAR_TOKEN)
+    outputs signed with target/demo/signing/private.pem; check one with
+    target/release/trainer-sidecar verify <adapter dir> --public-key target/demo/signing/public.pem
     Fine-tune SmolLM2-135M-Instruct with DP LoRA on the demo support chats (about a minute):
     curl -s http://$SIDECAR/v1/jobs -H "Authorization: Bearer $PORTCULLIS_SIDECAR_TOKEN" \
       -H 'Content-Type: application/yaml' --data-binary @deploy/demo/lora-job.yaml

@@ -95,6 +95,11 @@ enum Command {
         /// Jobs that run at the same time.
         #[arg(long, default_value_t = 1)]
         workers: usize,
+        /// Sign every job's adapter or bundle with this PKCS#8 PEM P-256 key (`keygen`):
+        /// OpenSSF model_signing v1.0, with the job's ε, δ, accountant and data guard signed
+        /// along. Unset: outputs are not signed.
+        #[arg(long, env = "PORTCULLIS_SIDECAR_SIGNING_KEY")]
+        signing_key: Option<PathBuf>,
     },
     /// An empirical privacy audit in one training run (Steinke, Nasr & Jagielski 2023): the
     /// ε lower bound at the given confidence next to the accountant's claim, as JSON.
@@ -269,6 +274,7 @@ fn run() -> anyhow::Result<()> {
             listen,
             dir,
             workers,
+            signing_key,
         } => {
             let token = std::env::var("PORTCULLIS_SIDECAR_TOKEN").unwrap_or_default();
             anyhow::ensure!(
@@ -278,6 +284,10 @@ fn run() -> anyhow::Result<()> {
             );
             let jobs = trainer_sidecar::jobs::Jobs::open(&dir)
                 .with_context(|| format!("opening the job folder {}", dir.display()))?;
+            if let Some(k) = &signing_key {
+                let key = signing::read_private_key(k)?;
+                anyhow::ensure!(jobs.set_signing_key(key), "the signing key was set twice");
+            }
             jobs.spawn_workers(workers)?;
             let base = std::env::current_dir()?;
             let router = trainer_sidecar::serve::router(jobs, token, base);

@@ -35,11 +35,18 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The sidecar on `dir`, signing its outputs with `dir/keys/private.pem` (made on first start).
 fn start(dir: &Path) -> Sidecar {
     let port = free_port();
+    let keys = dir.join("keys");
+    if !keys.join("private.pem").is_file() {
+        signing::keygen_to(&keys).unwrap();
+    }
     let child = Command::new(env!("CARGO_BIN_EXE_trainer-sidecar"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--dir"])
         .arg(dir)
+        .arg("--signing-key")
+        .arg(keys.join("private.pem"))
         .env("PORTCULLIS_SIDECAR_TOKEN", TOKEN)
         .current_dir(root())
         .stdout(Stdio::null())
@@ -277,6 +284,17 @@ fn the_api_checks_specs_and_budgets_and_a_job_survives_kill_9() {
     );
     let adapter = PathBuf::from(job["outputs"]["adapter"].as_str().unwrap());
     assert!(adapter.join("adapter_model.safetensors").is_file());
+    // signed by the sidecar, with the job's privacy in the signed provenance
+    assert_eq!(
+        job["outputs"]["signature"].as_str(),
+        adapter.join("model.sig").to_str()
+    );
+    let public = signing::read_public_key(&state.join("keys/public.pem")).unwrap();
+    let signed = signing::verify(&adapter, &public, None).expect("the adapter's signature");
+    let prov = signed.provenance.unwrap();
+    assert_eq!(prov["privacy"]["epsilon"].as_f64(), Some(eps));
+    assert_eq!(prov["job"], id.as_str());
+    assert!(prov["dataset"]["sha256"].is_string(), "{prov}");
     let svg = client()
         .get(format!("{}/v1/jobs/{id}/artifacts/training.svg", s.url))
         .bearer_auth(TOKEN)

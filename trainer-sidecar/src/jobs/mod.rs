@@ -88,6 +88,10 @@ pub struct Outputs {
     /// `report.json`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<PathBuf>,
+    /// The signature of the adapter or bundle (`model.sig`, OpenSSF model_signing v1.0), when
+    /// the sidecar has a signing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<PathBuf>,
     /// The loss and ε plot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plot: Option<PathBuf>,
@@ -191,6 +195,8 @@ pub struct Jobs {
     ledger: PathBuf,
     inner: Mutex<Inner>,
     wake: Condvar,
+    /// Signs what jobs produce, when set (`serve --signing-key`).
+    signer: std::sync::OnceLock<signing::SigningKey>,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -282,6 +288,7 @@ impl Jobs {
                 stop: false,
             }),
             wake: Condvar::new(),
+            signer: std::sync::OnceLock::new(),
         });
         let interrupted: Vec<String> = this
             .lock()
@@ -588,6 +595,38 @@ impl Jobs {
         }
     }
 
+    /// Sign every job's outputs from now on with `key` (OpenSSF model_signing v1.0, key mode,
+    /// the job's privacy provenance in the signed predicate). Set once: `false` when a key
+    /// was set already (that one stays).
+    pub fn set_signing_key(&self, key: signing::SigningKey) -> bool {
+        self.signer.set(key).is_ok()
+    }
+
+    /// Sign the adapter or bundle a finished job made, with what the report says of its
+    /// privacy, data and origin as provenance.
+    fn sign_outputs(&self, id: &str, report: &Value, outputs: &mut Outputs) -> anyhow::Result<()> {
+        let Some(key) = self.signer.get() else {
+            return Ok(());
+        };
+        let Some(dir) = outputs.adapter.clone().or_else(|| outputs.bundle.clone()) else {
+            return Ok(());
+        };
+        let provenance = json!({
+            "job": id,
+            "kind": report["kind"],
+            "base_model": report["base_model"],
+            "dataset": report["dataset"],
+            "data_guard": report["data_guard"],
+            "privacy": report["privacy"],
+            "code_version": env!("CARGO_PKG_VERSION"),
+            "signed_at": now(),
+        });
+        signing::sign(&dir, key, None, Some(provenance))
+            .map_err(|e| anyhow::anyhow!("signing {}: {e}", dir.display()))?;
+        outputs.signature = Some(dir.join(signing::DEFAULT_SIGNATURE));
+        Ok(())
+    }
+
     fn work(self: Arc<Self>) {
         while let Some((id, spec, cancel)) = self.next() {
             self.persist(&id);
@@ -614,6 +653,13 @@ impl Jobs {
                         .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                         .unwrap_or_default()
                 )),
+            };
+            // a sidecar with a key publishes nothing unsigned: a failed signature fails the job
+            let result = match result {
+                Ok((Outcome::Succeeded(report), mut outputs)) => self
+                    .sign_outputs(&id, &report, &mut outputs)
+                    .map(|()| (Outcome::Succeeded(report), outputs)),
+                other => other,
             };
             match result {
                 Ok((Outcome::Succeeded(report), outputs)) => {
@@ -693,6 +739,7 @@ impl Jobs {
                     report: value["outputs"]["report"].as_str().map(PathBuf::from),
                     plot: value["outputs"]["plot"].as_str().map(PathBuf::from),
                     adapter: None,
+                    signature: None,
                 };
                 if hooks.cancelled() {
                     return Ok((Outcome::Cancelled(report.history.len() as u64), outputs));
