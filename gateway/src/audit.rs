@@ -929,6 +929,21 @@ pub fn verify(paths: &[PathBuf], opts: &VerifyOptions) -> std::io::Result<Verdic
 mod tests {
     use super::*;
 
+    /// Every record of the folder's files, in order.
+    fn records(dir: &Path) -> Vec<Record> {
+        audit_files(dir)
+            .unwrap()
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap()
+                    .lines()
+                    .map(|l| serde_json::from_str::<Record>(l).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     fn key() -> AuditKey {
         AuditKey::new(b"0123456789abcdef-test-key").unwrap()
     }
@@ -1142,17 +1157,7 @@ mod tests {
         let v = check(d.path());
         assert!(v.ok, "{v:?}");
         assert_eq!(v.records, 1 + 3 + 1 + 2, "genesis, 3, the `lost` record, 2");
-        let all: Vec<Record> = audit_files(d.path())
-            .unwrap()
-            .iter()
-            .flat_map(|f| {
-                std::fs::read_to_string(f)
-                    .unwrap()
-                    .lines()
-                    .map(|l| serde_json::from_str::<Record>(l).unwrap())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let all = records(d.path());
         let lost = all
             .iter()
             .find(|r| r.event.as_deref() == Some("lost"))
@@ -1177,16 +1182,8 @@ mod tests {
         // within one batch too, each deletion is recorded once, right after the rotation
         // that made it: one file (at most three records at 700 bytes) per retention record
         write_with(&c, 40);
-        let counts: Vec<u64> = audit_files(d.path())
-            .unwrap()
-            .iter()
-            .flat_map(|f| {
-                std::fs::read_to_string(f)
-                    .unwrap()
-                    .lines()
-                    .map(|l| serde_json::from_str::<Record>(l).unwrap())
-                    .collect::<Vec<_>>()
-            })
+        let counts: Vec<u64> = records(d.path())
+            .into_iter()
             .filter(|r| r.event.as_deref() == Some("retention"))
             .map(|r| r.count.unwrap_or(0))
             .collect();

@@ -5,28 +5,44 @@
 
 mod common;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use common::{MockTgi, dead_addr, repo_root};
+use common::{MockTgi, dead_addr};
 use gateway::harness::{Harness, Request};
 use serde_json::json;
 
 const EMAIL: &str = "jane.doe@example.com";
 
-fn hash(key: &str) -> String {
-    gateway::keys::hash_hex(key)
+/// A keys file: one entry per (id, key, the entry's other fields).
+fn keys(entries: &[(&str, &str, &str)]) -> String {
+    let mut out = "keys:\n".to_string();
+    for (id, key, rest) in entries {
+        let sha = gateway::keys::hash_hex(key);
+        out.push_str(&format!("  - {{id: {id}, sha256: {sha}, {rest}}}\n"));
+    }
+    out
 }
 
-/// A harness over `yaml` (written to a temp folder with a copy of the default policy's word
-/// lists, so relative policy paths resolve).
-fn harness(dir: &tempfile::TempDir, yaml: &str) -> Harness {
-    let lex = dir.path().join("lexicons/toxicity");
-    std::fs::create_dir_all(&lex).unwrap();
-    for f in std::fs::read_dir(repo_root().join("policies/lexicons/toxicity")).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, lex.join(f.file_name().unwrap())).unwrap();
+/// A policy that does `action` with e-mail addresses in prompts.
+fn email_policy(name: &str, action: &str) -> String {
+    format!("name: {name}\nversion: 1\ninput:\n  email: {action}\n")
+}
+
+/// A harness over `config` and one upstream at `backend`, with `files` (keys file, policies)
+/// written beside the config first so its relative paths resolve.
+fn harness(
+    dir: &tempfile::TempDir,
+    files: &[(&str, &str)],
+    config: &str,
+    backend: SocketAddr,
+) -> Harness {
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
     }
-    Harness::from_yaml(&dir.path().join("gateway.yaml"), yaml).unwrap()
+    let yaml = format!(
+        "{config}\nupstreams: {{tgi: {{backends: ['{backend}'], health_check: {{enabled: false}}}}}}\n"
+    );
+    Harness::from_yaml(&dir.path().join("gateway.yaml"), &yaml).unwrap()
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -36,25 +52,14 @@ fn ip(s: &str) -> IpAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_come_in_each_clients_shape_without_a_backend() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("keys.yaml"),
-        format!(
-            "keys:\n  - {{id: k, sha256: {}, tenant: t}}\n",
-            hash("good")
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("policy.yaml"),
-        "name: p\nversion: 1\ninput:\n  email: placeholder\n",
-    )
-    .unwrap();
     let h = harness(
         &dir,
-        &format!(
-            "policy: policy.yaml\nauth: {{keys_file: keys.yaml}}\nupstreams: {{tgi: {{backends: ['{}'], health_check: {{enabled: false}}}}}}\n",
-            dead_addr()
-        ),
+        &[
+            ("keys.yaml", &keys(&[("k", "good", "tenant: t")])),
+            ("policy.yaml", &email_policy("p", "placeholder")),
+        ],
+        "policy: policy.yaml\nauth: {keys_file: keys.yaml}",
+        dead_addr(),
     );
     // OpenAI shape
     let r = h
@@ -111,10 +116,9 @@ async fn per_ip_limits_hold_each_address_before_routing() {
     let dir = tempfile::tempdir().unwrap();
     let h = harness(
         &dir,
-        &format!(
-            "rate_limits: {{per_ip: {{rate: 1/m, burst: 3}}}}\nupstreams: {{tgi: {{backends: ['{}'], health_check: {{enabled: false}}}}}}\n",
-            dead_addr()
-        ),
+        &[],
+        "rate_limits: {per_ip: {rate: 1/m, burst: 3}}",
+        dead_addr(),
     );
     let a = ip("203.0.113.7");
     for _ in 0..3 {
@@ -144,25 +148,21 @@ async fn per_ip_limits_hold_each_address_before_routing() {
 async fn a_key_out_of_quota_costs_no_guard_work() {
     let mock = MockTgi::echo().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("keys.yaml"),
-        format!(
-            "keys:\n  - {{id: small, sha256: {}, tenant: t, limits: {{tokens_per_minute: 300}}}}\n",
-            hash("small-key")
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("policy.yaml"),
-        "name: p\nversion: 1\ninput:\n  email: placeholder\n",
-    )
-    .unwrap();
     let h = harness(
         &dir,
-        &format!(
-            "policy: policy.yaml\nauth: {{keys_file: keys.yaml}}\nupstreams: {{tgi: {{backends: ['{}'], health_check: {{enabled: false}}}}}}\n",
-            mock.addr
-        ),
+        &[
+            (
+                "keys.yaml",
+                &keys(&[(
+                    "small",
+                    "small-key",
+                    "tenant: t, limits: {tokens_per_minute: 300}",
+                )]),
+            ),
+            ("policy.yaml", &email_policy("p", "placeholder")),
+        ],
+        "policy: policy.yaml\nauth: {keys_file: keys.yaml}",
+        mock.addr,
     );
     let body = json!({"inputs": format!("mail {EMAIL}"), "parameters": {"max_new_tokens": 100}})
         .to_string();
@@ -210,32 +210,23 @@ async fn a_key_out_of_quota_costs_no_guard_work() {
 async fn the_caller_selects_the_policy() {
     let mock = MockTgi::echo().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("keys.yaml"),
-        format!(
-            "keys:\n  - {{id: a, sha256: {}, tenant: acme}}\n  - {{id: b, sha256: {}, tenant: acme, policy: strict}}\n",
-            hash("acme-key"),
-            hash("acme-strict-key")
-        ),
-    )
-    .unwrap();
-    for (name, action) in [
-        ("base", "redact"),
-        ("strict", "block"),
-        ("pseudo", "pseudonymize"),
-    ] {
-        std::fs::write(
-            dir.path().join(format!("{name}.yaml")),
-            format!("name: {name}\nversion: 1\ninput:\n  email: {action}\n"),
-        )
-        .unwrap();
-    }
     let h = harness(
         &dir,
-        &format!(
-            "policy: base.yaml\nauth: {{keys_file: keys.yaml, anonymous_routes: [generate]}}\nguard:\n  policies: {{strict: strict.yaml, pseudo: pseudo.yaml}}\n  tenant_policies: {{acme: pseudo}}\nupstreams: {{tgi: {{backends: ['{}'], health_check: {{enabled: false}}}}}}\n",
-            mock.addr
-        ),
+        &[
+            (
+                "keys.yaml",
+                &keys(&[
+                    ("a", "acme-key", "tenant: acme"),
+                    ("b", "acme-strict-key", "tenant: acme, policy: strict"),
+                ]),
+            ),
+            ("base.yaml", &email_policy("base", "redact")),
+            ("strict.yaml", &email_policy("strict", "block")),
+            ("pseudo.yaml", &email_policy("pseudo", "pseudonymize")),
+        ],
+        "policy: base.yaml\nauth: {keys_file: keys.yaml, anonymous_routes: [generate]}\n\
+         guard:\n  policies: {strict: strict.yaml, pseudo: pseudo.yaml}\n  tenant_policies: {acme: pseudo}",
+        mock.addr,
     );
     let body =
         json!({"inputs": format!("to {EMAIL}"), "parameters": {"max_new_tokens": 20}}).to_string();

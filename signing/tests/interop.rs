@@ -31,6 +31,19 @@ fn tool(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// The reference tool's `verify key` of `model` against `sig` and `public`.
+fn tool_verifies(model: &Path, sig: &Path, public: &Path) -> Result<(), String> {
+    tool(&[
+        "verify",
+        "key",
+        s(model),
+        "--signature",
+        s(sig),
+        "--public_key",
+        s(public),
+    ])
+}
+
 fn model(dir: &Path) {
     std::fs::create_dir_all(dir.join("weights")).unwrap();
     std::fs::write(dir.join("config.json"), br#"{"hidden_size": 8}"#).unwrap();
@@ -61,16 +74,7 @@ fn the_reference_tool_and_we_accept_each_others_signatures() {
         Some(serde_json::json!({"epsilon": 8.0, "delta": 1e-5})),
     )
     .unwrap();
-    tool(&[
-        "verify",
-        "key",
-        s(&m),
-        "--signature",
-        s(&ours),
-        "--public_key",
-        s(&public),
-    ])
-    .expect("model_signing accepts our signature");
+    tool_verifies(&m, &ours, &public).expect("model_signing accepts our signature");
 
     // theirs, verified by us
     tool(&[
@@ -96,18 +100,7 @@ fn the_reference_tool_and_we_accept_each_others_signatures() {
     let other_key = signing::read_public_key(&other_pub).unwrap();
     for sig in [&ours, &theirs] {
         assert!(signing::verify(&m, &other_key, Some(sig)).is_err());
-        assert!(
-            tool(&[
-                "verify",
-                "key",
-                s(&m),
-                "--signature",
-                s(sig),
-                "--public_key",
-                s(&other_pub)
-            ])
-            .is_err()
-        );
+        assert!(tool_verifies(&m, sig, &other_pub).is_err());
     }
 
     // a changed, an added and a removed file fail both, for both signatures
@@ -115,19 +108,7 @@ fn the_reference_tool_and_we_accept_each_others_signatures() {
         f(&m);
         for sig in [&ours, &theirs] {
             assert!(signing::verify(&m, &pubk, Some(sig)).is_err(), "we refuse");
-            assert!(
-                tool(&[
-                    "verify",
-                    "key",
-                    s(&m),
-                    "--signature",
-                    s(sig),
-                    "--public_key",
-                    s(&public)
-                ])
-                .is_err(),
-                "the tool refuses"
-            );
+            assert!(tool_verifies(&m, sig, &public).is_err(), "the tool refuses");
         }
         std::fs::remove_dir_all(&m).unwrap();
         model(&m);

@@ -168,11 +168,14 @@ impl Gateway {
         route: Route,
     ) -> pingora::Result<bool> {
         let a = &self.access;
-        let auth = super::client_auth(session);
-        let outcome = a.keys.authenticate(auth.as_deref());
-        if a.required && !a.anonymous.contains(&route) {
-            match outcome {
+        // without a keys file there is no key to match (and no hash to compute)
+        if a.required {
+            let auth = super::client_auth(session);
+            match a.keys.authenticate(auth.as_deref()) {
                 Ok(k) => ctx.caller = Caller::keyed(k),
+                // an anonymous route: a valid key still identifies (its tenant's policy, its
+                // limits); an invalid one is ignored, as no key would be
+                Err(_) if a.anonymous.contains(&route) => {}
                 Err(e) => {
                     self.metrics
                         .auth_failures
@@ -183,10 +186,6 @@ impl Gateway {
                     return Ok(true);
                 }
             }
-        } else if let Ok(k) = outcome {
-            // an anonymous route: a valid key still identifies (its tenant's policy, its
-            // limits); an invalid one is ignored, as no key would be
-            ctx.caller = Caller::keyed(k);
         }
         // the per-IP rate was checked before routing (`check_ip`)
         let ip_headroom = ctx.admission.headroom.take();
