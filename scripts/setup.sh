@@ -112,6 +112,37 @@ if [ "$want" != "$have" ] || [ ! -f "$ROOT/models/guard/1/manifest.json" ] || [ 
   echo "$want" > "$ROOT/models/.build-stamp"
 fi
 
+# --- 4b. Sign the bundles ------------------------------------------------------------------
+# The gateway loads only bundles signed by a key it trusts (models.trust). This machine's model
+# key (.deps/model-signing/, private key 0600) signs what setup builds, with the reference
+# OpenSSF tool (model_signing, PyPI); deploy/portcullis.yaml and the tests trust its public half.
+KEYS="$DEPS/model-signing"
+if [ ! -f "$KEYS/private.pem" ] || [ ! -f "$KEYS/public.pem" ]; then
+  log "making this machine's model signing key ($KEYS)"
+  mkdir -p "$KEYS"
+  (umask 077 && "$VENV/bin/python" - "$KEYS" <<'PY'
+import sys
+from pathlib import Path
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+d = Path(sys.argv[1])
+k = ec.generate_private_key(ec.SECP256R1())
+(d / "private.pem").write_bytes(k.private_bytes(serialization.Encoding.PEM,
+    serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+(d / "public.pem").write_bytes(k.public_key().public_bytes(serialization.Encoding.PEM,
+    serialization.PublicFormat.SubjectPublicKeyInfo))
+PY
+  ) || die "could not make the model signing key"
+  chmod 600 "$KEYS/private.pem" && chmod 644 "$KEYS/public.pem"
+fi
+for b in "$ROOT"/models/guard*/[0-9]*; do
+  [ -f "$b/manifest.json" ] || continue
+  if [ ! -f "$b/model.sig" ] || [ "$b/manifest.json" -nt "$b/model.sig" ] || [ "$KEYS/public.pem" -nt "$b/model.sig" ]; then
+    "$VENV/bin/model_signing" sign key "$b" --private_key "$KEYS/private.pem" --signature "$b/model.sig" >/dev/null \
+      || die "signing $b failed"
+  fi
+done
+
 # --- 5. The pretrained LLM the trainer fine-tunes (demo, end-to-end tests, benchmarks) -------
 BASE_MODEL="$ROOT/models/base/smollm2-135m-instruct"
 want=$(cat scripts/llm-requirements.txt models/build/convert_smollm2.py | sha256sum | cut -d' ' -f1)

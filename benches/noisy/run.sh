@@ -36,7 +36,7 @@ server: {listen: 127.0.0.1:$port, threads: 2}
 admin: {listen: 127.0.0.1:$admin}
 log: {level: warn}
 policy: $ROOT/policies/default.yaml
-models: {dir: $ROOT/models${SESSIONS_PER_TENANT:+, sessions_per_tenant: $SESSIONS_PER_TENANT}}
+models: {dir: $ROOT/models, trust: {keys: [$ROOT/.deps/model-signing/public.pem]}${SESSIONS_PER_TENANT:+, sessions_per_tenant: $SESSIONS_PER_TENANT}}
 auth: {keys_file: $OUT/keys.yaml}
 upstreams:
   tgi: {backends: [127.0.0.1:$MOCK]}

@@ -44,7 +44,7 @@ pids+=($!)
 
 sed -e "s#@LISTEN@#127.0.0.1:$GW_PORT#" -e "s#@ADMIN@#127.0.0.1:$GW_ADMIN#" -e "s#@THREADS@#$PROXY_THREADS#" \
     -e "s#@BACKEND@#127.0.0.1:$MOCK_PORT#" -e "s#@ROOT@#$ROOT#" benches/proxy/gateway.yaml.tmpl >"$OUT/gateway.yaml"
-if [ "$RULES" = off ]; then sed -i -e '/^policy:/d' -e '/^models:/,/^  dir:/d' "$OUT/gateway.yaml"; fi
+if [ "$RULES" = off ]; then sed -i -e '/^policy:/d' -e '/^models:/,/^    keys:/d' "$OUT/gateway.yaml"; fi
 # logs capped: a misbehaving build must not fill the disk
 ./target/release/gateway serve --config "$OUT/gateway.yaml" 2> >(head -c 50000000 >"$OUT/gateway.log") &
 pids+=($!)

@@ -22,6 +22,19 @@ fn models() -> PathBuf {
     m
 }
 
+/// What setup's bundles are signed with (scripts/setup.sh makes the key).
+fn trust() -> signing::Trust {
+    let k = root().join(".deps/model-signing/public.pem");
+    signing::Trust {
+        keys: vec![signing::TrustedKey::load(&k).expect("run scripts/setup.sh (make test does)")],
+        ..signing::Trust::default()
+    }
+}
+
+fn signing_key() -> signing::SigningKey {
+    signing::read_private_key(&root().join(".deps/model-signing/private.pem")).unwrap()
+}
+
 fn opts() -> EncoderOptions {
     EncoderOptions {
         workers: 2,
@@ -243,7 +256,10 @@ fn new_version(root: &Path, from: &str, to: &str, threshold_logit: f64) {
         serde_json::from_slice(&std::fs::read(src.join("manifest.json")).unwrap()).unwrap();
     m.version = to.into();
     m.heads[0].threshold_logit = threshold_logit;
+    // a new signature file, not a write through the link into the source bundle
+    std::fs::remove_file(tmp.join(signing::DEFAULT_SIGNATURE)).unwrap();
     write_manifest(&tmp, &mut m).unwrap();
+    signing::sign(&tmp, &signing_key(), None, None).unwrap();
     std::fs::rename(&tmp, root.join("guard").join(to)).unwrap();
 }
 
@@ -251,8 +267,12 @@ fn new_version(root: &Path, from: &str, to: &str, threshold_logit: f64) {
 fn registry_swaps_in_new_versions_and_keeps_old_ones_for_requests_in_flight() {
     let d = tempfile::tempdir().unwrap();
     copy_bundle(&models().join("guard/1"), &d.path().join("guard/1"));
-    let reg = ModelRegistry::new(d.path(), opts(), None, None);
+    let reg = ModelRegistry::new(d.path(), opts(), None, None).with_trust(trust());
     let slot = reg.get("guard", None).unwrap();
+    assert!(
+        slot.current().attestation.signer.is_some(),
+        "setup signs what it builds"
+    );
     let before = slot.current();
     assert_eq!(before.bundle.manifest.version, "1");
     assert!(reg.refresh().is_empty(), "nothing new: nothing to swap");
@@ -277,11 +297,40 @@ fn registry_swaps_in_new_versions_and_keeps_old_ones_for_requests_in_flight() {
     replace(&v3.join("tokenizer.json"), b"{}");
     let r = reg.refresh();
     assert!(
-        r[0].result.as_ref().is_err_and(|e| e.contains("SHA-256")),
+        r[0].result
+            .as_ref()
+            .is_err_and(|e| e.contains("tokenizer.json changed")),
         "{:?}",
         r[0].result
     );
+    assert_eq!(r[0].refusal, Some(signing::RefusalKind::Tampered));
     assert_eq!(slot.current().bundle.manifest.version, "2");
+    // Rollback: to version 1, held there although 2 is newer; a fresh version 4 ends the hold.
+    let rb = reg.rollback("guard", None).unwrap();
+    assert!(rb.rollback && rb.result.is_ok());
+    assert_eq!(slot.current().bundle.manifest.version, "1");
+    assert_eq!(slot.held().as_deref(), Some("3"));
+    assert!(
+        reg.refresh().is_empty(),
+        "no version newer than the hold: nothing is tried"
+    );
+    assert!(
+        reg.rollback("guard", Some("1")).is_err(),
+        "serving 1 already"
+    );
+    assert!(reg.rollback("guard", Some("9")).is_err(), "no such version");
+    new_version(d.path(), "2", "4", 2.5);
+    let r = reg.refresh();
+    assert!(r[0].result.is_ok(), "{:?}", r[0].result);
+    assert_eq!(slot.current().bundle.manifest.version, "4");
+    assert_eq!(slot.held(), None);
+    // A registry that trusts nobody loads nothing, and says why.
+    let strict = ModelRegistry::new(d.path(), opts(), None, None);
+    let e = strict.get("guard", Some("4")).unwrap_err().to_string();
+    assert!(
+        e.contains("untrusted") && e.contains("no key is trusted"),
+        "{e}"
+    );
     // Pinned slots stay where they are.
     let pinned = reg.get("guard", Some("1")).unwrap();
     assert_eq!(pinned.current().bundle.manifest.version, "1");

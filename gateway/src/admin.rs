@@ -1,6 +1,8 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics`, and the `/admin/*` API behind its own
-//! bearer token (`admin.token_env`): `POST /admin/reload` (keys, policies, model versions), `GET /admin/models`, `GET
-//! /admin/policies`, `GET /admin/keys`, `GET /admin/limits/<key id>`. Separate from the public
+//! bearer token (`admin.token_env`): `POST /admin/reload` (keys, policies, model versions), `GET /admin/models`,
+//! `POST /admin/models/refresh` (model versions only: what a publisher calls),
+//! `POST /admin/models/<name>/rollback[?to=<version>]`, `GET /admin/policies`, `GET /admin/keys`,
+//! `GET /admin/limits/<key id>`. Separate from the public
 //! listener (default `127.0.0.1:9090`) so that probes and scrapes never compete with, or are
 //! exposed to, API traffic; nothing here is routed on the public listener.
 
@@ -62,7 +64,13 @@ impl AdminApp {
         self
     }
 
-    fn control(&self, method: &http::Method, path: &str, auth: Option<&str>) -> Response<Vec<u8>> {
+    fn control(
+        &self,
+        method: &http::Method,
+        path: &str,
+        query: Option<&str>,
+        auth: Option<&str>,
+    ) -> Response<Vec<u8>> {
         use serde_json::json;
         let Some(c) = &self.control else {
             return json(StatusCode::NOT_FOUND, &json!({"error": "not found"}));
@@ -92,13 +100,8 @@ impl AdminApp {
                     .and_then(|g| g.models.as_ref())
                     .map(|m| m.refresh())
                     .unwrap_or_default()
-                    .into_iter()
-                    .map(|r| json!({
-                        "model": r.name, "from": r.from, "to": r.to,
-                        "load_ms": r.load.as_secs_f64() * 1e3,
-                        "swap_us": r.swap.as_secs_f64() * 1e6,
-                        "result": match &r.result { Ok(()) => "ok".to_string(), Err(e) => e.clone() },
-                    }))
+                    .iter()
+                    .map(swap_json)
                     .collect();
                 match keys {
                     Ok(n) => json(
@@ -117,6 +120,40 @@ impl AdminApp {
                         "models": c.guard.as_ref().and_then(|g| g.models.as_ref()).map(|m| m.listing()).unwrap_or_default(),
                         "adapters": []}),
             ),
+            ("POST", "/admin/models/refresh") => {
+                let Some(models) = c.guard.as_ref().and_then(|g| g.models.clone()) else {
+                    return json(
+                        StatusCode::NOT_FOUND,
+                        &json!({"error": "no policy uses a model (no `classifiers:` section)"}),
+                    );
+                };
+                let reports = models.refresh();
+                json(
+                    StatusCode::OK,
+                    &json!({"models": reports.iter().map(swap_json).collect::<Vec<_>>()}),
+                )
+            }
+            ("POST", p) if p.starts_with("/admin/models/") && p.ends_with("/rollback") => {
+                let name = &p["/admin/models/".len()..p.len() - "/rollback".len()];
+                let Some(models) = c.guard.as_ref().and_then(|g| g.models.clone()) else {
+                    return json(
+                        StatusCode::NOT_FOUND,
+                        &json!({"error": "no policy uses a model (no `classifiers:` section)"}),
+                    );
+                };
+                let to = query.and_then(|q| {
+                    q.split('&')
+                        .find_map(|kv| kv.strip_prefix("to="))
+                        .map(str::to_string)
+                });
+                match models.rollback(name, to.as_deref()) {
+                    Ok(r) => json(StatusCode::OK, &swap_json(&r)),
+                    Err(e @ filters::classify::ModelError::NotFound(_)) => {
+                        json(StatusCode::NOT_FOUND, &json!({"error": e.to_string()}))
+                    }
+                    Err(e) => json(StatusCode::CONFLICT, &json!({"error": e.to_string()})),
+                }
+            }
             ("GET", "/admin/models") => json(
                 StatusCode::OK,
                 &json!({"models": c.guard.as_ref().and_then(|g| g.models.as_ref()).map(|m| m.listing()).unwrap_or_default()}),
@@ -144,7 +181,7 @@ impl AdminApp {
             }
             _ => json(
                 StatusCode::NOT_FOUND,
-                &json!({"error": "not found", "routes": ["POST /admin/reload", "GET /admin/policies", "GET /admin/models", "GET /admin/keys", "GET /admin/limits/<key id>"]}),
+                &json!({"error": "not found", "routes": ["POST /admin/reload", "GET /admin/policies", "GET /admin/models", "POST /admin/models/refresh", "POST /admin/models/<name>/rollback?to=<version>", "GET /admin/keys", "GET /admin/limits/<key id>"]}),
             ),
         }
     }
@@ -188,6 +225,18 @@ fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Ve
     r
 }
 
+/// A swap attempt as the admin API reports it.
+fn swap_json(r: &filters::classify::SwapReport) -> serde_json::Value {
+    serde_json::json!({
+        "model": r.name, "from": r.from, "to": r.to,
+        "load_ms": r.load.as_secs_f64() * 1e3,
+        "swap_us": r.swap.as_secs_f64() * 1e6,
+        "rollback": r.rollback,
+        "refused": r.refusal.map(|k| k.as_str()),
+        "result": match &r.result { Ok(()) => "ok".to_string(), Err(e) => e.clone() },
+    })
+}
+
 fn json(status: StatusCode, v: &serde_json::Value) -> Response<Vec<u8>> {
     respond(status, "application/json", v.to_string().into_bytes())
 }
@@ -195,11 +244,12 @@ fn json(status: StatusCode, v: &serde_json::Value) -> Response<Vec<u8>> {
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let (method, path, auth) = {
+        let (method, path, query, auth) = {
             let req = session.req_header();
             (
                 req.method.clone(),
                 req.uri.path().to_string(),
+                req.uri.query().map(str::to_string),
                 req.headers
                     .get(http::header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
@@ -211,7 +261,7 @@ impl ServeHttp for AdminApp {
                 // drain a body if any (there is none to read for these routes)
                 let _ = session.read_request_body().await;
             }
-            return self.control(&method, &path, auth.as_deref());
+            return self.control(&method, &path, query.as_deref(), auth.as_deref());
         }
         if method != http::Method::GET && method != http::Method::HEAD {
             return json(

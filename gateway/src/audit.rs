@@ -211,6 +211,36 @@ pub struct Record {
     /// Unauthenticated refusals since the previous `refusals` event.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<RefusalCount>,
+    /// For `model_swap`, `model_rollback` and `model_refused` events: which model and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelEvent>,
+}
+
+/// A model registry event: a version swapped in, rolled back to, or refused.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ModelEvent {
+    /// Model (bundle) name.
+    pub name: String,
+    /// The version serving before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The version swapped in or refused.
+    pub version: String,
+    /// SHA-256 of the version's manifest, when it loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// The key that signed it, when it loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// The signed ε, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f64>,
+    /// Refusals: `unsigned`, `untrusted`, `tampered`, `malformed`, `policy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Refusals: what failed (file names and keys, never contents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl Record {
@@ -350,6 +380,16 @@ impl AuditLog {
                     self.dropped.inc();
                 }
             }
+        }
+    }
+
+    /// Queue a model registry event (`model_swap`, `model_rollback`, `model_refused`) from a
+    /// thread that must not wait: a full channel counts it as dropped.
+    pub fn model_event(&self, kind: &str, event: ModelEvent) {
+        let mut r = Record::event(kind, None);
+        r.model = Some(event);
+        if self.tx.try_send(Msg::Record(Box::new(r))).is_err() {
+            self.dropped.inc();
         }
     }
 

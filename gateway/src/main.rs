@@ -73,6 +73,40 @@ enum Command {
     /// Audit trail tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The models a running gateway serves (through its admin API).
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+/// Where a running gateway's admin API is.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The admin listener.
+    #[arg(long, default_value = "http://127.0.0.1:9090")]
+    admin: String,
+    /// The environment variable holding the admin token (`admin.token_env`).
+    #[arg(long, default_value = "PORTCULLIS_ADMIN_TOKEN")]
+    token_env: String,
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Every model serving: version, versions on disk, signer, signed ε and provenance (JSON).
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Serve an older version of NAME (verified like any other) and hold it there until a
+    /// newer version is published.
+    Rollback {
+        /// The model (bundle) name.
+        name: String,
+        /// The version (default: the newest older than the one serving that verifies).
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -183,12 +217,15 @@ fn check(
                     .unwrap_or(std::path::Path::new("."))
                     .join("models")
             });
+            // a local tool reading bundles it was handed: digests are checked, signatures are
+            // the serving gateway's business (`models.trust`)
             let reg = filters::classify::ModelRegistry::new(
                 &dir,
                 filters::classify::EncoderOptions::default(),
                 None,
                 None,
-            );
+            )
+            .with_trust(signing::Trust::signatures_ignored());
             let loaded = reg
                 .get(&plan.model, plan.version.as_deref())
                 .map(|s| s.current())
@@ -469,6 +506,45 @@ fn keys(cmd: KeysCommand) -> ExitCode {
     }
 }
 
+fn models_command(cmd: ModelsCommand) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let (admin, method, path) = match &cmd {
+        ModelsCommand::List { admin } => (admin, reqwest::Method::GET, "/admin/models".to_string()),
+        ModelsCommand::Rollback { name, to, admin } => (
+            admin,
+            reqwest::Method::POST,
+            format!(
+                "/admin/models/{name}/rollback{}",
+                to.as_ref().map(|v| format!("?to={v}")).unwrap_or_default()
+            ),
+        ),
+    };
+    let token = std::env::var(&admin.token_env)
+        .with_context(|| format!("{} is not set (the gateway's admin token)", admin.token_env))?;
+    let url = format!("{}{path}", admin.admin.trim_end_matches('/'));
+    let resp = reqwest::blocking::Client::new()
+        .request(method, &url)
+        .bearer_auth(token)
+        .timeout(std::time::Duration::from_secs(120))
+        .send()
+        .with_context(|| format!("{url}: is the gateway running?"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp
+        .json()
+        .with_context(|| format!("{url}: the answer is not JSON"))?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "{status}: {}",
+            body["error"].as_str().unwrap_or(&body.to_string())
+        );
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&body).unwrap_or_default()
+    );
+    Ok(())
+}
+
 fn audit(cmd: AuditCommand) -> ExitCode {
     match cmd {
         AuditCommand::Verify {
@@ -542,6 +618,13 @@ fn main() -> ExitCode {
         },
         Command::Keys(k) => keys(k),
         Command::Audit(a) => audit(a),
+        Command::Models(m) => match models_command(m) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Schema => print_json(&gateway::config::json_schema()),
         Command::PolicySchema => print_json(&filters::Policy::json_schema()),
         Command::Check {

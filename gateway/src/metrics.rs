@@ -92,6 +92,9 @@ pub struct Metrics {
     pub model_swaps: IntCounterVec,
     /// `portcullis_model_swap_load_seconds{model}`: time the last swap spent loading (requests kept flowing).
     pub model_swap_load: prometheus::GaugeVec,
+    /// `portcullis_model_refusals_total{model,reason}`: versions the trust check refused
+    /// (`unsigned`, `untrusted`, `tampered`, `malformed`, `policy`).
+    pub model_refusals: IntCounterVec,
 }
 
 /// The series of one route (see [`Metrics::for_route`]).
@@ -404,6 +407,14 @@ impl Metrics {
                         "Time the last hot swap spent loading and verifying the new bundle",
                     ),
                     &["model"],
+                )?,
+            )?,
+            model_refusals: reg(
+                &r,
+                cv(
+                    "portcullis_model_refusals_total",
+                    "Model versions refused before loading, by model and reason (unsigned, untrusted, tampered, malformed, policy)",
+                    &["model", "reason"],
                 )?,
             )?,
             registry: r,

@@ -1,5 +1,6 @@
-//! The gateway's side of the model registry: loading the bundles policies name, warming their
-//! topic examples, swapping new versions in (watcher and `POST /admin/reload`), metrics.
+//! The gateway's side of the model registry: loading the bundles policies name (only versions
+//! whose signature a trusted key made: `models.trust`), warming their topic examples, swapping
+//! new versions in (watcher and `POST /admin/reload`), rolling back, metrics and audit events.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use filters::Policy;
 use filters::classify::{BatchObserver, ModelRegistry, ModelSlot, SwapReport};
 use filters::policy::ClassifierPlan;
 
+use crate::audit::{AuditLog, ModelEvent};
 use crate::metrics::Metrics;
 
 /// The model registry's settings (from the config's `models:`, paths resolved).
@@ -22,6 +24,8 @@ pub struct ModelsSettings {
     pub encoder: filters::classify::EncoderOptions,
     /// Watch for new versions.
     pub watch: bool,
+    /// Who may publish models (keys, unsigned, provenance rules).
+    pub trust: signing::Trust,
 }
 
 /// The registry with its metrics and watcher.
@@ -29,6 +33,7 @@ pub struct Models {
     /// The bundles.
     pub registry: Arc<ModelRegistry>,
     metrics: Arc<Metrics>,
+    audit: Option<AuditLog>,
     _watcher: parking_lot::Mutex<Option<notify::RecommendedWatcher>>,
 }
 
@@ -42,7 +47,11 @@ impl std::fmt::Debug for Models {
 
 impl Models {
     /// Open the registry (nothing is loaded until a policy asks) and watch its folder.
-    pub fn start(cfg: &ModelsSettings, metrics: Arc<Metrics>) -> Arc<Models> {
+    pub fn start(
+        cfg: &ModelsSettings,
+        metrics: Arc<Metrics>,
+        audit: Option<AuditLog>,
+    ) -> Arc<Models> {
         let (batch, secs) = (
             metrics.classifier_batch.clone(),
             metrics.classifier_batch_seconds.clone(),
@@ -51,15 +60,35 @@ impl Models {
             batch.observe(n as f64);
             secs.observe(took.as_secs_f64());
         });
-        let registry = Arc::new(ModelRegistry::new(
-            &cfg.dir,
-            cfg.encoder.clone(),
-            cfg.onnxruntime.clone(),
-            Some(observer),
-        ));
+        let (refusals, trail) = (metrics.model_refusals.clone(), audit.clone());
+        let registry = Arc::new(
+            ModelRegistry::new(
+                &cfg.dir,
+                cfg.encoder.clone(),
+                cfg.onnxruntime.clone(),
+                Some(observer),
+            )
+            .with_trust(cfg.trust.clone())
+            .on_refusal(Arc::new(move |name, version, r| {
+                refusals.with_label_values(&[name, r.kind.as_str()]).inc();
+                if let Some(a) = &trail {
+                    a.model_event(
+                        "model_refused",
+                        ModelEvent {
+                            name: name.to_string(),
+                            version: version.to_string(),
+                            reason: Some(r.kind.as_str().to_string()),
+                            message: Some(r.message.clone()),
+                            ..ModelEvent::default()
+                        },
+                    );
+                }
+            })),
+        );
         let models = Arc::new(Models {
             registry,
             metrics,
+            audit,
             _watcher: parking_lot::Mutex::new(None),
         });
         if cfg.watch {
@@ -114,10 +143,32 @@ impl Models {
         self.registry.loaded(&plan.model, plan.version.as_deref())
     }
 
-    /// Swap in newer versions; blocking. Metrics and log lines for each attempt.
+    /// Swap in newer versions; blocking. Metrics, log lines and audit events for each attempt.
     pub fn refresh(&self) -> Vec<SwapReport> {
         let reports = self.registry.refresh();
         for r in &reports {
+            self.count(r);
+        }
+        if !reports.is_empty() {
+            self.publish();
+        }
+        reports
+    }
+
+    /// Roll `name` back to `to` or the previous version that verifies; blocking.
+    pub fn rollback(
+        &self,
+        name: &str,
+        to: Option<&str>,
+    ) -> Result<SwapReport, filters::classify::ModelError> {
+        let r = self.registry.rollback(name, to)?;
+        self.count(&r);
+        self.publish();
+        Ok(r)
+    }
+
+    fn count(&self, r: &SwapReport) {
+        {
             let result = if r.result.is_ok() { "ok" } else { "error" };
             self.metrics
                 .model_swaps
@@ -128,12 +179,27 @@ impl Models {
                     .model_swap_load
                     .with_label_values(&[&r.name])
                     .set(r.load.as_secs_f64());
+                if let (Some(a), Some(slot)) = (&self.audit, self.registry.loaded(&r.name, None)) {
+                    let c = slot.current();
+                    a.model_event(
+                        if r.rollback {
+                            "model_rollback"
+                        } else {
+                            "model_swap"
+                        },
+                        ModelEvent {
+                            name: r.name.clone(),
+                            from: Some(r.from.clone()),
+                            version: r.to.clone(),
+                            digest: Some(c.bundle.digest.clone()),
+                            signer: c.attestation.signer.clone(),
+                            epsilon: c.attestation.epsilon(),
+                            ..ModelEvent::default()
+                        },
+                    );
+                }
             }
         }
-        if !reports.is_empty() {
-            self.publish();
-        }
-        reports
     }
 
     /// Refresh `portcullis_model_info` from the slots.
@@ -169,6 +235,11 @@ impl Models {
                     })).collect::<Vec<_>>(),
                     "loaded_at": s.loaded_at().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
                     "dir": c.bundle.dir,
+                    "held_after_rollback": s.held(),
+                    "versions": self.registry.versions(&s.name).unwrap_or_default(),
+                    "signed_by": c.attestation.signer,
+                    "epsilon": c.attestation.epsilon(),
+                    "provenance": c.attestation.provenance,
                 })
             })
             .collect()

@@ -61,10 +61,25 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
         .policy
         .as_ref()
         .map(|(_, p)| (p.name.clone(), p.version));
+    let audit = match &config.audit {
+        Some(a) => {
+            if a.key.is_none() {
+                tracing::warn!(
+                    "audit: no key_file or key_env: the chain head is not signed, so whoever can write {} could rewrite the trail consistently",
+                    a.dir.display()
+                );
+            }
+            Some(
+                AuditLog::start(a.clone(), metrics.audit_dropped.clone())
+                    .with_context(|| format!("starting the audit trail in {}", a.dir.display()))?,
+            )
+        }
+        None => None,
+    };
     let models = config
         .models
         .as_ref()
-        .map(|m| crate::models::Models::start(m, metrics.clone()));
+        .map(|m| crate::models::Models::start(m, metrics.clone(), audit.clone()));
     let guard = if config.guard.policies.is_empty() {
         None
     } else {
@@ -114,21 +129,6 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
             );
             Arc::new(KeyStore::empty())
         }
-    };
-    let audit = match &config.audit {
-        Some(a) => {
-            if a.key.is_none() {
-                tracing::warn!(
-                    "audit: no key_file or key_env: the chain head is not signed, so whoever can write {} could rewrite the trail consistently",
-                    a.dir.display()
-                );
-            }
-            Some(
-                AuditLog::start(a.clone(), metrics.audit_dropped.clone())
-                    .with_context(|| format!("starting the audit trail in {}", a.dir.display()))?,
-            )
-        }
-        None => None,
     };
     let access = Access {
         keys: keys.clone(),

@@ -89,21 +89,6 @@ async fn setup(mock: &MockTgi, keys: &[(&str, &[&str])], extra: &str) -> (Setup,
     )
 }
 
-/// Every audit file of a folder, in order, as one text.
-fn audit_text(dir: &Path) -> String {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|f| std::fs::read_to_string(f).unwrap())
-        .collect()
-}
-
 fn bearer(k: &str) -> String {
     format!("Bearer {k}")
 }

@@ -184,9 +184,9 @@ async fn the_policy_in_use_is_reported() {
     let mock = MockTgi::echo().await;
     let policy = repo_root().join("policies/default.yaml");
     let gw = Gateway::start(&format!(
-        "policy: {}\nmodels:\n  dir: {}\n{}",
+        "policy: {}\n{}{}",
         policy.display(),
-        repo_root().join("models").display(),
+        models_yaml(&repo_root().join("models")),
         upstream_yaml(&[mock.addr], "")
     ))
     .await;

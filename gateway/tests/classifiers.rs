@@ -46,9 +46,9 @@ fn policy_with(dir: &Path, timeout: &str, on_timeout: &str, extra: &str) -> Path
 
 async fn gateway(mock: &MockTgi, models: &Path, policy: &Path, extra: &str) -> Gateway {
     Gateway::start(&format!(
-        "policy: {}\nmodels:\n  dir: {}\n{extra}{}",
+        "policy: {}\n{}{extra}{}",
         policy.display(),
-        models.display(),
+        models_yaml(models),
         upstream_yaml(&[mock.addr], "")
     ))
     .await
@@ -352,7 +352,16 @@ async fn a_new_bundle_version_is_swapped_in_under_load_without_a_failed_request(
     let dir = tempfile::tempdir().unwrap();
     let reg = dir.path().join("models");
     link_bundle(&models().join("guard/1"), &reg.join("guard/1"));
-    let gw = Arc::new(gateway(&mock, &reg, &policy(dir.path(), "5s", "block"), "").await);
+    let audit_dir = dir.path().join("audit");
+    let gw = Arc::new(
+        gateway(
+            &mock,
+            &reg,
+            &policy(dir.path(), "5s", "block"),
+            &format!("audit:\n  dir: {}\n", audit_dir.display()),
+        )
+        .await,
+    );
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (ok, bad) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut load = Vec::new();
@@ -383,14 +392,9 @@ async fn a_new_bundle_version_is_swapped_in_under_load_without_a_failed_request(
         }));
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
-    // Version 2, written the way a trainer publishes one: a hidden folder, then a rename.
+    // Version 2, written the way a trainer publishes one: a hidden folder, signed, renamed.
     let tmp = reg.join("guard/.2.tmp");
-    link_bundle(&reg.join("guard/1"), &tmp);
-    std::fs::remove_file(tmp.join("manifest.json")).unwrap();
-    let mut m: filters::classify::Manifest =
-        serde_json::from_slice(&std::fs::read(reg.join("guard/1/manifest.json")).unwrap()).unwrap();
-    m.version = "2".into();
-    filters::classify::bundle::write_manifest(&tmp, &mut m).unwrap();
+    new_version(&reg.join("guard/1"), &tmp, "2", Some(&model_signing_key()));
     let t0 = Instant::now();
     std::fs::rename(&tmp, reg.join("guard/2")).unwrap();
     wait_until("version 2 serving", || async {
@@ -426,23 +430,72 @@ async fn a_new_bundle_version_is_swapped_in_under_load_without_a_failed_request(
     })
     .await;
 
-    // A tampered version 3 is refused; version 2 keeps serving.
-    let v3 = reg.join("guard/3");
-    link_bundle(&reg.join("guard/2"), &v3);
-    std::fs::remove_file(v3.join("heads.safetensors")).unwrap();
-    std::fs::write(v3.join("heads.safetensors"), b"not the heads").unwrap();
-    wait_until("version 3 refused", || async {
-        gw.metric("portcullis_model_swaps_total{model=\"guard\",result=\"error\"}")
-            .await
-            >= 1.0
-    })
-    .await;
-    let r = post_json(&client(), gw.url("/generate"), generate(INJECTION), &[]).await;
-    assert_eq!(r.status(), 403);
+    // A tampered, an unsigned and a stranger's version: each refused, version 2 keeps serving.
+    let stranger = tempfile::tempdir().unwrap();
+    let (other_key, _) = signing::keygen_to(stranger.path()).unwrap();
+    let other_key = signing::read_private_key(&other_key).unwrap();
+    let cases: [(&str, Option<&signing::SigningKey>, bool, &str); 3] = [
+        ("3", Some(&model_signing_key()), true, "tampered"),
+        ("4", None, false, "unsigned"),
+        ("5", Some(&other_key), false, "untrusted"),
+    ];
+    let mut refused_before = 0.0;
+    for (v, key, tamper, reason) in cases {
+        let tmp = reg.join(format!("guard/.{v}.tmp"));
+        new_version(&reg.join("guard/2"), &tmp, v, key);
+        if tamper {
+            // a head changed after signing (a new file: the link to v2's stays intact)
+            std::fs::remove_file(tmp.join("heads.safetensors")).unwrap();
+            std::fs::write(tmp.join("heads.safetensors"), b"not the heads").unwrap();
+        }
+        std::fs::rename(&tmp, reg.join(format!("guard/{v}"))).unwrap();
+        let series =
+            format!("portcullis_model_refusals_total{{model=\"guard\",reason=\"{reason}\"}}");
+        wait_until(&format!("version {v} refused as {reason}"), || async {
+            gw.metric(&series).await >= 1.0
+        })
+        .await;
+        let errors = gw
+            .metric("portcullis_model_swaps_total{model=\"guard\",result=\"error\"}")
+            .await;
+        assert!(errors > refused_before, "each refusal is a failed swap too");
+        refused_before = errors;
+        let r = post_json(&client(), gw.url("/generate"), generate(INJECTION), &[]).await;
+        assert_eq!(r.status(), 403, "version 2 still guards");
+    }
+    let m = gw.settled_metrics().await;
+    assert!(m.contains("version=\"2\""), "{m}");
     wait_until("the refusal log line", || async {
-        gw.logs().contains("new model version refused")
+        gw.logs().contains("refused by the trust check")
     })
     .await;
+    // The audit trail says what swapped in and what was refused, and why.
+    wait_until("model events in the audit trail", || async {
+        let t = audit_text(&audit_dir);
+        t.matches("\"model_refused\"").count() >= 3 && t.contains("\"model_swap\"")
+    })
+    .await;
+    let t = audit_text(&audit_dir);
+    for reason in ["tampered", "unsigned", "untrusted"] {
+        assert!(t.contains(&format!("\"reason\":\"{reason}\"")), "{t}");
+    }
+    assert!(t.contains("\"signer\":"), "{t}");
+}
+
+/// Copy the bundle `from` into `tmp` as version `v` (hard links, new manifest), signed with
+/// `key` if given.
+fn new_version(from: &Path, tmp: &Path, v: &str, key: Option<&signing::SigningKey>) {
+    link_bundle(from, tmp);
+    // new files for what changes: never write through a link into the source bundle
+    std::fs::remove_file(tmp.join("manifest.json")).unwrap();
+    let _ = std::fs::remove_file(tmp.join(signing::DEFAULT_SIGNATURE));
+    let mut m: filters::classify::Manifest =
+        serde_json::from_slice(&std::fs::read(from.join("manifest.json")).unwrap()).unwrap();
+    m.version = v.into();
+    filters::classify::bundle::write_manifest(tmp, &mut m).unwrap();
+    if let Some(k) = key {
+        signing::sign(tmp, k, None, None).unwrap();
+    }
 }
 
 #[tokio::test]
@@ -464,17 +517,37 @@ async fn configs_that_cannot_serve_a_policys_model_are_refused_with_the_reason()
     let e = check(format!("policy: {}\n{ups}", p.display()));
     assert!(e.contains("no `models:` section"), "{e}");
     let e = check(format!(
-        "policy: {}\nmodels:\n  dir: {}\n{ups}",
+        "policy: {}\n{}{ups}",
         p.display(),
-        dir.path().display()
+        models_yaml(dir.path())
     ));
     assert!(e.contains("uses the model `guard`, which is not in"), "{e}");
-    // A policy whose classifier rule cannot apply to a whole prompt.
-    std::fs::write(&p, "name: x\nversion: 1\ninput:\n  injection_classifier: redact\nclassifiers:\n  model: guard\n").unwrap();
+    // No trusted key and unsigned bundles refused: nothing could ever load.
     let e = check(format!(
         "policy: {}\nmodels:\n  dir: {}\n{ups}",
         p.display(),
         models().display()
+    ));
+    assert!(
+        e.contains("no trusted signing key") && e.contains("models.trust.keys"),
+        "{e}"
+    );
+    let e = check(format!(
+        "policy: {}\nmodels:\n  dir: {}\n  trust:\n    keys: [{}]\n{ups}",
+        p.display(),
+        models().display(),
+        dir.path().join("nope.pem").display()
+    ));
+    assert!(
+        e.contains("models.trust.keys[0]") || e.contains("nope.pem"),
+        "{e}"
+    );
+    // A policy whose classifier rule cannot apply to a whole prompt.
+    std::fs::write(&p, "name: x\nversion: 1\ninput:\n  injection_classifier: redact\nclassifiers:\n  model: guard\n").unwrap();
+    let e = check(format!(
+        "policy: {}\n{}{ups}",
+        p.display(),
+        models_yaml(&models())
     ));
     assert!(e.contains("cannot `redact` a span"), "{e}");
 }

@@ -24,12 +24,15 @@ use base64::engine::general_purpose::STANDARD as B64;
 use p256::ecdsa::DerSignature;
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
 pub use p256::ecdsa::{SigningKey, VerifyingKey};
+
+pub mod trust;
 use p256::pkcs8::{
     DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
 };
 use rand::RngCore;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+pub use trust::{Attestation, Refusal, RefusalKind, Trust, TrustedKey};
 
 /// The signature file's default name (`model_signing`'s).
 pub const DEFAULT_SIGNATURE: &str = "model.sig";
@@ -71,7 +74,10 @@ pub enum SignError {
     /// The signature file is not a bundle this verifier reads.
     #[error("the signature is malformed: {0}")]
     Malformed(String),
-    /// The signature does not match the key, or the files do not match the signature.
+    /// The signature was not made with this key (or names another key).
+    #[error("verification failed: {0}")]
+    WrongKey(String),
+    /// The files do not match the signature, or the statement contradicts itself.
     #[error("verification failed: {0}")]
     Mismatch(String),
 }
@@ -306,7 +312,11 @@ pub fn sign(
     });
     let text = serde_json::to_string(&bundle)
         .map_err(|e| SignError::Model(format!("cannot write the bundle: {e}")))?;
-    std::fs::write(&sig_path, text).map_err(io(&sig_path))?;
+    // a new file renamed over the old one: a reader never sees half a signature, and a
+    // signature hard-linked from another copy of the model is not rewritten through the link
+    let tmp = sig_path.with_extension("sig.tmp");
+    std::fs::write(&tmp, text).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &sig_path).map_err(io(&sig_path))?;
     Ok(bundle)
 }
 
@@ -344,7 +354,7 @@ pub fn verify(
         .filter(|h| !h.is_empty())
         && hint != key_hint(key)?
     {
-        return Err(SignError::Mismatch(
+        return Err(SignError::WrongKey(
             "the signature names another public key (its hint is not this key's)".into(),
         ));
     }
@@ -368,7 +378,7 @@ pub fn verify(
     let sig = DerSignature::try_from(sig.as_slice())
         .map_err(|e| SignError::Malformed(format!("signature: {e}")))?;
     key.verify(&pae(PAYLOAD_TYPE, &payload), &sig)
-        .map_err(|_| SignError::Mismatch("the signature was not made with this key".into()))?;
+        .map_err(|_| SignError::WrongKey("the signature was not made with this key".into()))?;
     // the payload is authentic from here on
     let st: Value = serde_json::from_slice(&payload)
         .map_err(|e| SignError::Malformed(format!("statement: {e}")))?;
@@ -487,7 +497,7 @@ mod tests {
         let other = VerifyingKey::from_public_key_pem(&other).unwrap();
         assert!(matches!(
             verify(m.path(), &other, None),
-            Err(SignError::Mismatch(_))
+            Err(SignError::WrongKey(_))
         ));
         // a changed, an added and a removed file
         std::fs::write(m.path().join("config.json"), b"{\"a\":2}").unwrap();
@@ -520,7 +530,7 @@ mod tests {
         std::fs::write(m.path().join(DEFAULT_SIGNATURE), b.to_string()).unwrap();
         assert!(matches!(
             verify(m.path(), &pubk, None),
-            Err(SignError::Mismatch(_))
+            Err(SignError::WrongKey(_))
         ));
     }
 }

@@ -2,8 +2,11 @@
 //!
 //! The manifest names every file of the bundle with its SHA-256; [`Bundle::open`] refuses a
 //! bundle whose files do not match, lists files the manifest does not name, or names files
-//! outside the bundle folder. The `signature` field is reserved for signed bundles (the
-//! "Signed models end to end" issue); today it must be absent or null.
+//! outside the bundle folder. Signatures live beside the manifest in `model.sig` (OpenSSF
+//! model_signing, checked by [`signing::Trust`] before the bundle is opened): a verified
+//! bundle is opened with [`Bundle::open_attested`], which takes the digests the signature
+//! check computed instead of hashing every file twice. The manifest's own `signature` member
+//! is a leftover of format 1 and must be absent or null.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -36,7 +39,8 @@ pub struct Manifest {
     pub heads: Vec<HeadSpec>,
     /// Every file of the bundle but the manifest: relative path → lowercase hex SHA-256.
     pub files: BTreeMap<String, String>,
-    /// Reserved for the bundle signature (must be absent or null until signing lands).
+    /// Unused (must be absent or null): the signature is the `model.sig` file beside the
+    /// manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<serde_json::Value>,
 }
@@ -111,6 +115,14 @@ pub struct Bundle {
 impl Bundle {
     /// Read `dir/manifest.json` and check every listed file's SHA-256.
     pub fn open(dir: &Path) -> Result<Bundle, ModelError> {
+        Bundle::open_attested(dir, &signing::Attestation::default())
+    }
+
+    /// Like [`Bundle::open`], with the digests a signature check computed (`att.resources`):
+    /// every listed file, and the manifest itself, must be covered by the signature with the
+    /// same digest, so nothing is hashed twice. An attestation without resources (an unsigned
+    /// bundle) falls back to hashing.
+    pub fn open_attested(dir: &Path, att: &signing::Attestation) -> Result<Bundle, ModelError> {
         let mpath = dir.join("manifest.json");
         let raw = std::fs::read(&mpath).map_err(|e| ModelError::io(&mpath, e))?;
         let manifest: Manifest =
@@ -129,9 +141,11 @@ impl Bundle {
             )));
         }
         if manifest.signature.as_ref().is_some_and(|s| !s.is_null()) {
-            return Err(bad(
-                "the bundle is signed, and this build cannot verify signatures yet".into(),
-            ));
+            return Err(bad(format!(
+                "the manifest's `signature` member is not read: sign the bundle folder into \
+                 {} beside the manifest (`trainer-sidecar sign`) and drop the member",
+                signing::DEFAULT_SIGNATURE
+            )));
         }
         for name in manifest.files.keys() {
             if !is_plain_relative(name) {
@@ -152,9 +166,23 @@ impl Bundle {
                 )));
             }
         }
+        let digest = hex::encode(Sha256::digest(&raw));
+        if !att.resources.is_empty() && att.digest("manifest.json").as_deref() != Some(&digest) {
+            return Err(bad(
+                "the manifest read is not the one the signature covers (changed since?)".into(),
+            ));
+        }
         for (name, want) in &manifest.files {
             let path = dir.join(name);
-            let got = sha256_file(&path)?;
+            let got = if att.resources.is_empty() {
+                sha256_file(&path)?
+            } else {
+                att.digest(name).ok_or_else(|| {
+                    bad(format!(
+                        "`{name}` is listed but not covered by the signature"
+                    ))
+                })?
+            };
             if !got.eq_ignore_ascii_case(want) {
                 return Err(ModelError::Digest {
                     path,
@@ -166,7 +194,7 @@ impl Bundle {
         Ok(Bundle {
             dir: dir.to_path_buf(),
             manifest,
-            digest: hex::encode(Sha256::digest(&raw)),
+            digest,
         })
     }
 
@@ -204,7 +232,11 @@ pub fn write_manifest(dir: &Path, manifest: &mut Manifest) -> Result<(), ModelEr
     for entry in rd {
         let entry = entry.map_err(|e| ModelError::io(dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name == "manifest.json" || name.starts_with('.') || !entry.path().is_file() {
+        if name == "manifest.json"
+            || name == signing::DEFAULT_SIGNATURE
+            || name.starts_with('.')
+            || !entry.path().is_file()
+        {
             continue;
         }
         let digest = sha256_file(&entry.path())?;
@@ -332,7 +364,33 @@ mod tests {
         )
         .unwrap();
         let e = Bundle::open(d.path()).unwrap_err().to_string();
-        assert!(e.contains("signed"), "{e}");
+        assert!(e.contains("model.sig"), "{e}");
+    }
+
+    #[test]
+    fn an_attested_bundle_uses_the_signed_digests() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("encoder.onnx"), b"onnx").unwrap();
+        std::fs::write(d.path().join("tokenizer.json"), b"{}").unwrap();
+        write_manifest(d.path(), &mut manifest()).unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        let (private, pubp) = signing::keygen_to(keys.path()).unwrap();
+        let key = signing::read_private_key(&private).unwrap();
+        signing::sign(d.path(), &key, None, None).unwrap();
+        let trust = signing::Trust {
+            keys: vec![signing::TrustedKey::load(&pubp).unwrap()],
+            ..signing::Trust::default()
+        };
+        let att = trust.check("m", d.path()).unwrap();
+        let b = Bundle::open_attested(d.path(), &att).unwrap();
+        assert_eq!(b.manifest.files.len(), 2, "model.sig is not a bundle file");
+        // a manifest digest the signature does not cover is refused without hashing
+        let mut forged = att.clone();
+        forged.resources.retain(|r| r.name != "tokenizer.json");
+        let e = Bundle::open_attested(d.path(), &forged)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not covered by the signature"), "{e}");
     }
 
     #[test]

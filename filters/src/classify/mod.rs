@@ -117,6 +117,12 @@ pub enum ModelError {
     /// No bundle of that name (or version) in the registry.
     #[error("no model bundle `{0}`")]
     NotFound(String),
+    /// The bundle's signature or provenance is not trusted (`models.trust`).
+    #[error("refused: {0}")]
+    Refused(#[from] signing::Refusal),
+    /// A registry operation that makes no sense here (rollback of a pinned model, ...).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl ModelError {
@@ -150,6 +156,8 @@ impl TextScores {
 pub struct Classifier {
     /// The verified bundle.
     pub bundle: Bundle,
+    /// Who signed it and the signed provenance (empty for an unsigned bundle).
+    pub attestation: signing::Attestation,
     /// Heads, in manifest order.
     pub heads: Arc<Vec<Head>>,
     encoder: Encoder,
@@ -164,7 +172,25 @@ impl Classifier {
         runtime: Option<&Path>,
         observer: Option<BatchObserver>,
     ) -> Result<Classifier, ModelError> {
-        let bundle = Bundle::open(dir)?;
+        Classifier::load_attested(
+            dir,
+            signing::Attestation::default(),
+            opts,
+            runtime,
+            observer,
+        )
+    }
+
+    /// [`Classifier::load`] for a bundle whose signature [`signing::Trust::check`] verified:
+    /// its digests are taken from the attestation.
+    pub fn load_attested(
+        dir: &Path,
+        attestation: signing::Attestation,
+        opts: &EncoderOptions,
+        runtime: Option<&Path>,
+        observer: Option<BatchObserver>,
+    ) -> Result<Classifier, ModelError> {
+        let bundle = Bundle::open_attested(dir, &attestation)?;
         let features = bundle.manifest.encoder.features;
         let heads = bundle
             .manifest
@@ -176,6 +202,7 @@ impl Classifier {
         let encoder = Encoder::start(&bundle, heads.clone(), opts, runtime, observer)?;
         Ok(Classifier {
             bundle,
+            attestation,
             heads,
             encoder,
             examples: Mutex::new(HashMap::new()),

@@ -176,6 +176,46 @@ pub struct ModelsSection {
     /// Swap in new bundle versions when they appear in `dir` (also on `POST /admin/reload`).
     #[serde(default = "default_true")]
     pub watch: bool,
+    /// Who may publish models: a bundle loads only with a valid `model.sig` from a trusted key.
+    #[serde(default)]
+    pub trust: TrustSection,
+}
+
+/// `models.trust`: the keys whose signatures (OpenSSF model_signing, `model.sig` in the
+/// bundle folder) the gateway accepts, and rules on the signed provenance. Checked before any
+/// bundle loads or swaps in; a refused version never serves.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrustSection {
+    /// Public keys (PEM, ECDSA P-256) trusted to sign every model, relative to this file.
+    /// `scripts/setup.sh` makes one and signs the bundles it builds with it
+    /// (`.deps/model-signing/public.pem`).
+    #[serde(default)]
+    pub keys: Vec<PathBuf>,
+    /// Per model name, the keys trusted for it instead of `keys`.
+    #[serde(default)]
+    pub models: BTreeMap<String, Vec<PathBuf>>,
+    /// `refuse` (default): a bundle without `model.sig` never loads; `allow`: it loads
+    /// (a signature that is there must still verify).
+    #[serde(default)]
+    pub unsigned: Unsigned,
+    /// Refuse models whose signed ε is above this, or that carry no signed ε.
+    #[serde(default)]
+    pub max_epsilon: Option<f64>,
+    /// Refuse models whose signed provenance names no data guard (or a disabled one).
+    #[serde(default)]
+    pub require_data_guard: bool,
+}
+
+/// Whether unsigned bundles load.
+#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Unsigned {
+    /// Never.
+    #[default]
+    Refuse,
+    /// Yes (for development only).
+    Allow,
 }
 
 fn default_batch_wait() -> Duration {
@@ -394,10 +434,12 @@ fn check_models(cx: &mut Check<'_>, m: &ModelsSection) -> ModelsSettings {
             format!("{} does not exist", p.display()),
         );
     }
+    let trust = check_trust(cx, &base, &m.trust);
     let defaults = filters::classify::EncoderOptions::default();
     ModelsSettings {
         dir,
         onnxruntime,
+        trust,
         encoder: filters::classify::EncoderOptions {
             workers: m.workers.unwrap_or(defaults.workers),
             intra_threads: 1,
@@ -414,5 +456,66 @@ fn check_models(cx: &mut Check<'_>, m: &ModelsSection) -> ModelsSettings {
             keep_features: false,
         },
         watch: m.watch,
+    }
+}
+
+fn check_trust(cx: &mut Check<'_>, base: &Path, t: &TrustSection) -> signing::Trust {
+    let load = |cx: &mut Check<'_>, at: String, p: &PathBuf| {
+        let path = base.join(p);
+        match signing::TrustedKey::load(&path) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                let hint = if path.ends_with(".deps/model-signing/public.pem") {
+                    " (scripts/setup.sh makes this key: run `make test` or scripts/setup.sh)"
+                } else {
+                    ""
+                };
+                cx.err(&at, format!("{e}{hint}"));
+                None
+            }
+        }
+    };
+    let keys: Vec<_> = t
+        .keys
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| load(cx, format!("models.trust.keys[{i}]"), p))
+        .collect();
+    let mut per_model = BTreeMap::new();
+    for (name, paths) in &t.models {
+        let ks: Vec<_> = paths
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| load(cx, format!("models.trust.models.{name}[{i}]"), p))
+            .collect();
+        if paths.is_empty() {
+            cx.err(
+                &format!("models.trust.models.{name}"),
+                "lists no key: nothing could load this model (remove the entry to use models.trust.keys)",
+            );
+        }
+        per_model.insert(name.clone(), ks);
+    }
+    if t.keys.is_empty() && t.models.is_empty() && t.unsigned == Unsigned::Refuse {
+        cx.err(
+            "models",
+            "no trusted signing key (models.trust.keys) and unsigned bundles are refused, so no \
+             model could load: add the public key your models are signed with (scripts/setup.sh \
+             signs the bundles it builds with .deps/model-signing/private.pem), or set \
+             models.trust.unsigned: allow for development",
+        );
+    }
+    if let Some(e) = t.max_epsilon
+        && !(e.is_finite() && e > 0.0)
+    {
+        cx.err("models.trust.max_epsilon", "must be a positive number");
+    }
+    signing::Trust {
+        keys,
+        per_model,
+        allow_unsigned: t.unsigned == Unsigned::Allow,
+        max_epsilon: t.max_epsilon,
+        require_data_guard: t.require_data_guard,
+        ignore_signatures: false,
     }
 }

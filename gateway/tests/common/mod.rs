@@ -108,6 +108,45 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Every audit file of a folder, in order, as one text (empty when there is none yet).
+pub fn audit_text(dir: &Path) -> String {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return String::new();
+    };
+    let mut files: Vec<PathBuf> = rd
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+        .collect()
+}
+
+/// The public half of this machine's model signing key (scripts/setup.sh makes it and signs
+/// the bundles it builds with it).
+pub fn model_public_key() -> PathBuf {
+    let p = repo_root().join(".deps/model-signing/public.pem");
+    assert!(p.is_file(), "run scripts/setup.sh first (make test does)");
+    p
+}
+
+/// The private half, to sign test versions of a bundle the way setup and the sidecar do.
+pub fn model_signing_key() -> signing::SigningKey {
+    signing::read_private_key(&repo_root().join(".deps/model-signing/private.pem")).unwrap()
+}
+
+/// A `models:` section over `dir` that trusts this machine's model key.
+pub fn models_yaml(dir: &Path) -> String {
+    format!(
+        "models:\n  dir: {}\n  trust:\n    keys: [{}]\n",
+        dir.display(),
+        model_public_key().display()
+    )
+}
+
 /// The real gateway binary, started on ephemeral ports.
 pub struct Gateway {
     pub addr: SocketAddr,
