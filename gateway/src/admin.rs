@@ -33,6 +33,8 @@ pub struct Control {
     pub limiter: Arc<Limiter>,
     /// Policies.
     pub guard: Option<Arc<Guard>>,
+    /// LoRA adapters.
+    pub adapters: Option<Arc<crate::adapters::Adapters>>,
 }
 
 /// The admin application.
@@ -118,19 +120,28 @@ impl AdminApp {
                 StatusCode::OK,
                 &json!({"policies": c.guard.as_ref().map(|g| g.loaded()).unwrap_or_default().into_iter().map(|(slot, name, version, path)| json!({"slot": slot, "name": name, "version": version, "file": path})).collect::<Vec<_>>(),
                         "models": c.guard.as_ref().and_then(|g| g.models.as_ref()).map(|m| m.listing()).unwrap_or_default(),
-                        "adapters": []}),
+                        "adapters": c.adapters.as_ref().map(|a| a.listing()).unwrap_or(json!({}))}),
             ),
             ("POST", "/admin/models/refresh") => {
-                let Some(models) = c.guard.as_ref().and_then(|g| g.models.clone()) else {
+                let models = c.guard.as_ref().and_then(|g| g.models.clone());
+                if models.is_none() && c.adapters.is_none() {
                     return json(
                         StatusCode::NOT_FOUND,
-                        &json!({"error": "no policy uses a model (no `classifiers:` section)"}),
+                        &json!({"error": "no model registry: no policy uses a model and no `adapters:` section"}),
                     );
-                };
-                let reports = models.refresh();
+                }
+                let reports = models.map(|m| m.refresh()).unwrap_or_default();
+                let adapters: Vec<_> = c
+                    .adapters
+                    .as_ref()
+                    .map(|a| a.refresh())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(name, version, r)| json!({"adapter": name, "version": version, "result": match r { Ok(()) => "live".to_string(), Err(e) => e }}))
+                    .collect();
                 json(
                     StatusCode::OK,
-                    &json!({"models": reports.iter().map(swap_json).collect::<Vec<_>>()}),
+                    &json!({"models": reports.iter().map(swap_json).collect::<Vec<_>>(), "adapters": adapters}),
                 )
             }
             ("POST", p) if p.starts_with("/admin/models/") && p.ends_with("/rollback") => {
@@ -156,7 +167,8 @@ impl AdminApp {
             }
             ("GET", "/admin/models") => json(
                 StatusCode::OK,
-                &json!({"models": c.guard.as_ref().and_then(|g| g.models.as_ref()).map(|m| m.listing()).unwrap_or_default()}),
+                &json!({"models": c.guard.as_ref().and_then(|g| g.models.as_ref()).map(|m| m.listing()).unwrap_or_default(),
+                        "adapters": c.adapters.as_ref().map(|a| a.listing()).unwrap_or(json!({}))}),
             ),
             ("GET", "/admin/keys") => json(
                 StatusCode::OK,

@@ -211,7 +211,11 @@ pub struct Record {
     /// Unauthenticated refusals since the previous `refusals` event.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<RefusalCount>,
-    /// For `model_swap`, `model_rollback` and `model_refused` events: which model and why.
+    /// The LoRA adapter the request was routed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
+    /// For `model_swap`, `model_rollback`, `model_refused`, `adapter_live` and
+    /// `adapter_refused` events: which model and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelEvent>,
 }

@@ -60,6 +60,8 @@ pub enum ErrorKind {
     /// A prompt text needs more classifier windows than the gateway scores per text, and the
     /// policy fails closed.
     PromptTooLong,
+    /// The request names a LoRA adapter the caller may not use, or one that is not live.
+    AdapterNotAllowed,
 }
 
 impl ErrorKind {
@@ -87,6 +89,7 @@ impl ErrorKind {
             ErrorKind::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::UnreadableAnswer => StatusCode::BAD_GATEWAY,
             ErrorKind::PromptTooLong => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::AdapterNotAllowed => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -113,6 +116,7 @@ impl ErrorKind {
             ErrorKind::UnsupportedEncoding => "unsupported_content_encoding",
             ErrorKind::UnreadableAnswer => "unreadable_answer",
             ErrorKind::PromptTooLong => "prompt_too_long_for_classifier",
+            ErrorKind::AdapterNotAllowed => "adapter_not_allowed",
         }
     }
 

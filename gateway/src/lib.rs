@@ -8,8 +8,10 @@
 //! - [`upstream`]: pools, load balancing, health checks, circuit breakers.
 //! - [`metrics`], [`admin`]: Prometheus metrics and the admin listener.
 //! - [`keys`], [`limits`], [`audit`]: who may call, how much, and the tamper-evident record.
+//! - [`models`], [`adapters`]: signed classifier bundles and LoRA adapters (trust, swaps, routing).
 //! - [`server`]: assembling the pingora server; [`telemetry`]: logging.
 
+pub mod adapters;
 pub mod admin;
 pub mod audit;
 pub mod config;

@@ -95,6 +95,10 @@ pub struct Metrics {
     /// `portcullis_model_refusals_total{model,reason}`: versions the trust check refused
     /// (`unsigned`, `untrusted`, `tampered`, `malformed`, `policy`).
     pub model_refusals: IntCounterVec,
+    /// `portcullis_adapter_requests_total{adapter,outcome}`: requests routed to an adapter
+    /// (`base` for none), `routed`; or a split's choice that was not live (`not_live`: the
+    /// base model served).
+    pub adapter_requests: IntCounterVec,
 }
 
 /// The series of one route (see [`Metrics::for_route`]).
@@ -415,6 +419,14 @@ impl Metrics {
                     "portcullis_model_refusals_total",
                     "Model versions refused before loading, by model and reason (unsigned, untrusted, tampered, malformed, policy)",
                     &["model", "reason"],
+                )?,
+            )?,
+            adapter_requests: reg(
+                &r,
+                cv(
+                    "portcullis_adapter_requests_total",
+                    "Requests by the LoRA adapter they were routed to (base: none) and outcome (routed, not_live)",
+                    &["adapter", "outcome"],
                 )?,
             )?,
             registry: r,

@@ -148,6 +148,9 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
         audit,
         flood_log: Default::default(),
     };
+    let adapters = config.adapters.as_ref().map(|a| {
+        crate::adapters::Adapters::start(a.clone(), metrics.clone(), access.audit.clone())
+    });
     let pool_list: Vec<_> = pools.values().cloned().collect();
     let gateway = Gateway::new(
         default_pool,
@@ -155,6 +158,7 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
         ProxySettings {
             max_body_bytes: config.max_body_bytes,
             body_read_timeout: config.body_read_timeout,
+            adapters: adapters.clone(),
         },
         guard.clone(),
         access.clone(),
@@ -169,6 +173,7 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
             keys,
             limiter: access.limits.local().clone(),
             guard: guard.clone(),
+            adapters,
         },
     );
     Ok(Built {

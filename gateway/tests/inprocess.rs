@@ -249,3 +249,179 @@ async fn the_caller_selects_the_policy() {
     assert!(t.starts_with("to [EMAIL:"), "the tenant's policy: {t}");
     assert_eq!(send(Some("acme-strict-key")).await.unwrap().status, 403);
 }
+
+/// An adapter folder `<root>/<name>/<v>` (PEFT's two files), signed with `key` if given.
+fn adapter(root: &std::path::Path, name: &str, v: &str, key: Option<&signing::SigningKey>) {
+    let d = root.join(name).join(v);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("adapter_config.json"),
+        json!({"peft_type": "LORA", "r": 8, "lora_alpha": 16}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(d.join("adapter_model.safetensors"), vec![7u8; 256]).unwrap();
+    if let Some(k) = key {
+        signing::sign(&d, k, None, Some(json!({"privacy": {"epsilon": 3.0}}))).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adapters_are_allowlisted_split_and_live_only_when_signed() {
+    let mock = MockTgi::echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("adapters");
+    let key = common::model_signing_key();
+    adapter(&reg, "support", "1", Some(&key));
+    adapter(&reg, "legal", "1", None); // unsigned: never live
+    adapter(&reg, "canary", "1", Some(&key));
+    let stranger = tempfile::tempdir().unwrap();
+    let (other, _) = signing::keygen_to(stranger.path()).unwrap();
+    adapter(
+        &reg,
+        "canary",
+        "2",
+        Some(&signing::read_private_key(&other).unwrap()),
+    );
+    let h = harness(
+        &dir,
+        &[(
+            "keys.yaml",
+            &keys(&[
+                ("k1", "one", "tenant: t"),
+                ("k2", "two", "tenant: t2"),
+                ("k3", "three", "tenant: t3"),
+            ]),
+        )],
+        &format!(
+            "auth: {{keys_file: keys.yaml}}\nadapters:\n  dir: adapters\n  trust: {{keys: [{}]}}\n  \
+             routes: {{generate: {{allow: [support, legal]}}}}\n  keys:\n    k2: {{split: {{base: 0, canary: 1}}}}\n    \
+             k3: {{split: {{base: 1, canary: 1}}, sticky: true}}\n  tenants: {{t: {{allow: [support]}}}}\n",
+            common::model_public_key().display()
+        ),
+        mock.addr,
+    );
+    let gen_ = |key: &str, body: serde_json::Value| {
+        Request::post("/generate")
+            .bearer(key)
+            .json(body.to_string())
+    };
+    let sent = |r: &gateway::harness::Response| -> serde_json::Value {
+        let id = r.header("x-request-id").unwrap();
+        let rec = mock.requests_with_id(id);
+        rec.last()
+            .expect("the backend saw it")
+            .json
+            .clone()
+            .unwrap()
+    };
+    // named and allowed: passes as it is (tenant t's rule: support only)
+    let r = h
+        .send(gen_(
+            "one",
+            json!({"inputs": "hi", "parameters": {"adapter_id": "support", "max_new_tokens": 2}}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(sent(&r)["parameters"]["adapter_id"], "support");
+    // not allowed for this caller, and TGI would have served the base model silently
+    for name in ["legal", "canary", "../../etc", ""] {
+        let r = h
+            .send(gen_(
+                "one",
+                json!({"inputs": "hi", "parameters": {"adapter_id": name}}),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 400, "{name}: {}", r.text());
+        assert_eq!(r.json().unwrap()["error_type"], "adapter_not_allowed");
+        assert_eq!(r.header("x-portcullis-error-source"), Some("gateway"));
+    }
+    // not a string
+    let r = h
+        .send(gen_(
+            "one",
+            json!({"inputs": "hi", "parameters": {"adapter_id": 3}}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    // none named: the base model (no member written)
+    let r = h
+        .send(gen_(
+            "one",
+            json!({"inputs": "hi", "parameters": {"max_new_tokens": 2}}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(sent(&r)["parameters"].get("adapter_id").is_none());
+    // k2: the split routes everything to canary version 1 (version 2 is a stranger's: refused)
+    for _ in 0..3 {
+        let r = h
+            .send(gen_(
+                "two",
+                json!({"inputs": "hi", "parameters": {"max_new_tokens": 2}}),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(sent(&r)["parameters"]["adapter_id"], "canary");
+    }
+    // the same on OpenAI routes, through `model` (TGI maps it to adapter_id)
+    let r = h
+        .send(
+            Request::post("/v1/chat/completions").bearer("two").json(
+                json!({"model": "tgi", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+                    .to_string(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(sent(&r)["model"], "canary");
+    let r = h
+        .send(Request::post("/v1/chat/completions").bearer("one").json(
+            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "a `model` that is neither base nor allowed");
+    assert_eq!(r.json().unwrap()["error"]["code"], "adapter_not_allowed");
+    // k3: sticky 50/50: one key, one choice, every time
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        let r = h
+            .send(gen_(
+                "three",
+                json!({"inputs": "hi", "parameters": {"max_new_tokens": 2}}),
+            ))
+            .await
+            .unwrap();
+        seen.insert(sent(&r)["parameters"]["adapter_id"].to_string());
+    }
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    // /v1/models lists only what the caller may use
+    let r = h
+        .send(Request::get("/v1/models").bearer("two"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ids: Vec<String> = r.json().unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(ids.contains(&"canary".to_string()), "{ids:?}");
+    assert!(!ids.contains(&"support".to_string()), "{ids:?}");
+    // the refusals are counted by reason
+    let m = h.metrics_text();
+    for series in [
+        "portcullis_model_refusals_total{model=\"legal\",reason=\"unsigned\"} 1",
+        "portcullis_model_refusals_total{model=\"canary\",reason=\"untrusted\"} 1",
+        "portcullis_adapter_requests_total{adapter=\"canary\",outcome=\"routed\"}",
+    ] {
+        assert!(m.contains(series), "{series} missing:\n{m}");
+    }
+}

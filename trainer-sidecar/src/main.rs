@@ -100,6 +100,15 @@ enum Command {
         /// along. Unset: outputs are not signed.
         #[arg(long, env = "PORTCULLIS_SIDECAR_SIGNING_KEY")]
         signing_key: Option<PathBuf>,
+        /// Publish every LoRA adapter a job makes, signed, as the next version of
+        /// `<DIR>/<job name>/` (the gateway's `adapters.dir`). Classifier bundles are
+        /// published where their spec says, after signing.
+        #[arg(long, env = "PORTCULLIS_SIDECAR_ADAPTERS_DIR")]
+        adapters_dir: Option<PathBuf>,
+        /// A gateway's admin listener to notify after each publication
+        /// (`POST /admin/models/refresh`, token from PORTCULLIS_ADMIN_TOKEN).
+        #[arg(long, env = "PORTCULLIS_GATEWAY_ADMIN")]
+        gateway_admin: Option<String>,
     },
     /// An empirical privacy audit in one training run (Steinke, Nasr & Jagielski 2023): the
     /// ε lower bound at the given confidence next to the accountant's claim, as JSON.
@@ -275,6 +284,8 @@ fn run() -> anyhow::Result<()> {
             dir,
             workers,
             signing_key,
+            adapters_dir,
+            gateway_admin,
         } => {
             let token = std::env::var("PORTCULLIS_SIDECAR_TOKEN").unwrap_or_default();
             anyhow::ensure!(
@@ -288,6 +299,21 @@ fn run() -> anyhow::Result<()> {
                 let key = signing::read_private_key(k)?;
                 anyhow::ensure!(jobs.set_signing_key(key), "the signing key was set twice");
             }
+            let gateway = match gateway_admin {
+                Some(url) => {
+                    let token = std::env::var("PORTCULLIS_ADMIN_TOKEN").unwrap_or_default();
+                    anyhow::ensure!(
+                        !token.is_empty(),
+                        "--gateway-admin needs the gateway's admin token in PORTCULLIS_ADMIN_TOKEN"
+                    );
+                    Some((url, token))
+                }
+                None => None,
+            };
+            jobs.set_publish(trainer_sidecar::jobs::Publish {
+                adapters_dir,
+                gateway,
+            });
             jobs.spawn_workers(workers)?;
             let base = std::env::current_dir()?;
             let router = trainer_sidecar::serve::router(jobs, token, base);

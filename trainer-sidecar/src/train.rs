@@ -57,6 +57,11 @@ pub struct Job {
     /// private: for tests only; the report says so.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Leave the bundle in its hidden staging folder (`<root>/<name>/.<version>.tmp`, which
+    /// registries skip) for the caller to sign and publish: the sidecar never lets a gateway
+    /// see an unsigned version. Not part of the job file.
+    #[serde(skip)]
+    pub stage_only: bool,
 }
 
 /// Training data: JSON lines `{"text": "...", "label": 0 | 1}`.
@@ -1080,6 +1085,9 @@ fn write_bundle(
         )),
     }];
     bundle::write_manifest(&tmp, &mut manifest)?;
+    if job.stage_only {
+        return Ok(tmp);
+    }
     let dest = dir.join(&next);
     std::fs::rename(&tmp, &dest).with_context(|| format!("publishing {}", dest.display()))?;
     Ok(dest)

@@ -256,6 +256,12 @@ pub fn write_manifest(dir: &Path, manifest: &mut Manifest) -> Result<(), ModelEr
 /// `manifest.json` whose name is made of digits and dots (`1`, `2`, `1.10`); they compare
 /// numerically part by part. Folders starting with `.` (bundles being written) are skipped.
 pub fn versions(root: &Path, name: &str) -> Result<Vec<String>, ModelError> {
+    versions_with(root, name, "manifest.json")
+}
+
+/// [`versions`] of folders holding `marker` instead of `manifest.json` (LoRA adapters:
+/// `adapter_config.json`).
+pub fn versions_with(root: &Path, name: &str, marker: &str) -> Result<Vec<String>, ModelError> {
     let dir = root.join(name);
     let rd = std::fs::read_dir(&dir).map_err(|e| ModelError::io(&dir, e))?;
     let mut out: Vec<(Vec<u64>, String)> = Vec::new();
@@ -265,7 +271,7 @@ pub fn versions(root: &Path, name: &str) -> Result<Vec<String>, ModelError> {
         let Some(key) = version_key(&v) else {
             continue;
         };
-        if entry.path().join("manifest.json").is_file() {
+        if entry.path().join(marker).is_file() {
             out.push((key, v));
         }
     }

@@ -327,6 +327,10 @@ fn answer_message(o: &mut Map<String, Value>, cx: &mut AnswerCx<'_>) -> Result<(
 }
 
 impl Protocol for Messages {
+    fn adapter_member(&self) -> Option<super::AdapterMember> {
+        Some(super::AdapterMember::Model)
+    }
+
     fn name(&self) -> &'static str {
         "anthropic.messages"
     }

@@ -174,6 +174,11 @@ pub trait Protocol: Send + Sync + 'static {
         false
     }
 
+    /// Where the request picks a LoRA adapter, if the family can (see [`AdapterMember`]).
+    fn adapter_member(&self) -> Option<AdapterMember> {
+        None
+    }
+
     /// Where answers report token counts.
     fn usage(&self) -> UsageKeys;
 
@@ -202,6 +207,75 @@ pub trait Protocol: Send + Sync + 'static {
     /// A final event ending a stream with an error.
     fn error_event(&self, e: &ErrorInfo, _st: Option<&StreamState>) -> Vec<u8> {
         self.dialect().event(e)
+    }
+}
+
+/// Where a request names the LoRA adapter the backend applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdapterMember {
+    /// TGI's `parameters.adapter_id`: absent or `null` is the base model. (TGI falls back to
+    /// the base model, silently, for an id it does not know.)
+    AdapterId,
+    /// `model`: OpenAI-compatible servers serve adapters as model names (vLLM
+    /// `--lora-modules name=path`; TGI maps `model` to `adapter_id` unless it is `tgi`).
+    /// Any other value is the base model only if the gateway is told so.
+    Model,
+}
+
+impl AdapterMember {
+    /// The name the request gives (`None`: absent or null). `Err`: not a string.
+    pub fn read(self, body: &Value) -> Result<Option<&str>, &'static str> {
+        let v = match self {
+            AdapterMember::AdapterId => body.get("parameters").and_then(|p| p.get("adapter_id")),
+            AdapterMember::Model => body.get("model"),
+        };
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err(self.path()),
+        }
+    }
+
+    /// Write `name` (`None`: the base model: the member is removed for `adapter_id`, left as
+    /// it is for `model`). `false` when the body has no place for it (`parameters` not an
+    /// object, or the body not an object).
+    pub fn write(self, body: &mut Value, name: Option<&str>) -> bool {
+        let Some(obj) = body.as_object_mut() else {
+            return false;
+        };
+        match (self, name) {
+            (AdapterMember::AdapterId, Some(n)) => {
+                let params = obj
+                    .entry("parameters")
+                    .or_insert_with(|| Value::Object(serde_json::Map::new()));
+                match params.as_object_mut() {
+                    Some(p) => {
+                        p.insert("adapter_id".into(), Value::String(n.into()));
+                        true
+                    }
+                    None => false,
+                }
+            }
+            (AdapterMember::AdapterId, None) => {
+                if let Some(p) = obj.get_mut("parameters").and_then(Value::as_object_mut) {
+                    p.remove("adapter_id");
+                }
+                true
+            }
+            (AdapterMember::Model, Some(n)) => {
+                obj.insert("model".into(), Value::String(n.into()));
+                true
+            }
+            (AdapterMember::Model, None) => true,
+        }
+    }
+
+    /// The member's path, for messages.
+    pub fn path(self) -> &'static str {
+        match self {
+            AdapterMember::AdapterId => "parameters.adapter_id",
+            AdapterMember::Model => "model",
+        }
     }
 }
 

@@ -744,6 +744,10 @@ pub(crate) fn release_chunk(k: Key, text: &str, cx: &StreamCx<'_>) -> Frame {
 }
 
 impl Protocol for Chat {
+    fn adapter_member(&self) -> Option<super::AdapterMember> {
+        Some(super::AdapterMember::Model)
+    }
+
     fn name(&self) -> &'static str {
         "openai.chat"
     }

@@ -64,6 +64,10 @@ const USAGE: UsageKeys = UsageKeys {
 };
 
 impl Protocol for Completions {
+    fn adapter_member(&self) -> Option<super::AdapterMember> {
+        Some(super::AdapterMember::Model)
+    }
+
     fn name(&self) -> &'static str {
         "openai.completions"
     }

@@ -31,6 +31,10 @@ const NO_TEXT: &[&str] = &[
 ];
 
 impl Protocol for Embeddings {
+    fn adapter_member(&self) -> Option<super::AdapterMember> {
+        Some(super::AdapterMember::Model)
+    }
+
     fn name(&self) -> &'static str {
         "openai.embeddings"
     }

@@ -574,6 +574,10 @@ fn answer_item(item: &mut Value, cx: &mut AnswerCx<'_>) -> Result<(), Blocked> {
 }
 
 impl Protocol for Responses {
+    fn adapter_member(&self) -> Option<super::AdapterMember> {
+        Some(super::AdapterMember::Model)
+    }
+
     fn name(&self) -> &'static str {
         "openai.responses"
     }

@@ -143,6 +143,10 @@ fn answer_object(o: &mut Value, cx: &mut AnswerCx<'_>) -> Result<(), Blocked> {
 }
 
 impl Protocol for Generate {
+    fn adapter_member(&self) -> Option<super::AdapterMember> {
+        Some(super::AdapterMember::AdapterId)
+    }
+
     fn name(&self) -> &'static str {
         "tgi.generate"
     }

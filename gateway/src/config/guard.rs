@@ -434,7 +434,7 @@ fn check_models(cx: &mut Check<'_>, m: &ModelsSection) -> ModelsSettings {
             format!("{} does not exist", p.display()),
         );
     }
-    let trust = check_trust(cx, &base, &m.trust);
+    let trust = check_trust(cx, &base, &m.trust, "models");
     let defaults = filters::classify::EncoderOptions::default();
     ModelsSettings {
         dir,
@@ -459,7 +459,13 @@ fn check_models(cx: &mut Check<'_>, m: &ModelsSection) -> ModelsSettings {
     }
 }
 
-fn check_trust(cx: &mut Check<'_>, base: &Path, t: &TrustSection) -> signing::Trust {
+/// `<at>.trust` checked into the trust settings (`at`: `models` or `adapters`).
+pub(super) fn check_trust(
+    cx: &mut Check<'_>,
+    base: &Path,
+    t: &TrustSection,
+    at: &str,
+) -> signing::Trust {
     let load = |cx: &mut Check<'_>, at: String, p: &PathBuf| {
         let path = base.join(p);
         match signing::TrustedKey::load(&path) {
@@ -479,18 +485,18 @@ fn check_trust(cx: &mut Check<'_>, base: &Path, t: &TrustSection) -> signing::Tr
         .keys
         .iter()
         .enumerate()
-        .filter_map(|(i, p)| load(cx, format!("models.trust.keys[{i}]"), p))
+        .filter_map(|(i, p)| load(cx, format!("{at}.trust.keys[{i}]"), p))
         .collect();
     let mut per_model = BTreeMap::new();
     for (name, paths) in &t.models {
         let ks: Vec<_> = paths
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| load(cx, format!("models.trust.models.{name}[{i}]"), p))
+            .filter_map(|(i, p)| load(cx, format!("{at}.trust.models.{name}[{i}]"), p))
             .collect();
         if paths.is_empty() {
             cx.err(
-                &format!("models.trust.models.{name}"),
+                &format!("{at}.trust.models.{name}"),
                 "lists no key: nothing could load this model (remove the entry to use models.trust.keys)",
             );
         }
@@ -498,17 +504,23 @@ fn check_trust(cx: &mut Check<'_>, base: &Path, t: &TrustSection) -> signing::Tr
     }
     if t.keys.is_empty() && t.models.is_empty() && t.unsigned == Unsigned::Refuse {
         cx.err(
-            "models",
-            "no trusted signing key (models.trust.keys) and unsigned bundles are refused, so no \
-             model could load: add the public key your models are signed with (scripts/setup.sh \
-             signs the bundles it builds with .deps/model-signing/private.pem), or set \
-             models.trust.unsigned: allow for development",
+            at,
+            format!(
+                "no trusted signing key ({at}.trust.keys) and unsigned {at} are refused, so \
+                 nothing could load: add the public key they are signed with (scripts/setup.sh \
+                 signs what it builds, and `make run`'s sidecar signs what it trains, with \
+                 .deps/model-signing/private.pem), or set {at}.trust.unsigned: allow for \
+                 development"
+            ),
         );
     }
     if let Some(e) = t.max_epsilon
         && !(e.is_finite() && e > 0.0)
     {
-        cx.err("models.trust.max_epsilon", "must be a positive number");
+        cx.err(
+            &format!("{at}.trust.max_epsilon"),
+            "must be a positive number",
+        );
     }
     signing::Trust {
         keys,

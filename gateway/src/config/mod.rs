@@ -31,6 +31,7 @@
 //! ```
 
 mod access;
+mod adapters;
 mod audit;
 mod guard;
 mod server;
@@ -47,6 +48,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use access::{AuthSection, RateLimitsSection, RateSection, RedisSection};
+pub use adapters::{AdaptersSection, RuleSection};
 pub use audit::AuditSection;
 pub use guard::{GuardRuntime, GuardSection, ModelsSection};
 pub use server::{
@@ -100,6 +102,9 @@ pub struct FileConfig {
     /// The model registry that policies' `classifiers:` sections load bundles from.
     #[serde(default)]
     pub models: Option<ModelsSection>,
+    /// Signed LoRA adapters, who may use them, canary splits.
+    #[serde(default)]
+    pub adapters: Option<AdaptersSection>,
     /// Named upstream pools.
     pub upstreams: BTreeMap<String, UpstreamSection>,
     /// The pool requests go to; required when there is more than one.
@@ -155,6 +160,8 @@ pub struct GatewayConfig {
     pub tls: Option<ServerTls>,
     /// The model registry.
     pub models: Option<ModelsSettings>,
+    /// LoRA adapters.
+    pub adapters: Option<crate::adapters::AdapterSettings>,
 }
 
 /// Why a configuration cannot be used: every problem found, each located in its file.
@@ -225,6 +232,7 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
     let guard = guard::check(&mut cx);
     let access = access::check(&mut cx);
     let audit = audit::check(&mut cx);
+    let adapters = adapters::check(&mut cx);
     if !cx.errors.is_empty() {
         return Err(ConfigError { errors: cx.errors });
     }
@@ -251,6 +259,7 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
         redis: c.rate_limits.redis,
         tls: server.tls,
         models: guard.models,
+        adapters,
     })
 }
 

@@ -524,6 +524,7 @@ impl Gateway {
                         .collect()
                 })
                 .unwrap_or_default(),
+            adapter: ctx.adapter.clone(),
             ..Record::default()
         }
     }

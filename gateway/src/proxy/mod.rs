@@ -58,6 +58,8 @@ pub struct ProxySettings {
     pub max_body_bytes: usize,
     /// Longest silence accepted while reading a request body.
     pub body_read_timeout: Duration,
+    /// LoRA adapters (rules, live versions), when configured.
+    pub adapters: Option<Arc<crate::adapters::Adapters>>,
 }
 
 /// The gateway proxy. Cheap to share: everything inside is behind `Arc`s.
@@ -170,6 +172,10 @@ pub struct RequestCtx {
     model: Option<(String, Duration)>,
     /// The denied topic (or `off-topic`) the classifiers found.
     model_topic: Option<String>,
+    /// The LoRA adapter the request was routed to.
+    adapter: Option<String>,
+    /// A `/v1/models` answer being buffered, to list only what the caller may use.
+    listing: Option<Vec<u8>>,
     /// The answer's token counts.
     usage: UsageMeter,
     /// Tokens settled against the quotas (once).
@@ -458,6 +464,48 @@ impl Gateway {
                 policy.name, policy.version
             ),
         )
+    }
+
+    /// Pick the request's LoRA adapter (`adapters:`): a name the caller may not use, or one
+    /// that is not live, is refused (400) before any guard work; a request naming none gets
+    /// the split's choice written into its body. `Ok(true)`: answered.
+    async fn route_adapter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        let (Some(adapters), Some(route), Some(proto)) =
+            (self.settings.adapters.as_ref(), ctx.route, ctx.proto)
+        else {
+            return Ok(false);
+        };
+        let Some(body) = ctx.json.as_mut() else {
+            return Ok(false);
+        };
+        match adapters.route(proto, route, &ctx.caller, body) {
+            Ok(routed) => {
+                if routed.changed {
+                    match serde_json::to_vec(body) {
+                        Ok(b) => ctx.body = Bytes::from(b),
+                        Err(_) => {
+                            let e = GatewayError::new(
+                                ErrorKind::Internal,
+                                "the gateway could not write the request's adapter",
+                            );
+                            self.respond(session, ctx, e, false).await?;
+                            return Ok(true);
+                        }
+                    }
+                }
+                ctx.adapter = routed.adapter;
+                Ok(false)
+            }
+            Err(crate::adapters::Refused(message)) => {
+                let e = GatewayError::new(ErrorKind::AdapterNotAllowed, message);
+                self.respond(session, ctx, e, false).await?;
+                Ok(true)
+            }
+        }
     }
 
     /// The input side. `Ok(true)`: the request was answered (blocked or refused).
@@ -944,6 +992,8 @@ impl ProxyHttp for Gateway {
             max_generated: None,
             model: None,
             model_topic: None,
+            adapter: None,
+            listing: None,
             usage: UsageMeter::default(),
             tokens: None,
         }
@@ -1072,7 +1122,9 @@ impl ProxyHttp for Gateway {
             }
             // Parsed once, strictly (duplicate members refused), when a policy reads it or the
             // family depends on it; otherwise only checked.
-            let parse = self.guard.is_some() || route == Route::Invocations;
+            let parse = self.guard.is_some()
+                || route == Route::Invocations
+                || self.settings.adapters.is_some();
             let checked = if parse {
                 parse_strict(&ctx.body)
                     .map(|v| ctx.json = Some(v))
@@ -1099,6 +1151,9 @@ impl ProxyHttp for Gateway {
             ctx.body_buffered = true;
             // quotas before any rule or model work: a key out of tokens costs no classifier time
             if self.reserve_tokens(session, ctx).await? {
+                return Ok(true);
+            }
+            if self.route_adapter(session, ctx).await? {
                 return Ok(true);
             }
             if let Some(g) = &self.guard
@@ -1272,6 +1327,16 @@ impl ProxyHttp for Gateway {
         if status >= 400 {
             upstream_response.insert_header(ERROR_SOURCE_HEADER, "backend")?;
         }
+        // `/v1/models` lists only the adapters this caller may use
+        if ctx.route == Some(Route::Models)
+            && self.settings.adapters.is_some()
+            && status == 200
+            && !ctx.streaming
+        {
+            upstream_response.remove_header(&http::header::CONTENT_LENGTH);
+            upstream_response.remove_header(&http::header::CONTENT_ENCODING);
+            ctx.listing = Some(Vec::new());
+        }
         // The gateway asked for `identity`; an answer compressed anyway cannot be filtered or
         // counted, so it never reaches the client.
         if ctx.proto.is_some()
@@ -1343,6 +1408,27 @@ impl ProxyHttp for Gateway {
         }
         if ctx.guard.is_some() {
             self.guard_output(session, body, end_of_stream, ctx)?;
+        }
+        if let Some(buf) = ctx.listing.as_mut() {
+            if let Some(b) = body.take() {
+                buf.extend_from_slice(&b);
+            }
+            if end_of_stream {
+                let raw = std::mem::take(buf);
+                let out = match (
+                    serde_json::from_slice::<serde_json::Value>(&raw),
+                    &self.settings.adapters,
+                    ctx.route,
+                ) {
+                    (Ok(mut v), Some(a), Some(route)) => {
+                        a.filter_listing(route, &ctx.caller, &mut v);
+                        serde_json::to_vec(&v).unwrap_or_default()
+                    }
+                    // not a listing the gateway can read: nothing of it goes out
+                    _ => b"{\"object\":\"list\",\"data\":[]}".to_vec(),
+                };
+                *body = Some(Bytes::from(out));
+            }
         }
         if let Some(b) = body {
             ctx.bytes_out += b.len() as u64;

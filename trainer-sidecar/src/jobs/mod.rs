@@ -92,6 +92,10 @@ pub struct Outputs {
     /// the sidecar has a signing key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<PathBuf>,
+    /// Where the signed adapter was published (`serve --adapters-dir`), as
+    /// `<dir>/<job name>/<version>`. A bundle is published where its spec says (`bundle`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<PathBuf>,
     /// The loss and ε plot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plot: Option<PathBuf>,
@@ -197,6 +201,19 @@ pub struct Jobs {
     wake: Condvar,
     /// Signs what jobs produce, when set (`serve --signing-key`).
     signer: std::sync::OnceLock<signing::SigningKey>,
+    /// Where finished models go and whom to tell (`serve --adapters-dir`, `--gateway-admin`).
+    publish: std::sync::OnceLock<Publish>,
+}
+
+/// How a sidecar publishes what its jobs make.
+#[derive(Debug, Clone, Default)]
+pub struct Publish {
+    /// Registry folder for LoRA adapters (`<dir>/<job name>/<version>/`).
+    pub adapters_dir: Option<PathBuf>,
+    /// A gateway's admin listener (`http://127.0.0.1:9090`) to notify after each publication
+    /// (`POST /admin/models/refresh`), and its admin token. The gateway's watcher would notice
+    /// too; the call makes the swap immediate and reports its outcome in the job's events.
+    pub gateway: Option<(String, String)>,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -209,6 +226,40 @@ fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Copy a folder tree (an adapter: a few files).
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for e in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let e = e?;
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if e.file_type()?.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// `POST <admin>/admin/models/refresh` with the admin token: what the gateway swapped.
+fn notify_gateway(admin: &str, token: &str) -> Result<Value, String> {
+    let url = format!("{}/admin/models/refresh", admin.trim_end_matches('/'));
+    let resp = reqwest::blocking::Client::new()
+        .post(&url)
+        .bearer_auth(token)
+        .timeout(std::time::Duration::from_secs(60))
+        .send()
+        .map_err(|e| format!("{url}: {e}"))?;
+    let status = resp.status();
+    let body: Value = resp.json().unwrap_or(Value::Null);
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(format!("{url}: {status} {body}"))
+    }
 }
 
 /// Write `bytes` to `path` through a temporary file and a rename.
@@ -289,6 +340,7 @@ impl Jobs {
             }),
             wake: Condvar::new(),
             signer: std::sync::OnceLock::new(),
+            publish: std::sync::OnceLock::new(),
         });
         let interrupted: Vec<String> = this
             .lock()
@@ -602,6 +654,86 @@ impl Jobs {
         self.signer.set(key).is_ok()
     }
 
+    /// Publish finished models as `publish` says. Set once: `false` when set already.
+    pub fn set_publish(&self, publish: Publish) -> bool {
+        self.publish.set(publish).is_ok()
+    }
+
+    /// Publish what a finished, signed job made: a staged bundle is renamed into its registry
+    /// folder (`<root>/<name>/.<v>.tmp` → `<v>`); an adapter is copied into
+    /// `<adapters_dir>/<job name>/<next version>` through a hidden folder and a rename. Then
+    /// the gateway is told. A gateway never sees a version before its signature.
+    fn publish_outputs(
+        &self,
+        id: &str,
+        spec: &JobSpec,
+        outputs: &mut Outputs,
+    ) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let publish = self.publish.get().cloned().unwrap_or_default();
+        let mut done = None;
+        if let Some(staged) = outputs.bundle.clone()
+            && let Some(v) = staged
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix('.'))
+                .and_then(|n| n.strip_suffix(".tmp"))
+        {
+            let dest = staged.with_file_name(v);
+            std::fs::rename(&staged, &dest)
+                .with_context(|| format!("publishing {}", dest.display()))?;
+            if outputs.signature.is_some() {
+                outputs.signature = Some(dest.join(signing::DEFAULT_SIGNATURE));
+            }
+            outputs.bundle = Some(dest.clone());
+            done = Some(dest);
+        }
+        if let (Some(root), Some(adapter)) = (&publish.adapters_dir, outputs.adapter.clone()) {
+            let name = spec.name();
+            anyhow::ensure!(
+                name.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+                "the job name `{name}` cannot name a published adapter (a letter or digit, then \
+                 letters, digits, `-`, `_`, `.`)"
+            );
+            let dir = root.join(&name);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let next = filters::classify::bundle::versions(root, &name)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|v| v.split('.').next().and_then(|m| m.parse::<u64>().ok()))
+                .max()
+                .map_or(1, |m| m + 1)
+                .to_string();
+            let tmp = dir.join(format!(".{next}.tmp"));
+            let _ = std::fs::remove_dir_all(&tmp);
+            copy_tree(&adapter, &tmp)?;
+            let dest = dir.join(&next);
+            std::fs::rename(&tmp, &dest)
+                .with_context(|| format!("publishing {}", dest.display()))?;
+            outputs.published = Some(dest.clone());
+            done = Some(dest);
+        }
+        let Some(dest) = done else {
+            return Ok(());
+        };
+        let notified = match &publish.gateway {
+            Some((url, token)) => notify_gateway(url, token),
+            None => Ok(Value::Null),
+        };
+        self.emit(
+            id,
+            "published",
+            match notified {
+                Ok(v) => json!({"path": dest, "gateway": v}),
+                Err(e) => json!({"path": dest, "gateway_error": e}),
+            },
+        );
+        Ok(())
+    }
+
     /// Sign the adapter or bundle a finished job made, with what the report says of its
     /// privacy, data and origin as provenance.
     fn sign_outputs(&self, id: &str, report: &Value, outputs: &mut Outputs) -> anyhow::Result<()> {
@@ -658,6 +790,7 @@ impl Jobs {
             let result = match result {
                 Ok((Outcome::Succeeded(report), mut outputs)) => self
                     .sign_outputs(&id, &report, &mut outputs)
+                    .and_then(|()| self.publish_outputs(&id, &spec, &mut outputs))
                     .map(|()| (Outcome::Succeeded(report), outputs)),
                 other => other,
             };
@@ -724,6 +857,8 @@ impl Jobs {
             }
             JobSpec::ClassifierHead(job) => {
                 let mut job = job.clone();
+                // signed first, published after (`publish_outputs`)
+                job.stage_only = true;
                 let out = folder.join("outputs");
                 if job.output.dir.is_relative() {
                     job.output.dir = out.join(&job.output.dir);
@@ -740,6 +875,7 @@ impl Jobs {
                     plot: value["outputs"]["plot"].as_str().map(PathBuf::from),
                     adapter: None,
                     signature: None,
+                    published: None,
                 };
                 if hooks.cancelled() {
                     return Ok((Outcome::Cancelled(report.history.len() as u64), outputs));
