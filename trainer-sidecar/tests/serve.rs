@@ -35,7 +35,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The sidecar on `dir`, signing its outputs with `dir/keys/private.pem` (made on first start).
+/// The sidecar on `dir`, signing its outputs with `dir/keys/private.pem` (made on first start)
+/// and publishing adapters into `dir/published`.
 fn start(dir: &Path) -> Sidecar {
     let port = free_port();
     let keys = dir.join("keys");
@@ -47,6 +48,8 @@ fn start(dir: &Path) -> Sidecar {
         .arg(dir)
         .arg("--signing-key")
         .arg(keys.join("private.pem"))
+        .arg("--adapters-dir")
+        .arg(dir.join("published"))
         .env("PORTCULLIS_SIDECAR_TOKEN", TOKEN)
         .current_dir(root())
         .stdout(Stdio::null())
@@ -295,6 +298,11 @@ fn the_api_checks_specs_and_budgets_and_a_job_survives_kill_9() {
     assert_eq!(prov["privacy"]["epsilon"].as_f64(), Some(eps));
     assert_eq!(prov["job"], id.as_str());
     assert!(prov["dataset"]["sha256"].is_string(), "{prov}");
+    // published, signed, as the first version of the job's name in the adapters folder
+    let published = PathBuf::from(job["outputs"]["published"].as_str().unwrap());
+    assert_eq!(published.parent().unwrap().parent().unwrap(), state.join("published"));
+    assert_eq!(published.file_name().unwrap(), "1");
+    signing::verify(&published, &public, None).expect("the published copy verifies");
     let svg = client()
         .get(format!("{}/v1/jobs/{id}/artifacts/training.svg", s.url))
         .bearer_auth(TOKEN)
