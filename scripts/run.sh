@@ -50,11 +50,13 @@ trap cleanup EXIT INT TERM
 pids+=($!)
 ./target/release/gateway serve --config "$CONFIG" &
 pids+=($!)
-# Jobs and the privacy ledger survive restarts in target/demo/sidecar.
-# A demo signing key: every adapter or bundle a job makes is signed (OpenSSF model_signing).
-[ -f target/demo/signing/private.pem ] || ./target/release/trainer-sidecar keygen --out target/demo/signing >/dev/null
+# Jobs and the privacy ledger survive restarts in target/demo/sidecar. Every adapter or bundle a
+# job makes is signed (OpenSSF model_signing) with this machine's model key, the one the gateway
+# trusts (scripts/setup.sh made it); adapters are published into models/adapters and the gateway
+# is told at once.
 ./target/release/trainer-sidecar serve --listen "$SIDECAR" --dir target/demo/sidecar \
-  --signing-key target/demo/signing/private.pem 2>/dev/null &
+  --signing-key .deps/model-signing/private.pem --adapters-dir models/adapters \
+  --gateway-admin "$ADMIN_URL" 2>/dev/null &
 pids+=($!)
 
 for _ in $(seq 1 100); do
@@ -91,13 +93,17 @@ cat <<BANNER
       -d '{"inputs":"Streaming through the gateway","parameters":{"max_new_tokens":20}}'
 
   Trainer sidecar: http://$SIDECAR  (token: $PORTCULLIS_SIDECAR_TOKEN)
-    outputs signed with target/demo/signing/private.pem; check one with
-    target/release/trainer-sidecar verify <adapter dir> --public-key target/demo/signing/public.pem
+    outputs signed with .deps/model-signing/private.pem (the key the gateway trusts); check one
+    with target/release/trainer-sidecar verify <dir> --public-key .deps/model-signing/public.pem
     Fine-tune SmolLM2-135M-Instruct with DP LoRA on the demo support chats (about a minute):
     curl -s http://$SIDECAR/v1/jobs -H "Authorization: Bearer $PORTCULLIS_SIDECAR_TOKEN" \
       -H 'Content-Type: application/yaml' --data-binary @deploy/demo/lora-job.yaml
     curl -sN http://$SIDECAR/v1/jobs/JOB_ID/events -H "Authorization: Bearer $PORTCULLIS_SIDECAR_TOKEN"
-    # then: GET /v1/jobs/JOB_ID (state, epsilon_spent, outputs.adapter), .../artifacts/report.json
+    # then: GET /v1/jobs/JOB_ID (state, epsilon_spent, outputs.adapter, outputs.published),
+    # .../artifacts/report.json; the signed adapter is live in the gateway as support-demo
+    # (use it with "model":"support-demo" or "parameters":{"adapter_id":"support-demo"}):
+    curl -s $ADMIN_URL/admin/models -H "Authorization: Bearer $PORTCULLIS_ADMIN_TOKEN"
+    target/release/gateway models list    # (PORTCULLIS_ADMIN_TOKEN=$PORTCULLIS_ADMIN_TOKEN)
 
   Ctrl-C stops everything.
 

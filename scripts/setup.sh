@@ -135,6 +135,8 @@ PY
   ) || die "could not make the model signing key"
   chmod 600 "$KEYS/private.pem" && chmod 644 "$KEYS/public.pem"
 fi
+# the LoRA adapter registry the gateway reads and `make run`'s sidecar publishes into
+mkdir -p "$ROOT/models/adapters"
 for b in "$ROOT"/models/guard*/[0-9]*; do
   [ -f "$b/manifest.json" ] || continue
   if [ ! -f "$b/model.sig" ] || [ "$b/manifest.json" -nt "$b/model.sig" ] || [ "$KEYS/public.pem" -nt "$b/model.sig" ]; then

@@ -26,13 +26,14 @@ use p256::ecdsa::signature::{Signer as _, Verifier as _};
 pub use p256::ecdsa::{SigningKey, VerifyingKey};
 
 pub mod trust;
+pub mod x509;
 use p256::pkcs8::{
     DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
 };
 use rand::RngCore;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-pub use trust::{Attestation, Refusal, RefusalKind, Trust, TrustedKey};
+pub use trust::{Attestation, Refusal, RefusalKind, Trust, TrustedKey, TrustedRoots};
 
 /// The signature file's default name (`model_signing`'s).
 pub const DEFAULT_SIGNATURE: &str = "model.sig";
@@ -255,6 +256,52 @@ pub fn sign(
     signature: Option<&Path>,
     provenance: Option<Value>,
 ) -> Result<Value, SignError> {
+    let material = json!({
+        "publicKey": {"hint": key_hint(key.verifying_key())?},
+        "tlogEntries": [],
+    });
+    sign_with(dir, key, signature, provenance, material)
+}
+
+/// Sign in certificate mode (`model_signing sign certificate`): `chain` is the signing
+/// certificate (whose key must be `key`'s) then the intermediates, as PEM files.
+pub fn sign_with_certificate(
+    dir: &Path,
+    key: &SigningKey,
+    certificate: &Path,
+    chain: &[PathBuf],
+    signature: Option<&Path>,
+    provenance: Option<Value>,
+) -> Result<Value, SignError> {
+    let leaf = x509::read_certificates(certificate)?;
+    if x509::public_key(&leaf[0])? != *key.verifying_key() {
+        return Err(SignError::Key {
+            path: certificate.to_path_buf(),
+            message: "the certificate's key is not the private key's pair".into(),
+        });
+    }
+    let mut certs = vec![leaf[0].clone()];
+    for p in chain {
+        certs.extend(x509::read_certificates(p)?);
+    }
+    let raw: Vec<Value> = certs
+        .iter()
+        .map(|c| x509::der(c).map(|d| json!({"rawBytes": B64.encode(d)})))
+        .collect::<Result<_, _>>()?;
+    let material = json!({
+        "x509CertificateChain": {"certificates": raw},
+        "tlogEntries": [],
+    });
+    sign_with(dir, key, signature, provenance, material)
+}
+
+fn sign_with(
+    dir: &Path,
+    key: &SigningKey,
+    signature: Option<&Path>,
+    provenance: Option<Value>,
+    material: Value,
+) -> Result<Value, SignError> {
     let sig_path = signature.map_or_else(|| dir.join(DEFAULT_SIGNATURE), Path::to_path_buf);
     let sig_name = sig_path
         .strip_prefix(dir)
@@ -300,10 +347,7 @@ pub fn sign(
     let sig: DerSignature = key.sign(&pae(PAYLOAD_TYPE, &payload));
     let bundle = json!({
         "mediaType": BUNDLE_MEDIA_TYPE,
-        "verificationMaterial": {
-            "publicKey": {"hint": key_hint(key.verifying_key())?},
-            "tlogEntries": [],
-        },
+        "verificationMaterial": material,
         "dsseEnvelope": {
             "payload": B64.encode(&payload),
             "payloadType": PAYLOAD_TYPE,
@@ -343,11 +387,6 @@ pub fn verify(
     let text = std::fs::read_to_string(&sig_path).map_err(io(&sig_path))?;
     let bundle: Value =
         serde_json::from_str(&text).map_err(|e| SignError::Malformed(e.to_string()))?;
-    let field = |v: &Value, path: &str| -> Result<Value, SignError> {
-        v.pointer(path)
-            .cloned()
-            .ok_or_else(|| SignError::Malformed(format!("no `{path}`")))
-    };
     if let Some(hint) = bundle
         .pointer("/verificationMaterial/publicKey/hint")
         .and_then(Value::as_str)
@@ -358,7 +397,84 @@ pub fn verify(
             "the signature names another public key (its hint is not this key's)".into(),
         ));
     }
-    let env = field(&bundle, "/dsseEnvelope")?;
+    verify_bundle(dir, &bundle, key, &sig_path)
+}
+
+/// What a good certificate-mode signature says.
+#[derive(Debug, Clone)]
+pub struct VerifiedCertificate {
+    /// As in key mode.
+    pub verified: Verified,
+    /// The signing certificate's subject.
+    pub signer: String,
+    /// The trusted root its chain ends at.
+    pub root: String,
+}
+
+/// Verify a certificate-mode signature (`model_signing verify certificate`): the chain in the
+/// signature leads to one of `roots` (see [`x509`]), then as [`verify`] with the leaf's key.
+pub fn verify_certificate(
+    dir: &Path,
+    roots: &[x509_cert::Certificate],
+    signature: Option<&Path>,
+) -> Result<VerifiedCertificate, SignError> {
+    let sig_path = signature.map_or_else(|| dir.join(DEFAULT_SIGNATURE), Path::to_path_buf);
+    let text = std::fs::read_to_string(&sig_path).map_err(io(&sig_path))?;
+    let bundle: Value =
+        serde_json::from_str(&text).map_err(|e| SignError::Malformed(e.to_string()))?;
+    let chain = certificate_chain(&bundle)?.ok_or_else(|| {
+        SignError::WrongKey(
+            "the signature has no certificate chain (it was made in key mode)".into(),
+        )
+    })?;
+    let c = x509::verify_chain(&chain, roots)?;
+    Ok(VerifiedCertificate {
+        // the chain is trusted from here: a signature that does not verify was altered
+        verified: verify_bundle(dir, &bundle, &c.key, &sig_path).map_err(|e| match e {
+            SignError::WrongKey(m) => SignError::Mismatch(format!("{m} (the signing certificate's)")),
+            e => e,
+        })?,
+        signer: c.leaf,
+        root: c.root,
+    })
+}
+
+/// The bundle's certificate chain, leaf first (`None`: a key-mode signature).
+pub fn certificate_chain(bundle: &Value) -> Result<Option<Vec<x509_cert::Certificate>>, SignError> {
+    use x509_cert::der::Decode;
+    let Some(certs) = bundle.pointer("/verificationMaterial/x509CertificateChain/certificates")
+    else {
+        return Ok(None);
+    };
+    let certs = certs
+        .as_array()
+        .ok_or_else(|| SignError::Malformed("x509CertificateChain.certificates".into()))?;
+    certs
+        .iter()
+        .map(|c| {
+            let der = B64
+                .decode(c["rawBytes"].as_str().unwrap_or_default())
+                .map_err(|e| SignError::Malformed(format!("certificate: {e}")))?;
+            x509_cert::Certificate::from_der(&der)
+                .map_err(|e| SignError::Malformed(format!("certificate: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// The envelope signed by `key`, the statement, and the files against it.
+fn verify_bundle(
+    dir: &Path,
+    bundle: &Value,
+    key: &VerifyingKey,
+    sig_path: &Path,
+) -> Result<Verified, SignError> {
+    let field = |v: &Value, path: &str| -> Result<Value, SignError> {
+        v.pointer(path)
+            .cloned()
+            .ok_or_else(|| SignError::Malformed(format!("no `{path}`")))
+    };
+    let env = field(bundle, "/dsseEnvelope")?;
     let payload_type = field(&env, "/payloadType")?;
     if payload_type != PAYLOAD_TYPE {
         return Err(SignError::Malformed(format!(

@@ -34,11 +34,33 @@ impl TrustedKey {
     }
 }
 
+/// CA root certificates trusted for certificate-mode signatures, with their label (file).
+#[derive(Debug, Clone)]
+pub struct TrustedRoots {
+    /// Where they came from.
+    pub label: String,
+    /// The certificates.
+    pub certs: Vec<x509_cert::Certificate>,
+}
+
+impl TrustedRoots {
+    /// Read a PEM file of one or more CA certificates.
+    pub fn load(path: &Path) -> Result<TrustedRoots, SignError> {
+        Ok(TrustedRoots {
+            label: path.display().to_string(),
+            certs: crate::x509::read_certificates(path)?,
+        })
+    }
+}
+
 /// What the gateway accepts.
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
     /// Keys trusted for every model without an entry in `per_model`.
     pub keys: Vec<TrustedKey>,
+    /// CA roots: certificate-mode signatures whose chain leads to one of them are trusted for
+    /// every model without an entry in `per_model`.
+    pub roots: Vec<TrustedRoots>,
     /// Keys trusted for one model name (instead of `keys`).
     pub per_model: BTreeMap<String, Vec<TrustedKey>>,
     /// Load models without a signature (a present signature must still verify).
@@ -211,12 +233,58 @@ impl Trust {
         Ok(att)
     }
 
+    fn verify_certificate(
+        &self,
+        name: &str,
+        dir: &Path,
+        sig: &Path,
+    ) -> Result<Attestation, (RefusalKind, String)> {
+        if self.per_model.contains_key(name) || self.roots.is_empty() {
+            return Err((
+                RefusalKind::Untrusted,
+                format!(
+                    "signed in certificate mode, and no CA root is trusted for model `{name}` \
+                     ({})",
+                    if self.per_model.contains_key(name) {
+                        "it has its own keys under trust.models"
+                    } else {
+                        "trust.roots is empty"
+                    }
+                ),
+            ));
+        }
+        let roots: Vec<x509_cert::Certificate> =
+            self.roots.iter().flat_map(|r| r.certs.clone()).collect();
+        match crate::verify_certificate(dir, &roots, Some(sig)) {
+            Ok(v) => Ok(Attestation {
+                signer: Some(format!("{} (CA: {})", v.signer, v.root)),
+                resources: v.verified.resources,
+                provenance: v.verified.provenance,
+            }),
+            // a chain to no trusted root, or a leaf that may not sign
+            Err(SignError::WrongKey(m)) => Err((RefusalKind::Untrusted, m)),
+            Err(SignError::Mismatch(m) | SignError::Model(m)) => Err((RefusalKind::Tampered, m)),
+            Err(e) => Err((RefusalKind::Malformed, e.to_string())),
+        }
+    }
+
     fn verify(
         &self,
         name: &str,
         dir: &Path,
         sig: &Path,
     ) -> Result<Attestation, (RefusalKind, String)> {
+        let bundle: Option<Value> = std::fs::read(sig)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let chain = match bundle.as_ref().map(crate::certificate_chain) {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => return Err((RefusalKind::Malformed, e.to_string())),
+            None => None,
+        };
+        if chain.is_some() {
+            return self.verify_certificate(name, dir, sig);
+        }
         let keys = self.keys_for(name);
         if keys.is_empty() {
             return Err((
@@ -231,10 +299,7 @@ impl Trust {
                 ),
             ));
         }
-        let hint = std::fs::read(sig)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .and_then(|v| {
+        let hint = bundle.as_ref().and_then(|v| {
                 v.pointer("/verificationMaterial/publicKey/hint")
                     .and_then(Value::as_str)
                     .filter(|h| !h.is_empty())
@@ -414,5 +479,48 @@ mod tests {
             ..rules(Some(8.0), false)
         };
         assert_eq!(t.check("m", &m).unwrap_err().kind, RefusalKind::Policy);
+    }
+
+    #[test]
+    fn certificate_mode_trusts_roots_not_keys() {
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let d = tempfile::tempdir().unwrap();
+        let m = d.path().join("m");
+        std::fs::create_dir_all(&m).unwrap();
+        std::fs::write(m.join("w.bin"), vec![3u8; 100]).unwrap();
+        let leaf_key = read_private_key(&fx.join("leaf-key.pem")).unwrap();
+        crate::sign_with_certificate(
+            &m,
+            &leaf_key,
+            &fx.join("leaf.pem"),
+            &[fx.join("intermediate.pem")],
+            None,
+            Some(json!({"privacy": {"epsilon": 2.0}})),
+        )
+        .unwrap();
+        let roots = |f: &str| Trust {
+            roots: vec![TrustedRoots::load(&fx.join(f)).unwrap()],
+            ..Trust::default()
+        };
+        let a = roots("root.pem").check("m", &m).unwrap();
+        assert!(a.signer.as_deref().is_some_and(|s| s.contains("trainer-sidecar")));
+        assert_eq!(a.epsilon(), Some(2.0));
+        let e = roots("other-root.pem").check("m", &m).unwrap_err();
+        assert_eq!(e.kind, RefusalKind::Untrusted, "{e}");
+        // keys alone do not trust a certificate-mode signature
+        let (_, _, tk) = setup();
+        assert_eq!(trust(&tk).check("m", &m).unwrap_err().kind, RefusalKind::Untrusted);
+        // per-model keys take the model out of the roots' reach
+        let mut scoped = roots("root.pem");
+        scoped.per_model.insert("m".into(), vec![tk]);
+        assert_eq!(scoped.check("m", &m).unwrap_err().kind, RefusalKind::Untrusted);
+        // a changed file
+        std::fs::write(m.join("w.bin"), vec![4u8; 100]).unwrap();
+        assert_eq!(roots("root.pem").check("m", &m).unwrap_err().kind, RefusalKind::Tampered);
+        // a certificate whose key is not the signing key is refused at signing
+        assert!(
+            crate::sign_with_certificate(&m, &leaf_key, &fx.join("nousage.pem"), &[], None, None)
+                .is_err()
+        );
     }
 }

@@ -119,3 +119,76 @@ fn the_reference_tool_and_we_accept_each_others_signatures() {
     // and back as signed, both pass again
     assert!(signing::verify(&m, &pubk, Some(&theirs)).is_ok());
 }
+
+/// The reference tool's `verify certificate` of `model` against `sig`, trusting `root`.
+fn tool_verifies_certificate(model: &Path, sig: &Path, root: &Path) -> Result<(), String> {
+    tool(&[
+        "verify",
+        "certificate",
+        s(model),
+        "--signature",
+        s(sig),
+        "--certificate_chain",
+        s(root),
+    ])
+}
+
+#[test]
+fn certificate_mode_interoperates_both_ways() {
+    let fx = root().join("signing/tests/fixtures");
+    let (root_ca, inter, leaf, leaf_key) = (
+        fx.join("root.pem"),
+        fx.join("intermediate.pem"),
+        fx.join("leaf.pem"),
+        fx.join("leaf-key.pem"),
+    );
+    let d = tempfile::tempdir().unwrap();
+    let m = d.path().join("tiny-model");
+    model(&m);
+    let ours = d.path().join("ours.sig");
+    let theirs = d.path().join("theirs.sig");
+    let key = signing::read_private_key(&leaf_key).unwrap();
+    signing::sign_with_certificate(
+        &m,
+        &key,
+        &leaf,
+        std::slice::from_ref(&inter),
+        Some(&ours),
+        Some(serde_json::json!({"privacy": {"epsilon": 1.5}})),
+    )
+    .unwrap();
+    tool_verifies_certificate(&m, &ours, &root_ca)
+        .expect("model_signing accepts our certificate-mode signature");
+    tool(&[
+        "sign",
+        "certificate",
+        s(&m),
+        "--private_key",
+        s(&leaf_key),
+        "--signing_certificate",
+        s(&leaf),
+        "--certificate_chain",
+        s(&inter),
+        "--signature",
+        s(&theirs),
+    ])
+    .expect("model_signing signs with a certificate");
+    let roots = signing::x509::read_certificates(&root_ca).unwrap();
+    let v = signing::verify_certificate(&m, &roots, Some(&theirs)).expect("we accept theirs");
+    assert!(v.signer.contains("trainer-sidecar"), "{}", v.signer);
+    let v = signing::verify_certificate(&m, &roots, Some(&ours)).unwrap();
+    assert_eq!(v.verified.provenance.unwrap()["privacy"]["epsilon"], 1.5);
+    // another root: both refuse both
+    let other = fx.join("other-root.pem");
+    let other_roots = signing::x509::read_certificates(&other).unwrap();
+    for sig in [&ours, &theirs] {
+        assert!(signing::verify_certificate(&m, &other_roots, Some(sig)).is_err());
+        assert!(tool_verifies_certificate(&m, sig, &other).is_err());
+    }
+    // a changed file: both refuse both
+    std::fs::write(m.join("config.json"), br#"{"hidden_size": 9}"#).unwrap();
+    for sig in [&ours, &theirs] {
+        assert!(signing::verify_certificate(&m, &roots, Some(sig)).is_err());
+        assert!(tool_verifies_certificate(&m, sig, &root_ca).is_err());
+    }
+}

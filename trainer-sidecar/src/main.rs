@@ -100,6 +100,13 @@ enum Command {
         /// along. Unset: outputs are not signed.
         #[arg(long, env = "PORTCULLIS_SIDECAR_SIGNING_KEY")]
         signing_key: Option<PathBuf>,
+        /// Certificate mode: the signing key's PEM certificate (model_signing `sign
+        /// certificate`); verifiers then trust its CA root instead of the key.
+        #[arg(long, requires = "signing_key")]
+        signing_certificate: Option<PathBuf>,
+        /// Certificate mode: PEM intermediate certificates to include (repeat).
+        #[arg(long, requires = "signing_certificate")]
+        certificate_chain: Vec<PathBuf>,
         /// Publish every LoRA adapter a job makes, signed, as the next version of
         /// `<DIR>/<job name>/` (the gateway's `adapters.dir`). Classifier bundles are
         /// published where their spec says, after signing.
@@ -148,8 +155,9 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Sign a model folder in the OpenSSF model_signing v1.0 format (key mode): the standard
-    /// `model_signing verify key` accepts it. A provenance JSON (ε, δ, accountant, data guard,
+    /// Sign a model folder in the OpenSSF model_signing v1.0 format: key mode (the standard
+    /// `model_signing verify key` accepts it), or certificate mode with `--certificate`
+    /// (`model_signing verify certificate`). A provenance JSON (ε, δ, accountant, data guard,
     /// digests, job) goes into the signed predicate.
     Sign {
         /// The model folder.
@@ -157,6 +165,12 @@ enum Command {
         /// The PKCS#8 PEM private key (`keygen`).
         #[arg(long)]
         private_key: PathBuf,
+        /// Certificate mode: the PEM signing certificate of the private key.
+        #[arg(long)]
+        certificate: Option<PathBuf>,
+        /// Certificate mode: PEM intermediate certificates to include (repeat).
+        #[arg(long, requires = "certificate")]
+        chain: Vec<PathBuf>,
         /// Where the signature goes (default MODEL/model.sig).
         #[arg(long)]
         signature: Option<PathBuf>,
@@ -169,9 +183,12 @@ enum Command {
     Verify {
         /// The model folder.
         model: PathBuf,
-        /// The PEM public key.
+        /// The PEM public key (key mode).
+        #[arg(long, required_unless_present = "roots", conflicts_with = "roots")]
+        public_key: Option<PathBuf>,
+        /// Certificate mode: PEM CA root certificates to trust (repeat).
         #[arg(long)]
-        public_key: PathBuf,
+        roots: Vec<PathBuf>,
         /// The signature (default MODEL/model.sig).
         #[arg(long)]
         signature: Option<PathBuf>,
@@ -284,6 +301,8 @@ fn run() -> anyhow::Result<()> {
             dir,
             workers,
             signing_key,
+            signing_certificate,
+            certificate_chain,
             adapters_dir,
             gateway_admin,
         } => {
@@ -297,7 +316,23 @@ fn run() -> anyhow::Result<()> {
                 .with_context(|| format!("opening the job folder {}", dir.display()))?;
             if let Some(k) = &signing_key {
                 let key = signing::read_private_key(k)?;
-                anyhow::ensure!(jobs.set_signing_key(key), "the signing key was set twice");
+                if let Some(c) = &signing_certificate {
+                    // refuse a certificate of another key now, not at the end of a job
+                    let leaf = signing::x509::read_certificates(c)?;
+                    anyhow::ensure!(
+                        signing::x509::public_key(&leaf[0])? == *key.verifying_key(),
+                        "{} does not certify the key in {}",
+                        c.display(),
+                        k.display()
+                    );
+                }
+                anyhow::ensure!(
+                    jobs.set_signer(trainer_sidecar::jobs::Signer {
+                        key,
+                        certificate: signing_certificate.map(|c| (c, certificate_chain)),
+                    }),
+                    "the signing key was set twice"
+                );
             }
             let gateway = match gateway_admin {
                 Some(url) => {
@@ -368,6 +403,8 @@ fn run() -> anyhow::Result<()> {
         Command::Sign {
             model,
             private_key,
+            certificate,
+            chain,
             signature,
             provenance,
         } => {
@@ -381,22 +418,49 @@ fn run() -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            signing::sign(&model, &key, signature.as_deref(), provenance)?;
+            match &certificate {
+                Some(c) => signing::sign_with_certificate(
+                    &model,
+                    &key,
+                    c,
+                    &chain,
+                    signature.as_deref(),
+                    provenance,
+                )?,
+                None => signing::sign(&model, &key, signature.as_deref(), provenance)?,
+            };
             let at = signature.unwrap_or_else(|| model.join(signing::DEFAULT_SIGNATURE));
             println!("{}", serde_json::json!({"signature": at}));
         }
         Command::Verify {
             model,
             public_key,
+            roots,
             signature,
         } => {
-            let key = signing::read_public_key(&public_key)?;
-            let v = signing::verify(&model, &key, signature.as_deref())?;
+            let (v, signer) = match &public_key {
+                Some(p) => {
+                    let key = signing::read_public_key(p)?;
+                    (signing::verify(&model, &key, signature.as_deref())?, None)
+                }
+                None => {
+                    let mut trusted = Vec::new();
+                    for r in &roots {
+                        trusted.extend(signing::x509::read_certificates(r)?);
+                    }
+                    let c = signing::verify_certificate(&model, &trusted, signature.as_deref())?;
+                    (
+                        c.verified,
+                        Some(serde_json::json!({"certificate": c.signer, "root": c.root})),
+                    )
+                }
+            };
             println!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({
                     "ok": true,
                     "model": v.model_name,
+                    "signer": signer,
                     "files": v.resources.iter().map(|r| serde_json::json!({
                         "name": r.name, "sha256": hex::encode(r.sha256),
                     })).collect::<Vec<_>>(),

@@ -64,3 +64,39 @@ fn keygen_sign_verify_and_a_tampered_model_exits_1() {
     let (ok, _, e) = run(&["verify", &p(&model), "--public-key", &p(&prov)]);
     assert!(!ok && e.contains("not a PEM ECDSA P-256 public key"), "{e}");
 }
+
+#[test]
+fn certificate_mode_from_the_cli() {
+    let fx = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../signing/tests/fixtures");
+    let d = tempfile::tempdir().unwrap();
+    let model = d.path().join("m");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("w.bin"), vec![5u8; 100]).unwrap();
+    let p = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let (ok, _, e) = run(&[
+        "sign",
+        &p(&model),
+        "--private-key",
+        &p(&fx.join("leaf-key.pem")),
+        "--certificate",
+        &p(&fx.join("leaf.pem")),
+        "--chain",
+        &p(&fx.join("intermediate.pem")),
+    ]);
+    assert!(ok, "{e}");
+    let (ok, v, e) = run(&["verify", &p(&model), "--roots", &p(&fx.join("root.pem"))]);
+    assert!(ok, "{e}");
+    assert!(
+        v["signer"]["certificate"]
+            .as_str()
+            .is_some_and(|s| s.contains("trainer-sidecar")),
+        "{v}"
+    );
+    let (ok, _, e) = run(&[
+        "verify",
+        &p(&model),
+        "--roots",
+        &p(&fx.join("other-root.pem")),
+    ]);
+    assert!(!ok && e.contains("trusted CA"), "{e}");
+}

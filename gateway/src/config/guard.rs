@@ -192,7 +192,12 @@ pub struct TrustSection {
     /// (`.deps/model-signing/public.pem`).
     #[serde(default)]
     pub keys: Vec<PathBuf>,
-    /// Per model name, the keys trusted for it instead of `keys`.
+    /// CA root certificates (PEM, ECDSA P-256), relative to this file: certificate-mode
+    /// signatures (`model_signing sign certificate`, `trainer-sidecar sign --certificate`)
+    /// whose chain leads to one of them are trusted for every model not under `models`.
+    #[serde(default)]
+    pub roots: Vec<PathBuf>,
+    /// Per model name, the keys trusted for it instead of `keys` and `roots`.
     #[serde(default)]
     pub models: BTreeMap<String, Vec<PathBuf>>,
     /// `refuse` (default): a bundle without `model.sig` never loads; `allow`: it loads
@@ -487,6 +492,13 @@ pub(super) fn check_trust(
         .enumerate()
         .filter_map(|(i, p)| load(cx, format!("{at}.trust.keys[{i}]"), p))
         .collect();
+    let mut roots = Vec::new();
+    for (i, p) in t.roots.iter().enumerate() {
+        match signing::TrustedRoots::load(&base.join(p)) {
+            Ok(r) => roots.push(r),
+            Err(e) => cx.err(&format!("{at}.trust.roots[{i}]"), e.to_string()),
+        }
+    }
     let mut per_model = BTreeMap::new();
     for (name, paths) in &t.models {
         let ks: Vec<_> = paths
@@ -502,11 +514,13 @@ pub(super) fn check_trust(
         }
         per_model.insert(name.clone(), ks);
     }
-    if t.keys.is_empty() && t.models.is_empty() && t.unsigned == Unsigned::Refuse {
+    if t.keys.is_empty() && t.roots.is_empty() && t.models.is_empty() && t.unsigned == Unsigned::Refuse
+    {
         cx.err(
             at,
             format!(
-                "no trusted signing key ({at}.trust.keys) and unsigned {at} are refused, so \
+                "no trusted signing key or CA root ({at}.trust.keys, {at}.trust.roots) and \
+                 unsigned {at} are refused, so \
                  nothing could load: add the public key they are signed with (scripts/setup.sh \
                  signs what it builds, and `make run`'s sidecar signs what it trains, with \
                  .deps/model-signing/private.pem), or set {at}.trust.unsigned: allow for \
@@ -524,6 +538,7 @@ pub(super) fn check_trust(
     }
     signing::Trust {
         keys,
+        roots,
         per_model,
         allow_unsigned: t.unsigned == Unsigned::Allow,
         max_epsilon: t.max_epsilon,

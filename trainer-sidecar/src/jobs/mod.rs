@@ -200,9 +200,18 @@ pub struct Jobs {
     inner: Mutex<Inner>,
     wake: Condvar,
     /// Signs what jobs produce, when set (`serve --signing-key`).
-    signer: std::sync::OnceLock<signing::SigningKey>,
+    signer: std::sync::OnceLock<Signer>,
     /// Where finished models go and whom to tell (`serve --adapters-dir`, `--gateway-admin`).
     publish: std::sync::OnceLock<Publish>,
+}
+
+/// The key jobs sign with, and its certificate chain in certificate mode.
+#[derive(Debug, Clone)]
+pub struct Signer {
+    /// The private key.
+    pub key: signing::SigningKey,
+    /// Certificate mode: the key's certificate and the intermediates to include (PEM files).
+    pub certificate: Option<(PathBuf, Vec<PathBuf>)>,
 }
 
 /// How a sidecar publishes what its jobs make.
@@ -651,7 +660,15 @@ impl Jobs {
     /// the job's privacy provenance in the signed predicate). Set once: `false` when a key
     /// was set already (that one stays).
     pub fn set_signing_key(&self, key: signing::SigningKey) -> bool {
-        self.signer.set(key).is_ok()
+        self.set_signer(Signer {
+            key,
+            certificate: None,
+        })
+    }
+
+    /// Sign with `signer` (key or certificate mode). Set once: `false` when set already.
+    pub fn set_signer(&self, signer: Signer) -> bool {
+        self.signer.set(signer).is_ok()
     }
 
     /// Publish finished models as `publish` says. Set once: `false` when set already.
@@ -737,7 +754,7 @@ impl Jobs {
     /// Sign the adapter or bundle a finished job made, with what the report says of its
     /// privacy, data and origin as provenance.
     fn sign_outputs(&self, id: &str, report: &Value, outputs: &mut Outputs) -> anyhow::Result<()> {
-        let Some(key) = self.signer.get() else {
+        let Some(signer) = self.signer.get() else {
             return Ok(());
         };
         let Some(dir) = outputs.adapter.clone().or_else(|| outputs.bundle.clone()) else {
@@ -753,8 +770,18 @@ impl Jobs {
             "code_version": env!("CARGO_PKG_VERSION"),
             "signed_at": now(),
         });
-        signing::sign(&dir, key, None, Some(provenance))
-            .map_err(|e| anyhow::anyhow!("signing {}: {e}", dir.display()))?;
+        match &signer.certificate {
+            Some((cert, chain)) => signing::sign_with_certificate(
+                &dir,
+                &signer.key,
+                cert,
+                chain,
+                None,
+                Some(provenance),
+            ),
+            None => signing::sign(&dir, &signer.key, None, Some(provenance)),
+        }
+        .map_err(|e| anyhow::anyhow!("signing {}: {e}", dir.display()))?;
         outputs.signature = Some(dir.join(signing::DEFAULT_SIGNATURE));
         Ok(())
     }
