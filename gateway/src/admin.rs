@@ -66,7 +66,7 @@ impl AdminApp {
         self
     }
 
-    fn control(
+    async fn control(
         &self,
         method: &http::Method,
         path: &str,
@@ -93,18 +93,29 @@ impl AdminApp {
         }
         match (method.as_str(), path) {
             ("POST", "/admin/reload") => {
-                let keys = c.keys.reload();
-                let swapped = c.guard.as_ref().map_or(0, |g| g.reload_changed());
-                // New model versions: loaded and verified here, then swapped atomically.
-                let models: Vec<_> = c
-                    .guard
-                    .as_ref()
-                    .and_then(|g| g.models.as_ref())
-                    .map(|m| m.refresh())
-                    .unwrap_or_default()
-                    .iter()
-                    .map(swap_json)
-                    .collect();
+                let (keys, guard) = (c.keys.clone(), c.guard.clone());
+                // loading policies and model sessions blocks: off the admin runtime's threads
+                let Some((keys, swapped, models)) = off_runtime(move || {
+                    let keys = keys.reload();
+                    let swapped = guard.as_ref().map_or(0, |g| g.reload_changed());
+                    // New model versions: loaded and verified here, then swapped atomically.
+                    let models: Vec<_> = guard
+                        .as_ref()
+                        .and_then(|g| g.models.as_ref())
+                        .map(|m| m.refresh())
+                        .unwrap_or_default()
+                        .iter()
+                        .map(swap_json)
+                        .collect();
+                    (keys, swapped, models)
+                })
+                .await
+                else {
+                    return json(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &json!({"error": "the reload failed"}),
+                    );
+                };
                 match keys {
                     Ok(n) => json(
                         StatusCode::OK,
@@ -130,12 +141,21 @@ impl AdminApp {
                         &json!({"error": "no model registry: no policy uses a model and no `adapters:` section"}),
                     );
                 }
-                let reports = models.map(|m| m.refresh()).unwrap_or_default();
-                let adapters: Vec<_> = c
-                    .adapters
-                    .as_ref()
-                    .map(|a| a.refresh())
-                    .unwrap_or_default()
+                let adapters = c.adapters.clone();
+                let Some((reports, adapters)) = off_runtime(move || {
+                    (
+                        models.map(|m| m.refresh()).unwrap_or_default(),
+                        adapters.map(|a| a.refresh()).unwrap_or_default(),
+                    )
+                })
+                .await
+                else {
+                    return json(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &json!({"error": "the refresh failed"}),
+                    );
+                };
+                let adapters: Vec<_> = adapters
                     .into_iter()
                     .map(|(name, version, r)| json!({"adapter": name, "version": version, "result": match r { Ok(()) => "live".to_string(), Err(e) => e }}))
                     .collect();
@@ -157,7 +177,15 @@ impl AdminApp {
                         .find_map(|kv| kv.strip_prefix("to="))
                         .map(str::to_string)
                 });
-                match models.rollback(name, to.as_deref()) {
+                let name = name.to_string();
+                let Some(result) = off_runtime(move || models.rollback(&name, to.as_deref())).await
+                else {
+                    return json(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &json!({"error": "the rollback failed"}),
+                    );
+                };
+                match result {
                     Ok(r) => json(StatusCode::OK, &swap_json(&r)),
                     Err(e @ filters::classify::ModelError::NotFound(_)) => {
                         json(StatusCode::NOT_FOUND, &json!({"error": e.to_string()}))
@@ -237,6 +265,12 @@ fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Ve
     r
 }
 
+/// Run blocking work (loading sessions, hashing files) on tokio's blocking pool; `None` if it
+/// panicked.
+async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
 /// A swap attempt as the admin API reports it.
 fn swap_json(r: &filters::classify::SwapReport) -> serde_json::Value {
     serde_json::json!({
@@ -273,7 +307,9 @@ impl ServeHttp for AdminApp {
                 // drain a body if any (there is none to read for these routes)
                 let _ = session.read_request_body().await;
             }
-            return self.control(&method, &path, query.as_deref(), auth.as_deref());
+            return self
+                .control(&method, &path, query.as_deref(), auth.as_deref())
+                .await;
         }
         if method != http::Method::GET && method != http::Method::HEAD {
             return json(

@@ -354,11 +354,16 @@ async fn a_new_bundle_version_is_swapped_in_under_load_without_a_failed_request(
     link_bundle(&models().join("guard/1"), &reg.join("guard/1"));
     let audit_dir = dir.path().join("audit");
     let gw = Arc::new(
-        gateway(
-            &mock,
-            &reg,
-            &policy(dir.path(), "5s", "block"),
-            &format!("audit:\n  dir: {}\n", audit_dir.display()),
+        Gateway::start_env(
+            &format!(
+                "policy: {}\n{}audit:\n  dir: {}\n{}",
+                policy(dir.path(), "5s", "block").display(),
+                models_yaml(&reg),
+                audit_dir.display(),
+                upstream_yaml(&[mock.addr], "")
+            ),
+            true,
+            &[("PORTCULLIS_ADMIN_TOKEN", ADMIN_TOKEN)],
         )
         .await,
     );
@@ -480,6 +485,67 @@ async fn a_new_bundle_version_is_swapped_in_under_load_without_a_failed_request(
         assert!(t.contains(&format!("\"reason\":\"{reason}\"")), "{t}");
     }
     assert!(t.contains("\"signer\":"), "{t}");
+
+    // `gateway models list | rollback`, through the admin API
+    let models = |args: &[&str]| {
+        let out = std::process::Command::new(gateway_bin())
+            .arg("models")
+            .args(args)
+            .args(["--admin", &format!("http://{}", gw.admin)])
+            .env("PORTCULLIS_ADMIN_TOKEN", ADMIN_TOKEN)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, v, e) = models(&["list"]);
+    assert!(ok, "{e}");
+    let guard = &v["models"][0];
+    assert_eq!(guard["version"], "2", "{v}");
+    assert_eq!(guard["versions"], json!(["1", "2", "3", "4", "5"]), "{v}");
+    assert!(
+        guard["signed_by"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("public.pem")),
+        "{v}"
+    );
+    let (ok, v, e) = models(&["rollback", "guard"]);
+    assert!(ok, "{e}");
+    assert_eq!(
+        (v["from"].as_str(), v["to"].as_str()),
+        (Some("2"), Some("1")),
+        "{v}"
+    );
+    let r = post_json(&client(), gw.url("/generate"), generate(INJECTION), &[]).await;
+    assert_eq!(r.status(), 403, "version 1 guards");
+    let (_, v, _) = models(&["list"]);
+    assert_eq!(v["models"][0]["version"], "1");
+    assert_eq!(v["models"][0]["held_after_rollback"], "5", "{v}");
+    // held: a refresh does not bring 2 back; a bad target is refused with the reason
+    gw_refresh(&gw).await;
+    let (_, v, _) = models(&["list"]);
+    assert_eq!(v["models"][0]["version"], "1");
+    let (ok, _, e) = models(&["rollback", "guard", "--to", "4"]);
+    assert!(!ok && e.contains("unsigned"), "{e}");
+    let (ok, _, e) = models(&["rollback", "nope"]);
+    assert!(!ok && e.contains("404"), "{e}");
+    let (ok, _, e) = models(&["rollback", "guard", "--to", "2"]);
+    assert!(ok, "{e}");
+}
+
+const ADMIN_TOKEN: &str = "admin-token-for-the-tests";
+
+async fn gw_refresh(gw: &Gateway) {
+    let r = client()
+        .post(gw.admin_url("/admin/models/refresh"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }
 
 /// Copy the bundle `from` into `tmp` as version `v` (hard links, new manifest), signed with

@@ -431,7 +431,9 @@ pub fn verify_certificate(
     Ok(VerifiedCertificate {
         // the chain is trusted from here: a signature that does not verify was altered
         verified: verify_bundle(dir, &bundle, &c.key, &sig_path).map_err(|e| match e {
-            SignError::WrongKey(m) => SignError::Mismatch(format!("{m} (the signing certificate's)")),
+            SignError::WrongKey(m) => {
+                SignError::Mismatch(format!("{m} (the signing certificate's)"))
+            }
             e => e,
         })?,
         signer: c.leaf,

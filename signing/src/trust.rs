@@ -300,11 +300,11 @@ impl Trust {
             ));
         }
         let hint = bundle.as_ref().and_then(|v| {
-                v.pointer("/verificationMaterial/publicKey/hint")
-                    .and_then(Value::as_str)
-                    .filter(|h| !h.is_empty())
-                    .map(str::to_string)
-            });
+            v.pointer("/verificationMaterial/publicKey/hint")
+                .and_then(Value::as_str)
+                .filter(|h| !h.is_empty())
+                .map(str::to_string)
+        });
         let candidates: Vec<&TrustedKey> = match &hint {
             Some(h) => {
                 let named: Vec<_> = keys.iter().filter(|k| &k.hint == h).collect();
@@ -503,20 +503,33 @@ mod tests {
             ..Trust::default()
         };
         let a = roots("root.pem").check("m", &m).unwrap();
-        assert!(a.signer.as_deref().is_some_and(|s| s.contains("trainer-sidecar")));
+        assert!(
+            a.signer
+                .as_deref()
+                .is_some_and(|s| s.contains("trainer-sidecar"))
+        );
         assert_eq!(a.epsilon(), Some(2.0));
         let e = roots("other-root.pem").check("m", &m).unwrap_err();
         assert_eq!(e.kind, RefusalKind::Untrusted, "{e}");
         // keys alone do not trust a certificate-mode signature
         let (_, _, tk) = setup();
-        assert_eq!(trust(&tk).check("m", &m).unwrap_err().kind, RefusalKind::Untrusted);
+        assert_eq!(
+            trust(&tk).check("m", &m).unwrap_err().kind,
+            RefusalKind::Untrusted
+        );
         // per-model keys take the model out of the roots' reach
         let mut scoped = roots("root.pem");
         scoped.per_model.insert("m".into(), vec![tk]);
-        assert_eq!(scoped.check("m", &m).unwrap_err().kind, RefusalKind::Untrusted);
+        assert_eq!(
+            scoped.check("m", &m).unwrap_err().kind,
+            RefusalKind::Untrusted
+        );
         // a changed file
         std::fs::write(m.join("w.bin"), vec![4u8; 100]).unwrap();
-        assert_eq!(roots("root.pem").check("m", &m).unwrap_err().kind, RefusalKind::Tampered);
+        assert_eq!(
+            roots("root.pem").check("m", &m).unwrap_err().kind,
+            RefusalKind::Tampered
+        );
         // a certificate whose key is not the signing key is refused at signing
         assert!(
             crate::sign_with_certificate(&m, &leaf_key, &fx.join("nousage.pem"), &[], None, None)

@@ -140,10 +140,7 @@ pub fn verify_chain(chain: &[Certificate], roots: &[Certificate]) -> Result<Chai
                 subject(current)
             )));
         }
-        if current
-            .to_der()
-            .is_ok_and(|d| root_ders.iter().any(|r| *r == d))
-        {
+        if current.to_der().is_ok_and(|d| root_ders.contains(&d)) {
             break current;
         }
         if path.len() > MAX_DEPTH {

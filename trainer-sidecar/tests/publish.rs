@@ -129,14 +129,16 @@ fn a_dp_job_is_signed_published_and_swapped_in_by_the_gateway_under_load() {
     let sc_port = free_port();
     let _sidecar = Proc(
         Command::new(env!("CARGO_BIN_EXE_trainer-sidecar"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{sc_port}"), "--dir"])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{sc_port}"),
+                "--dir",
+            ])
             .arg(dir.path().join("state"))
             .arg("--signing-key")
             .arg(keys.join("private.pem"))
-            .args([
-                "--gateway-admin",
-                &format!("http://127.0.0.1:{admin_port}"),
-            ])
+            .args(["--gateway-admin", &format!("http://127.0.0.1:{admin_port}")])
             .env("PORTCULLIS_SIDECAR_TOKEN", SIDECAR_TOKEN)
             .env("PORTCULLIS_ADMIN_TOKEN", ADMIN_TOKEN)
             .current_dir(root())
@@ -284,7 +286,10 @@ fn a_dp_job_is_signed_published_and_swapped_in_by_the_gateway_under_load() {
     for h in load {
         h.join().unwrap();
     }
-    let (served, failed) = (served.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (served, failed) = (
+        served.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    );
     assert_eq!(failed, 0, "{failed} requests failed ({served} served)");
     assert!(served > 20, "too little load to mean anything: {served}");
 }

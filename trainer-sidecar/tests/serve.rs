@@ -300,7 +300,10 @@ fn the_api_checks_specs_and_budgets_and_a_job_survives_kill_9() {
     assert!(prov["dataset"]["sha256"].is_string(), "{prov}");
     // published, signed, as the first version of the job's name in the adapters folder
     let published = PathBuf::from(job["outputs"]["published"].as_str().unwrap());
-    assert_eq!(published.parent().unwrap().parent().unwrap(), state.join("published"));
+    assert_eq!(
+        published.parent().unwrap().parent().unwrap(),
+        state.join("published")
+    );
     assert_eq!(published.file_name().unwrap(), "1");
     signing::verify(&published, &public, None).expect("the published copy verifies");
     let svg = client()

@@ -514,7 +514,10 @@ pub(super) fn check_trust(
         }
         per_model.insert(name.clone(), ks);
     }
-    if t.keys.is_empty() && t.roots.is_empty() && t.models.is_empty() && t.unsigned == Unsigned::Refuse
+    if t.keys.is_empty()
+        && t.roots.is_empty()
+        && t.models.is_empty()
+        && t.unsigned == Unsigned::Refuse
     {
         cx.err(
             at,
