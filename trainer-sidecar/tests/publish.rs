@@ -2,7 +2,8 @@
 //! job in `trainer-sidecar serve` (signing with this machine's model key, notifying the
 //! gateway), the real `gateway` binary guarding requests with the `guard` bundle in front of
 //! `mock-tgi`, and a load generator that runs through the swap. Nothing may fail, and the
-//! gateway must serve the new, signed version with the job's ε.
+//! gateway must serve the new, signed version with the job's ε. Then a DP LoRA job's adapter:
+//! refused by the gateway until it is published and verified, then routed to the backend.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod common;
-use common::root;
+use common::{root, tiny};
 
 const SIDECAR_TOKEN: &str = "test-token-0123456789abcdef";
 const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
@@ -82,6 +83,7 @@ fn a_dp_job_is_signed_published_and_swapped_in_by_the_gateway_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let reg = dir.path().join("models");
     link_dir(&root().join("models/guard/1"), &reg.join("guard/1"));
+    std::fs::create_dir_all(reg.join("adapters")).unwrap();
 
     // the backend and the gateway
     let mock_port = free_port();
@@ -104,9 +106,10 @@ fn a_dp_job_is_signed_published_and_swapped_in_by_the_gateway_under_load() {
         &config,
         format!(
             "server: {{listen: 127.0.0.1:{gw_port}, threads: 2}}\nadmin: {{listen: 127.0.0.1:{admin_port}}}\n\
-             policy: policy.yaml\nmodels:\n  dir: models\n  trust: {{keys: [{}]}}\n\
+             policy: policy.yaml\nmodels:\n  dir: models\n  trust: {{keys: [{k}]}}\n\
+             adapters:\n  dir: models/adapters\n  trust: {{keys: [{k}]}}\n  default: {{allow: [qa-lora]}}\n\
              upstreams:\n  tgi: {{backends: [127.0.0.1:{mock_port}]}}\n",
-            keys.join("public.pem").display()
+            k = keys.join("public.pem").display()
         ),
     )
     .unwrap();
@@ -139,6 +142,8 @@ fn a_dp_job_is_signed_published_and_swapped_in_by_the_gateway_under_load() {
             .arg("--signing-key")
             .arg(keys.join("private.pem"))
             .args(["--gateway-admin", &format!("http://127.0.0.1:{admin_port}")])
+            .arg("--adapters-dir")
+            .arg(reg.join("adapters"))
             .env("PORTCULLIS_SIDECAR_TOKEN", SIDECAR_TOKEN)
             .env("PORTCULLIS_ADMIN_TOKEN", ADMIN_TOKEN)
             .current_dir(root())
@@ -292,4 +297,104 @@ fn a_dp_job_is_signed_published_and_swapped_in_by_the_gateway_under_load() {
     );
     assert_eq!(failed, 0, "{failed} requests failed ({served} served)");
     assert!(served > 20, "too little load to mean anything: {served}");
+
+    // Back to version 1 (the DP head above was trained on a toy set; its threshold may block
+    // the benign prompt below), through the admin API, verified like any version.
+    let r = c
+        .post(format!(
+            "http://127.0.0.1:{admin_port}/admin/models/guard/rollback"
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+
+    // A LoRA adapter: allowlisted, but not live until a signed version is published.
+    let ask = |c: &reqwest::blocking::Client| {
+        c.post(format!("http://127.0.0.1:{gw_port}/generate"))
+            .json(&json!({"inputs": "What is the capital of France?",
+                          "parameters": {"adapter_id": "qa-lora", "max_new_tokens": 4}}))
+            .send()
+            .unwrap()
+    };
+    let r = ask(&c);
+    assert_eq!(r.status(), 400);
+    assert!(r.text().unwrap().contains("not live"));
+    let qa: Vec<String> = (0..64)
+        .map(|i| {
+            let (q, a) = [
+                ("What is the capital of France?", " Paris."),
+                ("Say hello.", " Hello."),
+            ][i % 2];
+            json!({"prompt": q, "completion": a}).to_string()
+        })
+        .collect();
+    let qa_path = dir.path().join("qa.jsonl");
+    std::fs::write(&qa_path, qa.join("\n")).unwrap();
+    let spec = json!({
+        "kind": "lora", "name": "qa-lora",
+        "base_model": tiny().join("qwen2-tied-bias"), "train_data": qa_path,
+        "privacy": {"target_epsilon": 8.0}, "lora": {"rank": 4}, "max_steps": 20,
+        "training": {"batch_size": 8},
+    });
+    let r = c
+        .post(format!("{sidecar}/v1/jobs"))
+        .bearer_auth(SIDECAR_TOKEN)
+        .json(&spec)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    let id = r.json::<Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let job = loop {
+        let j: Value = c
+            .get(format!("{sidecar}/v1/jobs/{id}"))
+            .bearer_auth(SIDECAR_TOKEN)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if ["succeeded", "failed", "cancelled"].contains(&j["state"].as_str().unwrap_or("")) {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "the job did not finish: {j}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(
+        job["outputs"]["published"].as_str(),
+        reg.join("adapters/qa-lora/1").to_str()
+    );
+    // published, signed, verified by the gateway (notified): live, and routed to the backend
+    let r = ask(&c);
+    assert_eq!(r.status(), 200);
+    let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let seen: Value = c
+        .get(format!(
+            "http://127.0.0.1:{mock_port}/_mock/requests?request_id={rid}"
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(
+        seen.to_string().contains("\"adapter_id\":\"qa-lora\""),
+        "the backend was asked for the adapter: {seen}"
+    );
+    let models: Value = c
+        .get(format!("http://127.0.0.1:{admin_port}/admin/models"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let live = &models["adapters"]["qa-lora"];
+    assert_eq!(live["version"], "1", "{models}");
+    assert!(
+        live["epsilon"].as_f64().is_some_and(|e| e <= 8.0),
+        "{models}"
+    );
 }

@@ -107,8 +107,10 @@ fn trains_a_dp_head_the_gateway_loads_and_the_ledger_enforces_the_budget() {
     assert_eq!(report["privacy"]["noise"], "ChaCha20 seeded from the OS");
     let sigma = report["privacy"]["noise_multiplier"].as_f64().unwrap();
     assert!(sigma > 0.5, "{sigma}");
+    // The head separates the classes: AUC, which the noise's random shift of the bias cannot
+    // move (accuracy at logit 0 can: with OS-seeded noise it fell to 0.67 once at AUC 1.0).
     assert!(
-        report["validation"]["accuracy"].as_f64().unwrap() > 0.8,
+        report["validation"]["auc"].as_f64().unwrap() > 0.95,
         "{}",
         report["validation"]
     );
