@@ -11,6 +11,8 @@
 # BASE_GATEWAY=path/to/gateway adds (d) the same config on another gateway build (an earlier
 # commit's), interleaved like the others, to measure a change of the request path's cost;
 # RULES=off runs both gateways without a policy (default: the shipped default policy).
+# BASE_POLICY=path gives (d) another policy file (e.g. BASE_GATEWAY=target/release/gateway
+# BASE_POLICY=rules-only.yaml: one build, two policies, in the same run).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -51,6 +53,7 @@ pids+=($!)
 if [ -n "${BASE_GATEWAY:-}" ]; then
   sed -e "s#127.0.0.1:$GW_PORT#127.0.0.1:$BASE_PORT#" -e "s#127.0.0.1:$GW_ADMIN#127.0.0.1:$BASE_ADMIN#" \
     "$OUT/gateway.yaml" >"$OUT/base.yaml"
+  if [ -n "${BASE_POLICY:-}" ]; then sed -i "s#^policy: .*#policy: $(realpath "$BASE_POLICY")#" "$OUT/base.yaml"; fi
   "$BASE_GATEWAY" serve --config "$OUT/base.yaml" 2> >(head -c 50000000 >"$OUT/base.log") &
   pids+=($!)
   until curl -fsS "http://127.0.0.1:$BASE_ADMIN/readyz" >/dev/null 2>&1; do sleep 0.1; done
@@ -97,7 +100,7 @@ CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 python3 benches/proxy/report.py "$OUT/results.jsonl" \
   --machine "$(nproc) cores, $CPU, $(free -g | awk '/Mem:/{print $2}') GiB" \
   --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+dirty')" \
-  --command "make bench (ROUNDS=$ROUNDS DURATION=$DURATION CONCURRENCY=\"$CONCURRENCY\" PROXY_THREADS=$PROXY_THREADS WRK_THREADS=$WRK_THREADS RULES=$RULES${BASE_GATEWAY:+ BASE_GATEWAY=$BASE_GATEWAY})" \
+  --command "make bench (ROUNDS=$ROUNDS DURATION=$DURATION CONCURRENCY=\"$CONCURRENCY\" PROXY_THREADS=$PROXY_THREADS WRK_THREADS=$WRK_THREADS RULES=$RULES${BASE_GATEWAY:+ BASE_GATEWAY=$BASE_GATEWAY}${BASE_POLICY:+ BASE_POLICY=$BASE_POLICY})" \
   >"$OUT/report.md"
 cat "$OUT/report.md"
 if [ -z "${NO_RECORD:-}" ]; then

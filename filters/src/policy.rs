@@ -314,6 +314,16 @@ pub struct ModelVerdict {
 }
 
 impl ClassifierPlan {
+    /// Whether nothing the classifiers find can change or stop a request: every head, topic
+    /// rail and the time budget only record (`monitor`, `allow`, `on_timeout: allow`). Such a
+    /// plan is run after the request is forwarded, off the client's critical path.
+    pub fn monitor_only(&self) -> bool {
+        self.heads.iter().all(|h| h.action <= Action::Monitor)
+            && self.denied_action <= Action::Monitor
+            && self.off_topic_action <= Action::Monitor
+            && self.on_timeout == FailMode::Allow
+    }
+
     /// Every topic example sentence (to embed when the policy or the model loads).
     pub fn examples(&self) -> Vec<String> {
         self.topics
@@ -1058,6 +1068,45 @@ mod tests {
 
     fn keys() -> (Vault, Pseudonymizer) {
         (Vault::default(), Pseudonymizer::new(b"test-key", "t"))
+    }
+
+    #[test]
+    fn only_a_plan_that_records_everything_runs_off_the_critical_path() {
+        let plan = |input: &str, extra: &str| {
+            parse(&format!(
+                "name: p\nversion: 1\ninput:\n{input}classifiers:\n  model: guard\n{extra}"
+            ))
+            .unwrap()
+            .classifiers
+            .unwrap()
+        };
+        assert!(plan("  injection_classifier: monitor\n", "").monitor_only());
+        assert!(!plan("  injection_classifier: block\n", "").monitor_only());
+        assert!(
+            !plan("  injection_classifier: monitor\n", "  on_timeout: block\n").monitor_only(),
+            "failing closed needs the answer before forwarding"
+        );
+        assert!(
+            !plan(
+                "  injection_classifier: monitor\n  denied_topic: block\n",
+                "  topics:\n    denied:\n      politics: [Who should I vote for?]\n"
+            )
+            .monitor_only()
+        );
+        // the shipped policies: default records, strict blocks
+        let shipped = |f: &str| {
+            Policy::load(
+                &Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../policies")
+                    .join(f),
+            )
+            .unwrap()
+            .classifiers
+            .unwrap()
+            .monitor_only()
+        };
+        assert!(shipped("default.yaml"));
+        assert!(!shipped("strict.yaml"));
     }
 
     #[test]

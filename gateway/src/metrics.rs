@@ -80,7 +80,8 @@ pub struct Metrics {
     pub limit_store_errors: IntCounter,
     /// `portcullis_classifier_seconds{model}`: classification time per request (queue included).
     pub classifier_seconds: HistogramVec,
-    /// `portcullis_classifier_requests_total{model,outcome}`: `ok`, `timeout`, `error`, `overloaded`.
+    /// `portcullis_classifier_requests_total{model,outcome}`: `ok`, `timeout`, `error`, `overloaded`,
+    /// `too_long`, `skipped` (monitor-only, every session busy monitoring).
     pub classifier_requests: IntCounterVec,
     /// `portcullis_classifier_batch_windows`: text windows per encoder session run.
     pub classifier_batch: Histogram,
@@ -361,7 +362,7 @@ impl Metrics {
                 &r,
                 cv(
                     "portcullis_classifier_requests_total",
-                    "Requests classified, by model and outcome (ok, timeout, error, overloaded)",
+                    "Requests classified, by model and outcome (ok, timeout, error, overloaded, too_long; skipped: a monitor-only classification not run because every session was busy monitoring)",
                     &["model", "outcome"],
                 )?,
             )?,

@@ -159,6 +159,7 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
             max_body_bytes: config.max_body_bytes,
             body_read_timeout: config.body_read_timeout,
             adapters: adapters.clone(),
+            monitor_concurrency: config.models.as_ref().map_or(1, |m| m.encoder.workers),
         },
         guard.clone(),
         access.clone(),

@@ -617,3 +617,53 @@ async fn configs_that_cannot_serve_a_policys_model_are_refused_with_the_reason()
     ));
     assert!(e.contains("cannot `redact` a span"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_only_classification_runs_after_forwarding_and_still_reaches_metrics_and_audit() {
+    let mock = MockTgi::echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("monitor.yaml");
+    std::fs::write(
+        &p,
+        "name: monitor\nversion: 1\ninput:\n  injection_classifier: monitor\nclassifiers:\n  model: guard\n  timeout: 5s\n  on_timeout: allow\n",
+    )
+    .unwrap();
+    let audit_dir = dir.path().join("audit");
+    let gw = gateway(
+        &mock,
+        &models(),
+        &p,
+        &format!("audit:\n  dir: {}\n", audit_dir.display()),
+    )
+    .await;
+    // recorded, not blocked: the answer is the backend's
+    let r = post_json(&client(), gw.url("/generate"), generate(INJECTION), &[]).await;
+    assert_eq!(r.status(), 200);
+    let series = "portcullis_guard_findings_total{action=\"monitor\",direction=\"input\",type=\"injection_classifier\"}";
+    wait_until("the monitor finding counted", || async {
+        gw.metric(series).await >= 1.0
+    })
+    .await;
+    wait_until("the monitor finding in the audit record", || async {
+        audit_text(&audit_dir).contains("\"injection_classifier\"")
+    })
+    .await;
+    let t = audit_text(&audit_dir);
+    let line = t
+        .lines()
+        .find(|l| l.contains("\"injection_classifier\""))
+        .unwrap();
+    assert!(
+        line.contains("\"action\":\"monitor\"") && line.contains("\"status\":200"),
+        "{line}"
+    );
+    // a benign prompt: classified too, nothing found
+    let r = post_json(&client(), gw.url("/generate"), generate(BENIGN), &[]).await;
+    assert_eq!(r.status(), 200);
+    wait_until("both classified", || async {
+        gw.metric("portcullis_classifier_requests_total{model=\"guard\",outcome=\"ok\"}")
+            .await
+            >= 2.0
+    })
+    .await;
+}

@@ -60,6 +60,10 @@ pub struct ProxySettings {
     pub body_read_timeout: Duration,
     /// LoRA adapters (rules, live versions), when configured.
     pub adapters: Option<Arc<crate::adapters::Adapters>>,
+    /// Most monitor-only classifications running after their requests were forwarded (the
+    /// encoder sessions, `models.workers`): beyond it a request is not monitored (counted as
+    /// `skipped`) rather than queued, so the ones that run finish within their time budget.
+    pub monitor_concurrency: usize,
 }
 
 /// The gateway proxy. Cheap to share: everything inside is behind `Arc`s.
@@ -71,6 +75,8 @@ pub struct Gateway {
     settings: ProxySettings,
     guard: Option<Arc<Guard>>,
     access: Access,
+    /// Permits for monitor-only classifications in flight (`ProxySettings::monitor_concurrency`).
+    monitor_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {
@@ -92,6 +98,9 @@ impl Gateway {
             default_pool,
             metrics,
             route_metrics,
+            monitor_slots: Arc::new(tokio::sync::Semaphore::new(
+                settings.monitor_concurrency.max(1),
+            )),
             settings,
             guard,
             access,
@@ -174,6 +183,8 @@ pub struct RequestCtx {
     model_topic: Option<String>,
     /// The LoRA adapter the request was routed to.
     adapter: Option<String>,
+    /// A monitor-only classification still running (its findings join the audit record).
+    monitor: Option<tokio::task::JoinHandle<Vec<Applied>>>,
     /// A `/v1/models` answer being buffered, to list only what the caller may use.
     listing: Option<Vec<u8>>,
     /// The answer's token counts.
@@ -359,47 +370,21 @@ impl Gateway {
         };
         // The request keeps this bundle to the end, whatever a hot swap does meanwhile.
         let model = slot.current();
-        let label = plan.model.as_str();
-        let t0 = Instant::now();
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        // the tenant's lane of the fair queue: a flood from one tenant waits its turns
-        let lane = match ctx.caller.key {
-            Some(_) => &*ctx.caller.tenant,
-            None => lane_of_unkeyed(),
+        let c = classify_texts(
+            &self.metrics,
+            &model,
+            plan,
+            texts,
+            roles,
+            lane_of(&ctx.caller),
+            &ctx.request_id,
+        )
+        .await;
+        ctx.model = Some((model.id(), c.took));
+        ctx.model_topic = c.topic;
+        let Some((outcome, why)) = c.failed else {
+            return (c.findings, None);
         };
-        let result = tokio::time::timeout(plan.timeout, model.classify_for(lane, &refs)).await;
-        let took = t0.elapsed();
-        ctx.model = Some((model.id(), took));
-        self.metrics
-            .classifier_seconds
-            .with_label_values(&[label])
-            .observe(took.as_secs_f64());
-        let (outcome, why) = match result {
-            Ok(Ok(scores)) => {
-                self.metrics
-                    .classifier_requests
-                    .with_label_values(&[label, "ok"])
-                    .inc();
-                let v = plan.decide(&model, &scores, roles);
-                ctx.model_topic = v.topic;
-                return (v.findings, None);
-            }
-            Ok(Err(
-                e @ (filters::classify::ModelError::Overloaded
-                | filters::classify::ModelError::TenantOverloaded),
-            )) => ("overloaded", e.to_string()),
-            Ok(Err(
-                e @ (filters::classify::ModelError::TooLong { .. }
-                | filters::classify::ModelError::RequestTooLong { .. }),
-            )) => ("too_long", e.to_string()),
-            Ok(Err(e)) => ("error", e.to_string()),
-            Err(_) => ("timeout", format!("no answer within {:?}", plan.timeout)),
-        };
-        self.metrics
-            .classifier_requests
-            .with_label_values(&[label, outcome])
-            .inc();
-        tracing::warn!(request_id = %ctx.request_id, model = %model.id(), outcome, error = %why, on_timeout = ?plan.on_timeout, "prompt classification did not finish");
         let err = if outcome == "too_long" {
             GatewayError::new(
                 ErrorKind::PromptTooLong,
@@ -411,7 +396,48 @@ impl Gateway {
         } else {
             self.classifier_down(policy, plan, &why)
         };
-        (vec![plan.unavailable()], Some(err))
+        (c.findings, Some(err))
+    }
+
+    /// A monitor-only plan (nothing it finds changes the request): classify after the request
+    /// is forwarded, on a task of its own. Its findings are counted when it ends and join the
+    /// request's audit record (see `logging`); the client waits for none of it.
+    fn classify_later(
+        &self,
+        g: &Guard,
+        plan: &filters::policy::ClassifierPlan,
+        texts: Vec<String>,
+        roles: Vec<Role>,
+        ctx: &RequestCtx,
+    ) -> Option<tokio::task::JoinHandle<Vec<Applied>>> {
+        let model = g.models.as_ref().and_then(|m| m.slot(plan))?.current();
+        // Sessions busy with monitoring already: skip this one rather than queue it (a queue
+        // longer than the sessions can drain would time every classification out).
+        let Ok(permit) = self.monitor_slots.clone().try_acquire_owned() else {
+            self.metrics
+                .classifier_requests
+                .with_label_values(&[plan.model.as_str(), "skipped"])
+                .inc();
+            return None;
+        };
+        let (metrics, plan) = (self.metrics.clone(), plan.clone());
+        // a lane of its own in the fair queue: monitoring takes turns with the tenant's
+        // blocking work and holds at most its own share of the queue, so a burst of it can
+        // never crowd out a classification a request waits for
+        let lane = format!("{}#monitor", lane_of(&ctx.caller));
+        let request_id = ctx.request_id.clone();
+        Some(tokio::spawn(async move {
+            let c =
+                classify_texts(&metrics, &model, &plan, &texts, &roles, &lane, &request_id).await;
+            drop(permit);
+            for f in &c.findings {
+                metrics
+                    .guard_findings
+                    .with_label_values(&[Direction::Input.name(), f.ty, f.action.name()])
+                    .inc();
+            }
+            c.findings
+        }))
     }
 
     fn classifier_down(
@@ -575,7 +601,9 @@ impl Gateway {
                 .filter(|t| plan.scores(t.role))
                 .map(|t| (t.role, t.text))
                 .unzip();
-            if !texts.is_empty() {
+            if !texts.is_empty() && plan.monitor_only() {
+                ctx.monitor = self.classify_later(&g, plan, texts, roles, ctx);
+            } else if !texts.is_empty() {
                 let (findings, verdict_error) =
                     self.classify(&g, plan, &policy, &texts, &roles, ctx).await;
                 if let Some(b) = findings.iter().find(|f| f.action == Action::Block) {
@@ -922,6 +950,80 @@ fn lane_of_unkeyed() -> &'static str {
     "-"
 }
 
+/// The caller's lane of the fair classifier queue: a flood from one tenant waits its turns.
+fn lane_of(caller: &Caller) -> &str {
+    match caller.key {
+        Some(_) => &caller.tenant,
+        None => lane_of_unkeyed(),
+    }
+}
+
+/// What one classification gave: findings (with `classifier_unavailable` when it failed),
+/// the outcome and reason of a failure, the time, the denied topic.
+struct Classified {
+    findings: Vec<Applied>,
+    failed: Option<(&'static str, String)>,
+    took: Duration,
+    topic: Option<String>,
+}
+
+/// Classify `texts` with `model` under the plan's time budget, counting the outcome.
+async fn classify_texts(
+    metrics: &Metrics,
+    model: &filters::classify::Classifier,
+    plan: &filters::policy::ClassifierPlan,
+    texts: &[String],
+    roles: &[Role],
+    lane: &str,
+    request_id: &str,
+) -> Classified {
+    let label = plan.model.as_str();
+    let t0 = Instant::now();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let result = tokio::time::timeout(plan.timeout, model.classify_for(lane, &refs)).await;
+    let took = t0.elapsed();
+    metrics
+        .classifier_seconds
+        .with_label_values(&[label])
+        .observe(took.as_secs_f64());
+    let (outcome, why) = match result {
+        Ok(Ok(scores)) => {
+            metrics
+                .classifier_requests
+                .with_label_values(&[label, "ok"])
+                .inc();
+            let v = plan.decide(model, &scores, roles);
+            return Classified {
+                findings: v.findings,
+                failed: None,
+                took,
+                topic: v.topic,
+            };
+        }
+        Ok(Err(
+            e @ (filters::classify::ModelError::Overloaded
+            | filters::classify::ModelError::TenantOverloaded),
+        )) => ("overloaded", e.to_string()),
+        Ok(Err(
+            e @ (filters::classify::ModelError::TooLong { .. }
+            | filters::classify::ModelError::RequestTooLong { .. }),
+        )) => ("too_long", e.to_string()),
+        Ok(Err(e)) => ("error", e.to_string()),
+        Err(_) => ("timeout", format!("no answer within {:?}", plan.timeout)),
+    };
+    metrics
+        .classifier_requests
+        .with_label_values(&[label, outcome])
+        .inc();
+    tracing::warn!(request_id = %request_id, model = %model.id(), outcome, error = %why, on_timeout = ?plan.on_timeout, "prompt classification did not finish");
+    Classified {
+        findings: vec![plan.unavailable()],
+        failed: Some((outcome, why)),
+        took,
+        topic: None,
+    }
+}
+
 fn route_label_of(route: Option<Route>) -> &'static str {
     route.map_or(UNMATCHED, Route::label)
 }
@@ -993,6 +1095,7 @@ impl ProxyHttp for Gateway {
             model: None,
             model_topic: None,
             adapter: None,
+            monitor: None,
             listing: None,
             usage: UsageMeter::default(),
             tokens: None,
@@ -1603,13 +1706,26 @@ impl ProxyHttp for Gateway {
             );
         }
         let tokens = self.settle_tokens(ctx);
+        let monitor = ctx.monitor.take();
         if let Some(audit) = &self.access.audit {
             if flood {
                 audit.refused(route, status);
             } else {
-                audit
-                    .record(self.audit_record(ctx, status, source, total, tokens))
-                    .await;
+                let mut record = self.audit_record(ctx, status, source, total, tokens);
+                match monitor {
+                    // the classification finishes on its own task, then the record is written:
+                    // the connection does not wait for it
+                    Some(pending) => {
+                        let audit = audit.clone();
+                        tokio::spawn(async move {
+                            if let Ok(found) = pending.await {
+                                access::count_into(&mut record.findings, &found);
+                            }
+                            audit.record(record).await;
+                        });
+                    }
+                    None => audit.record(record).await,
+                }
             }
         }
         ctx.admission = Admission::default();
