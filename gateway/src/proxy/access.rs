@@ -518,6 +518,23 @@ impl Gateway {
     }
 }
 
+/// Add findings to an audit record's counts (type and action, never values).
+pub(super) fn count_into(counts: &mut Vec<FindingCount>, found: &[filters::Applied]) {
+    for f in found {
+        match counts
+            .iter_mut()
+            .find(|c| c.ty == f.ty && c.action == f.action.name())
+        {
+            Some(c) => c.count += 1,
+            None => counts.push(FindingCount {
+                ty: f.ty.to_string(),
+                action: f.action.name().to_string(),
+                count: 1,
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,22 +558,5 @@ mod tests {
         m.feed(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n");
         m.feed(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":31}}\n\n");
         assert_eq!((m.prompt, m.generated), (Some(9), Some(31)));
-    }
-}
-
-/// Add findings to an audit record's counts (type and action, never values).
-pub(super) fn count_into(counts: &mut Vec<FindingCount>, found: &[filters::Applied]) {
-    for f in found {
-        match counts
-            .iter_mut()
-            .find(|c| c.ty == f.ty && c.action == f.action.name())
-        {
-            Some(c) => c.count += 1,
-            None => counts.push(FindingCount {
-                ty: f.ty.to_string(),
-                action: f.action.name().to_string(),
-                count: 1,
-            }),
-        }
     }
 }
