@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use filters::classify::bundle::version_key;
 use filters::protocol::{AdapterMember, Protocol};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -248,9 +249,12 @@ impl Adapters {
             ) else {
                 continue;
             };
-            let floor = next.get(&name).map(|l| version_key(&l.version));
+            let floor = next.get(&name).and_then(|l| version_key(&l.version));
             for v in versions.iter().rev() {
-                if floor.as_ref().is_some_and(|f| version_key(v) <= *f) {
+                if floor
+                    .as_ref()
+                    .is_some_and(|f| version_key(v).as_ref() <= Some(f))
+                {
                     break;
                 }
                 let dir = self.settings.dir.join(&name).join(v);
@@ -472,10 +476,6 @@ impl Adapters {
     pub fn listing(&self) -> Value {
         serde_json::to_value(&*self.live.load_full()).unwrap_or_default()
     }
-}
-
-fn version_key(v: &str) -> Vec<u64> {
-    v.split('.').filter_map(|p| p.parse::<u64>().ok()).collect()
 }
 
 #[cfg(test)]

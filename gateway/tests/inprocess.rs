@@ -337,6 +337,33 @@ async fn adapters_are_allowlisted_split_and_live_only_when_signed() {
         assert_eq!(r.json().unwrap()["error_type"], "adapter_not_allowed");
         assert_eq!(r.header("x-portcullis-error-source"), Some("gateway"));
     }
+    // the same refusal through SageMaker's `/invocations`, which dispatches on the body
+    let r = h
+        .send(
+            Request::post("/invocations")
+                .bearer("one")
+                .json(json!({"inputs": "hi", "parameters": {"adapter_id": "legal"}}).to_string()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = h
+        .send(Request::post("/invocations").bearer("one").json(
+            json!({"model": "canary", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    // a member given twice (a parser keeping the first would see another adapter)
+    let r = h
+        .send(
+            gen_("one", json!({})).json(
+                r#"{"inputs":"hi","parameters":{"adapter_id":"support","adapter_id":"legal"}}"#,
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 422, "{}", r.text());
     // not a string
     let r = h
         .send(gen_(

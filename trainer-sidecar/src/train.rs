@@ -1035,13 +1035,7 @@ fn write_bundle(
     let enc = Bundle::open(encoder_dir)?;
     let dir = out.root.join(&out.name);
     std::fs::create_dir_all(&dir)?;
-    let next = bundle::versions(&out.root, &out.name)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|v| v.split('.').next().and_then(|m| m.parse::<u64>().ok()))
-        .max()
-        .map_or(1, |m| m + 1)
-        .to_string();
+    let next = bundle::next_version(&out.root, &out.name, "manifest.json");
     let tmp = dir.join(format!(".{next}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;

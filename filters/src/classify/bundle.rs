@@ -259,6 +259,18 @@ pub fn versions(root: &Path, name: &str) -> Result<Vec<String>, ModelError> {
     versions_with(root, name, "manifest.json")
 }
 
+/// The version after the newest of `root/name` (`1` when there is none), by its major part:
+/// what a publisher names its next folder.
+pub fn next_version(root: &Path, name: &str, marker: &str) -> String {
+    versions_with(root, name, marker)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.split('.').next().and_then(|m| m.parse::<u64>().ok()))
+        .max()
+        .map_or(1, |m| m + 1)
+        .to_string()
+}
+
 /// [`versions`] of folders holding `marker` instead of `manifest.json` (LoRA adapters:
 /// `adapter_config.json`).
 pub fn versions_with(root: &Path, name: &str, marker: &str) -> Result<Vec<String>, ModelError> {
@@ -279,7 +291,9 @@ pub fn versions_with(root: &Path, name: &str, marker: &str) -> Result<Vec<String
     Ok(out.into_iter().map(|(_, v)| v).collect())
 }
 
-fn version_key(v: &str) -> Option<Vec<u64>> {
+/// A version folder name as numbers to compare part by part (`1.10` > `1.9`); `None` for a
+/// name that is not a version (`latest`, `.2.tmp`).
+pub fn version_key(v: &str) -> Option<Vec<u64>> {
     if v.is_empty() || v.starts_with('.') {
         return None;
     }
@@ -397,6 +411,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not covered by the signature"), "{e}");
+    }
+
+    #[test]
+    fn the_next_version_follows_the_newest_folder_with_the_marker() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(next_version(d.path(), "a", "adapter_config.json"), "1");
+        for v in ["1", "2", ".3.tmp"] {
+            let p = d.path().join("a").join(v);
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(p.join("adapter_config.json"), b"{}").unwrap();
+        }
+        assert_eq!(next_version(d.path(), "a", "adapter_config.json"), "3");
+        // folders without the marker do not count (an adapter has no manifest.json)
+        assert_eq!(next_version(d.path(), "a", "manifest.json"), "1");
     }
 
     #[test]

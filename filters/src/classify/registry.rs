@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
-use super::bundle::versions;
+use super::bundle::{version_key, versions};
 use super::{BatchObserver, Classifier, EncoderOptions, ModelError};
 
 /// Called for every version refused by the trust check: name, version, why.
@@ -426,8 +426,4 @@ impl ModelRegistry {
             errors.join("; ")
         )))
     }
-}
-
-fn version_key(v: &str) -> Option<Vec<u64>> {
-    v.split('.').map(|p| p.parse::<u64>().ok()).collect()
 }

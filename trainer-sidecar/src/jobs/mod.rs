@@ -717,13 +717,7 @@ impl Jobs {
             );
             let dir = root.join(&name);
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let next = filters::classify::bundle::versions(root, &name)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|v| v.split('.').next().and_then(|m| m.parse::<u64>().ok()))
-                .max()
-                .map_or(1, |m| m + 1)
-                .to_string();
+            let next = filters::classify::bundle::next_version(root, &name, "adapter_config.json");
             let tmp = dir.join(format!(".{next}.tmp"));
             let _ = std::fs::remove_dir_all(&tmp);
             copy_tree(&adapter, &tmp)?;
