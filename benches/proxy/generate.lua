@@ -1,7 +1,22 @@
 -- wrk script: POST /generate with a short prompt; prints one JSON line with the results.
+-- With PROMPTS=distinct in the environment every request's prompt is different (a counter in
+-- it), so no cache in the gateway (the scan-once cache) can answer from memory: each prompt
+-- is scanned and classified as new.
 wrk.method = "POST"
 wrk.body = '{"inputs":"What is Deep Learning? Answer in one sentence.","parameters":{"max_new_tokens":8}}'
 wrk.headers["Content-Type"] = "application/json"
+
+if os.getenv("PROMPTS") == "distinct" then
+  math.randomseed(os.time())
+  local id = tostring(math.random(1, 1e9))
+  local n = 0
+  request = function()
+    n = n + 1
+    return wrk.format(nil, nil, nil,
+      '{"inputs":"What is Deep Learning? Answer in one sentence. (' .. id .. '-' .. n ..
+      ')","parameters":{"max_new_tokens":8}}')
+  end
+end
 
 done = function(summary, latency, requests)
   local e = summary.errors

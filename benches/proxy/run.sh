@@ -36,6 +36,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 MOCK_PORT=$(free_port); GW_PORT=$(free_port); GW_ADMIN=$(free_port); NGINX_PORT=$(free_port)
 BASE_PORT=$(free_port); BASE_ADMIN=$(free_port)
 RULES=${RULES:-on}
+export PROMPTS=${PROMPTS:-same}
+LUA=benches/proxy/generate.lua
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -81,8 +83,8 @@ run_wrk() { # target-name url concurrency round
   local name=$1 url=$2 c=$3 round=$4
   local line
   # warm-up, then the measured run
-  wrk -t "$WRK_THREADS" -c "$c" -d 2s -s benches/proxy/generate.lua "$url/generate" >/dev/null 2>&1 || true
-  line=$(wrk -t "$WRK_THREADS" -c "$c" -d "$DURATION" --latency -s benches/proxy/generate.lua "$url/generate" | grep '^RESULT ' | sed 's/^RESULT //')
+  wrk -t "$WRK_THREADS" -c "$c" -d 2s -s "$LUA" "$url/generate" >/dev/null 2>&1 || true
+  line=$(wrk -t "$WRK_THREADS" -c "$c" -d "$DURATION" --latency -s "$LUA" "$url/generate" | grep '^RESULT ' | sed 's/^RESULT //')
   echo "{\"target\":\"$name\",\"concurrency\":$c,\"round\":$round,${line#\{}" >>"$OUT/results.jsonl"
   say "$name c=$c round $round: $line"
 }
@@ -100,7 +102,7 @@ CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 python3 benches/proxy/report.py "$OUT/results.jsonl" \
   --machine "$(nproc) cores, $CPU, $(free -g | awk '/Mem:/{print $2}') GiB" \
   --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+dirty')" \
-  --command "make bench (ROUNDS=$ROUNDS DURATION=$DURATION CONCURRENCY=\"$CONCURRENCY\" PROXY_THREADS=$PROXY_THREADS WRK_THREADS=$WRK_THREADS RULES=$RULES${BASE_GATEWAY:+ BASE_GATEWAY=$BASE_GATEWAY}${BASE_POLICY:+ BASE_POLICY=$BASE_POLICY})" \
+  --command "make bench (ROUNDS=$ROUNDS DURATION=$DURATION CONCURRENCY=\"$CONCURRENCY\" PROXY_THREADS=$PROXY_THREADS WRK_THREADS=$WRK_THREADS RULES=$RULES PROMPTS=$PROMPTS${BASE_GATEWAY:+ BASE_GATEWAY=$BASE_GATEWAY}${BASE_POLICY:+ BASE_POLICY=$BASE_POLICY})" \
   >"$OUT/report.md"
 cat "$OUT/report.md"
 if [ -z "${NO_RECORD:-}" ]; then

@@ -848,7 +848,14 @@ pub struct Policy {
     pub classifiers: Option<ClassifierPlan>,
     /// The file it came from.
     pub source: PathBuf,
+    /// This compilation's number, unique in the process (a reload makes a new one, even of an
+    /// unchanged file): what caches of this policy's results key on, so a changed policy never
+    /// reuses a finding the old one made.
+    pub id: u64,
 }
+
+/// The next [`Policy::id`].
+static POLICY_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Policy {
     /// Load, validate and compile a policy file.
@@ -1007,6 +1014,7 @@ impl Policy {
             output,
             classifiers,
             source: path.to_path_buf(),
+            id: POLICY_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 

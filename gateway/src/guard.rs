@@ -74,6 +74,8 @@ pub struct GuardSettings {
     pub hot_reload: bool,
     /// The model registry, when the config has `models:`.
     pub models: Option<Arc<crate::models::Models>>,
+    /// The scan-once cache (`guard.scan_cache_bytes_per_tenant`), when on.
+    pub scan_cache: Option<Arc<crate::scan_cache::ScanCache>>,
 }
 
 /// The guard: policies, selection, metrics.
@@ -88,6 +90,8 @@ pub struct Guard {
     pub metrics: GuardMetrics,
     /// The model registry (policies with `classifiers:`).
     pub models: Option<Arc<crate::models::Models>>,
+    /// The scan-once cache, when on.
+    pub scan_cache: Option<Arc<crate::scan_cache::ScanCache>>,
     _watcher: parking_lot::Mutex<Option<notify::RecommendedWatcher>>,
 }
 
@@ -161,6 +165,7 @@ impl Guard {
             max_response_bytes: s.max_response_bytes,
             metrics,
             models: s.models,
+            scan_cache: s.scan_cache,
             _watcher: parking_lot::Mutex::new(None),
         });
         if s.hot_reload {

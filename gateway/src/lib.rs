@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod models;
 pub mod proxy;
 pub mod routes;
+pub mod scan_cache;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;

@@ -81,8 +81,15 @@ pub struct Metrics {
     /// `portcullis_classifier_seconds{model}`: classification time per request (queue included).
     pub classifier_seconds: HistogramVec,
     /// `portcullis_classifier_requests_total{model,outcome}`: `ok`, `timeout`, `error`, `overloaded`,
-    /// `too_long`, `skipped` (monitor-only, every session busy monitoring).
+    /// `too_long`, `cached` (every text scored on an earlier turn), `skipped` (monitor-only,
+    /// every session busy monitoring), `over_budget` (monitor-only, `models.monitor_share` spent).
     pub classifier_requests: IntCounterVec,
+    /// `portcullis_scan_cache_total{kind,result}`: texts looked up in the scan-once cache,
+    /// `kind` `rules` (input rule findings) or `classifier` (model scores), `result` `hit` or
+    /// `miss` (scanned or classified, then remembered).
+    pub scan_cache: IntCounterVec,
+    /// `portcullis_scan_cache_bytes`: what the scan-once cache holds, all tenants together.
+    pub scan_cache_bytes: prometheus::IntGauge,
     /// `portcullis_classifier_batch_windows`: text windows per encoder session run.
     pub classifier_batch: Histogram,
     /// `portcullis_classifier_batch_seconds`: time of one encoder session run.
@@ -362,8 +369,23 @@ impl Metrics {
                 &r,
                 cv(
                     "portcullis_classifier_requests_total",
-                    "Requests classified, by model and outcome (ok, timeout, error, overloaded, too_long; skipped: a monitor-only classification not run because every session was busy monitoring)",
+                    "Requests classified, by model and outcome (ok, timeout, error, overloaded, too_long; cached, every text scored on an earlier turn (scan-once cache); monitor-only classifications not run: skipped, every session busy monitoring; over_budget, monitoring used its CPU share, models.monitor_share)",
                     &["model", "outcome"],
+                )?,
+            )?,
+            scan_cache: reg(
+                &r,
+                cv(
+                    "portcullis_scan_cache_total",
+                    "Texts looked up in the scan-once cache, by kind (rules: input rule findings, classifier: model scores) and result (hit, miss)",
+                    &["kind", "result"],
+                )?,
+            )?,
+            scan_cache_bytes: reg(
+                &r,
+                prometheus::IntGauge::new(
+                    "portcullis_scan_cache_bytes",
+                    "Bytes the scan-once cache holds, all tenants together",
                 )?,
             )?,
             classifier_batch: reg(
@@ -496,14 +518,15 @@ mod tests {
         m.llm_tokens.with_label_values(&["t", "prompt"]);
         m.classifier_seconds.with_label_values(&["guard"]);
         m.classifier_requests.with_label_values(&["guard", "ok"]);
+        m.scan_cache.with_label_values(&["rules", "hit"]);
         m.model_info.with_label_values(&["guard", "1", "abc"]);
         m.model_swaps.with_label_values(&["guard", "ok"]);
         m.model_swap_load.with_label_values(&["guard"]);
         m.connections_refused.with_label_values(&["header_timeout"]);
-        // families with at least one series: the 20 above, the 3 access counters, the audit
-        // drop counter, the open-connections gauge and the two (label-less) classifier batch
-        // histograms
+        // families with at least one series: the 21 above, the 3 access counters, the audit
+        // drop counter, the open-connections gauge, the two (label-less) classifier batch
+        // histograms and the scan cache's size
         m.limit_store_errors.inc();
-        assert_eq!(m.registry.gather().len(), 28);
+        assert_eq!(m.registry.gather().len(), 30);
     }
 }

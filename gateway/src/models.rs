@@ -26,6 +26,8 @@ pub struct ModelsSettings {
     pub watch: bool,
     /// Who may publish models (keys, unsigned, provenance rules).
     pub trust: signing::Trust,
+    /// Share of the sessions' time monitor-only classification may use (`models.monitor_share`).
+    pub monitor_share: f64,
 }
 
 /// The registry with its metrics and watcher.

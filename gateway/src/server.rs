@@ -106,6 +106,12 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
                     max_response_bytes: g.max_response_bytes,
                     hot_reload: g.hot_reload,
                     models: models.clone(),
+                    scan_cache: (g.scan_cache_bytes_per_tenant > 0).then(|| {
+                        Arc::new(crate::scan_cache::ScanCache::new(
+                            g.scan_cache_bytes_per_tenant,
+                            &metrics,
+                        ))
+                    }),
                 },
                 GuardMetrics {
                     findings: metrics.guard_findings.clone(),
@@ -159,7 +165,14 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
             max_body_bytes: config.max_body_bytes,
             body_read_timeout: config.body_read_timeout,
             adapters: adapters.clone(),
-            monitor_concurrency: config.models.as_ref().map_or(1, |m| m.encoder.workers),
+            // monitoring's own sessions when it has them, else the shared ones
+            monitor_concurrency: config.models.as_ref().map_or(1, |m| {
+                match m.encoder.background_sessions {
+                    0 => m.encoder.workers,
+                    n => n,
+                }
+            }),
+            monitor_share: config.models.as_ref().map_or(0.0, |m| m.monitor_share),
         },
         guard.clone(),
         access.clone(),

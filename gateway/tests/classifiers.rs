@@ -618,16 +618,22 @@ async fn configs_that_cannot_serve_a_policys_model_are_refused_with_the_reason()
     assert!(e.contains("cannot `redact` a span"), "{e}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn monitor_only_classification_runs_after_forwarding_and_still_reaches_metrics_and_audit() {
-    let mock = MockTgi::echo().await;
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("monitor.yaml");
+/// A policy whose injection classifier only records (classified after forwarding).
+fn monitor_policy(dir: &Path) -> PathBuf {
+    let p = dir.join("monitor.yaml");
     std::fs::write(
         &p,
         "name: monitor\nversion: 1\ninput:\n  injection_classifier: monitor\nclassifiers:\n  model: guard\n  timeout: 5s\n  on_timeout: allow\n",
     )
     .unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_only_classification_runs_after_forwarding_and_still_reaches_metrics_and_audit() {
+    let mock = MockTgi::echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = monitor_policy(dir.path());
     let audit_dir = dir.path().join("audit");
     let gw = gateway(
         &mock,
@@ -666,4 +672,97 @@ async fn monitor_only_classification_runs_after_forwarding_and_still_reaches_met
             >= 2.0
     })
     .await;
+}
+
+/// Scan once per conversation: a client resends the whole conversation every turn, and only
+/// what is new that turn is scanned by the rules and scored by the model; a remembered block
+/// still blocks; a monitor-only request the cache knows whole is decided without the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_is_scanned_once_not_once_per_turn() {
+    let mock = MockTgi::echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy_with(
+        dir.path(),
+        "5s",
+        "block",
+        "  skip_roles: [system, assistant]\n",
+    );
+    // the rules too: e-mail addresses become placeholders
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("input:\n", "input:\n  pii: placeholder\n");
+    std::fs::write(&p, text).unwrap();
+    let gw = gateway(&mock, &models(), &p, "").await;
+    let c = client();
+    let series = |kind: &str, result: &str| {
+        format!("portcullis_scan_cache_total{{kind=\"{kind}\",result=\"{result}\"}}")
+    };
+    let mut messages = vec![json!({"role": "system", "content": "You help with travel plans."})];
+    for turn in 1..=12 {
+        messages.push(json!({"role": "user", "content": format!("What is the tallest waterfall in country number {turn}? Send the answer to traveller{turn}@example.com")}));
+        let (rules, scored) = (
+            gw.metric(&series("rules", "miss")).await,
+            gw.metric(&series("classifier", "miss")).await,
+        );
+        let body = json!({"model": "tgi", "messages": messages, "max_tokens": 8});
+        let r = post_json(&c, gw.url("/v1/chat/completions"), body.to_string(), &[]).await;
+        let status = r.status();
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "turn {turn}: {answer}");
+        assert!(answer["choices"][0]["message"]["content"].is_string());
+        let new_rules = gw.metric(&series("rules", "miss")).await - rules;
+        let new_scored = gw.metric(&series("classifier", "miss")).await - scored;
+        // the rules: the system prompt and the question on turn 1, the last answer and the
+        // new question later; the model: only the new question (the
+        // policy skips the system and assistant roles)
+        assert_eq!(new_rules, 2.0, "turn {turn}");
+        assert_eq!(new_scored, 1.0, "turn {turn}");
+        // the mock echoes the same opening every turn: a distinct answer stands in for a model's
+        messages.push(json!({"role": "assistant", "content": format!("Answer {turn}: the one in the north.")}));
+    }
+    let hits = gw.metric(&series("rules", "hit")).await;
+    assert_eq!(hits, (1..=12).map(|t| 2.0 * t as f64 - 2.0).sum::<f64>());
+
+    // an injection the model blocked is blocked again, from memory, when the client resends it
+    messages.push(json!({"role": "user", "content": INJECTION}));
+    let body = json!({"model": "tgi", "messages": messages, "max_tokens": 8}).to_string();
+    for _ in 0..2 {
+        let r = post_json(&c, gw.url("/v1/chat/completions"), body.clone(), &[]).await;
+        assert!(r.status() == 400 || r.status() == 403, "{}", r.status());
+    }
+    assert_eq!(
+        gw.metric("portcullis_classifier_requests_total{model=\"guard\",outcome=\"cached\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitoring_a_known_conversation_costs_no_model_time_and_still_records() {
+    let mock = MockTgi::echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = monitor_policy(dir.path());
+    let gw = gateway(&mock, &models(), &p, "").await;
+    let c = client();
+    let r = post_json(&c, gw.url("/generate"), generate(INJECTION), &[]).await;
+    assert_eq!(r.status(), 200);
+    let found = "portcullis_guard_findings_total{action=\"monitor\",direction=\"input\",type=\"injection_classifier\"}";
+    wait_until("the first finding", || async {
+        gw.metric(found).await >= 1.0
+    })
+    .await;
+    let r = post_json(&c, gw.url("/generate"), generate(INJECTION), &[]).await;
+    assert_eq!(r.status(), 200);
+    // the second time: decided from memory before forwarding, counted as usual
+    assert_eq!(gw.metric(found).await, 2.0);
+    assert_eq!(
+        gw.metric("portcullis_classifier_requests_total{model=\"guard\",outcome=\"cached\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        gw.metric("portcullis_classifier_requests_total{model=\"guard\",outcome=\"ok\"}")
+            .await,
+        1.0
+    );
 }

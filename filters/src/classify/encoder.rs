@@ -56,6 +56,13 @@ pub struct EncoderOptions {
     pub long_texts: LongTexts,
     /// Return each window's head features too (the trainer embeds data with this).
     pub keep_features: bool,
+    /// Run the sessions' threads at idle priority (Linux `SCHED_IDLE`): they get only the CPU
+    /// time no other thread of the machine wants, so what they run never slows anything down.
+    pub idle_priority: bool,
+    /// Sessions of a second pool at idle priority, for work nobody waits for (the gateway's
+    /// monitor-only classification: [`crate::classify::Classifier::classify_background`]);
+    /// 0: none, that work shares the sessions above.
+    pub background_sessions: usize,
 }
 
 impl Default for EncoderOptions {
@@ -72,6 +79,8 @@ impl Default for EncoderOptions {
             max_windows: 16,
             long_texts: LongTexts::Refuse,
             keep_features: false,
+            idle_priority: false,
+            background_sessions: 0,
         }
     }
 }
@@ -84,6 +93,27 @@ pub enum LongTexts {
     Refuse,
     /// Keep the first and last halves of the windows.
     KeepEnds,
+}
+
+/// Move the calling thread to Linux's `SCHED_IDLE` class: it runs only when no normal thread
+/// wants the CPU. Lowering one's own priority needs no privilege.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn lower_to_idle_priority() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid, initialised sched_param that
+    // outlives the call, and SCHED_IDLE takes priority 0.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_to_idle_priority() -> std::io::Result<()> {
+    Err(std::io::Error::other("SCHED_IDLE is Linux only"))
 }
 
 /// Called after every session run with (windows in the batch, run time).
@@ -290,7 +320,11 @@ impl Encoder {
         for (i, s) in sessions.into_iter().enumerate() {
             let sh = shared.clone();
             let h = std::thread::Builder::new()
-                .name(format!("encoder-{i}"))
+                .name(if opts.idle_priority {
+                    format!("encoder-idle-{i}")
+                } else {
+                    format!("encoder-{i}")
+                })
                 .spawn(move || worker(sh, s))
                 .map_err(|e| ModelError::Runtime(format!("cannot start an encoder thread: {e}")))?;
             workers.push(h);
@@ -391,6 +425,11 @@ impl Drop for Encoder {
 }
 
 fn worker(sh: Arc<Shared>, mut session: Session) {
+    if sh.opts.idle_priority
+        && let Err(e) = lower_to_idle_priority()
+    {
+        tracing::warn!(error = %e, "encoder session thread: cannot lower its priority to SCHED_IDLE, it runs at normal priority");
+    }
     let max = sh.opts.max_batch.max(1);
     loop {
         sh.idle.fetch_add(1, Ordering::SeqCst);

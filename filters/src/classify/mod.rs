@@ -161,6 +161,8 @@ pub struct Classifier {
     /// Heads, in manifest order.
     pub heads: Arc<Vec<Head>>,
     encoder: Encoder,
+    /// The idle-priority pool for work nobody waits for (`EncoderOptions::background_sessions`).
+    background: Option<Encoder>,
     examples: Mutex<HashMap<String, Arc<Vec<f32>>>>,
 }
 
@@ -199,12 +201,29 @@ impl Classifier {
             .map(|h| Head::load(h, &bundle.path(&h.file), features))
             .collect::<Result<Vec<_>, _>>()?;
         let heads = Arc::new(heads);
-        let encoder = Encoder::start(&bundle, heads.clone(), opts, runtime, observer)?;
+        let encoder = Encoder::start(&bundle, heads.clone(), opts, runtime, observer.clone())?;
+        let background = match opts.background_sessions {
+            0 => None,
+            n => Some(Encoder::start(
+                &bundle,
+                heads.clone(),
+                &EncoderOptions {
+                    workers: n,
+                    sessions_per_tenant: n,
+                    idle_priority: true,
+                    background_sessions: 0,
+                    ..opts.clone()
+                },
+                runtime,
+                observer,
+            )?),
+        };
         Ok(Classifier {
             bundle,
             attestation,
             heads,
             encoder,
+            background,
             examples: Mutex::new(HashMap::new()),
         })
     }
@@ -226,12 +245,21 @@ impl Classifier {
     /// Every text's windows, queued together in `lane` (all or none), within the request's
     /// window cap.
     fn submit_all(&self, lane: &str, texts: &[&str]) -> Result<Vec<Pending>, ModelError> {
+        self.submit_to(&self.encoder, lane, texts)
+    }
+
+    fn submit_to(
+        &self,
+        encoder: &Encoder,
+        lane: &str,
+        texts: &[&str],
+    ) -> Result<Vec<Pending>, ModelError> {
         let windows = texts
             .iter()
-            .map(|t| self.encoder.windows(t))
+            .map(|t| encoder.windows(t))
             .collect::<Result<Vec<_>, _>>()?;
         let total: usize = windows.iter().map(Vec::len).sum();
-        let max = self.encoder.max_request_windows();
+        let max = encoder.max_request_windows();
         if total > max {
             return Err(ModelError::RequestTooLong {
                 windows: total,
@@ -239,8 +267,7 @@ impl Classifier {
             });
         }
         let counts: Vec<usize> = windows.iter().map(Vec::len).collect();
-        let mut rxs = self
-            .encoder
+        let mut rxs = encoder
             .submit(lane, windows.into_iter().flatten().collect())?
             .into_iter();
         Ok(counts
@@ -264,6 +291,24 @@ impl Classifier {
     ) -> Result<Vec<TextScores>, ModelError> {
         let queued = self.submit_for(lane, texts)?;
         self.scores(queued).await
+    }
+
+    /// [`Classifier::classify_for`] on the idle-priority sessions
+    /// (`EncoderOptions::background_sessions`) when the bundle has them, else on the others:
+    /// for work nobody waits for, which then takes only CPU time nothing else wants.
+    pub async fn classify_background(
+        &self,
+        lane: &str,
+        texts: &[&str],
+    ) -> Result<Vec<TextScores>, ModelError> {
+        let encoder = self.background.as_ref().unwrap_or(&self.encoder);
+        let queued = Queued(self.submit_to(encoder, lane, texts)?);
+        self.scores(queued).await
+    }
+
+    /// Whether the bundle has idle-priority sessions for background work.
+    pub fn has_background(&self) -> bool {
+        self.background.is_some()
     }
 
     /// The synchronous half of [`Classifier::classify_for`]: tokenize the texts into windows

@@ -219,6 +219,21 @@ fn classifier_texts(units: &[Unit], body: &Value) -> Vec<ClassifierText> {
     out.into_iter().map(|(_, c)| c).collect()
 }
 
+/// Remembers the input rules' findings of texts already scanned, so that a conversation's
+/// unchanged history is not scanned again on every turn (the gateway's scan-once cache).
+/// Findings are a function of the policy and the text alone; the rewrite they lead to is made
+/// again from them for every request (placeholders numbered by the request's own vault, as a
+/// fresh scan would), so a remembered finding changes nothing but the cost.
+pub trait ScanMemo {
+    /// The findings of `text` under `policy`: remembered, or `scan(text)` (then remembered).
+    fn findings(
+        &self,
+        policy: &Policy,
+        text: &str,
+        scan: &mut dyn FnMut(&str) -> Vec<Applied>,
+    ) -> Vec<Applied>;
+}
+
 /// Apply `policy`'s input side to `body` (already parsed) as `proto` reads it: scan every unit,
 /// stop at the first block, write rewrites back into the body. With `classify`, also collect
 /// the classifiers' texts (before any rewrite).
@@ -229,6 +244,19 @@ pub fn inspect(
     vault: &mut Vault,
     pseudo: &Pseudonymizer,
     classify: bool,
+) -> Result<Inspection, InspectError> {
+    inspect_with(proto, body, policy, vault, pseudo, classify, None)
+}
+
+/// [`inspect`], asking `memo` for the findings of each unit's text.
+pub fn inspect_with(
+    proto: &dyn Protocol,
+    body: &mut Value,
+    policy: &Policy,
+    vault: &mut Vault,
+    pseudo: &Pseudonymizer,
+    classify: bool,
+    memo: Option<&dyn ScanMemo>,
 ) -> Result<Inspection, InspectError> {
     let mut read = Cow::Borrowed(&*body);
     let units = read_body(proto, &mut read, policy)?;
@@ -253,7 +281,10 @@ pub fn inspect(
     }
     for u in units.iter().filter(|u| u.scan) {
         let (text, ranges) = materialize(u, body)?;
-        let found = policy.input.findings(&text);
+        let found = match memo {
+            Some(m) => m.findings(policy, &text, &mut |t| policy.input.findings(t)),
+            None => policy.input.findings(&text),
+        };
         if found.is_empty() {
             continue;
         }

@@ -36,7 +36,9 @@ pub mod tgi;
 use serde_json::{Value, json};
 
 pub use answer::{AnswerCx, Frame, Key, StreamCx, StreamState};
-pub use inspect::{ClassifierText, InspectError, Inspection, inspect, unit_texts};
+pub use inspect::{
+    ClassifierText, InspectError, Inspection, ScanMemo, inspect, inspect_with, unit_texts,
+};
 pub use json::{JsonError, parse_strict};
 pub use path::{At, Path};
 pub use read::{Kind, Reader, Role, ShapeError, Unit, UnknownFields};

@@ -44,6 +44,12 @@ pub struct GuardSection {
     /// Reload policy files when they change.
     #[serde(default = "default_true")]
     pub hot_reload: bool,
+    /// Scan once per conversation: per tenant, the bytes of remembered input-rule findings
+    /// and classifier scores of texts already seen (keyed by their SHA-256 and the policy or
+    /// bundle), so a conversation's unchanged history is not scanned again every turn.
+    /// `0` turns the cache off.
+    #[serde(default = "default_scan_cache_bytes")]
+    pub scan_cache_bytes_per_tenant: usize,
 }
 
 impl Default for GuardSection {
@@ -56,6 +62,7 @@ impl Default for GuardSection {
             pseudonym_key_env: default_pseudonym_key_env(),
             max_response_bytes: default_max_response_bytes(),
             hot_reload: true,
+            scan_cache_bytes_per_tenant: default_scan_cache_bytes(),
         }
     }
 }
@@ -119,6 +126,8 @@ pub struct GuardRuntime {
     pub max_response_bytes: usize,
     /// Watch files.
     pub hot_reload: bool,
+    /// Scan-once cache bytes per tenant (0: off).
+    pub scan_cache_bytes_per_tenant: usize,
 }
 
 fn default_pseudonym_key_env() -> String {
@@ -127,6 +136,18 @@ fn default_pseudonym_key_env() -> String {
 
 fn default_max_response_bytes() -> usize {
     8 * 1024 * 1024
+}
+
+fn default_scan_cache_bytes() -> usize {
+    16 * 1024 * 1024
+}
+
+fn default_monitor_share() -> f64 {
+    0.5
+}
+
+fn default_monitor_sessions() -> usize {
+    1
 }
 
 fn default_true() -> bool {
@@ -179,6 +200,21 @@ pub struct ModelsSection {
     /// Who may publish models: a bundle loads only with a valid `model.sig` from a trusted key.
     #[serde(default)]
     pub trust: TrustSection,
+    /// The share of its sessions' time (0 to 1) that monitor-only classification may use
+    /// (default 0.5). Monitoring runs after the request is forwarded, on its own sessions
+    /// (`monitor_sessions`, else the shared ones); its time is counted against
+    /// `monitor_share × sessions` seconds per second, and a request that finds the share
+    /// spent is not monitored (`portcullis_classifier_requests_total{outcome="over_budget"}`):
+    /// a bound on the CPU monitoring costs. At low traffic every request is monitored; under
+    /// a flood, a sample. `1` monitors as much as the sessions can; `0` never monitors.
+    #[serde(default = "default_monitor_share")]
+    pub monitor_share: f64,
+    /// Encoder sessions of their own for monitor-only classification, their threads at idle
+    /// priority (Linux `SCHED_IDLE`): monitoring then runs only on CPU time the proxy and
+    /// the blocking classifications do not want (default 1). `0`: monitoring shares the
+    /// sessions above, at normal priority.
+    #[serde(default = "default_monitor_sessions")]
+    pub monitor_sessions: usize,
 }
 
 /// `models.trust`: the keys whose signatures (OpenSSF model_signing, `model.sig` in the
@@ -334,6 +370,7 @@ pub(super) fn check(cx: &mut Check<'_>) -> Checked {
         pseudonym_key_env: c.guard.pseudonym_key_env.clone(),
         max_response_bytes: c.guard.max_response_bytes,
         hot_reload: c.guard.hot_reload,
+        scan_cache_bytes_per_tenant: c.guard.scan_cache_bytes_per_tenant,
     };
     let models = c.models.as_ref().map(|m| check_models(cx, m));
     // Every policy that names a model needs the registry, and the bundle must be there.
@@ -421,6 +458,18 @@ fn check_models(cx: &mut Check<'_>, m: &ModelsSection) -> ModelsSettings {
             format!("must be between 1 and workers ({workers})"),
         );
     }
+    if m.monitor_sessions > 64 {
+        cx.err(
+            "models.monitor_sessions",
+            format!("{} is more than 64", m.monitor_sessions),
+        );
+    }
+    if !(0.0..=1.0).contains(&m.monitor_share) {
+        cx.err(
+            "models.monitor_share",
+            format!("{} is not a share (0 to 1)", m.monitor_share),
+        );
+    }
     if m.max_request_windows < m.max_windows {
         cx.err(
             "models.max_request_windows",
@@ -459,8 +508,11 @@ fn check_models(cx: &mut Check<'_>, m: &ModelsSection) -> ModelsSettings {
             max_windows: m.max_windows,
             long_texts: filters::classify::LongTexts::Refuse,
             keep_features: false,
+            idle_priority: false,
+            background_sessions: m.monitor_sessions,
         },
         watch: m.watch,
+        monitor_share: m.monitor_share,
     }
 }
 

@@ -24,6 +24,7 @@
 
 pub mod access;
 pub mod body;
+pub mod monitor;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +51,7 @@ use crate::metrics::{Metrics, RouteMetrics};
 use crate::routes::{Route, RouteError};
 use crate::upstream::{Lease, Pool};
 use access::{Access, UsageMeter};
+use monitor::{MonitorBudget, ToScore};
 
 /// Settings of the request path that do not belong to a pool.
 #[derive(Debug, Clone)]
@@ -64,6 +66,8 @@ pub struct ProxySettings {
     /// encoder sessions, `models.workers`): beyond it a request is not monitored (counted as
     /// `skipped`) rather than queued, so the ones that run finish within their time budget.
     pub monitor_concurrency: usize,
+    /// The share of the sessions' time monitoring may use (`models.monitor_share`).
+    pub monitor_share: f64,
 }
 
 /// The gateway proxy. Cheap to share: everything inside is behind `Arc`s.
@@ -77,6 +81,8 @@ pub struct Gateway {
     access: Access,
     /// Permits for monitor-only classifications in flight (`ProxySettings::monitor_concurrency`).
     monitor_slots: Arc<tokio::sync::Semaphore>,
+    /// What is left of monitoring's CPU share.
+    monitor_budget: Arc<MonitorBudget>,
 }
 
 impl Gateway {
@@ -99,6 +105,10 @@ impl Gateway {
             metrics,
             route_metrics,
             monitor_slots: Arc::new(tokio::sync::Semaphore::new(
+                settings.monitor_concurrency.max(1),
+            )),
+            monitor_budget: Arc::new(MonitorBudget::new(
+                settings.monitor_share,
                 settings.monitor_concurrency.max(1),
             )),
             settings,
@@ -356,8 +366,8 @@ impl Gateway {
         g: &Guard,
         plan: &filters::policy::ClassifierPlan,
         policy: &Policy,
-        texts: &[String],
-        roles: &[Role],
+        texts: Vec<String>,
+        roles: Vec<Role>,
         ctx: &mut RequestCtx,
     ) -> (Vec<Applied>, Option<GatewayError>) {
         let slot = g.models.as_ref().and_then(|m| m.slot(plan));
@@ -370,12 +380,16 @@ impl Gateway {
         };
         // The request keeps this bundle to the end, whatever a hot swap does meanwhile.
         let model = slot.current();
+        let cache = g.scan_cache.as_deref();
+        // the guard selected the policy for this tenant (`Selected::tenant`)
+        let tenant = ctx.caller.tenant.to_string();
+        let tenant = tenant.as_str();
         let c = classify_texts(
             &self.metrics,
             &model,
             plan,
-            texts,
-            roles,
+            ToScore::new(cache, tenant, &model, texts, roles),
+            (cache, tenant),
             lane_of(&ctx.caller),
             &ctx.request_id,
         )
@@ -408,27 +422,69 @@ impl Gateway {
         plan: &filters::policy::ClassifierPlan,
         texts: Vec<String>,
         roles: Vec<Role>,
+        tenant: &str,
         ctx: &RequestCtx,
-    ) -> Option<tokio::task::JoinHandle<Vec<Applied>>> {
-        let model = g.models.as_ref().and_then(|m| m.slot(plan))?.current();
+    ) -> Monitor {
+        let Some(model) = g
+            .models
+            .as_ref()
+            .and_then(|m| m.slot(plan))
+            .map(|s| s.current())
+        else {
+            return Monitor::Not;
+        };
+        let cache = g.scan_cache.clone();
+        let mut scoring = ToScore::new(cache.as_deref(), tenant, &model, texts, roles);
+        scoring.background = true;
+        let label = plan.model.as_str();
+        if scoring.missing().is_empty() {
+            // every text scored before (an earlier turn of the conversation): decide now
+            self.metrics
+                .classifier_requests
+                .with_label_values(&[label, "cached"])
+                .inc();
+            let (scores, roles) = scoring.complete(Vec::new(), None, tenant);
+            return Monitor::Known(plan.decide(&model, &scores, &roles).findings);
+        }
+        // Monitoring has used its CPU share: skip this one (a sample, not a backlog).
+        if !self.monitor_budget.admit() {
+            self.metrics
+                .classifier_requests
+                .with_label_values(&[label, "over_budget"])
+                .inc();
+            return Monitor::Not;
+        }
         // Sessions busy with monitoring already: skip this one rather than queue it (a queue
         // longer than the sessions can drain would time every classification out).
         let Ok(permit) = self.monitor_slots.clone().try_acquire_owned() else {
             self.metrics
                 .classifier_requests
-                .with_label_values(&[plan.model.as_str(), "skipped"])
+                .with_label_values(&[label, "skipped"])
                 .inc();
-            return None;
+            return Monitor::Not;
         };
-        let (metrics, plan) = (self.metrics.clone(), plan.clone());
+        let (metrics, plan, budget) = (
+            self.metrics.clone(),
+            plan.clone(),
+            self.monitor_budget.clone(),
+        );
         // a lane of its own in the fair queue: monitoring takes turns with the tenant's
         // blocking work and holds at most its own share of the queue, so a burst of it can
         // never crowd out a classification a request waits for
         let lane = format!("{}#monitor", lane_of(&ctx.caller));
-        let request_id = ctx.request_id.clone();
-        Some(tokio::spawn(async move {
-            let c =
-                classify_texts(&metrics, &model, &plan, &texts, &roles, &lane, &request_id).await;
+        let (request_id, tenant) = (ctx.request_id.clone(), tenant.to_string());
+        Monitor::Running(tokio::spawn(async move {
+            let c = classify_texts(
+                &metrics,
+                &model,
+                &plan,
+                scoring,
+                (cache.as_deref(), &tenant),
+                &lane,
+                &request_id,
+            )
+            .await;
+            budget.spend(c.took);
             drop(permit);
             for f in &c.findings {
                 metrics
@@ -566,13 +622,21 @@ impl Gateway {
             ctx.guard = Some(rg);
             return Ok(false);
         };
-        let inspected = filters::protocol::inspect(
+        let memo = g
+            .scan_cache
+            .as_deref()
+            .map(|cache| crate::scan_cache::TenantMemo {
+                cache,
+                tenant: &rg.tenant,
+            });
+        let inspected = filters::protocol::inspect_with(
             proto,
             &mut body,
             &policy,
             &mut rg.vault,
             &rg.pseudo,
             policy.classifiers.is_some(),
+            memo.as_ref().map(|m| m as &dyn filters::protocol::ScanMemo),
         );
         let mut outcome = match inspected {
             Ok(o) => o,
@@ -602,10 +666,14 @@ impl Gateway {
                 .map(|t| (t.role, t.text))
                 .unzip();
             if !texts.is_empty() && plan.monitor_only() {
-                ctx.monitor = self.classify_later(&g, plan, texts, roles, ctx);
+                match self.classify_later(&g, plan, texts, roles, &rg.tenant, ctx) {
+                    Monitor::Known(findings) => outcome.findings.extend(findings),
+                    Monitor::Running(task) => ctx.monitor = Some(task),
+                    Monitor::Not => {}
+                }
             } else if !texts.is_empty() {
                 let (findings, verdict_error) =
-                    self.classify(&g, plan, &policy, &texts, &roles, ctx).await;
+                    self.classify(&g, plan, &policy, texts, roles, ctx).await;
                 if let Some(b) = findings.iter().find(|f| f.action == Action::Block) {
                     outcome.blocked = Some(b.clone());
                 }
@@ -967,32 +1035,65 @@ struct Classified {
     topic: Option<String>,
 }
 
-/// Classify `texts` with `model` under the plan's time budget, counting the outcome.
+/// What became of a monitor-only classification.
+enum Monitor {
+    /// Decided at once: the scan-once cache knew every text.
+    Known(Vec<Applied>),
+    /// Running after the request was forwarded.
+    Running(tokio::task::JoinHandle<Vec<Applied>>),
+    /// Not monitored (no model, over the CPU share, sessions busy).
+    Not,
+}
+
+/// Classify the texts of `s` the cache does not know with `model` under the plan's time
+/// budget (remembering their scores for `cache.1`, the tenant), counting the outcome.
 async fn classify_texts(
     metrics: &Metrics,
     model: &filters::classify::Classifier,
     plan: &filters::policy::ClassifierPlan,
-    texts: &[String],
-    roles: &[Role],
+    s: ToScore,
+    cache: (Option<&crate::scan_cache::ScanCache>, &str),
     lane: &str,
     request_id: &str,
 ) -> Classified {
     let label = plan.model.as_str();
     let t0 = Instant::now();
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let result = tokio::time::timeout(plan.timeout, model.classify_for(lane, &refs)).await;
+    let refs = s.missing();
+    if refs.is_empty() {
+        metrics
+            .classifier_requests
+            .with_label_values(&[label, "cached"])
+            .inc();
+        let (scores, roles) = s.complete(Vec::new(), None, cache.1);
+        let v = plan.decide(model, &scores, &roles);
+        return Classified {
+            findings: v.findings,
+            failed: None,
+            took: t0.elapsed(),
+            topic: v.topic,
+        };
+    }
+    let run = async {
+        if s.background {
+            model.classify_background(lane, &refs).await
+        } else {
+            model.classify_for(lane, &refs).await
+        }
+    };
+    let result = tokio::time::timeout(plan.timeout, run).await;
     let took = t0.elapsed();
     metrics
         .classifier_seconds
         .with_label_values(&[label])
         .observe(took.as_secs_f64());
     let (outcome, why) = match result {
-        Ok(Ok(scores)) => {
+        Ok(Ok(fresh)) => {
             metrics
                 .classifier_requests
                 .with_label_values(&[label, "ok"])
                 .inc();
-            let v = plan.decide(model, &scores, roles);
+            let (scores, roles) = s.complete(fresh, cache.0, cache.1);
+            let v = plan.decide(model, &scores, &roles);
             return Classified {
                 findings: v.findings,
                 failed: None,
