@@ -25,7 +25,7 @@ ready() { # url pid log
     sleep 0.1
   done
 }
-gateway() { # name backend-port policy-line -> prints port
+gateway() { # name backend-port policy-line -> sets GW_PORT
   local port admin
   port=$(fp); admin=$(fp)
   cat >"$OUT/$1.yaml" <<YAML
@@ -39,10 +39,10 @@ log: {level: warn}
 upstreams:
   tgi: {backends: [127.0.0.1:$2]}
 YAML
-  ./target/release/gateway serve --config "$OUT/$1.yaml" 2>"$OUT/$1.log" &
+  ./target/release/gateway serve --config "$OUT/$1.yaml" >"$OUT/$1.log" 2>&1 &
   pids+=($!)
   ready "http://127.0.0.1:$admin/readyz" $! "$OUT/$1.log"
-  echo "$port"
+  GW_PORT=$port
 }
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 {
@@ -63,8 +63,8 @@ for tps in 50 0; do
   "$NGINX" -c "$OUT/nginx-$tps.conf" -e "$OUT/nginx-error.log" 2>>"$OUT/nginx-error.log" &
   pids+=($!)
   ready "http://127.0.0.1:$NP/health" $! "$OUT/nginx-error.log"
-  G0=$(gateway "off-$tps" "$MOCK" "")
-  G1=$(gateway "default-$tps" "$MOCK" "policy: $ROOT/policies/default.yaml")
+  gateway "off-$tps" "$MOCK" ""; G0=$GW_PORT
+  gateway "default-$tps" "$MOCK" "policy: $ROOT/policies/default.yaml"; G1=$GW_PORT
   label=$([ "$tps" = 0 ] && echo "unpaced" || echo "$tps tok/s")
   { echo; echo "### mock-tgi $label"; echo; } >>"$OUT/report.md"
   python3 benches/streaming/drive.py --requests "$REQUESTS" --tokens "$TOKENS" \
