@@ -2,12 +2,12 @@
 //! without memory the guard scans turn 1 fifty times in a fifty-turn conversation, and its cost
 //! grows with the square of the conversation's length. This cache remembers, per tenant, what
 //! the input rules found in a text (under one compiled policy) and what a classifier bundle
-//! scored it, keyed by the SHA-256 of the text with the policy's or the bundle's identity.
+//! scored it, keyed by the SHA-256 of the text with the policy's identity or the bundle's digest.
 //!
 //! - **Exact.** A remembered finding is what the same policy finds in the same text (rules are
 //!   a function of both); the rewrite is made again from it by the request's own vault, so
 //!   placeholders come out as a fresh scan makes them. A policy reload compiles a new
-//!   [`filters::Policy::id`] and a new bundle version has a new id: nothing of the old ones is
+//!   [`filters::Policy::id`] and a new bundle has a new digest: nothing of the old ones is
 //!   reused. Scores differ from a fresh run only as much as batching moves them (INT8
 //!   activations are scaled per batch).
 //! - **Per tenant.** Each tenant has its own LRU, bounded in bytes
@@ -172,18 +172,18 @@ impl ScanCache {
         found
     }
 
-    /// The remembered scores of each text by the bundle `model_id` for `tenant` (`None`: to
-    /// classify), with the keys to remember the new ones under.
+    /// The remembered scores of each text by the bundle whose digest is `bundle` for `tenant`
+    /// (`None`: to classify), with the keys to remember the new ones under.
     pub fn scores(
         &self,
         tenant: &str,
-        model_id: &str,
+        bundle: &str,
         texts: &[String],
     ) -> (Vec<Option<TextScores>>, Vec<[u8; 32]>) {
         texts
             .iter()
             .map(|t| {
-                let key = digest(b"classifier", model_id.as_bytes(), t);
+                let key = digest(b"classifier", bundle.as_bytes(), t);
                 let hit = match self.get(tenant, &key) {
                     Some(Entry::Scores(s)) => Some((*s).clone()),
                     _ => None,

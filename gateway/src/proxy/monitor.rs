@@ -86,7 +86,9 @@ impl ToScore {
         roles: Vec<Role>,
     ) -> ToScore {
         let (known, keys) = match cache {
-            Some(c) => c.scores(tenant, &model.id(), &texts),
+            // the bundle's digest, not its name and version: a version folder replaced by
+            // other signed content never reuses the old content's scores
+            Some(c) => c.scores(tenant, &model.bundle.digest, &texts),
             None => (vec![None; texts.len()], Vec::new()),
         };
         ToScore {
