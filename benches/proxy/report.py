@@ -14,6 +14,8 @@ ap.add_argument("results")
 ap.add_argument("--machine", required=True)
 ap.add_argument("--command", required=True)
 ap.add_argument("--commit", default="unknown")
+ap.add_argument("--backend", default="mock-tgi", help="mock-tgi or asyncio")
+ap.add_argument("--route", default="generate", help="generate or chat")
 args = ap.parse_args()
 
 runs = defaultdict(list)
@@ -34,12 +36,16 @@ def ms(us):
 
 concurrencies = sorted({c for (_, c) in runs})
 out = []
-out.append(f"## Proxy overhead: mock-tgi direct vs Portcullis gateway vs nginx ({datetime.date.today().isoformat()})")
+backend = "mock-tgi" if args.backend == "mock-tgi" else "a Python asyncio backend"
+out.append(f"## Proxy overhead: {backend} direct vs Portcullis gateway vs nginx ({datetime.date.today().isoformat()})")
 out.append("")
 out.append(f"- Command: `{args.command}`")
 out.append(f"- Machine: {args.machine}")
 out.append(f"- Build: commit `{args.commit}`, release profile (fat LTO), gateway and nginx with the same number of workers")
-out.append("- Request: `POST /generate`, 93-byte JSON prompt, 8 new tokens, mock-tgi in echo mode without pacing.")
+out.append(("- Request: `POST /generate`, 93-byte JSON prompt, 8 new tokens, " if args.route == "generate" else
+            "- Request: `POST /v1/chat/completions`, one short user message, max_tokens 8, ")
+           + ("mock-tgi in echo mode without pacing." if args.backend == "mock-tgi" else
+              "`benches/proxy/asyncio_backend.py` (Python asyncio, standard library, one process) echoing the prompt."))
 out.append("- Median round by requests/s; `added` columns are relative to the direct baseline of the same run.")
 out.append("")
 out.append("| concurrency | target | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | added p99 ms | req/s vs nginx | errors |")
@@ -48,7 +54,7 @@ summary = []
 for c in concurrencies:
     base = median_round(runs[("direct", c)])
     ngx = median_round(runs[("nginx", c)]) if ("nginx", c) in runs else None
-    for t in ["direct", "gateway", "base", "nginx"]:
+    for t in ["direct", "gateway", "base", "nginx", "litellm"]:
         if (t, c) not in runs:
             continue
         r = median_round(runs[(t, c)])
@@ -77,6 +83,12 @@ for c in concurrencies:
             f"- c={c}: this build against the base build: {g['rps'] / b['rps']:.3f}x the requests/s "
             f"(round by round: {', '.join('%.3f' % x for x in ratios)}), p50 {ms(g['p50_us'] - b['p50_us']):+.3f} ms, "
             f"p99 {ms(g['p99_us'] - b['p99_us']):+.3f} ms."
+        )
+    if ("litellm", c) in runs and ("gateway", c) in runs:
+        l, g = median_round(runs[("litellm", c)]), median_round(runs[("gateway", c)])
+        summary.append(
+            f"- c={c}: LiteLLM proxy (no guardrails) adds {ms(l['p50_us'] - base['p50_us']):.3f} ms at p50; "
+            f"the gateway serves {g['rps'] / l['rps']:.0f}x its requests/s."
         )
 out.append("")
 out.extend(summary)

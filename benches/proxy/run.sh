@@ -13,6 +13,8 @@
 # RULES=off runs both gateways without a policy (default: the shipped default policy).
 # BASE_POLICY=path gives (d) another policy file (e.g. BASE_GATEWAY=target/release/gateway
 # BASE_POLICY=rules-only.yaml: one build, two policies, in the same run).
+# BACKEND=asyncio puts benches/proxy/asyncio_backend.py (Python asyncio, like vLLM's server)
+# behind every target instead of mock-tgi.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -37,14 +39,25 @@ MOCK_PORT=$(free_port); GW_PORT=$(free_port); GW_ADMIN=$(free_port); NGINX_PORT=
 BASE_PORT=$(free_port); BASE_ADMIN=$(free_port)
 RULES=${RULES:-on}
 export PROMPTS=${PROMPTS:-same}
-LUA=benches/proxy/generate.lua
+ROUTE=${ROUTE:-generate}
+case "$ROUTE" in
+  generate) LUA=benches/proxy/generate.lua; PATH_=/generate ;;
+  chat) LUA=benches/proxy/chat.lua; PATH_=/v1/chat/completions ;;
+  *) echo "ROUTE is generate or chat" >&2; exit 1 ;;
+esac
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-./target/release/mock-tgi --listen "127.0.0.1:$MOCK_PORT" --threads 1 --record 0 --quiet >"$OUT/mock.log" 2>&1 &
+BACKEND=${BACKEND:-mock-tgi}
+if [ "$BACKEND" = asyncio ]; then
+  python3 benches/proxy/asyncio_backend.py --listen "127.0.0.1:$MOCK_PORT" >"$OUT/mock.log" 2>&1 &
+else
+  ./target/release/mock-tgi --listen "127.0.0.1:$MOCK_PORT" --threads 1 --record 0 --quiet >"$OUT/mock.log" 2>&1 &
+fi
 pids+=($!)
+until curl -fsS "http://127.0.0.1:$MOCK_PORT/health" >/dev/null 2>&1; do sleep 0.1; done
 
 sed -e "s#@LISTEN@#127.0.0.1:$GW_PORT#" -e "s#@ADMIN@#127.0.0.1:$GW_ADMIN#" -e "s#@THREADS@#$PROXY_THREADS#" \
     -e "s#@BACKEND@#127.0.0.1:$MOCK_PORT#" -e "s#@ROOT@#$ROOT#" benches/proxy/gateway.yaml.tmpl >"$OUT/gateway.yaml"
@@ -83,11 +96,32 @@ run_wrk() { # target-name url concurrency round
   local name=$1 url=$2 c=$3 round=$4
   local line
   # warm-up, then the measured run
-  wrk -t "$WRK_THREADS" -c "$c" -d 2s -s "$LUA" "$url/generate" >/dev/null 2>&1 || true
-  line=$(wrk -t "$WRK_THREADS" -c "$c" -d "$DURATION" --latency -s "$LUA" "$url/generate" | grep '^RESULT ' | sed 's/^RESULT //')
+  wrk -t "$WRK_THREADS" -c "$c" -d 2s -s "$LUA" "$url$PATH_" >/dev/null 2>&1 || true
+  line=$(wrk -t "$WRK_THREADS" -c "$c" -d "$DURATION" --latency -s "$LUA" "$url$PATH_" | grep '^RESULT ' | sed 's/^RESULT //')
   echo "{\"target\":\"$name\",\"concurrency\":$c,\"round\":$round,${line#\{}" >>"$OUT/results.jsonl"
   say "$name c=$c round $round: $line"
 }
+
+# PEERS=litellm: the LiteLLM proxy (PyPI `litellm[proxy]`, in .deps/litellm-venv) in front of
+# the same backend, no guardrails, one worker (ROUTE=chat: it has no TGI route)
+LITELLM_PORT=""
+if [ "${PEERS:-}" = litellm ]; then
+  [ "$ROUTE" = chat ] || { echo "PEERS=litellm needs ROUTE=chat" >&2; exit 1; }
+  LV=.deps/litellm-venv
+  [ -x "$LV/bin/litellm" ] || { python3 -m venv "$LV" && "$LV/bin/pip" install -q 'litellm[proxy]'; }
+  LITELLM_PORT=$(free_port)
+  cat >"$OUT/litellm.yaml" <<YAML
+model_list:
+  - model_name: tgi
+    litellm_params: {model: openai/tgi, api_base: "http://127.0.0.1:$MOCK_PORT/v1", api_key: none}
+YAML
+  "$LV/bin/litellm" --config "$OUT/litellm.yaml" --host 127.0.0.1 --port "$LITELLM_PORT" --num_workers 1 >"$OUT/litellm.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 600); do
+    curl -fsS "http://127.0.0.1:$LITELLM_PORT/health/liveliness" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+fi
 
 for c in $CONCURRENCY; do
   for r in $(seq 1 "$ROUNDS"); do
@@ -95,14 +129,15 @@ for c in $CONCURRENCY; do
     run_wrk gateway "http://127.0.0.1:$GW_PORT" "$c" "$r"
     [ -n "${BASE_GATEWAY:-}" ] && run_wrk base "http://127.0.0.1:$BASE_PORT" "$c" "$r"
     run_wrk nginx "http://127.0.0.1:$NGINX_PORT" "$c" "$r"
+    [ -n "$LITELLM_PORT" ] && run_wrk litellm "http://127.0.0.1:$LITELLM_PORT" "$c" "$r"
   done
 done
 
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 python3 benches/proxy/report.py "$OUT/results.jsonl" \
   --machine "$(nproc) cores, $CPU, $(free -g | awk '/Mem:/{print $2}') GiB" \
-  --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+dirty')" \
-  --command "make bench (ROUNDS=$ROUNDS DURATION=$DURATION CONCURRENCY=\"$CONCURRENCY\" PROXY_THREADS=$PROXY_THREADS WRK_THREADS=$WRK_THREADS RULES=$RULES PROMPTS=$PROMPTS${BASE_GATEWAY:+ BASE_GATEWAY=$BASE_GATEWAY}${BASE_POLICY:+ BASE_POLICY=$BASE_POLICY})" \
+  --backend "$BACKEND" --route "$ROUTE" --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+dirty')" \
+  --command "make bench (ROUNDS=$ROUNDS DURATION=$DURATION CONCURRENCY=\"$CONCURRENCY\" PROXY_THREADS=$PROXY_THREADS WRK_THREADS=$WRK_THREADS RULES=$RULES PROMPTS=$PROMPTS BACKEND=$BACKEND ROUTE=$ROUTE${PEERS:+ PEERS=$PEERS}${BASE_GATEWAY:+ BASE_GATEWAY=$BASE_GATEWAY}${BASE_POLICY:+ BASE_POLICY=$BASE_POLICY})" \
   >"$OUT/report.md"
 cat "$OUT/report.md"
 if [ -z "${NO_RECORD:-}" ]; then
