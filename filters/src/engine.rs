@@ -33,6 +33,13 @@ pub struct Pattern {
     /// The finding type the pattern leads to, when it leads to one type only: the engine drops
     /// the pattern when the policy does not act on that type.
     pub ty: Option<&'static str>,
+    /// What a stream must not send before the match is decided, as a regex that every match
+    /// contains and that starts at or before the part the detector reports (a password, not
+    /// the URL scheme before it). `None`: the whole pattern. See [`crate::hold`].
+    pub hold: Option<String>,
+    /// A regex that must end just before [`Pattern::hold`] for it to count (the key word
+    /// before a secret's value): only then is the rest held. See [`crate::hold`].
+    pub hold_after: Option<String>,
 }
 
 impl Pattern {
@@ -43,6 +50,8 @@ impl Pattern {
             matcher: Matcher::Regex(re.into()),
             tag,
             ty: Some(ty),
+            hold: None,
+            hold_after: None,
         }
     }
 
@@ -53,7 +62,27 @@ impl Pattern {
             matcher: Matcher::Literal(lit.into()),
             tag,
             ty: Some(ty),
+            hold: None,
+            hold_after: None,
         }
+    }
+
+    /// Let a stream send the start of a match before the match is decided, holding back only
+    /// from where `re` begins (see [`Pattern::hold`]). The part sent before must be short: it
+    /// is seen again only through the [`crate::stream::CONTEXT`] bytes a stream rescans.
+    pub fn hold_from(mut self, re: impl Into<String>) -> Pattern {
+        self.hold = Some(re.into());
+        self
+    }
+
+    /// Let a stream send a match's lead (`trigger`: a key word, a URL scheme) and hold only
+    /// `rest` from where a `trigger` match ends, when `rest` may follow there. For patterns
+    /// whose reported part follows a lead that alone says nothing (`token`, then a value).
+    /// The lead must be short, for the same reason as in [`Pattern::hold_from`].
+    pub fn hold_after(mut self, trigger: impl Into<String>, rest: impl Into<String>) -> Pattern {
+        self.hold_after = Some(trigger.into());
+        self.hold = Some(rest.into());
+        self
     }
 }
 
@@ -127,6 +156,11 @@ pub trait Detector: Send + Sync {
     /// Whole-text hook for detectors that are not pattern-driven (a NER model for person names
     /// and addresses plugs in here). Default: nothing.
     fn scan_whole(&self, _text: &str, _out: &mut Vec<Finding>) {}
+    /// Whether [`Detector::scan_whole`] is implemented: a stream cannot tell from patterns
+    /// what such a detector may still match, so it holds the trailing word for it.
+    fn scans_whole(&self) -> bool {
+        false
+    }
 }
 
 /// Errors building an engine.
@@ -161,10 +195,23 @@ impl ViewMatchers {
     }
 }
 
+/// What a kept pattern means for a stream's hold-back.
+#[derive(Debug)]
+struct HoldSource {
+    view: ViewKind,
+    /// A regex (literals escaped): the pattern's `hold`, or the pattern itself.
+    src: String,
+    /// The pattern's `hold_after`.
+    trigger: Option<String>,
+    ty: Option<&'static str>,
+    detector: usize,
+}
+
 /// Compiled detectors.
 pub struct Engine {
     detectors: Vec<Box<dyn Detector>>,
     views: [ViewMatchers; 3],
+    holds: Vec<HoldSource>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -191,12 +238,24 @@ impl Engine {
         let mut views: [ViewMatchers; 3] = Default::default();
         let mut regex_src: [Vec<String>; 3] = Default::default();
         let mut lit_src: [Vec<String>; 3] = Default::default();
+        let mut holds = Vec::new();
         for (di, d) in detectors.iter().enumerate() {
             for p in d.patterns() {
                 if p.ty.is_some_and(|t| !wants(t)) {
                     continue;
                 }
                 let v = p.view.index();
+                let whole = match &p.matcher {
+                    Matcher::Regex(src) => src.clone(),
+                    Matcher::Literal(lit) => regex::escape(lit),
+                };
+                holds.push(HoldSource {
+                    view: p.view,
+                    trigger: p.hold_after.clone(),
+                    src: p.hold.unwrap_or(whole),
+                    ty: p.ty,
+                    detector: di,
+                });
                 match p.matcher {
                     Matcher::Regex(src) => {
                         let re = Regex::new(&src).map_err(|e| EngineError::Regex {
@@ -234,7 +293,49 @@ impl Engine {
                 views[v].ac = Some(ac);
             }
         }
-        Ok(Engine { detectors, views })
+        Ok(Engine {
+            detectors,
+            views,
+            holds,
+        })
+    }
+
+    /// What a stream must hold back for the finding types `relevant` (those whose action
+    /// rewrites or stops the text): nothing when no pattern leads to one, an automaton of
+    /// their patterns' hold regexes when all are on the original text, and the trailing word
+    /// when one is on a derived view or comes from a whole-text detector.
+    pub fn hold(&self, relevant: &dyn Fn(&str) -> bool) -> crate::hold::Hold {
+        use crate::hold::{Hold, HoldAutomaton};
+        let leads = |ty: Option<&'static str>, di: usize| match ty {
+            Some(t) => relevant(t),
+            None => self.detectors[di].types().iter().any(|t| relevant(t)),
+        };
+        if let Some(d) = self
+            .detectors
+            .iter()
+            .find(|d| d.scans_whole() && d.types().iter().any(|t| relevant(t)))
+            .map(|d| d.name())
+        {
+            return Hold::TrailingWord(format!("detector `{d}` scans whole texts"));
+        }
+        let mut srcs = Vec::new();
+        for h in &self.holds {
+            if !leads(h.ty, h.detector) {
+                continue;
+            }
+            if h.view != ViewKind::Raw {
+                let d = self.detectors[h.detector].name();
+                return Hold::TrailingWord(format!("detector `{d}` matches a derived view"));
+            }
+            srcs.push((h.trigger.as_deref(), h.src.as_str()));
+        }
+        if srcs.is_empty() {
+            return Hold::Nothing;
+        }
+        match HoldAutomaton::new(&srcs) {
+            Ok(a) => Hold::Automaton(Box::new(a)),
+            Err(e) => Hold::TrailingWord(e.to_string()),
+        }
     }
 
     /// Whether the engine has anything to look for.

@@ -23,6 +23,7 @@ pub mod classify;
 pub mod detectors;
 pub mod engine;
 pub mod finding;
+pub mod hold;
 pub mod policy;
 pub mod protocol;
 pub mod sse;

@@ -521,6 +521,8 @@ impl Decision {
 pub struct Side {
     engine: Engine,
     actions: HashMap<&'static str, Action>,
+    /// Built on first use: only the output side of a streamed answer needs it.
+    hold: std::sync::OnceLock<crate::hold::Hold>,
 }
 
 impl Side {
@@ -543,7 +545,23 @@ impl Side {
         }
         let engine = Engine::new(detectors::builtin(cfg), &|t| actions.contains_key(t))
             .map_err(|e| e.to_string())?;
-        Ok(Side { engine, actions })
+        Ok(Side {
+            engine,
+            actions,
+            hold: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// What a stream of this side's text must hold back: the patterns of the types whose
+    /// action rewrites or stops the text (monitored types change nothing, so they never hold
+    /// text back).
+    pub fn hold(&self) -> &crate::hold::Hold {
+        self.hold.get_or_init(|| {
+            self.engine.hold(&|t| {
+                let a = self.action(t);
+                a.rewrites() || a == Action::Block
+            })
+        })
     }
 
     /// The action for a finding type.

@@ -1,18 +1,22 @@
 //! Filtering an answer as it streams, without buffering it.
 //!
 //! A [`StreamGuard`] takes the answer piece by piece (token texts) and returns what may be sent
-//! now. It holds back only text that may still be part of an entity: the trailing word (it may
-//! continue), digit groups and short upper-case groups before it (a card or IBAN written in
-//! groups), and any finding that touches the end of the held text (it may grow), never more than
-//! `stream_hold_back_bytes` except for a growing finding (bounded by [`MAX_GROWING`]). Every push
-//! rescans the held text plus [`CONTEXT`] bytes already sent, so context words (`born on`) and
-//! phrases split across the cut are still seen. Then it restores the request's placeholders,
-//! holding a placeholder split across tokens.
+//! now. It holds back only text that may still be part of a finding that changes or stops the
+//! answer: from the earliest position where a redacting or blocking pattern may still be
+//! matching ([`crate::hold`]; `4111` or `sk-` wait, `hello` does not when only cards and secrets
+//! are redacted), and any finding that touches the end of the held text (it may grow), never
+//! more than `stream_hold_back_bytes` except for a growing finding (bounded by
+//! [`MAX_GROWING`]). When a redacting detector cannot be followed by the automaton (a derived
+//! view, a whole-text detector) it holds the trailing word and entity-like groups before it.
+//! Every push rescans the held text plus [`CONTEXT`] bytes already sent, so context words
+//! (`born on`) and phrases split across the cut are still seen. Then it restores the request's
+//! placeholders, holding a placeholder split across tokens.
 
 use std::sync::Arc;
 
 use crate::actions::{Pseudonymizer, RestoreBlocked, Restorer, Vault};
 use crate::finding::Action;
+use crate::hold::Hold;
 use crate::policy::{Applied, Policy, rewrite};
 
 /// Bytes of already-sent text rescanned with the held text.
@@ -114,33 +118,19 @@ impl StreamGuard {
     /// Where the held text may be cut, before looking at findings.
     fn safe_cut(&self) -> usize {
         let p = &self.pending;
-        // the trailing word may continue
-        let mut cut = p.trim_end_matches(|c: char| !c.is_whitespace()).len();
-        // walk back over earlier segments that may be part of a grouped entity
-        loop {
-            let before = p[..cut].trim_end();
-            let seg_start = before.trim_end_matches(|c: char| !c.is_whitespace()).len();
-            let seg = &before[seg_start..];
-            if seg.is_empty() || p.len() - seg_start > self.hold_back {
-                break;
+        let lo = floor_boundary(p, p.len().saturating_sub(self.hold_back));
+        let cut = match self.policy.output.hold() {
+            Hold::Nothing => p.len(),
+            Hold::Automaton(a) => {
+                let mut window = String::with_capacity(self.context.len() + p.len());
+                window.push_str(&self.context);
+                window.push_str(p);
+                let ctx = self.context.len();
+                a.earliest_live(&window, ctx, lo).unwrap_or(p.len())
             }
-            let groupish = seg.bytes().any(|b| b.is_ascii_digit())
-                || (seg.len() <= 4
-                    && seg
-                        .bytes()
-                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
-                || seg.ends_with([':', '=', '+', '('])
-                || seg.starts_with(['+', '('])
-                || seg.bytes().any(|b| b == b'@');
-            if !groupish {
-                break;
-            }
-            cut = seg_start;
-        }
-        if p.len() - cut > self.hold_back {
-            cut = floor_boundary(p, p.len() - self.hold_back);
-        }
-        cut
+            Hold::TrailingWord(_) => trailing_word_cut(p, self.hold_back),
+        };
+        cut.max(lo)
     }
 
     fn emit(
@@ -219,6 +209,33 @@ impl StreamGuard {
         self.pending.drain(..cut);
         self.restore(vault, pseudo, &out)
     }
+}
+
+/// The cut before the trailing word (it may continue) and the digit groups, short upper-case
+/// groups and `@`/`+`/`:` segments before it (a card, IBAN or phone number written in groups).
+fn trailing_word_cut(p: &str, hold_back: usize) -> usize {
+    let mut cut = p.trim_end_matches(|c: char| !c.is_whitespace()).len();
+    loop {
+        let before = p[..cut].trim_end();
+        let seg_start = before.trim_end_matches(|c: char| !c.is_whitespace()).len();
+        let seg = &before[seg_start..];
+        if seg.is_empty() || p.len() - seg_start > hold_back {
+            break;
+        }
+        let groupish = seg.bytes().any(|b| b.is_ascii_digit())
+            || (seg.len() <= 4
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
+            || seg.ends_with([':', '=', '+', '('])
+            || seg.starts_with(['+', '('])
+            || seg.bytes().any(|b| b == b'@');
+        if !groupish {
+            break;
+        }
+        cut = seg_start;
+    }
+    cut
 }
 
 fn floor_boundary(s: &str, mut i: usize) -> usize {
@@ -311,17 +328,147 @@ mod tests {
         assert_eq!(out, "mail a@b.io now");
     }
 
+    /// The shipped `default` policy's output rules: PII monitored, cards, IBANs, SSNs and
+    /// secrets redacted, the canary blocked.
+    const SECRETS_ONLY: &str = "name: a\nversion: 1\noutput:\n  pii: monitor\n  card: redact\n  ssn: redact\n  iban: redact\n  secrets: redact\n  exfil_image: redact\n  html_injection: redact\n  canary_leak: block\nsettings:\n  canary: PCY-7f3a9c21\n";
+
+    #[test]
+    fn prose_is_sent_as_it_arrives_when_no_redacting_pattern_can_start_in_it() {
+        let p = policy(SECRETS_ONLY);
+        assert!(
+            matches!(p.output.hold(), Hold::Automaton(_)),
+            "{:?}",
+            p.output.hold()
+        );
+        let (_, outs) = run(
+            &p,
+            &["The", " harbour", " market", " opens", " early"],
+            &mut Vault::default(),
+        )
+        .unwrap();
+        assert_eq!(outs, ["The", " harbour", " market", " opens", " early", ""]);
+    }
+
+    #[test]
+    fn the_start_of_a_secret_waits_for_the_next_piece() {
+        let p = policy(SECRETS_ONLY);
+        let (out, outs) = run(
+            &p,
+            &["key AK", "IAQ7LMZ2", "XABCDEFGHI", " done"],
+            &mut Vault::default(),
+        )
+        .unwrap();
+        assert_eq!(outs[0], "key ");
+        assert!(outs.iter().all(|o| !o.contains("AK")), "{outs:?}");
+        assert_eq!(out, "key [AWS_KEY] done");
+        // digits wait too: they may be the start of a card
+        let (_, outs) = run(&p, &["pay 4111", " 1111"], &mut Vault::default()).unwrap();
+        assert_eq!(outs[0], "pay ");
+    }
+
+    #[test]
+    fn a_url_password_split_across_pieces_is_redacted_and_the_scheme_is_not_held() {
+        let p = policy(SECRETS_ONLY);
+        let pieces = [
+            "use postgres",
+            "://admin",
+            ":hunter",
+            "2pass@db",
+            ".example.com now",
+        ];
+        let (out, outs) = run(&p, &pieces, &mut Vault::default()).unwrap();
+        assert_eq!(outs[0], "use postgres");
+        assert!(outs.iter().all(|o| !o.contains("hunter")), "{outs:?}");
+        let ps = Pseudonymizer::new(b"k", "t");
+        let whole = p
+            .output
+            .evaluate(&pieces.concat(), &mut Vault::default(), &ps)
+            .text
+            .unwrap();
+        assert_eq!(out, whole);
+    }
+
+    #[test]
+    fn a_password_assignment_split_across_pieces_is_redacted() {
+        let p = policy(SECRETS_ONLY);
+        let pieces = ["set password", "=", "s3cr3t", "Value", " then go"];
+        let (out, outs) = run(&p, &pieces, &mut Vault::default()).unwrap();
+        assert_eq!(outs[0], "set password");
+        assert!(outs.iter().all(|o| !o.contains("s3cr3t")), "{outs:?}");
+        assert!(!out.contains("s3cr3t"), "{out}");
+    }
+
+    #[test]
+    fn no_part_of_a_canary_is_sent_before_the_stream_stops() {
+        let p = policy(SECRETS_ONLY);
+        let ps = Pseudonymizer::new(b"k", "t");
+        let mut g = StreamGuard::new(p.clone());
+        let mut v = Vault::default();
+        assert_eq!(g.push("the PC", &mut v, &ps).unwrap(), "the ");
+        assert_eq!(g.push("Y-7f3a", &mut v, &ps).unwrap(), "");
+        let e = g.push("9c21 is it", &mut v, &ps).unwrap_err();
+        assert_eq!(e.0.ty, "canary_leak");
+    }
+
+    #[test]
+    fn monitored_types_hold_nothing_back() {
+        let p = policy("name: a\nversion: 1\noutput:\n  pii: monitor\n  secrets: monitor\n");
+        assert!(matches!(p.output.hold(), Hold::Nothing));
+        let (_, outs) = run(&p, &["mail jane", ".doe@exa"], &mut Vault::default()).unwrap();
+        assert_eq!(outs[0], "mail jane");
+    }
+
+    #[test]
+    fn a_redacting_rule_on_a_derived_view_holds_the_trailing_word() {
+        let p = policy("name: a\nversion: 1\noutput:\n  injection: block\n");
+        assert!(matches!(p.output.hold(), Hold::TrailingWord(_)));
+        let (_, outs) = run(&p, &["The", " quick"], &mut Vault::default()).unwrap();
+        assert_eq!(outs, ["", "The ", "quick"]);
+    }
+
+    #[test]
+    fn every_pattern_on_the_original_text_compiles_into_the_hold_automaton() {
+        // every type of every family except the derived-view ones (injection, toxicity)
+        let p = policy(
+            "name: a\nversion: 1\noutput:\n  pii: redact\n  secrets: redact\n  exfil_image: redact\n  exfil_link: redact\n  html_injection: redact\n  canary_leak: block\nsettings:\n  canary: PCY-7f3a9c21\n",
+        );
+        assert!(
+            matches!(p.output.hold(), Hold::Automaton(_)),
+            "{:?}",
+            p.output.hold()
+        );
+    }
+
     proptest! {
         #[test]
         fn streaming_equals_whole_text_for_entities(
             prefix in "[a-z ]{0,30}",
             suffix in "[a-z ]{0,30}",
             cuts in proptest::collection::vec(0usize..120, 0..8),
-            which in 0usize..4,
+            which in 0usize..9,
+            secrets_only in proptest::bool::ANY,
         ) {
-            let entity = ["jane.doe@example.com", "4111 1111 1111 1111", "DE89 3704 0044 0532 0130 00", "+44 20 7946 0958"][which];
+            let entity = [
+                "jane.doe@example.com",
+                "4111 1111 1111 1111",
+                "DE89 3704 0044 0532 0130 00",
+                "+44 20 7946 0958",
+                "postgres://admin:hunter2pass@db.example.com",
+                "password=s3cr3tValue9",
+                "AKIAQ7LMZ2XABCDEFGHI",
+                "![x](https://evil.test/a.png?q=data)",
+                "<script>alert(1)</script>",
+            ][which];
             let text = format!("{prefix} {entity} {suffix}");
-            let p = policy("name: a\nversion: 1\noutput:\n  pii: redact\n");
+            // compiled once: a policy (and its hold automaton) per case would be most of the time
+            static POLICIES: std::sync::OnceLock<[Arc<Policy>; 2]> = std::sync::OnceLock::new();
+            let [all, secrets] = POLICIES.get_or_init(|| {
+                [
+                    policy("name: a\nversion: 1\noutput:\n  pii: redact\n  secrets: redact\n"),
+                    policy(SECRETS_ONLY),
+                ]
+            });
+            let p = if secrets_only { secrets } else { all };
             let ps = Pseudonymizer::new(b"k", "t");
             let whole = p.output.evaluate(&text, &mut Vault::default(), &ps).text.unwrap_or(text.clone());
             let mut cuts: Vec<usize> = cuts.into_iter().filter(|c| *c < text.len()).collect();
@@ -331,7 +478,7 @@ mod tests {
             let mut last = 0;
             for c in cuts { pieces.push(&text[last..c]); last = c; }
             pieces.push(&text[last..]);
-            let (streamed, _) = run(&p, &pieces, &mut Vault::default()).unwrap();
+            let (streamed, _) = run(p, &pieces, &mut Vault::default()).unwrap();
             prop_assert_eq!(streamed, whole);
         }
     }

@@ -56,7 +56,9 @@ impl Detector for Exfil {
     fn patterns(&self) -> Vec<Pattern> {
         vec![
             Pattern::regex(ViewKind::Raw, r"!\[[^\]\n]{0,256}\]\(\s*<?((?i:https?)://[^\s)>]{1,2048})>?(?:\s+[^)]{0,256})?\)".to_string(), IMAGE_MD, "exfil_image"),
-            Pattern::regex(ViewKind::Raw, r"(?:^|[^!])(\[[^\]\n]{0,256}\]\(\s*<?((?i:https?)://[^\s)>]{1,2048})>?(?:\s+[^)]{0,256})?\))".to_string(), LINK_MD, "exfil_link"),
+            // the character before `[` only tells a link from an image: a stream holds from `[`
+            Pattern::regex(ViewKind::Raw, r"(?:^|[^!])(\[[^\]\n]{0,256}\]\(\s*<?((?i:https?)://[^\s)>]{1,2048})>?(?:\s+[^)]{0,256})?\))".to_string(), LINK_MD, "exfil_link")
+                .hold_from(r"\[[^\]\n]{0,256}\]\(\s*<?(?i:https?)://"),
             Pattern::regex(ViewKind::Raw, format!(r#"(?i)<img{B}[^>]{{0,512}}?src\s*=\s*["']?(https?://[^\s"'>]{{1,2048}})[^>]{{0,512}}>?"#), IMAGE_HTML, "exfil_image"),
         ]
     }

@@ -39,7 +39,13 @@ impl Detector for Html {
                 r"(?i)(?:javascript|vbscript|data\s*:\s*text/html)\s*:[^\s)>]{0,1024}".to_string(),
                 2,
                 "html_injection",
-            ),
+            )
+            // a stream holds `java`, `d` only at the start of a word (not the last letter of
+            // every `word`); inside a word (`xjavascript:`) the scheme may go out before the
+            // rest is redacted, the payload after `:` never does
+            .hold_from(format!(
+                r"(?i){B}(?:javascript|vbscript|data\s*:\s*text/html)\s*:[^\s)>]{{0,1024}}"
+            )),
         ]
     }
     fn confirm(&self, hit: &Hit<'_>, out: &mut Vec<Finding>) {

@@ -55,6 +55,16 @@ fn env_reference(v: &str) -> bool {
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
+/// A secret's key word: a stream sends it and holds only what may follow it.
+const GENERIC_KEY: &str = r"(?i)(?:api[_\-]?key|apikey|secret(?:[_\-]?(?:key|token|access[_\-]?key))?|access[_\-]?(?:key|token)|auth[_\-]?token|token|client[_\-]?secret|private[_\-]?key|(?:encryption|signing|master|session)[_\-]?(?:key|secret)|bearer)";
+/// What follows the key word: the value (group 1).
+const GENERIC_VALUE: &str =
+    r#"["']?\s*(?:[:=]|=>|\s)\s*["']?([A-Za-z0-9_\-+/=.~!@#$%^&*()?]{12,256})"#;
+/// A credential flag of a command line.
+const CLI_KEY: &str = r"(?i)(?:^|[ \t\n])--(?:password|passwd|pass|pwd|token|api[_\-]?key|secret|client[_\-]?secret|access[_\-]?token|auth[_\-]?token)";
+/// What follows the flag: its value (group 1).
+const CLI_VALUE: &str = r#"(?:=|[ \t]+)("[ !#-~]{1,128}"|'[ -&(-~]{1,128}'|[!#-&(-_a-~]{1,128})"#;
+
 impl Detector for Secrets {
     fn name(&self) -> &'static str {
         "secrets"
@@ -85,19 +95,25 @@ impl Detector for Secrets {
             r(format!(r"{B}sk-(?:(?:proj|svcacct|admin|ant-api03)-)?[A-Za-z0-9_\-]{{20,200}}"), OPENAI, "openai_key"),
             r(format!(r"{B}eyJ[A-Za-z0-9_\-]{{8,}}\.eyJ[A-Za-z0-9_\-]{{8,}}\.[A-Za-z0-9_\-]{{8,}}"), JWT, "jwt"),
             r(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=:,\-\s]*)".to_string(), PEM, "private_key"),
-            r(format!(r"{B}[A-Za-z][A-Za-z0-9+.\-]{{1,20}}://[^\s:/@]{{0,64}}:([^\s@/]{{1,128}})@[A-Za-z0-9.\-\[\]]+"), URL_PW, "url_password"),
-            r(r#"(?i)(?:password|passwd|pwd)["']?\s*[=:]\s*("[^"]{1,128}"|'[^']{1,128}'|[^;'"`\s]{1,128})"#.to_string(), CONN_PW, "url_password"),
+            // a stream sends the scheme (any word may be one) and holds what follows `://`
+            r(format!(r"{B}[A-Za-z][A-Za-z0-9+.\-]{{1,20}}://[^\s:/@]{{0,64}}:([^\s@/]{{1,128}})@[A-Za-z0-9.\-\[\]]+"), URL_PW, "url_password")
+                .hold_after(format!(r"{B}[A-Za-z][A-Za-z0-9+.\-]{{1,20}}://"), r"[^\s:/@]{0,64}:[^\s@/]{1,128}@"),
+            // ... and the key word, holding what follows it
+            r(r#"(?i)(?:password|passwd|pwd)["']?\s*[=:]\s*("[^"]{1,128}"|'[^']{1,128}'|[^;'"`\s]{1,128})"#.to_string(), CONN_PW, "url_password")
+                .hold_after(r"(?i)(?:password|passwd|pwd)", r#"["']?\s*[=:]\s*(?:"[^"]{1,128}"|'[^']{1,128}'|[^;'"`\s]{1,128})"#),
             r(
-                r#"(?i)(?:api[_\-]?key|apikey|secret(?:[_\-]?(?:key|token|access[_\-]?key))?|access[_\-]?(?:key|token)|auth[_\-]?token|token|client[_\-]?secret|private[_\-]?key|(?:encryption|signing|master|session)[_\-]?(?:key|secret)|bearer)["']?\s*(?:[:=]|=>|\s)\s*["']?([A-Za-z0-9_\-+/=.~!@#$%^&*()?]{12,256})"#.to_string(),
+                format!(r#"{GENERIC_KEY}{GENERIC_VALUE}"#),
                 GENERIC,
                 "generic_secret",
-            ),
+            )
+            .hold_after(GENERIC_KEY, GENERIC_VALUE),
             // `mycli login --password VALUE`: whatever follows a credential flag is the credential
             r(
-                r#"(?i)(?:^|[ \t\n])--(?:password|passwd|pass|pwd|token|api[_\-]?key|secret|client[_\-]?secret|access[_\-]?token|auth[_\-]?token)(?:=|[ \t]+)("[ !#-~]{1,128}"|'[ -&(-~]{1,128}'|[!#-&(-_a-~]{1,128})"#.to_string(),
+                format!(r#"{CLI_KEY}{CLI_VALUE}"#),
                 CLI_FLAG,
                 "generic_secret",
-            ),
+            )
+            .hold_after(CLI_KEY, CLI_VALUE),
         ]
     }
     fn confirm(&self, hit: &Hit<'_>, out: &mut Vec<Finding>) {
