@@ -90,7 +90,9 @@ impl Detector for Secrets {
             r(format!(r"{B}(?:gh[pousr]_[A-Za-z0-9]{{36,251}}|github_pat_[A-Za-z0-9_]{{22,255}}){B}"), GITHUB, "github_token"),
             r(format!(r"{B}gl(?:pat|dt|rt|ptt|cbt|oas)-[A-Za-z0-9_\-]{{20,64}}"), GITLAB, "gitlab_token"),
             r(format!(r"{B}xox[abposre]-[A-Za-z0-9\-]{{10,250}}"), SLACK, "slack_token"),
-            r(r"https://hooks\.slack\.com/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]+".to_string(), SLACK_HOOK, "slack_token"),
+            // streams hold `h` only at the start of a word, not the last letter of `with`
+            r(r"https://hooks\.slack\.com/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]+".to_string(), SLACK_HOOK, "slack_token")
+                .hold_from(format!(r"{B}https://hooks\.slack\.com/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]+")),
             r(format!(r"{B}(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{{16,247}}{B}"), STRIPE, "stripe_key"),
             r(format!(r"{B}sk-(?:(?:proj|svcacct|admin|ant-api03)-)?[A-Za-z0-9_\-]{{20,200}}"), OPENAI, "openai_key"),
             r(format!(r"{B}eyJ[A-Za-z0-9_\-]{{8,}}\.eyJ[A-Za-z0-9_\-]{{8,}}\.[A-Za-z0-9_\-]{{8,}}"), JWT, "jwt"),
