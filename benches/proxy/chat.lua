@@ -3,6 +3,9 @@
 dofile("benches/proxy/generate.lua")
 local base = '{"model":"tgi","max_tokens":8,"messages":[{"role":"user","content":"What is Deep Learning? Answer in one sentence.'
 wrk.body = base .. '"}]}'
+if os.getenv("BENCH_KEY") then
+  wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_KEY")
+end
 if os.getenv("PROMPTS") == "distinct" then
   math.randomseed(os.time())
   local id = tostring(math.random(1, 1e9))

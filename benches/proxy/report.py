@@ -54,7 +54,7 @@ summary = []
 for c in concurrencies:
     base = median_round(runs[("direct", c)])
     ngx = median_round(runs[("nginx", c)]) if ("nginx", c) in runs else None
-    for t in ["direct", "gateway", "base", "nginx", "litellm"]:
+    for t in ["direct", "gateway", "base", "nginx", "litellm", "litellm-presidio"]:
         if (t, c) not in runs:
             continue
         r = median_round(runs[(t, c)])
@@ -88,6 +88,12 @@ for c in concurrencies:
         l, g = median_round(runs[("litellm", c)]), median_round(runs[("gateway", c)])
         summary.append(
             f"- c={c}: LiteLLM proxy (no guardrails) adds {ms(l['p50_us'] - base['p50_us']):.3f} ms at p50; "
+            f"the gateway serves {g['rps'] / l['rps']:.0f}x its requests/s."
+        )
+    if ("litellm-presidio", c) in runs and ("gateway", c) in runs:
+        l, g = median_round(runs[("litellm-presidio", c)]), median_round(runs[("gateway", c)])
+        summary.append(
+            f"- c={c}: LiteLLM proxy with its Presidio guardrail adds {ms(l['p50_us'] - base['p50_us']):.3f} ms at p50; "
             f"the gateway serves {g['rps'] / l['rps']:.0f}x its requests/s."
         )
 out.append("")

@@ -103,24 +103,55 @@ run_wrk() { # target-name url concurrency round
 }
 
 # PEERS=litellm: the LiteLLM proxy (PyPI `litellm[proxy]`, in .deps/litellm-venv) in front of
-# the same backend, no guardrails, one worker (ROUTE=chat: it has no TGI route)
+# the same backend, one worker, without guardrails and with its Presidio guardrail (ROUTE=chat:
+# it has no TGI route)
 LITELLM_PORT=""
 if [ "${PEERS:-}" = litellm ]; then
   [ "$ROUTE" = chat ] || { echo "PEERS=litellm needs ROUTE=chat" >&2; exit 1; }
   LV=.deps/litellm-venv
   [ -x "$LV/bin/litellm" ] || { python3 -m venv "$LV" && "$LV/bin/pip" install -q 'litellm[proxy]'; }
   LITELLM_PORT=$(free_port)
+  # it refuses to start without a master key; every target gets the same header (wrk sends
+  # it everywhere; the gateway without a keys file and nginx pass it on, the backends ignore it)
+  export BENCH_KEY="sk-bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   cat >"$OUT/litellm.yaml" <<YAML
+general_settings: {master_key: "$BENCH_KEY"}
 model_list:
   - model_name: tgi
     litellm_params: {model: openai/tgi, api_base: "http://127.0.0.1:$MOCK_PORT/v1", api_key: none}
 YAML
   "$LV/bin/litellm" --config "$OUT/litellm.yaml" --host 127.0.0.1 --port "$LITELLM_PORT" --num_workers 1 >"$OUT/litellm.log" 2>&1 &
   pids+=($!)
-  for _ in $(seq 1 600); do
-    curl -fsS "http://127.0.0.1:$LITELLM_PORT/health/liveliness" >/dev/null 2>&1 && break
-    sleep 0.1
+  # and a second one with its Presidio guardrail (pre_call, masking) against Presidio's REST API
+  # served by benches/proxy/presidio_service.py (pattern recognizers: a lower bound on its cost)
+  "$LV/bin/python" -c 'import presidio_analyzer' 2>/dev/null || "$LV/bin/pip" install -q presidio-analyzer==2.2.366
+  PRESIDIO_PORT=$(free_port); LITELLM_P_PORT=$(free_port)
+  "$LV/bin/python" benches/proxy/presidio_service.py --listen "127.0.0.1:$PRESIDIO_PORT" >"$OUT/presidio.log" 2>&1 &
+  pids+=($!)
+  cp "$OUT/litellm.yaml" "$OUT/litellm-presidio.yaml"
+  cat >>"$OUT/litellm-presidio.yaml" <<YAML
+guardrails:
+  - guardrail_name: presidio-pii
+    litellm_params:
+      guardrail: presidio
+      mode: pre_call
+      default_on: true
+      presidio_analyzer_api_base: "http://127.0.0.1:$PRESIDIO_PORT"
+      presidio_anonymizer_api_base: "http://127.0.0.1:$PRESIDIO_PORT"
+YAML
+  "$LV/bin/litellm" --config "$OUT/litellm-presidio.yaml" --host 127.0.0.1 --port "$LITELLM_P_PORT" --num_workers 1 >"$OUT/litellm-presidio.log" 2>&1 &
+  pids+=($!)
+  for port in "$LITELLM_PORT" "$LITELLM_P_PORT"; do
+    for _ in $(seq 1 600); do
+      curl -fsS "http://127.0.0.1:$port/health/liveliness" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
   done
+  # the guardrail really runs: an e-mail address reaches the backend masked
+  echo=$(curl -fsS "http://127.0.0.1:$LITELLM_P_PORT/v1/chat/completions" -H "Authorization: Bearer $BENCH_KEY" \
+    -H 'Content-Type: application/json' \
+    -d '{"model":"tgi","max_tokens":16,"messages":[{"role":"user","content":"write to jane.doe@example.com today"}]}')
+  case "$echo" in *jane.doe@example.com*) echo "LiteLLM's Presidio guardrail did not mask: $echo" >&2; exit 1 ;; esac
 fi
 
 for c in $CONCURRENCY; do
@@ -130,6 +161,7 @@ for c in $CONCURRENCY; do
     [ -n "${BASE_GATEWAY:-}" ] && run_wrk base "http://127.0.0.1:$BASE_PORT" "$c" "$r"
     run_wrk nginx "http://127.0.0.1:$NGINX_PORT" "$c" "$r"
     [ -n "$LITELLM_PORT" ] && run_wrk litellm "http://127.0.0.1:$LITELLM_PORT" "$c" "$r"
+    [ -n "$LITELLM_PORT" ] && run_wrk litellm-presidio "http://127.0.0.1:$LITELLM_P_PORT" "$c" "$r"
   done
 done
 
