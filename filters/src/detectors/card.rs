@@ -1,4 +1,4 @@
-//! Payment card numbers: 13 to 19 digits, Luhn-valid, with a known issuer prefix, written
+//! Payment card numbers: 12 to 19 digits, Luhn-valid, with a known issuer prefix, written
 //! plain or in groups separated by one kind of separator.
 
 use super::B;
@@ -34,10 +34,20 @@ pub fn known_issuer(d: &[u8]) -> bool {
             .take(k)
             .fold(0u32, |acc, &c| acc * 10 + u32::from(c - b'0'))
     };
+    // Maestro: 12 to 19 digits
+    let maestro = (12..=19).contains(&n);
     match d.first() {
-        Some(b'4') => matches!(n, 13 | 16 | 19),            // Visa
-        Some(b'5') => (51..=55).contains(&p(2)) && n == 16, // Mastercard
-        Some(b'2') => (2221..=2720).contains(&p(4)) && n == 16, // Mastercard 2-series
+        Some(b'4') => matches!(n, 13 | 16 | 19), // Visa
+        Some(b'5') => {
+            (51..=55).contains(&p(2)) && n == 16                            // Mastercard
+                || (p(2) == 50 || (56..=58).contains(&p(2))) && maestro // Maestro
+        }
+        Some(b'2') => {
+            (2221..=2720).contains(&p(4)) && n == 16 // Mastercard 2-series
+                || p(4) == 2131 && n == 15 // JCB, 15 digits
+        }
+        Some(b'1') => p(4) == 1800 && n == 15, // JCB, 15 digits
+        Some(b'0') => p(4) == 604 && maestro,  // Maestro 0604
         Some(b'3') => match p(2) {
             34 | 37 => n == 15,                          // Amex
             35 => (16..=19).contains(&n), // JCB (3528-3589 assigned; generators use all of 35)
@@ -47,7 +57,7 @@ pub fn known_issuer(d: &[u8]) -> bool {
         Some(b'6') => {
             (p(4) == 6011 || p(2) == 65 || (644..=649).contains(&p(3))) && (16..=19).contains(&n) // Discover
                 || p(2) == 62 && (16..=19).contains(&n)                                       // UnionPay
-                || [50, 56, 57, 58, 63, 67].contains(&p(2)) && (12..=19).contains(&n) // Maestro
+                || [63, 67].contains(&p(2)) && maestro // Maestro
         }
         _ => false,
     }
@@ -82,7 +92,7 @@ impl Detector for Card {
             return;
         }
         let digits: Vec<u8> = m.bytes().filter(u8::is_ascii_digit).collect();
-        if !(13..=19).contains(&digits.len()) || !known_issuer(&digits) || !luhn(&digits) {
+        if !(12..=19).contains(&digits.len()) || !known_issuer(&digits) || !luhn(&digits) {
             return;
         }
         out.push(hit.whole("card", 1.0, "pii.card.luhn"));
@@ -138,6 +148,21 @@ mod tests {
     }
 
     proptest! {
+        /// The formats the issue found missing: 15-digit JCB (2131, 1800) and Maestro of 12
+        /// to 19 digits (50, 56-58, 63, 67, 0604), as Faker makes them.
+        #[test]
+        fn jcb_15_and_maestro_are_found(
+            prefix in proptest::sample::select(vec!["2131", "1800", "5018", "5020", "5038", "5612", "5893", "6304", "6759", "6761", "0604", "6390"]),
+            len in 12usize..=19,
+            rest in "[0-9]{18}",
+        ) {
+            let len = if prefix == "2131" || prefix == "1800" { 15 } else { len };
+            let body = format!("{prefix}{}", &rest[..len - prefix.len() - 1]);
+            let c = with_check_digit(&body);
+            let t = format!("card {c} please");
+            prop_assert_eq!(f(&t), vec![c.as_str()]);
+        }
+
         #[test]
         fn valid_visas_are_found(body in "4[0-9]{14}") {
             let c = with_check_digit(&body);

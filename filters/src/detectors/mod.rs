@@ -11,6 +11,7 @@ pub mod html;
 pub mod iban;
 pub mod injection;
 pub mod ip;
+pub mod national_id;
 pub mod phone;
 pub mod postal;
 pub mod secrets;
@@ -43,6 +44,7 @@ pub fn builtin(cfg: &DetectorConfig) -> Vec<Box<dyn Detector>> {
         Box::new(card::Card),
         Box::new(iban::Iban),
         Box::new(ssn::Ssn),
+        Box::new(national_id::NationalId),
         Box::new(ip::Ip),
         Box::new(dob::DateOfBirth),
         Box::new(postal::PostalCode),
