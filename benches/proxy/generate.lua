@@ -3,20 +3,25 @@
 -- it), so no cache in the gateway (the scan-once cache) can answer from memory: each prompt
 -- is scanned and classified as new.
 wrk.method = "POST"
-wrk.body = '{"inputs":"What is Deep Learning? Answer in one sentence.","parameters":{"max_new_tokens":8}}'
 wrk.headers["Content-Type"] = "application/json"
 
-if os.getenv("PROMPTS") == "distinct" then
-  math.randomseed(os.time())
-  local id = tostring(math.random(1, 1e9))
-  local n = 0
-  request = function()
-    n = n + 1
-    return wrk.format(nil, nil, nil,
-      '{"inputs":"What is Deep Learning? Answer in one sentence. (' .. id .. '-' .. n ..
-      ')","parameters":{"max_new_tokens":8}}')
+-- The body is `prefix .. suffix`; with PROMPTS=distinct, `prefix .. " (<run>-<n>)" .. suffix`.
+-- chat.lua calls it again with its own body.
+function prompt_body(prefix, suffix)
+  wrk.body = prefix .. suffix
+  request = nil
+  if os.getenv("PROMPTS") == "distinct" then
+    math.randomseed(os.time())
+    local id = tostring(math.random(1, 1e9))
+    local n = 0
+    request = function()
+      n = n + 1
+      return wrk.format(nil, nil, nil, prefix .. ' (' .. id .. '-' .. n .. ')' .. suffix)
+    end
   end
 end
+
+prompt_body('{"inputs":"What is Deep Learning? Answer in one sentence.', '","parameters":{"max_new_tokens":8}}')
 
 done = function(summary, latency, requests)
   local e = summary.errors

@@ -44,6 +44,9 @@ pub struct StreamGuard {
     findings: Vec<Applied>,
     hold_back: usize,
     json_escape: bool,
+    /// `context` + `pending`, rebuilt once per push when the side is active and read by both
+    /// the hold-back and the scan (the buffer is reused).
+    window: String,
 }
 
 impl StreamGuard {
@@ -58,6 +61,7 @@ impl StreamGuard {
             findings: Vec::new(),
             hold_back,
             json_escape: false,
+            window: String::new(),
         }
     }
 
@@ -93,6 +97,7 @@ impl StreamGuard {
         pseudo: &Pseudonymizer,
     ) -> Result<String, Blocked> {
         self.pending.push_str(piece);
+        self.fill_window();
         let cut = self.safe_cut();
         self.emit(cut, false, vault, pseudo)
     }
@@ -100,6 +105,7 @@ impl StreamGuard {
     /// End of the answer: everything held is filtered and returned.
     pub fn finish(&mut self, vault: &mut Vault, pseudo: &Pseudonymizer) -> Result<String, Blocked> {
         let cut = self.pending.len();
+        self.fill_window();
         let mut out = self.emit(cut, true, vault, pseudo)?;
         out.push_str(&self.restorer.finish());
         Ok(out)
@@ -115,24 +121,30 @@ impl StreamGuard {
         Ok(self.restorer.push_with(vault, text, &rule)?)
     }
 
-    /// Where the held text may be cut, before looking at findings.
+    /// Put `context` + `pending` into `window`, when the side has anything to look for.
+    fn fill_window(&mut self) {
+        self.window.clear();
+        if self.policy.output.is_active() {
+            self.window.push_str(&self.context);
+            self.window.push_str(&self.pending);
+        }
+    }
+
+    /// Where the held text may be cut, before looking at findings (after [`Self::fill_window`]).
     fn safe_cut(&self) -> usize {
         let p = &self.pending;
         let lo = floor_boundary(p, p.len().saturating_sub(self.hold_back));
         let cut = match self.policy.output.hold() {
             Hold::Nothing => p.len(),
-            Hold::Automaton(a) => {
-                let mut window = String::with_capacity(self.context.len() + p.len());
-                window.push_str(&self.context);
-                window.push_str(p);
-                let ctx = self.context.len();
-                a.earliest_live(&window, ctx, lo).unwrap_or(p.len())
-            }
+            Hold::Automaton(a) => a
+                .earliest_live(&self.window, self.context.len(), lo)
+                .unwrap_or(p.len()),
             Hold::TrailingWord(_) => trailing_word_cut(p, self.hold_back),
         };
         cut.max(lo)
     }
 
+    /// Scan `window`, send what may go up to `cut` (after [`Self::fill_window`]).
     fn emit(
         &mut self,
         mut cut: usize,
@@ -150,10 +162,7 @@ impl StreamGuard {
             return Ok(String::new());
         }
         let ctx_len = self.context.len();
-        let mut window = String::with_capacity(ctx_len + self.pending.len());
-        window.push_str(&self.context);
-        window.push_str(&self.pending);
-        let found = side.findings(&window);
+        let found = side.findings(&self.window);
         // blocking findings stop the stream at once, wherever they are
         if let Some(b) = found
             .iter()

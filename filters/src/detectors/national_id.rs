@@ -21,18 +21,6 @@ pub struct NationalId;
 /// Bytes before a digit-only identifier searched for its context word.
 pub const CONTEXT_BYTES: usize = 48;
 
-const NINO: u32 = 0;
-const DNI: u32 = 1;
-const NIE: u32 = 2;
-const FISCAL: u32 = 3;
-const NHS: u32 = 4;
-const BSN: u32 = 5;
-const STEUER: u32 = 6;
-const NIR: u32 = 7;
-const PASSPORT: u32 = 8;
-const LICENCE: u32 = 9;
-const MRN: u32 = 10;
-
 static NHS_WORDS: Keywords = Keywords::new(&["nhs", "national health service"]);
 static BSN_WORDS: Keywords = Keywords::new(&[
     "bsn",
@@ -260,6 +248,114 @@ pub fn valid_nir(s: &str) -> bool {
         && key == 97 - n % 97
 }
 
+/// Digits (and omocodia letters) of a codice fiscale's date and place fields.
+const OMO: &str = "[0-9LMNPQRSTUV]";
+
+/// One kind of identifier: its pattern, finding type and rule, its check, and the words one of
+/// which must stand within [`CONTEXT_BYTES`] before it (`None`: it counts anywhere).
+struct Kind {
+    pattern: String,
+    ty: &'static str,
+    rule: &'static str,
+    valid: fn(&str) -> bool,
+    context: Option<&'static Keywords>,
+}
+
+/// Every kind, in tag order (a pattern's tag is its index here).
+fn kinds() -> Vec<Kind> {
+    let k = |pattern: String, ty, rule, valid, context| Kind {
+        pattern,
+        ty,
+        rule,
+        valid,
+        context,
+    };
+    let any: fn(&str) -> bool = |_| true;
+    vec![
+        k(
+            format!(r"{B}[A-Z]{{2}} ?[0-9]{{2}} ?[0-9]{{2}} ?[0-9]{{2}} ?[A-D]{B}"),
+            "uk_nino",
+            "pii.national_id.uk_nino",
+            valid_nino,
+            None,
+        ),
+        k(
+            format!(r"{B}[0-9]{{8}}-?[A-Z]{B}"),
+            "es_dni",
+            "pii.national_id.es_dni",
+            valid_dni,
+            None,
+        ),
+        k(
+            format!(r"{B}[XYZ]-?[0-9]{{7}}-?[A-Z]{B}"),
+            "es_dni",
+            "pii.national_id.es_dni",
+            valid_dni,
+            None,
+        ),
+        k(
+            format!(r"{B}[A-Z]{{6}}{OMO}{{2}}[ABCDEHLMPRST]{OMO}{{2}}[A-Z]{OMO}{{3}}[A-Z]{B}"),
+            "it_fiscal_code",
+            "pii.national_id.it_fiscal_code",
+            valid_fiscal_code,
+            None,
+        ),
+        k(
+            format!(r"{B}[0-9]{{3}}[ -]?[0-9]{{3}}[ -]?[0-9]{{4}}{B}"),
+            "nhs_number",
+            "pii.national_id.nhs_number",
+            valid_nhs,
+            Some(&NHS_WORDS),
+        ),
+        k(
+            format!(r"{B}[0-9]{{4}}[ .]?[0-9]{{2}}[ .]?[0-9]{{3}}{B}"),
+            "nl_bsn",
+            "pii.national_id.nl_bsn",
+            valid_bsn,
+            Some(&BSN_WORDS),
+        ),
+        k(
+            format!(r"{B}[0-9]{{2}} ?[0-9]{{3}} ?[0-9]{{3}} ?[0-9]{{3}}{B}"),
+            "de_tax_id",
+            "pii.national_id.de_tax_id",
+            valid_steuer_id,
+            Some(&STEUER_WORDS),
+        ),
+        k(
+            format!(
+                r"(?i){B}[1-478] ?[0-9]{{2}} ?[0-9]{{2}} ?(?:[0-9]{{2}}|2[AB]) ?[0-9]{{3}} ?[0-9]{{3}} ?[0-9]{{2}}{B}"
+            ),
+            "fr_nir",
+            "pii.national_id.fr_nir",
+            valid_nir,
+            Some(&NIR_WORDS),
+        ),
+        k(
+            format!(r"{B}[A-Z]?[0-9]{{8,9}}{B}"),
+            "us_passport",
+            "pii.national_id.us_passport",
+            any,
+            Some(&PASSPORT_WORDS),
+        ),
+        k(
+            format!(r"{B}[A-Z]{{0,2}}[0-9]{{5,13}}{B}"),
+            "us_driver_license",
+            "pii.national_id.us_driver_license",
+            any,
+            Some(&LICENCE_WORDS),
+        ),
+        k(
+            format!(r"{B}[A-Z]{{0,3}}-?[0-9]{{5,12}}{B}"),
+            "medical_record_number",
+            "pii.national_id.medical_record_number",
+            any,
+            Some(&MRN_WORDS),
+        ),
+    ]
+}
+
+static KINDS: std::sync::LazyLock<Vec<Kind>> = std::sync::LazyLock::new(kinds);
+
 impl Detector for NationalId {
     fn name(&self) -> &'static str {
         "national_id"
@@ -279,113 +375,25 @@ impl Detector for NationalId {
         ]
     }
     fn patterns(&self) -> Vec<Pattern> {
-        let r = |re: String, tag, ty| Pattern::regex(ViewKind::Raw, re, tag, ty);
-        let omo = "[0-9LMNPQRSTUV]";
-        vec![
-            r(
-                format!(r"{B}[A-Z]{{2}} ?[0-9]{{2}} ?[0-9]{{2}} ?[0-9]{{2}} ?[A-D]{B}"),
-                NINO,
-                "uk_nino",
-            ),
-            r(format!(r"{B}[0-9]{{8}}-?[A-Z]{B}"), DNI, "es_dni"),
-            r(format!(r"{B}[XYZ]-?[0-9]{{7}}-?[A-Z]{B}"), NIE, "es_dni"),
-            r(
-                format!(r"{B}[A-Z]{{6}}{omo}{{2}}[ABCDEHLMPRST]{omo}{{2}}[A-Z]{omo}{{3}}[A-Z]{B}"),
-                FISCAL,
-                "it_fiscal_code",
-            ),
-            r(
-                format!(r"{B}[0-9]{{3}}[ -]?[0-9]{{3}}[ -]?[0-9]{{4}}{B}"),
-                NHS,
-                "nhs_number",
-            ),
-            r(
-                format!(r"{B}[0-9]{{4}}[ .]?[0-9]{{2}}[ .]?[0-9]{{3}}{B}"),
-                BSN,
-                "nl_bsn",
-            ),
-            r(
-                format!(r"{B}[0-9]{{2}} ?[0-9]{{3}} ?[0-9]{{3}} ?[0-9]{{3}}{B}"),
-                STEUER,
-                "de_tax_id",
-            ),
-            r(
-                format!(
-                    r"(?i){B}[1-478] ?[0-9]{{2}} ?[0-9]{{2}} ?(?:[0-9]{{2}}|2[AB]) ?[0-9]{{3}} ?[0-9]{{3}} ?[0-9]{{2}}{B}"
-                ),
-                NIR,
-                "fr_nir",
-            ),
-            r(
-                format!(r"{B}[A-Z]?[0-9]{{8,9}}{B}"),
-                PASSPORT,
-                "us_passport",
-            ),
-            r(
-                format!(r"{B}[A-Z]{{0,2}}[0-9]{{5,13}}{B}"),
-                LICENCE,
-                "us_driver_license",
-            ),
-            r(
-                format!(r"{B}[A-Z]{{0,3}}-?[0-9]{{5,12}}{B}"),
-                MRN,
-                "medical_record_number",
-            ),
-        ]
+        KINDS
+            .iter()
+            .enumerate()
+            .map(|(tag, k)| Pattern::regex(ViewKind::Raw, k.pattern.clone(), tag as u32, k.ty))
+            .collect()
     }
     fn confirm(&self, hit: &Hit<'_>, out: &mut Vec<Finding>) {
-        let m = hit.as_str();
+        let Some(k) = KINDS.get(hit.tag as usize) else {
+            return;
+        };
         if glued(hit.raw, hit.start, hit.end) {
             return;
         }
-        let ctx = before(hit.raw, hit.start, CONTEXT_BYTES);
-        let (ty, rule, ok) = match hit.tag {
-            NINO => ("uk_nino", "pii.national_id.uk_nino", valid_nino(m)),
-            DNI | NIE => ("es_dni", "pii.national_id.es_dni", valid_dni(m)),
-            FISCAL => (
-                "it_fiscal_code",
-                "pii.national_id.it_fiscal_code",
-                valid_fiscal_code(m),
-            ),
-            NHS => (
-                "nhs_number",
-                "pii.national_id.nhs_number",
-                NHS_WORDS.in_text(ctx) && valid_nhs(m),
-            ),
-            BSN => (
-                "nl_bsn",
-                "pii.national_id.nl_bsn",
-                BSN_WORDS.in_text(ctx) && valid_bsn(m),
-            ),
-            STEUER => (
-                "de_tax_id",
-                "pii.national_id.de_tax_id",
-                STEUER_WORDS.in_text(ctx) && valid_steuer_id(m),
-            ),
-            NIR => (
-                "fr_nir",
-                "pii.national_id.fr_nir",
-                NIR_WORDS.in_text(ctx) && valid_nir(m),
-            ),
-            PASSPORT => (
-                "us_passport",
-                "pii.national_id.us_passport",
-                PASSPORT_WORDS.in_text(ctx),
-            ),
-            LICENCE => (
-                "us_driver_license",
-                "pii.national_id.us_driver_license",
-                LICENCE_WORDS.in_text(ctx),
-            ),
-            MRN => (
-                "medical_record_number",
-                "pii.national_id.medical_record_number",
-                MRN_WORDS.in_text(ctx),
-            ),
-            _ => return,
+        let in_context = || {
+            k.context
+                .is_none_or(|w| w.in_text(before(hit.raw, hit.start, CONTEXT_BYTES)))
         };
-        if ok {
-            out.push(hit.whole(ty, 1.0, rule));
+        if in_context() && (k.valid)(hit.as_str()) {
+            out.push(hit.whole(k.ty, 1.0, k.rule));
         }
     }
 }
@@ -415,6 +423,14 @@ mod tests {
 
     fn join(d: &[u32]) -> String {
         d.iter().map(|x| char::from(b'0' + *x as u8)).collect()
+    }
+
+    #[test]
+    fn every_kind_reports_a_type_the_detector_declares() {
+        for k in KINDS.iter() {
+            assert!(NationalId.types().contains(&k.ty), "{}", k.ty);
+            assert_eq!(k.rule, format!("pii.national_id.{}", k.ty));
+        }
     }
 
     #[test]
