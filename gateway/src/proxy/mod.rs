@@ -439,12 +439,8 @@ impl Gateway {
         let label = plan.model.as_str();
         if scoring.missing().is_empty() {
             // every text scored before (an earlier turn of the conversation): decide now
-            self.metrics
-                .classifier_requests
-                .with_label_values(&[label, "cached"])
-                .inc();
-            let (scores, roles) = scoring.complete(Vec::new(), None, tenant);
-            return Monitor::Known(plan.decide(&model, &scores, &roles).findings);
+            let v = decide_cached(&self.metrics, &model, plan, scoring, tenant);
+            return Monitor::Known(v.findings);
         }
         // Monitoring has used its CPU share: skip this one (a sample, not a backlog).
         if !self.monitor_budget.admit() {
@@ -1045,6 +1041,23 @@ enum Monitor {
     Not,
 }
 
+/// The verdict on texts the scan-once cache knew every score of (an earlier turn of the
+/// conversation), counted as a `cached` classification.
+fn decide_cached(
+    metrics: &Metrics,
+    model: &filters::classify::Classifier,
+    plan: &filters::policy::ClassifierPlan,
+    s: ToScore,
+    tenant: &str,
+) -> filters::policy::ModelVerdict {
+    metrics
+        .classifier_requests
+        .with_label_values(&[plan.model.as_str(), "cached"])
+        .inc();
+    let (scores, roles) = s.complete(Vec::new(), None, tenant);
+    plan.decide(model, &scores, &roles)
+}
+
 /// Classify the texts of `s` the cache does not know with `model` under the plan's time
 /// budget (remembering their scores for `cache.1`, the tenant), counting the outcome.
 async fn classify_texts(
@@ -1060,12 +1073,7 @@ async fn classify_texts(
     let t0 = Instant::now();
     let refs = s.missing();
     if refs.is_empty() {
-        metrics
-            .classifier_requests
-            .with_label_values(&[label, "cached"])
-            .inc();
-        let (scores, roles) = s.complete(Vec::new(), None, cache.1);
-        let v = plan.decide(model, &scores, &roles);
+        let v = decide_cached(metrics, model, plan, s, cache.1);
         return Classified {
             findings: v.findings,
             failed: None,
