@@ -2,9 +2,11 @@
 //! a 512-token prompt on one thread, INT8 (`models/guard`) against FP32 (`models/guard-fp32`)
 //! in the same run (targets: INT8 ≤ 8 ms median at 128 tokens, ≤ 40 ms at 512), then
 //! throughput with micro-batching on every core at concurrency 1, 8 and 32, against the same
-//! pool with batching off (`max_batch: 1`) as the baseline.
+//! pool with batching off (`max_batch: 1`) as the baseline. `<variant>_with_entities` is the
+//! same pass with the entity head tagging every token (person names, street addresses).
 //!
-//! `cargo bench -p filters --bench classifier` (bundles built by scripts/setup.sh).
+//! `cargo bench -p filters --bench classifier` (bundles built by scripts/setup.sh);
+//! `NO_THROUGHPUT=1` skips the throughput table.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -80,6 +82,18 @@ fn latency(cr: &mut Criterion) {
                 &text,
                 |b, t| b.iter(|| black_box(c.classify_blocking(&[t.as_str()]).unwrap())),
             );
+            // The same pass with the entity head tagging every token too: the difference is
+            // the head's cost (target: at most 1 ms at 128 tokens).
+            if c.has_entities() {
+                g.bench_with_input(
+                    BenchmarkId::new(
+                        format!("{label}_with_entities"),
+                        format!("{tokens}_tokens_{windows}_windows"),
+                    ),
+                    &text,
+                    |b, t| b.iter(|| black_box(c.entities_blocking(&[t.as_str()]).unwrap())),
+                );
+            }
         }
     }
     g.finish();
@@ -167,7 +181,8 @@ fn main() {
     criterion::Criterion::default()
         .configure_from_args()
         .final_summary();
-    if std::env::args().any(|a| a == "--no-throughput") {
+    // (criterion refuses arguments it does not know, so this switch is an environment variable)
+    if std::env::var_os("NO_THROUGHPUT").is_some() {
         return;
     }
     throughput_table();

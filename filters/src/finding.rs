@@ -94,6 +94,9 @@ pub const CLASSIFIER_TYPES: &[&str] = &[
     "classifier_unavailable",
 ];
 
+/// PII types found by the entity head of the `classifiers:` bundle (input only), not by rules.
+pub const ENTITY_TYPES: &[&str] = &["person", "address"];
+
 /// Every finding type a built-in detector (or a model hook) can report.
 pub const TYPES: &[TypeInfo] = &[
     t(
@@ -228,13 +231,13 @@ pub const TYPES: &[TypeInfo] = &[
         "person",
         Group::Pii,
         "PERSON",
-        "person name (needs a model detector; none built in)",
+        "person name, by the entity head of the `classifiers:` bundle",
     ),
     t(
         "address",
         Group::Pii,
         "ADDRESS",
-        "street address (needs a model detector; none built in)",
+        "street address, by the entity head of the `classifiers:` bundle",
     ),
     t("aws_key", Group::Secrets, "AWS_KEY", "AWS access key id"),
     t(

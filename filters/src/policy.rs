@@ -340,6 +340,14 @@ impl ClassifierPlan {
         self.heads.iter().map(|h| h.head)
     }
 
+    /// Whether the plan scores texts at all (heads or topics in use): a plan used only for the
+    /// entity head's tags (`person`, `address`) runs no sequence classification.
+    pub fn scores_anything(&self) -> bool {
+        !self.heads.is_empty()
+            || self.denied_action != Action::Allow
+            || self.off_topic_action != Action::Allow
+    }
+
     /// Whether the classifiers score texts of `role`.
     pub fn scores(&self, role: Role) -> bool {
         !self.skip_roles.contains(&role)
@@ -599,9 +607,49 @@ impl Side {
             .collect()
     }
 
+    /// Whether this side acts on a type only a model's entity head finds (`person`,
+    /// `address`), so the gateway must tag the texts before applying the rules.
+    pub fn wants_entities(&self, types: &[&'static str]) -> bool {
+        types.iter().any(|t| self.action(t) != Action::Allow)
+    }
+
+    /// Add the entity head's spans of a text to the rules' findings of the same text, with this
+    /// side's actions (spans of types it allows are dropped), in text order. Where a span and a
+    /// rule's finding overlap, the rewrite keeps the stronger, then the longer
+    /// ([`select_rewrites`]).
+    pub fn add_entities(&self, found: &mut Vec<Applied>, spans: &[crate::classify::EntitySpan]) {
+        let before = found.len();
+        found.extend(spans.iter().filter_map(|s| {
+            let action = self.action(s.ty);
+            (action != Action::Allow && s.start < s.end).then_some(Applied {
+                ty: s.ty,
+                start: s.start,
+                end: s.end,
+                rule: "model.entities",
+                action,
+                score: s.score,
+            })
+        }));
+        if found.len() > before {
+            found.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end)));
+        }
+    }
+
     /// Scan and apply.
     pub fn evaluate(&self, text: &str, vault: &mut Vault, pseudo: &Pseudonymizer) -> Decision {
-        let findings = self.findings(text);
+        self.evaluate_with(text, &[], vault, pseudo)
+    }
+
+    /// [`Side::evaluate`] with the entity head's spans of `text` ([`Side::add_entities`]).
+    pub fn evaluate_with(
+        &self,
+        text: &str,
+        entities: &[crate::classify::EntitySpan],
+        vault: &mut Vault,
+        pseudo: &Pseudonymizer,
+    ) -> Decision {
+        let mut findings = self.findings(text);
+        self.add_entities(&mut findings, entities);
         let action = findings
             .iter()
             .map(|f| f.action)
@@ -765,10 +813,21 @@ fn compile_classifiers(
     if errs.len() > before {
         return None;
     }
-    if heads.is_empty() && denied_action == Action::Allow && off_topic_action == Action::Allow {
+    let tags_entities = crate::finding::ENTITY_TYPES.iter().any(|t| {
+        rules
+            .0
+            .get(*t)
+            .or_else(|| rules.0.get(Group::Pii.name()))
+            .is_some_and(|a| *a != Action::Allow)
+    });
+    if heads.is_empty()
+        && denied_action == Action::Allow
+        && off_topic_action == Action::Allow
+        && !tags_entities
+    {
         errs.push(loaded.error_at(
             "classifiers",
-            "the section does nothing: give `input.injection_classifier`, `input.toxicity_classifier` an action, or list topics",
+            "the section does nothing: give `input.injection_classifier`, `input.toxicity_classifier`, `input.person` or `input.address` an action, or list topics",
         ));
         return None;
     }
@@ -928,6 +987,24 @@ impl Policy {
                             "`{key}` comes from the model classifiers, which score prompts only"
                         ),
                     ));
+                }
+                if crate::finding::ENTITY_TYPES.contains(&key.as_str()) && *action != Action::Allow
+                {
+                    if dir == "output" {
+                        errs.push(loaded.error_at(
+                            &format!("{dir}.{key}"),
+                            format!(
+                                "`{key}` is found by the model's entity head, which tags prompts only (a placeholder is restored in the answer; set `input.{key}`)"
+                            ),
+                        ));
+                    } else if p.classifiers.is_none() {
+                        errs.push(loaded.error_at(
+                            &format!("{dir}.{key}"),
+                            format!(
+                                "`{key}` is found by the entity head of the `classifiers:` bundle, and this policy has no `classifiers:` section: add one (`classifiers: {{model: guard}}`) or set `{key}: allow`"
+                            ),
+                        ));
+                    }
                 }
                 if key == "classifier_unavailable" {
                     errs.push(loaded.error_at(
@@ -1281,5 +1358,42 @@ classifiers:
             have == want,
             "policies/schema.json is stale: run `make schema`"
         );
+    }
+
+    #[test]
+    fn names_and_addresses_need_a_classifiers_section_and_stay_on_the_input_side() {
+        let e = parse("name: a\nversion: 1\ninput:\n  person: redact\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("p.yaml:4:3") && e.contains("no `classifiers:` section"),
+            "{e}"
+        );
+        let e = parse(
+            "name: a\nversion: 1\ninput:\n  email: redact\noutput:\n  address: redact\nclassifiers:\n  model: guard\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("output.address") && e.contains("tags prompts only"),
+            "{e}"
+        );
+        // a `pii:` family action without a model leaves names untagged (rules only)
+        let p = parse("name: a\nversion: 1\ninput:\n  pii: redact\n").unwrap();
+        assert!(p.classifiers.is_none());
+        // a classifiers section used only for the entity head is a use
+        let p = parse(
+            "name: a\nversion: 1\ninput:\n  person: placeholder\nclassifiers:\n  model: guard\n",
+        )
+        .unwrap();
+        let plan = p.classifiers.as_ref().unwrap();
+        assert!(!plan.scores_anything());
+        assert!(p.input.wants_entities(crate::finding::ENTITY_TYPES));
+        // `allow` opts out
+        let p = parse(
+            "name: a\nversion: 1\ninput:\n  pii: placeholder\n  person: allow\n  address: allow\n",
+        )
+        .unwrap();
+        assert!(!p.input.wants_entities(crate::finding::ENTITY_TYPES));
     }
 }

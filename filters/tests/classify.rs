@@ -489,3 +489,52 @@ async fn background_work_runs_on_idle_priority_sessions_and_scores_the_same() {
     let s = plain.classify_background("t", &texts[..1]).await.unwrap();
     assert_eq!(s.len(), 1);
 }
+
+/// The gateway's entity decoder finds what `models/build/entity_head.py`'s decoder found on the
+/// same bundle (its probe texts in `eval.json`, each run alone): the model card's figures are
+/// the gateway's. Both bundles; a few texts may differ where a token sits at the threshold
+/// (ONNX Runtime's thread count changes float sums), no more.
+#[test]
+fn entity_spans_match_the_build_scripts_decoder() {
+    for name in ["guard", "guard-fp32"] {
+        let dir = models().join(name).join("1");
+        let eval: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("eval.json")).unwrap()).unwrap();
+        let probe = eval["entities"]["probe"]
+            .as_array()
+            .expect("eval.json has the probe");
+        assert!(probe.len() >= 30, "{name}: {} probe texts", probe.len());
+        let c = Classifier::load(&dir, &opts(), None, None).unwrap();
+        assert!(c.has_entities(), "{name} has an entity head");
+        let mut differ = Vec::new();
+        for p in probe {
+            let text = p["text"].as_str().unwrap();
+            let want: Vec<(usize, usize, String)> = p["spans"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    (
+                        s[0].as_u64().unwrap() as usize,
+                        s[1].as_u64().unwrap() as usize,
+                        s[2].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            let got: Vec<(usize, usize, String)> = c.entities_blocking(&[text]).unwrap()[0]
+                .iter()
+                .map(|s| (s.start, s.end, s.ty.to_string()))
+                .collect();
+            if got != want {
+                differ.push(format!("{text:?}: gateway {got:?}, build {want:?}"));
+            }
+        }
+        assert!(
+            differ.len() * 10 <= probe.len(),
+            "{name}: {} of {} texts decoded differently:\n{}",
+            differ.len(),
+            probe.len(),
+            differ.join("\n")
+        );
+    }
+}

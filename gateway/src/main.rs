@@ -254,9 +254,33 @@ fn check(
     };
     let decide = |text: &str| {
         let mut vault = filters::Vault::default();
-        let mut d = side.evaluate(text, &mut vault, &pseudo);
+        // Person names and street addresses come from the bundle's entity head.
+        let mut tag_failed = false;
+        let entities = match &model {
+            Some((_, m))
+                if m.entities
+                    .as_ref()
+                    .is_some_and(|h| side.wants_entities(h.types())) =>
+            {
+                match m.entities_blocking(&[text]) {
+                    Ok(mut v) => v.pop().unwrap_or_default(),
+                    Err(e) => {
+                        eprintln!("warning: entity tagging failed: {e}");
+                        tag_failed = true;
+                        Vec::new()
+                    }
+                }
+            }
+            _ => Vec::new(),
+        };
+        let mut d = side.evaluate_with(text, &entities, &mut vault, &pseudo);
+        if tag_failed && let Some((plan, _)) = &model {
+            d.findings.push(plan.unavailable());
+        }
         let mut scores = serde_json::Map::new();
-        if let Some((plan, model)) = &model {
+        if let Some((plan, model)) = &model
+            && plan.scores_anything()
+        {
             match model.classify_blocking(&[text]) {
                 Ok(s) => {
                     let v = plan.decide(model, &s, &[filters::protocol::Role::User]);

@@ -82,11 +82,12 @@ pub struct Metrics {
     pub classifier_seconds: HistogramVec,
     /// `portcullis_classifier_requests_total{model,outcome}`: `ok`, `timeout`, `error`, `overloaded`,
     /// `too_long`, `cached` (every text scored on an earlier turn), `skipped` (monitor-only,
-    /// every session busy monitoring), `over_budget` (monitor-only, `models.monitor_share` spent).
+    /// every session busy monitoring), `over_budget` (monitor-only, `models.monitor_share` spent);
+    /// the entity tagging of a request counts as `entities_ok` or `entities_failed`.
     pub classifier_requests: IntCounterVec,
     /// `portcullis_scan_cache_total{kind,result}`: texts looked up in the scan-once cache,
-    /// `kind` `rules` (input rule findings) or `classifier` (model scores), `result` `hit` or
-    /// `miss` (scanned or classified, then remembered).
+    /// `kind` `rules` (input rule findings), `classifier` (model scores) or `entities` (the
+    /// entity head's spans), `result` `hit` or `miss` (scanned or classified, then remembered).
     pub scan_cache: IntCounterVec,
     /// `portcullis_scan_cache_bytes`: what the scan-once cache holds, all tenants together.
     pub scan_cache_bytes: prometheus::IntGauge,
@@ -377,7 +378,7 @@ impl Metrics {
                 &r,
                 cv(
                     "portcullis_scan_cache_total",
-                    "Texts looked up in the scan-once cache, by kind (rules: input rule findings, classifier: model scores) and result (hit, miss)",
+                    "Texts looked up in the scan-once cache, by kind (rules: input rule findings, classifier: model scores, entities: entity spans) and result (hit, miss)",
                     &["kind", "result"],
                 )?,
             )?,

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use filters::classify::TextScores;
+use filters::classify::{EntitySpan, TextScores};
 use filters::{Applied, Policy};
 use lru::LruCache;
 use parking_lot::{Mutex, RwLock};
@@ -41,6 +41,7 @@ type Key = [u8; 32];
 enum Entry {
     Findings(Arc<[Applied]>),
     Scores(Arc<TextScores>),
+    Entities(Arc<[EntitySpan]>),
 }
 
 impl Entry {
@@ -52,6 +53,7 @@ impl Entry {
                     s.logits.iter().map(|(h, _)| h.len() + 32).sum::<usize>()
                         + s.embeddings.iter().map(|e| e.len() * 4 + 24).sum::<usize>()
                 }
+                Entry::Entities(e) => std::mem::size_of_val::<[EntitySpan]>(e),
             }
     }
 }
@@ -74,6 +76,7 @@ pub struct ScanCache {
     tenants: RwLock<HashMap<String, Arc<Mutex<Shard>>>>,
     rules: Counters,
     classifier: Counters,
+    entities: Counters,
     size: IntGauge,
 }
 
@@ -98,6 +101,7 @@ impl ScanCache {
             tenants: RwLock::new(HashMap::new()),
             rules: counters("rules"),
             classifier: counters("classifier"),
+            entities: counters("entities"),
             size: metrics.scan_cache_bytes.clone(),
         }
     }
@@ -200,6 +204,36 @@ impl ScanCache {
     /// Remember a text's scores under the key [`ScanCache::scores`] gave.
     pub fn remember_scores(&self, tenant: &str, key: [u8; 32], scores: &TextScores) {
         self.put(tenant, key, Entry::Scores(Arc::new(scores.clone())));
+    }
+
+    /// The remembered entity spans of each text by the bundle whose digest is `bundle` for
+    /// `tenant` (`None`: to tag), with the keys to remember the new ones under.
+    pub fn entities(
+        &self,
+        tenant: &str,
+        bundle: &str,
+        texts: &[String],
+    ) -> (Vec<Option<Vec<EntitySpan>>>, Vec<[u8; 32]>) {
+        texts
+            .iter()
+            .map(|t| {
+                let key = digest(b"entities", bundle.as_bytes(), t);
+                let hit = match self.get(tenant, &key) {
+                    Some(Entry::Entities(e)) => Some(e.to_vec()),
+                    _ => None,
+                };
+                match hit {
+                    Some(_) => self.entities.hit.inc(),
+                    None => self.entities.miss.inc(),
+                }
+                (hit, key)
+            })
+            .unzip()
+    }
+
+    /// Remember a text's entity spans under the key [`ScanCache::entities`] gave.
+    pub fn remember_entities(&self, tenant: &str, key: [u8; 32], spans: &[EntitySpan]) {
+        self.put(tenant, key, Entry::Entities(spans.into()));
     }
 
     /// Bytes held for `tenant` (tests, diagnostics).

@@ -768,3 +768,84 @@ async fn monitoring_a_known_conversation_costs_no_model_time_and_still_records()
         1.0
     );
 }
+
+/// Person names and street addresses, found by the bundle's entity head, get placeholders in
+/// every role before the backend sees them and come back in the answer; a question about a
+/// public figure keeps its words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_and_addresses_are_placeholdered_in_every_role_and_public_figures_pass() {
+    let mock = MockTgi::echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("entities.yaml");
+    std::fs::write(
+        &p,
+        "name: entities\nversion: 1\ninput:\n  person: placeholder\n  address: placeholder\n  injection_classifier: monitor\n\
+         classifiers:\n  model: guard\n  timeout: 5s\n  on_timeout: block\n",
+    )
+    .unwrap();
+    let gw = gateway(&mock, &models(), &p, "").await;
+    let c = client();
+    let me = "My name is John Smith and I live at 221B Baker Street, London NW1 6XE.";
+    let tool =
+        "Dear Ms. Müller-Lüdenscheidt, your parcel for Hauptstraße 5, 10115 Berlin is ready.";
+    let body = json!({"messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": me},
+        {"role": "tool", "tool_call_id": "1", "content": tool},
+    ]});
+    let r = post_json(
+        &c,
+        gw.url("/v1/chat/completions"),
+        body.to_string(),
+        &[("x-request-id", "ent-1")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    let reqs = mock.requests_with_id("ent-1");
+    assert_eq!(reqs.len(), 1);
+    let seen = &reqs[0].body;
+    for raw in [
+        "John Smith",
+        "Baker Street",
+        "NW1 6XE",
+        "Müller",
+        "Lüdenscheidt",
+        "Hauptstraße",
+        "10115 Berlin",
+    ] {
+        assert!(!seen.contains(raw), "`{raw}` reached the backend: {seen}");
+    }
+    assert!(
+        seen.contains("<PERSON_1>") && seen.contains("<ADDRESS_1>"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("<PERSON_2>") && seen.contains("<ADDRESS_2>"),
+        "{seen}"
+    );
+    // the echo's answer carries the placeholders back: the client reads the originals
+    let text = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(!text.contains("<PERSON_"), "{text}");
+    // questions about public figures, characters and places keep their words
+    for q in [
+        "Who was Albert Einstein?",
+        "Is Harry Potter a good role model?",
+        "Tell me about the Eiffel Tower.",
+    ] {
+        let body = json!({"messages": [{"role": "user", "content": q}]});
+        let r = post_json(
+            &c,
+            gw.url("/v1/chat/completions"),
+            body.to_string(),
+            &[("x-request-id", "ent-2")],
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let reqs = mock.requests_with_id("ent-2");
+        let last = &reqs[reqs.len() - 1].json.as_ref().unwrap()["messages"][0]["content"];
+        assert_eq!(last, q, "a question about a public entity was rewritten");
+    }
+}

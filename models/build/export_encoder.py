@@ -7,7 +7,10 @@ from one pass:
     (the topic rails compare these by cosine);
   - `features` ([batch, 2304], float32): the masked mean of each of the 6 layers' outputs,
     concatenated (the classifier heads read these: the middle layers keep the surface cues
-    that injection detection needs and the last layer's sentence embedding smooths away).
+    that injection detection needs and the last layer's sentence embedding smooths away);
+  - `tokens` ([batch, seq, 768], float32): every token's state, layer 3 and layer 6
+    concatenated (the entity head tags each token from these: the middle layer keeps what the
+    word is, the last one its context).
 Putting the pooling in the graph means the gateway (Rust, onnxruntime through `ort`) only
 runs the session.
 
@@ -28,6 +31,11 @@ import numpy as np
 import torch
 
 
+# The layers whose per-token states make the `tokens` output (hidden_states index: 0 is the
+# embedding layer, 6 the last).
+TOKEN_LAYERS = (3, 6)
+
+
 class Pooled(torch.nn.Module):
     """BERT encoder + mean pooling + L2 normalisation."""
 
@@ -46,7 +54,8 @@ class Pooled(torch.nn.Module):
         count = m.sum(dim=1).clamp(min=1e-9)
         means = [(h * m).sum(dim=1) / count for h in hidden[1:]]
         embedding = torch.nn.functional.normalize(means[-1], p=2.0, dim=-1)
-        return embedding, torch.cat(means, dim=-1)
+        tokens = torch.cat([hidden[l] for l in TOKEN_LAYERS], dim=-1)
+        return embedding, torch.cat(means, dim=-1), tokens
 
 
 def main():
@@ -75,7 +84,9 @@ def main():
         mask[i, : len(e)] = 1
     # Reference before the export: the legacy exporter can leave the module changed.
     with torch.no_grad():
-        ref, ref_features = (t.numpy() for t in model(torch.from_numpy(ids), torch.from_numpy(mask)))
+        ref, ref_features, ref_tokens = (
+            t.numpy() for t in model(torch.from_numpy(ids), torch.from_numpy(mask))
+        )
 
     fp32 = out_dir / "fp32.onnx"
     t0 = time.time()
@@ -85,12 +96,13 @@ def main():
             (torch.from_numpy(ids), torch.from_numpy(mask)),
             str(fp32),
             input_names=["input_ids", "attention_mask"],
-            output_names=["embedding", "features"],
+            output_names=["embedding", "features", "tokens"],
             dynamic_axes={
                 "input_ids": {0: "batch", 1: "seq"},
                 "attention_mask": {0: "batch", 1: "seq"},
                 "embedding": {0: "batch"},
                 "features": {0: "batch"},
+                "tokens": {0: "batch", 1: "seq"},
             },
             opset_version=17,
             do_constant_folding=True,
@@ -111,7 +123,10 @@ def main():
     report = {"export_seconds": round(export_s, 1), "probe": probe}
     for name, path in (("fp32", fp32), ("int8", int8)):
         s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        got, feats = s.run(["embedding", "features"], {"input_ids": ids, "attention_mask": mask})
+        got, feats, toks = s.run(
+            ["embedding", "features", "tokens"], {"input_ids": ids, "attention_mask": mask}
+        )
+        live = mask.astype(bool)
         cos = (got * ref).sum(axis=1) / (
             np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1)
         )
@@ -120,8 +135,13 @@ def main():
             "min_cosine_vs_pytorch": float(cos.min()),
             "max_abs_diff_vs_pytorch": float(np.abs(got - ref).max()),
             "features_max_abs_diff_vs_pytorch": float(np.abs(feats - ref_features).max()),
+            "tokens_max_abs_diff_vs_pytorch": float(np.abs(toks[live] - ref_tokens[live]).max()),
         }
-    if report["fp32"]["max_abs_diff_vs_pytorch"] > 1e-4 or report["fp32"]["features_max_abs_diff_vs_pytorch"] > 1e-3:
+    if (
+        report["fp32"]["max_abs_diff_vs_pytorch"] > 1e-4
+        or report["fp32"]["features_max_abs_diff_vs_pytorch"] > 1e-3
+        or report["fp32"]["tokens_max_abs_diff_vs_pytorch"] > 1e-3
+    ):
         sys.exit(f"FP32 export does not match PyTorch: {report['fp32']}")
     if report["int8"]["min_cosine_vs_pytorch"] < 0.95:
         sys.exit(f"INT8 export is too far from PyTorch: {report['int8']}")

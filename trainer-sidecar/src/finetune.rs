@@ -112,7 +112,19 @@ fn prepare(job: &LoraJob, codec: &TextCodec) -> anyhow::Result<Prepared> {
         guard::disabled(read)
     } else {
         let policy = guard::policy(job.data.guard.policy.as_deref())?;
-        guard::run(&mut lines, &policy, &guard::pseudonym_key())
+        let models = job
+            .data
+            .guard
+            .models
+            .clone()
+            .unwrap_or_else(|| std::path::PathBuf::from("models"));
+        let tagger = guard::entity_model(&policy, &models)?;
+        guard::run(
+            &mut lines,
+            &policy,
+            &guard::pseudonym_key(),
+            tagger.as_deref(),
+        )?
     };
     let mut examples = Vec::with_capacity(lines.len());
     let (mut truncated, mut empty) = (0usize, 0usize);

@@ -4,6 +4,11 @@
 //! `block` finding is dropped. The report counts findings by type and action and never holds a
 //! value, so it can be logged and shown.
 //!
+//! Person names and street addresses come from the entity head of the bundle a policy's
+//! `classifiers:` section names (the gateway's detector, [`filters::classify::Classifier`]):
+//! [`entity_model`] loads it from the model registry and [`run`] tags every text with it before
+//! the rules apply. The built-in policy has no `classifiers:` section (rules only).
+//!
 //! The default policy is `policies/training-data.yaml`, built in. Pseudonyms are keyed with
 //! `PORTCULLIS_PSEUDONYM_KEY` when set (the same value then gets the same token as in the
 //! gateway), else with a key drawn for the job (consistent within the job only).
@@ -11,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use filters::classify::Classifier;
 use filters::{Action, Policy, Pseudonymizer, Vault};
 use serde::Serialize;
 
@@ -40,6 +46,48 @@ pub enum GuardError {
     /// The policy file is invalid.
     #[error("data guard policy: {0}")]
     Policy(String),
+    /// The policy's model could not be loaded or lacks what the policy needs.
+    #[error("data guard model: {0}")]
+    Model(String),
+    /// Tagging a text failed (the job stops: no text goes untagged).
+    #[error("data guard: tagging names and addresses failed: {0}")]
+    Tagging(String),
+}
+
+/// The bundle that tags person names and street addresses for `policy`: `None` when the policy
+/// has no `classifiers:` section or acts on neither type. The bundle comes from `models` (a
+/// registry root: `<models>/<name>/<version>/`); its digests are checked (signatures are the
+/// serving gateway's business, as for `gateway check`). A policy that acts on names or
+/// addresses and names a bundle without an entity head is refused.
+pub fn entity_model(
+    policy: &Policy,
+    models: &Path,
+) -> Result<Option<std::sync::Arc<Classifier>>, GuardError> {
+    let Some(plan) = policy.classifiers.as_ref() else {
+        return Ok(None);
+    };
+    if !policy.input.wants_entities(&["person", "address"]) {
+        return Ok(None);
+    }
+    let reg = filters::classify::ModelRegistry::new(
+        models,
+        filters::classify::EncoderOptions::default(),
+        None,
+        None,
+    )
+    .with_trust(signing::Trust::signatures_ignored());
+    let slot = reg
+        .get(&plan.model, plan.version.as_deref())
+        .map_err(|e| GuardError::Model(format!("`{}`: {e}", plan.model)))?;
+    let c = slot.current();
+    if !c.has_entities() {
+        return Err(GuardError::Model(format!(
+            "policy `{}` acts on person names or addresses, but bundle {} has no entity head",
+            policy.name,
+            c.id()
+        )));
+    }
+    Ok(Some(c))
 }
 
 /// Load the guard's policy (`None`: the built-in one).
@@ -59,21 +107,40 @@ pub fn pseudonym_key() -> Vec<u8> {
     }
 }
 
-/// Pass every text of `lines` through `policy`'s input rules, in place; drop the lines with a
-/// block finding.
-pub fn run(lines: &mut Vec<Line>, policy: &Policy, key: &[u8]) -> GuardReport {
+/// Pass every text of `lines` through `policy`'s input rules (and `entities`' tags of names and
+/// addresses, see [`entity_model`]), in place; drop the lines with a block finding.
+pub fn run(
+    lines: &mut Vec<Line>,
+    policy: &Policy,
+    key: &[u8],
+    entities: Option<&Classifier>,
+) -> Result<GuardReport, GuardError> {
     let pseudo = Pseudonymizer::new(key, "training-data");
     let mut report = GuardReport {
         policy: format!("{} v{}", policy.name, policy.version),
         examples: lines.len(),
         ..GuardReport::default()
     };
+    let mut failed = None;
     lines.retain_mut(|line| {
         let mut vault = Vault::default();
         let mut keep = true;
         let mut changed = false;
         for text in line.record.texts_mut() {
-            let found = policy.input.findings(text);
+            let mut found = policy.input.findings(text);
+            if let Some(c) = entities {
+                match c.entities_blocking(&[text.as_str()]) {
+                    Ok(spans) => {
+                        policy
+                            .input
+                            .add_entities(&mut found, spans.first().map_or(&[], Vec::as_slice));
+                    }
+                    Err(e) => {
+                        failed.get_or_insert(e.to_string());
+                        return false;
+                    }
+                }
+            }
             for f in &found {
                 *report
                     .findings
@@ -96,7 +163,10 @@ pub fn run(lines: &mut Vec<Line>, policy: &Policy, key: &[u8]) -> GuardReport {
         }
         keep
     });
-    report
+    match failed {
+        Some(e) => Err(GuardError::Tagging(e)),
+        None => Ok(report),
+    }
 }
 
 /// The report of a job whose guard was disabled.
@@ -134,7 +204,7 @@ mod tests {
             ),
             line("Hello", "Hi there"),
         ];
-        let r = run(&mut lines, &p, b"k");
+        let r = run(&mut lines, &p, b"k", None).unwrap();
         assert_eq!((r.examples, r.dropped, r.changed), (2, 0, 1));
         let Record::Completion { prompt, completion } = &lines[0].record else {
             unreachable!()
@@ -155,7 +225,58 @@ mod tests {
         )
         .unwrap();
         let mut lines = vec![line("x", "Key AKIAQ7LMZ2XABCDEFGHI"), line("a", "b")];
-        let r = run(&mut lines, &strict, b"k");
+        let r = run(&mut lines, &strict, b"k", None).unwrap();
         assert_eq!((r.dropped, lines.len()), (1, 1));
+    }
+
+    /// With a policy that names the guard bundle, names and addresses are pseudonymized with
+    /// the same pseudonym the gateway gives them; a bundle without an entity head is refused.
+    #[test]
+    fn names_and_addresses_are_pseudonymized_by_the_policys_bundle() {
+        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+        let p = Policy::parse(
+            Path::new("t.yaml"),
+            "name: t\nversion: 1\ninput:\n  pii: pseudonymize\n  injection_classifier: monitor\nclassifiers:\n  model: guard\n",
+        )
+        .unwrap();
+        let c = entity_model(&p, &models)
+            .expect("run scripts/setup.sh (make test does)")
+            .expect("the policy acts on names");
+        let mut lines = vec![
+            line(
+                "My name is John Smith and I live at 221B Baker Street, London NW1 6XE.",
+                "Dear John Smith, your order has shipped.",
+            ),
+            line("Who was Albert Einstein?", "A physicist."),
+        ];
+        let r = run(&mut lines, &p, b"k", Some(&*c)).unwrap();
+        let Record::Completion { prompt, completion } = &lines[0].record else {
+            unreachable!()
+        };
+        assert!(
+            !prompt.contains("John") && !prompt.contains("Baker"),
+            "{prompt}"
+        );
+        assert!(
+            prompt.contains("[PERSON:") && prompt.contains("[ADDRESS:"),
+            "{prompt}"
+        );
+        // the same name, the same pseudonym, in the prompt and the completion
+        let token = |s: &str| {
+            let i = s.find("[PERSON:").unwrap();
+            s[i..i + s[i..].find(']').unwrap() + 1].to_string()
+        };
+        assert_eq!(token(prompt), token(completion));
+        let Record::Completion { prompt, .. } = &lines[1].record else {
+            unreachable!()
+        };
+        assert_eq!(prompt, "Who was Albert Einstein?");
+        assert_eq!(r.findings["person"]["pseudonymize"], 2);
+        // rules-only policies load no model
+        assert!(
+            entity_model(&policy(None).unwrap(), &models)
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -37,6 +37,10 @@ pub struct Manifest {
     /// Heads reading the encoder's `features`.
     #[serde(default)]
     pub heads: Vec<HeadSpec>,
+    /// The entity head reading the encoder's per-token `tokens` output (person names, street
+    /// addresses), if the bundle has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entities: Option<EntitySpec>,
     /// Every file of the bundle but the manifest: relative path → lowercase hex SHA-256.
     pub files: BTreeMap<String, String>,
     /// Unused (must be absent or null): the signature is the `model.sig` file beside the
@@ -63,6 +67,9 @@ pub struct EncoderSpec {
     pub window_overlap: usize,
     /// Output names: `embedding` (L2-normalised sentence embedding) and `features`.
     pub outputs: EncoderOutputs,
+    /// Width of each token's state in the `tokens` output (needed with an entity head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_dim: Option<usize>,
 }
 
 /// Output names of the encoder graph.
@@ -73,6 +80,30 @@ pub struct EncoderOutputs {
     pub embedding: String,
     /// Head features output (`[batch, features]`).
     pub features: String,
+    /// Per-token states output (`[batch, seq, token_dim]`), read by the entity head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<String>,
+}
+
+/// The entity head: a per-token BIO tagger on the encoder's `tokens` output.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EntitySpec {
+    /// Safetensors file holding the head (default `heads.safetensors`).
+    #[serde(default = "default_heads_file")]
+    pub file: String,
+    /// Tensor name prefix, as for [`HeadSpec::tensors`].
+    pub tensors: String,
+    /// `mlp` or `linear`.
+    pub kind: String,
+    /// The output units' labels: `O`, then `B-<TYPE>` / `I-<TYPE>` pairs; the types are finding
+    /// types in upper case (`PERSON`, `ADDRESS`).
+    pub labels: Vec<String>,
+    /// A token is part of an entity when `1 - p(O)` reaches this (softmax over the outputs).
+    pub threshold: f64,
+    /// How the threshold was chosen.
+    #[serde(default)]
+    pub calibration: Option<String>,
 }
 
 /// One classifier head.
@@ -159,6 +190,14 @@ impl Bundle {
             manifest.encoder.tokenizer.clone(),
         ];
         needed.extend(manifest.heads.iter().map(|h| h.file.clone()));
+        needed.extend(manifest.entities.iter().map(|h| h.file.clone()));
+        if manifest.entities.is_some()
+            && (manifest.encoder.outputs.tokens.is_none() || manifest.encoder.token_dim.is_none())
+        {
+            return Err(bad(
+                "`entities` needs the encoder's `outputs.tokens` and `token_dim`".into(),
+            ));
+        }
         for n in &needed {
             if !manifest.files.contains_key(n) {
                 return Err(bad(format!(
@@ -321,9 +360,12 @@ mod tests {
                 outputs: EncoderOutputs {
                     embedding: "embedding".into(),
                     features: "features".into(),
+                    tokens: None,
                 },
+                token_dim: None,
             },
             heads: vec![],
+            entities: None,
             files: BTreeMap::new(),
             signature: None,
         }

@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 
 use super::ModelError;
 use super::bundle::Bundle;
+use super::entities::{Tag, TokenHead};
 use super::fair::{FairQueue, Full, Pop};
 use super::heads::Head;
 
@@ -162,10 +163,25 @@ pub struct WindowOut {
     /// The head features (the trainer's input); empty unless the bundle's heads are being
     /// trained (kept out of the request path's allocations otherwise).
     pub features: Vec<f32>,
+    /// The entity head's tag of each token between `[CLS]` and `[SEP]`; empty unless asked
+    /// for ([`Encoder::submit_tagged`]).
+    pub tags: Vec<Tag>,
+}
+
+/// A text cut into windows, with what its entity tags need.
+#[derive(Debug, Clone)]
+pub struct Windows {
+    /// `[CLS] … [SEP]` token ids of each window.
+    pub ids: Vec<Vec<i64>>,
+    /// Index of each window's first token among the text's tokens.
+    pub starts: Vec<usize>,
+    /// Byte offsets of every token of the text.
+    pub offsets: Vec<(usize, usize)>,
 }
 
 struct Job {
     ids: Vec<i64>,
+    tag: bool,
     reply: oneshot::Sender<Result<WindowOut, ModelError>>,
 }
 
@@ -201,6 +217,8 @@ struct Graph {
     dim: usize,
     feat: usize,
     keep_features: bool,
+    /// The `tokens` output and the entity head reading it.
+    tokens: Option<(String, Arc<TokenHead>)>,
 }
 
 struct Shared {
@@ -216,6 +234,7 @@ impl Encoder {
     pub fn start(
         bundle: &Bundle,
         heads: Arc<Vec<Head>>,
+        entities: Option<Arc<TokenHead>>,
         opts: &EncoderOptions,
         runtime: Option<&Path>,
         observer: Option<BatchObserver>,
@@ -272,7 +291,11 @@ impl Encoder {
                     path: opath.clone(),
                     message: e.to_string(),
                 })?;
-            for want in [&spec.outputs.embedding, &spec.outputs.features] {
+            let tokens = entities.as_ref().and(spec.outputs.tokens.as_ref());
+            for want in [&spec.outputs.embedding, &spec.outputs.features]
+                .into_iter()
+                .chain(tokens)
+            {
                 if !s.outputs().iter().any(|o| o.name() == want.as_str()) {
                     return Err(ModelError::Session {
                         path: opath.clone(),
@@ -289,6 +312,10 @@ impl Encoder {
             dim: spec.dim,
             feat: spec.features,
             keep_features: opts.keep_features,
+            tokens: match (&spec.outputs.tokens, entities) {
+                (Some(name), Some(head)) => Some((name.clone(), head)),
+                _ => None,
+            },
         };
         // The first run of a session allocates its buffers and is several times slower than
         // the next ones: pay it here, before the bundle serves (or is swapped in), not in the
@@ -298,7 +325,11 @@ impl Encoder {
             // A full-width window, so the buffers are sized for the longest input.
             let mut ids = vec![i64::from(sep); spec.max_tokens];
             ids[0] = i64::from(cls);
-            let job = Job { ids, reply };
+            let job = Job {
+                ids,
+                tag: graph.tokens.is_some(),
+                reply,
+            };
             run_batch(&graph, s, std::slice::from_ref(&job)).map_err(|e| ModelError::Session {
                 path: opath.clone(),
                 message: format!("warm-up run failed: {e}"),
@@ -353,6 +384,16 @@ impl Encoder {
     /// `window_overlap`). A text over `max_windows` windows is refused, or keeps its first and
     /// last halves under [`LongTexts::KeepEnds`].
     pub fn windows(&self, text: &str) -> Result<Vec<Vec<i64>>, ModelError> {
+        Ok(self.windows_of(text, false)?.ids)
+    }
+
+    /// [`Encoder::windows`] with each window's first token and every token's byte offsets (what
+    /// entity tags are mapped back to the text with).
+    pub fn windows_with_offsets(&self, text: &str) -> Result<Windows, ModelError> {
+        self.windows_of(text, true)
+    }
+
+    fn windows_of(&self, text: &str, offsets: bool) -> Result<Windows, ModelError> {
         let enc = self
             .tokenizer
             .encode(text, false)
@@ -377,9 +418,9 @@ impl Encoder {
             starts.truncate(half);
             starts.extend(tail);
         }
-        Ok(starts
-            .into_iter()
-            .map(|s| {
+        let windows = starts
+            .iter()
+            .map(|&s| {
                 let end = (s + body).min(ids.len());
                 let mut w = Vec::with_capacity(end - s + 2);
                 w.push(i64::from(self.cls));
@@ -387,7 +428,16 @@ impl Encoder {
                 w.push(i64::from(self.sep));
                 w
             })
-            .collect())
+            .collect();
+        Ok(Windows {
+            ids: windows,
+            starts,
+            offsets: if offsets {
+                enc.get_offsets().to_vec()
+            } else {
+                Vec::new()
+            },
+        })
     }
 
     /// Most windows one request may need.
@@ -402,11 +452,22 @@ impl Encoder {
         lane: &str,
         windows: Vec<Vec<i64>>,
     ) -> Result<Vec<oneshot::Receiver<Result<WindowOut, ModelError>>>, ModelError> {
+        self.submit_tagged(lane, windows, false)
+    }
+
+    /// [`Encoder::submit`]; with `tag`, each answer carries the entity head's token tags too
+    /// (when the bundle has an entity head).
+    pub fn submit_tagged(
+        &self,
+        lane: &str,
+        windows: Vec<Vec<i64>>,
+        tag: bool,
+    ) -> Result<Vec<oneshot::Receiver<Result<WindowOut, ModelError>>>, ModelError> {
         let mut out = Vec::with_capacity(windows.len());
         let mut jobs = Vec::with_capacity(windows.len());
         for ids in windows {
             let (reply, rx) = oneshot::channel();
-            jobs.push(Job { ids, reply });
+            jobs.push(Job { ids, tag, reply });
             out.push(rx);
         }
         match self.queue.push_all(lane, jobs) {
@@ -516,9 +577,43 @@ fn run_batch(
             sh.dim, sh.feat
         )));
     }
+    // The token states only when a window asks for its entity tags.
+    let tokens = match &sh.tokens {
+        Some((name, head)) if batch.iter().any(|j| j.tag) => {
+            let (tshape, toks) = outputs[name.as_str()]
+                .try_extract_tensor::<f32>()
+                .map_err(err)?;
+            let d = head.dim();
+            if tshape.len() != 3
+                || tshape[0] as usize != n
+                || tshape[1] as usize != width
+                || tshape[2] as usize != d
+            {
+                return Err(ModelError::Inference(format!(
+                    "the encoder returned token states of shape {tshape:?}; expected [{n}, {width}, {d}]"
+                )));
+            }
+            Some((toks, head))
+        }
+        _ => None,
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
     Ok((0..n)
         .map(|r| {
             let f = &feats[r * sh.feat..(r + 1) * sh.feat];
+            let tags = match &tokens {
+                Some((toks, head)) if batch[r].tag => {
+                    let d = head.dim();
+                    // the tokens between [CLS] and [SEP]
+                    (1..batch[r].ids.len().saturating_sub(1))
+                        .map(|pos| {
+                            let at = (r * width + pos) * d;
+                            head.tag(&toks[at..at + d], &mut a, &mut b)
+                        })
+                        .collect()
+                }
+                _ => Vec::new(),
+            };
             WindowOut {
                 embedding: emb[r * sh.dim..(r + 1) * sh.dim].to_vec(),
                 logits: sh.heads.iter().map(|h| h.logit(f)).collect(),
@@ -527,6 +622,7 @@ fn run_batch(
                 } else {
                     Vec::new()
                 },
+                tags,
             }
         })
         .collect())

@@ -11,7 +11,7 @@ use super::bundle::HeadSpec;
 
 /// One linear layer, row-major `[out, in]` weights.
 #[derive(Debug, Clone)]
-struct Layer {
+pub(crate) struct Layer {
     weight: Vec<f32>,
     bias: Vec<f32>,
     inputs: usize,
@@ -74,52 +74,8 @@ impl Head {
                 spec.activation
             )));
         }
-        let names: Vec<String> = match spec.kind.as_str() {
-            "linear" => vec![spec.tensors.clone()],
-            "mlp" => {
-                // Layer indices as nn.Sequential numbers them: 0, 2, 4 (ReLUs between).
-                let prefix = format!("{}.", spec.tensors);
-                let mut idx: Vec<u32> = st
-                    .names()
-                    .iter()
-                    .filter_map(|n| {
-                        n.strip_prefix(&prefix)?
-                            .strip_suffix(".weight")?
-                            .parse()
-                            .ok()
-                    })
-                    .collect();
-                idx.sort_unstable();
-                idx.into_iter()
-                    .map(|i| format!("{}.{i}", spec.tensors))
-                    .collect()
-            }
-            k => {
-                return Err(bad(format!(
-                    "kind `{k}` is not supported (`mlp` or `linear`)"
-                )));
-            }
-        };
-        if names.is_empty() {
-            return Err(bad(format!("no tensors named `{}.*`", spec.tensors)));
-        }
-        let mut layers = Vec::new();
-        let mut width = features;
-        for n in &names {
-            let (w, wshape) = tensor(&st, &format!("{n}.weight")).map_err(&bad)?;
-            let (b, bshape) = tensor(&st, &format!("{n}.bias")).map_err(&bad)?;
-            if wshape.len() != 2 || wshape[1] != width || bshape != [wshape[0]] {
-                return Err(bad(format!(
-                    "layer `{n}` has weight {wshape:?} and bias {bshape:?}; expected [_, {width}] and [_]"
-                )));
-            }
-            width = wshape[0];
-            layers.push(Layer {
-                weight: w,
-                bias: b,
-                inputs: wshape[1],
-            });
-        }
+        let (layers, width) =
+            load_layers(&st, &spec.tensors, &spec.kind, features).map_err(&bad)?;
         if width != 1 {
             return Err(bad(format!(
                 "the last layer has {width} outputs; expected 1"
@@ -138,17 +94,74 @@ impl Head {
     /// The head's logit for one feature vector.
     pub fn logit(&self, features: &[f32]) -> f32 {
         let (mut a, mut b) = (Vec::new(), Vec::new());
-        for (i, l) in self.layers.iter().enumerate() {
-            // The first layer reads the features in place; the rest ping-pong two buffers.
-            l.apply(if i == 0 { features } else { &a }, &mut b);
-            if i + 1 < self.layers.len() {
-                for v in &mut b {
-                    *v = v.max(0.0);
-                }
-            }
-            std::mem::swap(&mut a, &mut b);
-        }
+        forward(&self.layers, features, &mut a, &mut b);
         a.first().copied().unwrap_or(f32::NEG_INFINITY)
+    }
+}
+
+/// The layers `<tensors>.<i>.weight`/`.bias` (`mlp`, ReLU between) or `<tensors>.weight`/`.bias`
+/// (`linear`) of a safetensors file, checked to chain from `features` inputs; with the width of
+/// the last layer.
+pub(crate) fn load_layers(
+    st: &SafeTensors<'_>,
+    tensors: &str,
+    kind: &str,
+    features: usize,
+) -> Result<(Vec<Layer>, usize), String> {
+    let names: Vec<String> = match kind {
+        "linear" => vec![tensors.to_string()],
+        "mlp" => {
+            // Layer indices as nn.Sequential numbers them: 0, 2, 4 (ReLUs between).
+            let prefix = format!("{tensors}.");
+            let mut idx: Vec<u32> = st
+                .names()
+                .iter()
+                .filter_map(|n| {
+                    n.strip_prefix(&prefix)?
+                        .strip_suffix(".weight")?
+                        .parse()
+                        .ok()
+                })
+                .collect();
+            idx.sort_unstable();
+            idx.into_iter().map(|i| format!("{tensors}.{i}")).collect()
+        }
+        k => return Err(format!("kind `{k}` is not supported (`mlp` or `linear`)")),
+    };
+    if names.is_empty() {
+        return Err(format!("no tensors named `{tensors}.*`"));
+    }
+    let mut layers = Vec::new();
+    let mut width = features;
+    for n in &names {
+        let (w, wshape) = tensor(st, &format!("{n}.weight"))?;
+        let (b, bshape) = tensor(st, &format!("{n}.bias"))?;
+        if wshape.len() != 2 || wshape[1] != width || bshape != [wshape[0]] {
+            return Err(format!(
+                "layer `{n}` has weight {wshape:?} and bias {bshape:?}; expected [_, {width}] and [_]"
+            ));
+        }
+        width = wshape[0];
+        layers.push(Layer {
+            weight: w,
+            bias: b,
+            inputs: wshape[1],
+        });
+    }
+    Ok((layers, width))
+}
+
+/// Run `layers` on `x` (ReLU between layers), leaving the output in `a`; `b` is scratch.
+pub(crate) fn forward(layers: &[Layer], x: &[f32], a: &mut Vec<f32>, b: &mut Vec<f32>) {
+    for (i, l) in layers.iter().enumerate() {
+        // The first layer reads the input in place; the rest ping-pong two buffers.
+        l.apply(if i == 0 { x } else { a }, b);
+        if i + 1 < layers.len() {
+            for v in b.iter_mut() {
+                *v = v.max(0.0);
+            }
+        }
+        std::mem::swap(a, b);
     }
 }
 

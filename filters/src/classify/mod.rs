@@ -11,6 +11,7 @@
 
 pub mod bundle;
 pub mod encoder;
+pub mod entities;
 pub mod fair;
 pub mod heads;
 pub mod registry;
@@ -22,7 +23,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 pub use bundle::{Bundle, Manifest};
-pub use encoder::{BatchObserver, Encoder, EncoderOptions, LongTexts, WindowOut};
+pub use encoder::{BatchObserver, Encoder, EncoderOptions, LongTexts, WindowOut, Windows};
+pub use entities::{EntitySpan, Tag, TokenHead};
 pub use heads::{Head, logit, sigmoid};
 pub use registry::{ModelRegistry, ModelSlot, SwapReport};
 
@@ -160,6 +162,8 @@ pub struct Classifier {
     pub attestation: signing::Attestation,
     /// Heads, in manifest order.
     pub heads: Arc<Vec<Head>>,
+    /// The entity head (person names, street addresses), if the bundle has one.
+    pub entities: Option<Arc<TokenHead>>,
     encoder: Encoder,
     /// The idle-priority pool for work nobody waits for (`EncoderOptions::background_sessions`).
     background: Option<Encoder>,
@@ -201,12 +205,28 @@ impl Classifier {
             .map(|h| Head::load(h, &bundle.path(&h.file), features))
             .collect::<Result<Vec<_>, _>>()?;
         let heads = Arc::new(heads);
-        let encoder = Encoder::start(&bundle, heads.clone(), opts, runtime, observer.clone())?;
+        let entities = match (&bundle.manifest.entities, bundle.manifest.encoder.token_dim) {
+            (Some(spec), Some(dim)) => Some(Arc::new(TokenHead::load(
+                spec,
+                &bundle.path(&spec.file),
+                dim,
+            )?)),
+            _ => None,
+        };
+        let encoder = Encoder::start(
+            &bundle,
+            heads.clone(),
+            entities.clone(),
+            opts,
+            runtime,
+            observer.clone(),
+        )?;
         let background = match opts.background_sessions {
             0 => None,
             n => Some(Encoder::start(
                 &bundle,
                 heads.clone(),
+                entities.clone(),
                 &EncoderOptions {
                     workers: n,
                     sessions_per_tenant: n,
@@ -222,6 +242,7 @@ impl Classifier {
             bundle,
             attestation,
             heads,
+            entities,
             encoder,
             background,
             examples: Mutex::new(HashMap::new()),
@@ -304,6 +325,82 @@ impl Classifier {
         let encoder = self.background.as_ref().unwrap_or(&self.encoder);
         let queued = Queued(self.submit_to(encoder, lane, texts)?);
         self.scores(queued).await
+    }
+
+    /// Person names and street addresses in each text, by the bundle's entity head (empty
+    /// lists without one: see [`Classifier::has_entities`]). Texts share batches like
+    /// [`Classifier::classify_for`]'s, in the tenant's lane; cancel-safe.
+    pub async fn entities_for(
+        &self,
+        lane: &str,
+        texts: &[&str],
+    ) -> Result<Vec<Vec<EntitySpan>>, ModelError> {
+        let Some(head) = &self.entities else {
+            return Ok(vec![Vec::new(); texts.len()]);
+        };
+        let (cut, pending) = self.submit_entities(lane, texts)?;
+        let mut out = Vec::with_capacity(texts.len());
+        for ((text, w), rxs) in texts.iter().zip(&cut).zip(pending) {
+            let mut windows = Vec::with_capacity(rxs.len());
+            for rx in rxs {
+                windows.push(rx.await.map_err(|_| stopped())??);
+            }
+            out.push(spans_of(head, text, w, &windows));
+        }
+        Ok(out)
+    }
+
+    /// [`Classifier::entities_for`] for threads outside an async runtime (`gateway check`,
+    /// the trainer's data guard, benchmarks).
+    pub fn entities_blocking(&self, texts: &[&str]) -> Result<Vec<Vec<EntitySpan>>, ModelError> {
+        let Some(head) = &self.entities else {
+            return Ok(vec![Vec::new(); texts.len()]);
+        };
+        let (cut, pending) = self.submit_entities("", texts)?;
+        let mut out = Vec::with_capacity(texts.len());
+        for ((text, w), rxs) in texts.iter().zip(&cut).zip(pending) {
+            let mut windows = Vec::with_capacity(rxs.len());
+            for rx in rxs {
+                windows.push(rx.blocking_recv().map_err(|_| stopped())??);
+            }
+            out.push(spans_of(head, text, w, &windows));
+        }
+        Ok(out)
+    }
+
+    fn submit_entities(
+        &self,
+        lane: &str,
+        texts: &[&str],
+    ) -> Result<(Vec<Windows>, Vec<Pending>), ModelError> {
+        let mut cut = texts
+            .iter()
+            .map(|t| self.encoder.windows_with_offsets(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let total: usize = cut.iter().map(|w| w.ids.len()).sum();
+        let max = self.encoder.max_request_windows();
+        if total > max {
+            return Err(ModelError::RequestTooLong {
+                windows: total,
+                max,
+            });
+        }
+        let counts: Vec<usize> = cut.iter().map(|w| w.ids.len()).collect();
+        let ids = cut
+            .iter_mut()
+            .flat_map(|w| std::mem::take(&mut w.ids))
+            .collect();
+        let mut rxs = self.encoder.submit_tagged(lane, ids, true)?.into_iter();
+        let pending = counts
+            .into_iter()
+            .map(|n| rxs.by_ref().take(n).collect())
+            .collect();
+        Ok((cut, pending))
+    }
+
+    /// Whether the bundle has an entity head (person names, street addresses).
+    pub fn has_entities(&self) -> bool {
+        self.entities.is_some()
     }
 
     /// Whether the bundle has idle-priority sessions for background work.
@@ -440,6 +537,22 @@ impl Classifier {
     pub fn example(&self, text: &str) -> Option<Arc<Vec<f32>>> {
         self.examples.lock().get(text).cloned()
     }
+}
+
+/// A text's entity spans from its windows' tags: where windows overlap, the likelier tag of a
+/// token counts.
+fn spans_of(head: &TokenHead, text: &str, w: &Windows, windows: &[WindowOut]) -> Vec<EntitySpan> {
+    let mut tags = vec![Tag::default(); w.offsets.len()];
+    for (start, out) in w.starts.iter().zip(windows) {
+        for (i, t) in out.tags.iter().enumerate() {
+            if let Some(slot) = tags.get_mut(start + i)
+                && t.p > slot.p
+            {
+                *slot = *t;
+            }
+        }
+    }
+    head.decode(text, &w.offsets, &tags)
 }
 
 /// The answers still to come for one text's windows.

@@ -413,6 +413,102 @@ impl Gateway {
         (c.findings, Some(err))
     }
 
+    /// Person names and street addresses in the request's texts, by the entity head of the
+    /// policy's bundle, under the classifiers' time budget, keyed by text (see [`WithEntities`]).
+    /// `Ok(None)`: the policy acts on neither type, or its bundle has no entity head. `Err`: the
+    /// tagging failed and the policy fails closed (`classifiers.on_timeout: block`); a policy
+    /// that fails open goes on with the rules alone and records `classifier_unavailable`.
+    async fn tag_entities(
+        &self,
+        g: &Guard,
+        policy: &Policy,
+        proto: &'static dyn filters::protocol::Protocol,
+        body: &serde_json::Value,
+        ctx: &RequestCtx,
+    ) -> Result<Option<EntitySpans>, (Applied, GatewayError)> {
+        let Some(plan) = policy.classifiers.as_ref() else {
+            return Ok(None);
+        };
+        let Some(model) = current_model(g, plan) else {
+            return Ok(None);
+        };
+        let Some(head) = model.entities.as_ref() else {
+            return Ok(None);
+        };
+        if !policy.input.wants_entities(head.types()) {
+            return Ok(None);
+        }
+        // A body the reader refuses is refused by the rules pass that follows.
+        let Ok(units) = filters::protocol::unit_texts(proto, body, policy) else {
+            return Ok(None);
+        };
+        let mut texts: Vec<String> = units
+            .into_iter()
+            .map(|(_, t)| t)
+            .filter(|t| !t.trim().is_empty())
+            .collect();
+        texts.sort_unstable();
+        texts.dedup();
+        if texts.is_empty() {
+            return Ok(Some(EntitySpans::new()));
+        }
+        // Texts tagged for this tenant by this bundle before (a conversation's history) are
+        // not tagged again.
+        let tenant = ctx.caller.tenant.to_string();
+        let (known, keys) = match g.scan_cache.as_deref() {
+            Some(c) => c.entities(&tenant, &model.bundle.digest, &texts),
+            None => (vec![None; texts.len()], Vec::new()),
+        };
+        let missing: Vec<usize> = (0..texts.len()).filter(|&i| known[i].is_none()).collect();
+        let mut tagged: EntitySpans = texts
+            .iter()
+            .zip(known)
+            .filter_map(|(t, k)| Some((t.clone(), k?)))
+            .collect();
+        if missing.is_empty() {
+            return Ok(Some(tagged));
+        }
+        let refs: Vec<&str> = missing.iter().map(|&i| texts[i].as_str()).collect();
+        let label = plan.model.as_str();
+        let t0 = Instant::now();
+        let result = tokio::time::timeout(
+            plan.timeout,
+            model.entities_for(lane_of(&ctx.caller), &refs),
+        )
+        .await;
+        self.metrics
+            .classifier_seconds
+            .with_label_values(&[label])
+            .observe(t0.elapsed().as_secs_f64());
+        let why = match result {
+            Ok(Ok(spans)) => {
+                self.metrics
+                    .classifier_requests
+                    .with_label_values(&[label, "entities_ok"])
+                    .inc();
+                for (&i, s) in missing.iter().zip(spans) {
+                    if let (Some(c), Some(key)) = (g.scan_cache.as_deref(), keys.get(i)) {
+                        c.remember_entities(&tenant, *key, &s);
+                    }
+                    tagged.insert(texts[i].clone(), s);
+                }
+                return Ok(Some(tagged));
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no entity tags within {:?}", plan.timeout),
+        };
+        self.metrics
+            .classifier_requests
+            .with_label_values(&[label, "entities_failed"])
+            .inc();
+        tracing::warn!(request_id = %ctx.request_id, model = %model.id(), error = %why, on_timeout = ?plan.on_timeout, "entity tagging did not finish");
+        let unavailable = plan.unavailable();
+        if unavailable.action == Action::Block {
+            return Err((unavailable, self.classifier_down(policy, plan, &why)));
+        }
+        Ok(None)
+    }
+
     /// A monitor-only plan (nothing it finds changes the request): classify after the request
     /// is forwarded, on a task of its own. Its findings are counted when it ends and join the
     /// request's audit record (see `logging`); the client waits for none of it.
@@ -425,12 +521,7 @@ impl Gateway {
         tenant: &str,
         ctx: &RequestCtx,
     ) -> Monitor {
-        let Some(model) = g
-            .models
-            .as_ref()
-            .and_then(|m| m.slot(plan))
-            .map(|s| s.current())
-        else {
+        let Some(model) = current_model(g, plan) else {
             return Monitor::Not;
         };
         let cache = g.scan_cache.clone();
@@ -618,22 +709,49 @@ impl Gateway {
             ctx.guard = Some(rg);
             return Ok(false);
         };
-        let memo = g
-            .scan_cache
-            .as_deref()
-            .map(|cache| crate::scan_cache::TenantMemo {
-                cache,
-                tenant: &rg.tenant,
-            });
-        let inspected = filters::protocol::inspect_with(
-            proto,
-            &mut body,
-            &policy,
-            &mut rg.vault,
-            &rg.pseudo,
-            policy.classifiers.is_some(),
-            memo.as_ref().map(|m| m as &dyn filters::protocol::ScanMemo),
-        );
+        // Person names and addresses come from the model: tagged before the rules run, so
+        // their rewrite lands in the same pass as the rules' (see `WithEntities`).
+        let entities = match self.tag_entities(&g, &policy, proto, &body, ctx).await {
+            Ok(e) => e,
+            Err((finding, err)) => {
+                self.record(
+                    Direction::Input,
+                    &policy.name,
+                    std::slice::from_ref(&finding),
+                    Action::Block,
+                    t0.elapsed(),
+                );
+                rg.findings = vec![finding];
+                ctx.guard = Some(rg);
+                ctx.json = Some(body);
+                self.respond(session, ctx, err, false).await?;
+                return Ok(true);
+            }
+        };
+        // (the memo borrows are not `Send`: they end before the next await)
+        let inspected = {
+            let memo = g
+                .scan_cache
+                .as_deref()
+                .map(|cache| crate::scan_cache::TenantMemo {
+                    cache,
+                    tenant: &rg.tenant,
+                });
+            let inner = memo.as_ref().map(|m| m as &dyn filters::protocol::ScanMemo);
+            let tagged = entities.as_ref().map(|spans| WithEntities { inner, spans });
+            filters::protocol::inspect_with(
+                proto,
+                &mut body,
+                &policy,
+                &mut rg.vault,
+                &rg.pseudo,
+                policy.classifiers.is_some(),
+                match &tagged {
+                    Some(t) => Some(t as &dyn filters::protocol::ScanMemo),
+                    None => inner,
+                },
+            )
+        };
         let mut outcome = match inspected {
             Ok(o) => o,
             Err(InspectError::Shape(e)) => {
@@ -655,6 +773,7 @@ impl Gateway {
         let mut model_error = None;
         if outcome.blocked.is_none()
             && let Some(plan) = policy.classifiers.as_ref()
+            && plan.scores_anything()
         {
             let (roles, texts): (Vec<Role>, Vec<String>) = std::mem::take(&mut outcome.texts)
                 .into_iter()
@@ -1039,6 +1158,46 @@ enum Monitor {
     Running(tokio::task::JoinHandle<Vec<Applied>>),
     /// Not monitored (no model, over the CPU share, sessions busy).
     Not,
+}
+
+/// The bundle serving `plan` now (the request keeps it whatever a hot swap does meanwhile).
+fn current_model(
+    g: &Guard,
+    plan: &filters::policy::ClassifierPlan,
+) -> Option<Arc<filters::classify::Classifier>> {
+    g.models
+        .as_ref()
+        .and_then(|m| m.slot(plan))
+        .map(|s| s.current())
+}
+
+/// The entity head's spans of each text of a request.
+type EntitySpans = std::collections::HashMap<String, Vec<filters::classify::EntitySpan>>;
+
+/// The rules' findings of a text (remembered by the scan-once cache, `inner`, when there is
+/// one) plus the entity head's spans of that text (remembered by the same cache under the
+/// bundle's digest, see `Gateway::tag_entities`).
+struct WithEntities<'a> {
+    inner: Option<&'a dyn filters::protocol::ScanMemo>,
+    spans: &'a EntitySpans,
+}
+
+impl filters::protocol::ScanMemo for WithEntities<'_> {
+    fn findings(
+        &self,
+        policy: &Policy,
+        text: &str,
+        scan: &mut dyn FnMut(&str) -> Vec<Applied>,
+    ) -> Vec<Applied> {
+        let mut found = match self.inner {
+            Some(m) => m.findings(policy, text, scan),
+            None => scan(text),
+        };
+        if let Some(spans) = self.spans.get(text) {
+            policy.input.add_entities(&mut found, spans);
+        }
+        found
+    }
 }
 
 /// The verdict on texts the scan-once cache knew every score of (an earlier turn of the

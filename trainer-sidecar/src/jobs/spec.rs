@@ -139,6 +139,11 @@ pub struct DataGuard {
     /// (policies/training-data.yaml).
     #[serde(default)]
     pub policy: Option<PathBuf>,
+    /// The model registry the policy's `classifiers.model` is loaded from, when the policy has
+    /// a `classifiers:` section (person names and addresses are tagged by its entity head).
+    /// Default: `models` (relative to the sidecar's working directory).
+    #[serde(default)]
+    pub models: Option<PathBuf>,
     /// Train on the data as it is, unguarded (the report says so).
     #[serde(default)]
     pub disabled: bool,
