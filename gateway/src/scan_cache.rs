@@ -201,6 +201,19 @@ impl ScanCache {
             .unzip()
     }
 
+    /// Remember the scores of `text` by the bundle whose digest is `bundle` (scores made in
+    /// another pass, the entity tagging's, so that scoring the same text finds them).
+    pub fn remember_text_scores(
+        &self,
+        tenant: &str,
+        bundle: &str,
+        text: &str,
+        scores: &TextScores,
+    ) {
+        let key = digest(b"classifier", bundle.as_bytes(), text);
+        self.put(tenant, key, Entry::Scores(Arc::new(scores.clone())));
+    }
+
     /// Remember a text's scores under the key [`ScanCache::scores`] gave.
     pub fn remember_scores(&self, tenant: &str, key: [u8; 32], scores: &TextScores) {
         self.put(tenant, key, Entry::Scores(Arc::new(scores.clone())));

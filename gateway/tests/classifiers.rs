@@ -824,6 +824,18 @@ async fn names_and_addresses_are_placeholdered_in_every_role_and_public_figures_
         seen.contains("<PERSON_2>") && seen.contains("<ADDRESS_2>"),
         "{seen}"
     );
+    // one encoder pass: the tagging scored the texts too, so the injection head's
+    // classification found every score (`cached`) and ran nothing
+    assert_eq!(
+        gw.metric("portcullis_classifier_requests_total{model=\"guard\",outcome=\"cached\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        gw.metric("portcullis_classifier_requests_total{model=\"guard\",outcome=\"entities_ok\"}")
+            .await,
+        1.0
+    );
     // the echo's answer carries the placeholders back: the client reads the originals
     let text = answer["choices"][0]["message"]["content"]
         .as_str()

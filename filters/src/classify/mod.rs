@@ -335,8 +335,26 @@ impl Classifier {
         lane: &str,
         texts: &[&str],
     ) -> Result<Vec<Vec<EntitySpan>>, ModelError> {
+        Ok(self
+            .tag_for(lane, texts)
+            .await?
+            .into_iter()
+            .map(|(spans, _)| spans)
+            .collect())
+    }
+
+    /// [`Classifier::entities_for`] with each text's [`TextScores`] from the same encoder pass
+    /// (every head's logit, every window's embedding): a caller that also scores the texts
+    /// needs no second pass. Without an entity head, the spans are empty and the scores come
+    /// from a plain classification.
+    pub async fn tag_for(
+        &self,
+        lane: &str,
+        texts: &[&str],
+    ) -> Result<Vec<(Vec<EntitySpan>, TextScores)>, ModelError> {
         let Some(head) = &self.entities else {
-            return Ok(vec![Vec::new(); texts.len()]);
+            let scores = self.classify_for(lane, texts).await?;
+            return Ok(scores.into_iter().map(|s| (Vec::new(), s)).collect());
         };
         let (cut, pending) = self.submit_entities(lane, texts)?;
         let mut out = Vec::with_capacity(texts.len());
@@ -345,7 +363,8 @@ impl Classifier {
             for rx in rxs {
                 windows.push(rx.await.map_err(|_| stopped())??);
             }
-            out.push(spans_of(head, text, w, &windows));
+            let spans = spans_of(head, text, w, &windows);
+            out.push((spans, self.combine(windows)));
         }
         Ok(out)
     }

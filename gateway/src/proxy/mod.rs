@@ -471,11 +471,8 @@ impl Gateway {
         let refs: Vec<&str> = missing.iter().map(|&i| texts[i].as_str()).collect();
         let label = plan.model.as_str();
         let t0 = Instant::now();
-        let result = tokio::time::timeout(
-            plan.timeout,
-            model.entities_for(lane_of(&ctx.caller), &refs),
-        )
-        .await;
+        let result =
+            tokio::time::timeout(plan.timeout, model.tag_for(lane_of(&ctx.caller), &refs)).await;
         self.metrics
             .classifier_seconds
             .with_label_values(&[label])
@@ -486,9 +483,19 @@ impl Gateway {
                     .classifier_requests
                     .with_label_values(&[label, "entities_ok"])
                     .inc();
-                for (&i, s) in missing.iter().zip(spans) {
+                for (&i, (s, scores)) in missing.iter().zip(spans) {
                     if let (Some(c), Some(key)) = (g.scan_cache.as_deref(), keys.get(i)) {
                         c.remember_entities(&tenant, *key, &s);
+                        // The pass scored the text too: the classifiers that follow (a
+                        // message that is one text) find its scores and run no second pass.
+                        if plan.scores_anything() {
+                            c.remember_text_scores(
+                                &tenant,
+                                &model.bundle.digest,
+                                &texts[i],
+                                &scores,
+                            );
+                        }
                     }
                     tagged.insert(texts[i].clone(), s);
                 }
