@@ -689,10 +689,12 @@ async fn a_conversation_is_scanned_once_not_once_per_turn() {
         "block",
         "  skip_roles: [system, assistant]\n",
     );
-    // the rules too: e-mail addresses become placeholders
-    let text = std::fs::read_to_string(&p)
-        .unwrap()
-        .replace("input:\n", "input:\n  pii: placeholder\n");
+    // the rules too: e-mail addresses become placeholders (names and addresses are not
+    // tagged here: the entity tagging has its own test below)
+    let text = std::fs::read_to_string(&p).unwrap().replace(
+        "input:\n",
+        "input:\n  pii: placeholder\n  person: allow\n  address: allow\n",
+    );
     std::fs::write(&p, text).unwrap();
     let gw = gateway(&mock, &models(), &p, "").await;
     let c = client();
@@ -836,6 +838,16 @@ async fn names_and_addresses_are_placeholdered_in_every_role_and_public_figures_
             .await,
         1.0
     );
+    // the same conversation again: every text's tags come from the scan-once cache
+    let r = post_json(&c, gw.url("/v1/chat/completions"), body.to_string(), &[]).await;
+    assert_eq!(r.status(), 200);
+    let series = |result: &str| {
+        format!("portcullis_scan_cache_total{{kind=\"entities\",result=\"{result}\"}}")
+    };
+    // (system, user, tool result and its call id: every text the model sees)
+    let tagged = gw.metric(&series("miss")).await;
+    assert!(tagged >= 3.0, "{tagged}");
+    assert_eq!(gw.metric(&series("hit")).await, tagged);
     // the echo's answer carries the placeholders back: the client reads the originals
     let text = answer["choices"][0]["message"]["content"]
         .as_str()
