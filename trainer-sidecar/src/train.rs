@@ -1046,6 +1046,28 @@ fn write_bundle(
         }
     }
     std::fs::copy(head_path, tmp.join("heads.safetensors"))?;
+    // The encoder's entity head (person names, addresses) comes along unchanged, in a file of
+    // its own (the base keeps it beside heads this bundle does not carry).
+    let entities = match &enc.manifest.entities {
+        Some(spec) => {
+            let raw = std::fs::read(enc.path(&spec.file))
+                .with_context(|| format!("reading {}", enc.path(&spec.file).display()))?;
+            let st = safetensors::SafeTensors::deserialize(&raw)?;
+            let prefix = format!("{}.", spec.tensors);
+            let kept: Vec<(String, safetensors::tensor::TensorView<'_>)> = st
+                .tensors()
+                .into_iter()
+                .filter(|(n, _)| n.starts_with(&prefix))
+                .collect();
+            let bytes = safetensors::tensor::serialize(kept, None)?;
+            std::fs::write(tmp.join("entities.safetensors"), bytes)?;
+            Some(filters::classify::bundle::EntitySpec {
+                file: "entities.safetensors".into(),
+                ..spec.clone()
+            })
+        }
+        None => None,
+    };
     std::fs::write(
         tmp.join("MODEL_CARD.md"),
         format!(
@@ -1078,6 +1100,7 @@ fn write_bundle(
             "false-positive rate <= 0.01 on the validation split; DP-SGD (epsilon={epsilon:.4}, delta={delta:.1e})"
         )),
     }];
+    manifest.entities = entities;
     bundle::write_manifest(&tmp, &mut manifest)?;
     if job.stage_only {
         return Ok(tmp);
