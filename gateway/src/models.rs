@@ -130,6 +130,13 @@ impl Models {
                 ));
             }
         }
+        if policy.input.wants_entities(filters::finding::ENTITY_TYPES) && !model.has_entities() {
+            return Err(format!(
+                "policy `{}` acts on person names or addresses, which the entity head finds, and bundle {} has no entity head (rebuild it with scripts/setup.sh, or set `person: allow` and `address: allow`)",
+                policy.name,
+                model.id()
+            ));
+        }
         let examples = plan.examples();
         if !examples.is_empty() {
             model

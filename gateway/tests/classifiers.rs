@@ -610,6 +610,63 @@ async fn configs_that_cannot_serve_a_policys_model_are_refused_with_the_reason()
         e.contains("models.trust.keys[0]") || e.contains("nope.pem"),
         "{e}"
     );
+    // A policy that tags names, and a bundle without the entity head.
+    let reg = dir.path().join("reg");
+    let from = models().join("guard/1");
+    let to = reg.join("guard/1");
+    link_bundle(&from, &to);
+    std::fs::remove_file(to.join("manifest.json")).unwrap();
+    let _ = std::fs::remove_file(to.join(signing::DEFAULT_SIGNATURE));
+    let mut m: filters::classify::Manifest =
+        serde_json::from_slice(&std::fs::read(from.join("manifest.json")).unwrap()).unwrap();
+    m.entities = None;
+    filters::classify::bundle::write_manifest(&to, &mut m).unwrap();
+    signing::sign(&to, &model_signing_key(), None, None).unwrap();
+    std::fs::write(
+        &p,
+        "name: x\nversion: 1\ninput:\n  person: placeholder\nclassifiers:\n  model: guard\n",
+    )
+    .unwrap();
+    // (the bundle is opened when the gateway starts, not by `validate`)
+    let path = dir.path().join("serve.yaml");
+    let (listen, mut admin) = (free_port(), free_port());
+    while admin == listen {
+        admin = free_port();
+    }
+    std::fs::write(
+        &path,
+        format!(
+            "server:\n  listen: 127.0.0.1:{}\nadmin:\n  listen: 127.0.0.1:{}\npolicy: {}\n{}{ups}",
+            listen,
+            admin,
+            p.display(),
+            models_yaml(&reg)
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(gateway_bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the gateway served a policy whose bundle cannot tag names");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let e =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!status.success());
+    assert!(e.contains("has no entity head"), "{e}");
     // A policy whose classifier rule cannot apply to a whole prompt.
     std::fs::write(&p, "name: x\nversion: 1\ninput:\n  injection_classifier: redact\nclassifiers:\n  model: guard\n").unwrap();
     let e = check(format!(

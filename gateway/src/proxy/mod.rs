@@ -432,11 +432,13 @@ impl Gateway {
         let Some(model) = current_model(g, plan) else {
             return Ok(None);
         };
-        let Some(head) = model.entities.as_ref() else {
+        if !policy.input.wants_entities(filters::finding::ENTITY_TYPES) {
             return Ok(None);
-        };
-        if !policy.input.wants_entities(head.types()) {
-            return Ok(None);
+        }
+        // A bundle swapped in without the head (the policy's load refuses one): names would
+        // go through untagged, so this fails as a tagging failure does.
+        if model.entities.is_none() {
+            return self.tagging_failed(policy, plan, &model, ctx, "the bundle has no entity head");
         }
         // A body the reader refuses is refused by the rules pass that follows.
         let Ok(units) = filters::protocol::unit_texts(proto, body, policy) else {
@@ -504,14 +506,26 @@ impl Gateway {
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no entity tags within {:?}", plan.timeout),
         };
+        self.tagging_failed(policy, plan, &model, ctx, &why)
+    }
+
+    /// Entity tagging failed (`why`): counted and logged; `Err` when the policy fails closed.
+    fn tagging_failed(
+        &self,
+        policy: &Policy,
+        plan: &filters::policy::ClassifierPlan,
+        model: &filters::classify::Classifier,
+        ctx: &RequestCtx,
+        why: &str,
+    ) -> Result<Option<EntitySpans>, (Applied, GatewayError)> {
         self.metrics
             .classifier_requests
-            .with_label_values(&[label, "entities_failed"])
+            .with_label_values(&[plan.model.as_str(), "entities_failed"])
             .inc();
         tracing::warn!(request_id = %ctx.request_id, model = %model.id(), error = %why, on_timeout = ?plan.on_timeout, "entity tagging did not finish");
         let unavailable = plan.unavailable();
         if unavailable.action == Action::Block {
-            return Err((unavailable, self.classifier_down(policy, plan, &why)));
+            return Err((unavailable, self.classifier_down(policy, plan, why)));
         }
         Ok(None)
     }
