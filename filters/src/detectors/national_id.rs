@@ -226,11 +226,12 @@ pub fn valid_nir(s: &str) -> bool {
     if c.len() != 15 {
         return false;
     }
-    // Corsica: 2A counts as 19, 2B as 18 in the key
-    let (body, shift) = match &c[5..7] {
-        "2A" => (format!("{}19{}", &c[..5], &c[7..13]), 1_000_000u64),
-        "2B" => (format!("{}18{}", &c[..5], &c[7..13]), 2_000_000u64),
-        _ => (c[..13].to_string(), 0),
+    // Corsica: 2A counts as 19, 2B as 18 in the key (the same as reading them as 20 and
+    // subtracting 1,000,000 or 2,000,000)
+    let body = match &c[5..7] {
+        "2A" => format!("{}19{}", &c[..5], &c[7..13]),
+        "2B" => format!("{}18{}", &c[..5], &c[7..13]),
+        _ => c[..13].to_string(),
     };
     if !body.bytes().all(|b| b.is_ascii_digit()) || !c[13..].bytes().all(|b| b.is_ascii_digit()) {
         return false;
@@ -238,7 +239,6 @@ pub fn valid_nir(s: &str) -> bool {
     let Ok(n) = body.parse::<u64>() else {
         return false;
     };
-    let n = n - shift;
     let Ok(key) = c[13..].parse::<u64>() else {
         return false;
     };
@@ -495,11 +495,28 @@ mod tests {
 
     #[test]
     fn corsica_departments_count_in_the_nir_key() {
-        // 2A is 19 and 2B is 18 in the key computation
-        let n: u64 = "1850519006084".parse::<u64>().unwrap() - 1_000_000;
-        let key = 97 - n % 97;
-        let text = format!("NIR 1 85 05 2A 006 084 {key:02}");
-        assert_eq!(f(&text).len(), 1, "{text}");
+        // 2A is 19 and 2B is 18 in the key computation (INSEE); the same key as reading 2A as
+        // 20 and subtracting 1,000,000. Faker's fr_FR NIRs (benches/entities/run_ids.sh) found
+        // that an earlier version did both.
+        for (dept, as_digits) in [("2A", "19"), ("2B", "18")] {
+            let n: u64 = format!("18505{as_digits}006084").parse().unwrap();
+            let key = 97 - n % 97;
+            let via_20 = 97
+                - ("1850520006084".parse::<u64>().unwrap()
+                    - if dept == "2A" { 1_000_000 } else { 2_000_000 })
+                    % 97;
+            assert_eq!(key, via_20);
+            for text in [
+                format!("NIR 1 85 05 {dept} 006 084 {key:02}"),
+                format!("NIR 18505{dept}006084{key:02}"),
+            ] {
+                assert_eq!(f(&text).len(), 1, "{text}");
+            }
+            let wrong = format!("NIR 18505{dept}006084{:02}", (key % 97) + 1);
+            assert!(f(&wrong).is_empty(), "{wrong}");
+        }
+        // a known Corsican NIR from Faker's fr_FR provider
+        assert_eq!(f("Numéro INSEE 133102A00403655").len(), 1);
     }
 
     proptest! {
