@@ -538,3 +538,30 @@ fn entity_spans_match_the_build_scripts_decoder() {
         );
     }
 }
+
+/// Obfuscation a user might try on a name: zero-width characters inside it (the tokenizer
+/// drops them, the span still covers them), Cyrillic look-alike letters, all capitals. The
+/// whole name and the whole address are tagged in each.
+#[test]
+fn obfuscated_names_and_addresses_are_still_tagged() {
+    let c = load();
+    for text in [
+        "My name is J\u{200b}ohn Sm\u{200b}ith and I live at 221B Baker Street, London NW1 6XE.",
+        "My name is J\u{43e}hn Smith and I live at 221B B\u{430}ker Street, London NW1 6XE.",
+        "My name is JOHN SMITH and I live at 221B BAKER STREET, LONDON NW1 6XE.",
+    ] {
+        let spans = &c.entities_blocking(&[text]).unwrap()[0];
+        let name_end = text.find(" and").unwrap();
+        let addr_start = text.find("221B").unwrap();
+        let covered = |ty: &str, a: usize, b: usize| {
+            spans
+                .iter()
+                .any(|s| s.ty == ty && s.start <= a && s.end >= b)
+        };
+        assert!(covered("person", 11, name_end), "{text:?}: {spans:?}");
+        assert!(
+            covered("address", addr_start, text.len() - 1),
+            "{text:?}: {spans:?}"
+        );
+    }
+}
