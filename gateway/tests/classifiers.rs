@@ -910,6 +910,29 @@ async fn names_and_addresses_are_placeholdered_in_every_role_and_public_figures_
         .as_str()
         .unwrap_or_default();
     assert!(!text.contains("<PERSON_"), "{text}");
+    // a name split over two content parts (read joined, as the backend joins them), and a
+    // name and an address inside a tool call's JSON arguments
+    let body = json!({"messages": [
+        {"role": "user", "content": [
+            {"type": "text", "text": "Please send the package to John"},
+            {"type": "text", "text": " Smith, 221B Baker Street, London NW1 6XE."},
+        ]},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+            "function": {"name": "ship", "arguments": "{\"recipient\": \"Please ship it to Maria Rossi at 4 Privet Drive, Little Whinging.\"}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+    ]});
+    let r = post_json(
+        &c,
+        gw.url("/v1/chat/completions"),
+        body.to_string(),
+        &[("x-request-id", "ent-3")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let seen = &mock.requests_with_id("ent-3")[0].body;
+    for raw in ["John", "Smith", "Baker Street", "Maria", "Rossi", "Privet"] {
+        assert!(!seen.contains(raw), "`{raw}` reached the backend: {seen}");
+    }
     // questions about public figures, characters and places keep their words
     for q in [
         "Who was Albert Einstein?",

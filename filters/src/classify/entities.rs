@@ -19,6 +19,9 @@ use super::ModelError;
 use super::bundle::EntitySpec;
 use super::heads::{Layer, forward, load_layers};
 
+/// Most entity types one head may have.
+const MAX_TYPES: usize = 8;
+
 /// A person name or street address the entity head found: UTF-8 byte offsets into the text.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EntitySpan {
@@ -109,9 +112,9 @@ impl TokenHead {
             };
             units.push(Some((i, begin)));
         }
-        if outside != 1 || types.is_empty() || types.len() > usize::from(u8::MAX) {
+        if outside != 1 || types.is_empty() || types.len() > MAX_TYPES {
             return Err(bad(format!(
-                "labels {:?}: need exactly one `O` and at least one entity type",
+                "labels {:?}: need exactly one `O` and from 1 to {MAX_TYPES} entity types",
                 spec.labels
             )));
         }
@@ -149,23 +152,15 @@ impl TokenHead {
             *v = (*v - max).exp();
             sum += *v;
         }
+        // per type: (p of its `B-` label, p of its `I-` label)
         let mut p_out = 0f32;
-        let mut by_type = [0f32; 8];
-        let mut begin = [0f32; 8];
-        let mut inside = [0f32; 8];
+        let mut by_type = [(0f32, 0f32); MAX_TYPES];
         for (v, u) in a.iter().zip(&self.units) {
             let p = v / sum;
-            match u {
+            match *u {
                 None => p_out += p,
-                Some((i, is_b)) if *i < 8 => {
-                    by_type[*i] += p;
-                    if *is_b {
-                        begin[*i] += p;
-                    } else {
-                        inside[*i] += p;
-                    }
-                }
-                Some(_) => {}
+                Some((i, true)) => by_type[i].0 += p,
+                Some((i, false)) => by_type[i].1 += p,
             }
         }
         let p = 1.0 - p_out;
@@ -176,15 +171,12 @@ impl TokenHead {
                 p,
             };
         }
-        let mut best = 0;
-        for i in 1..self.types.len().min(8) {
-            if by_type[i] > by_type[best] {
-                best = i;
-            }
-        }
+        let total = |i: usize| by_type[i].0 + by_type[i].1;
+        let best =
+            (1..self.types.len()).fold(0, |best, i| if total(i) > total(best) { i } else { best });
         Tag {
             ty: (best + 1) as u8,
-            begin: begin[best] > inside[best],
+            begin: by_type[best].0 > by_type[best].1,
             p,
         }
     }
