@@ -88,6 +88,7 @@ const fn t(name: &'static str, group: Group, label: &'static str, about: &'stati
 /// Their rules take effect only in a policy that names a model.
 pub const CLASSIFIER_TYPES: &[&str] = &[
     "injection_classifier",
+    "indirect_injection_classifier",
     "toxicity_classifier",
     "denied_topic",
     "off_topic",
@@ -103,7 +104,13 @@ pub const TYPES: &[TypeInfo] = &[
         "injection_classifier",
         Group::Injection,
         "INJECTION",
-        "prompt injection or jailbreak, by the model's injection head (needs `classifiers:`)",
+        "prompt injection or jailbreak in text the user typed, by the model's injection head (needs `classifiers:`)",
+    ),
+    t(
+        "indirect_injection_classifier",
+        Group::Injection,
+        "INJECTION",
+        "instructions aimed at the model inside supplied content (tool results, documents, tool definitions: `classifiers.supplied_roles`), by the model's indirect-injection head at its own operating point; takes `injection_classifier`'s action when not set",
     ),
     t(
         "toxicity_classifier",

@@ -226,6 +226,34 @@ pub struct ClassifiersSection {
     /// `developer`, `user`, `assistant`, `tool` (tool results), `tool_definition`, `unknown`.
     #[serde(default)]
     pub skip_roles: Vec<Role>,
+    /// Roles whose texts are *supplied* content (the second channel): text the model is given
+    /// to read, not text the user typed. Their injection score goes to the
+    /// `indirect_injection_classifier` rule, with the bundle's indirect-injection head and
+    /// threshold; every other role's goes to `injection_classifier`. Default: `tool` (tool
+    /// results), `tool_definition` (tool descriptions and schemas) and `document` (attached
+    /// documents and search results). A role in `skip_roles` is not scored at all.
+    #[serde(default = "default_supplied_roles")]
+    pub supplied_roles: Vec<Role>,
+    /// A named operating point of the bundle's heads (`strict`: the injection heads' threshold
+    /// with more recall for more false positives; each bundle's model card gives the figures).
+    /// Heads without that point keep their default threshold; `thresholds` overrides both.
+    #[serde(default)]
+    pub operating_point: Option<String>,
+}
+
+fn default_supplied_roles() -> Vec<Role> {
+    vec![Role::Tool, Role::ToolDefinition, Role::Document]
+}
+
+/// Which channel a text arrives by: the injection heads have an operating point for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// Text the user (or the application) typed.
+    Typed,
+    /// Text supplied for processing: tool results, documents, retrieved content.
+    Supplied,
+    /// Every text, whatever its role (the heads that are not about injection).
+    Any,
 }
 
 /// Allowed and denied topics, each a few example sentences.
@@ -279,6 +307,10 @@ pub struct ClassifierPlan {
     pub off_topic_action: Action,
     /// Roles not scored.
     pub skip_roles: Vec<Role>,
+    /// Roles whose texts are supplied content ([`Channel::Supplied`]).
+    pub supplied_roles: Vec<Role>,
+    /// The bundle's named operating point the heads use, when one is named.
+    pub operating_point: Option<String>,
 }
 
 /// One head a policy uses, and what its score leads to.
@@ -294,12 +326,66 @@ pub struct HeadRule {
     pub action: Action,
     /// Probability threshold from the policy, overriding the bundle's calibrated one.
     pub threshold: Option<f64>,
+    /// The texts the rule scores.
+    pub channel: Channel,
+    /// The head used (with its threshold) when the bundle lacks `head`: bundles made before
+    /// the indirect-injection head score supplied texts with the injection head.
+    pub fallback: Option<&'static str>,
 }
 
-/// The heads policies can use: (head, finding type, rule id).
-const HEADS: [(&str, &str, &str); 2] = [
-    ("injection", "injection_classifier", "model.injection"),
-    ("toxicity", "toxicity_classifier", "model.toxicity"),
+impl HeadRule {
+    /// The bundle's head this rule uses: its own, or its fallback.
+    pub fn head_in<'m>(&self, model: &'m Classifier) -> Option<&'m crate::classify::Head> {
+        model
+            .heads
+            .iter()
+            .find(|h| h.name == self.head)
+            .or_else(|| {
+                self.fallback
+                    .and_then(|f| model.heads.iter().find(|h| h.name == f))
+            })
+    }
+}
+
+/// One head a policy can use.
+struct HeadKind {
+    head: &'static str,
+    ty: &'static str,
+    rule: &'static str,
+    channel: Channel,
+    fallback: Option<&'static str>,
+    /// Finding types whose action this one takes when the policy gives it none.
+    inherits: &'static [&'static str],
+}
+
+/// The heads policies can use.
+const HEADS: [HeadKind; 3] = [
+    HeadKind {
+        head: "injection",
+        ty: "injection_classifier",
+        rule: "model.injection",
+        channel: Channel::Typed,
+        fallback: None,
+        inherits: &[],
+    },
+    // Indirect injection in supplied texts: the same question at another operating point. A
+    // policy that blocks `injection_classifier` and says nothing of this one blocks both.
+    HeadKind {
+        head: "indirect_injection",
+        ty: "indirect_injection_classifier",
+        rule: "model.injection.indirect",
+        channel: Channel::Supplied,
+        fallback: Some("injection"),
+        inherits: &["injection_classifier"],
+    },
+    HeadKind {
+        head: "toxicity",
+        ty: "toxicity_classifier",
+        rule: "model.toxicity",
+        channel: Channel::Any,
+        fallback: None,
+        inherits: &[],
+    },
 ];
 
 /// What the classifiers decided about a request's prompt texts.
@@ -335,11 +421,6 @@ impl ClassifierPlan {
             .collect()
     }
 
-    /// Head names the plan needs from the bundle.
-    pub fn head_names(&self) -> impl Iterator<Item = &str> {
-        self.heads.iter().map(|h| h.head)
-    }
-
     /// Whether the plan scores texts at all (heads or topics in use): a plan used only for the
     /// entity head's tags (`person`, `address`) runs no sequence classification.
     pub fn scores_anything(&self) -> bool {
@@ -351,6 +432,15 @@ impl ClassifierPlan {
     /// Whether the classifiers score texts of `role`.
     pub fn scores(&self, role: Role) -> bool {
         !self.skip_roles.contains(&role)
+    }
+
+    /// The channel a text of `role` arrives by.
+    pub fn channel(&self, role: Role) -> Channel {
+        if self.supplied_roles.contains(&role) {
+            Channel::Supplied
+        } else {
+            Channel::Typed
+        }
     }
 
     /// Turn scores into findings. `texts` are the scores of every scored text of a request and
@@ -367,17 +457,26 @@ impl ClassifierPlan {
             action,
             score: score as f32,
         };
+        let roles = || roles.iter().copied().chain(std::iter::repeat(Role::User));
         for r in &self.heads {
-            let Some(h) = model.heads.iter().find(|h| h.name == r.head) else {
+            let Some(h) = r.head_in(model) else {
                 continue;
             };
+            let mut scored = false;
             let best = texts
                 .iter()
-                .filter_map(|t| t.logit(r.head))
+                .zip(roles())
+                .filter(|(_, role)| r.channel == Channel::Any || self.channel(*role) == r.channel)
+                .filter_map(|(t, _)| t.logit(&h.name))
+                .inspect(|_| scored = true)
                 .fold(f32::NEG_INFINITY, f32::max);
-            let threshold = r
-                .threshold
-                .map_or(h.threshold_logit, crate::classify::logit);
+            if !scored {
+                continue;
+            }
+            let threshold = r.threshold.map_or_else(
+                || h.threshold_at(self.operating_point.as_deref()),
+                crate::classify::logit,
+            );
             let p = crate::classify::sigmoid(f64::from(best));
             v.scores.push((r.head.to_string(), p));
             if f64::from(best) >= threshold {
@@ -415,8 +514,8 @@ impl ClassifierPlan {
             // the user turns to check: the last `user_turns`, or all; every window of each
             let mut turns: Vec<&TextScores> = texts
                 .iter()
-                .zip(roles.iter().chain(std::iter::repeat(&Role::User)))
-                .filter(|(_, r)| **r == Role::User)
+                .zip(roles())
+                .filter(|(_, r)| *r == Role::User)
                 .map(|(t, _)| t)
                 .collect();
             if let Some(n) = self.topics.user_turns {
@@ -702,6 +801,14 @@ fn compile_classifiers(
             format!("{:?} is out of range 1ms..=10s", c.timeout),
         ));
     }
+    if let Some(p) = &c.operating_point
+        && !plain(p)
+    {
+        errs.push(loaded.error_at(
+            "classifiers.operating_point",
+            format!("`{p}` is not an operating point name"),
+        ));
+    }
     for (h, p) in &c.thresholds {
         if !(*p > 0.0 && *p < 1.0) {
             errs.push(loaded.error_at(
@@ -728,31 +835,47 @@ fn compile_classifiers(
         }
     };
     let mut heads = Vec::new();
-    for (head, ty, rule) in HEADS {
+    for k in &HEADS {
+        // a type the policy names takes its own action; one it does not name takes the action
+        // of the type it inherits from (when that one is named), else its group's
+        let ty = if rules.0.contains_key(k.ty) {
+            k.ty
+        } else {
+            k.inherits
+                .iter()
+                .copied()
+                .find(|t| rules.0.contains_key(*t))
+                .unwrap_or(k.ty)
+        };
         let a = action(ty).unwrap_or_else(|e| {
             errs.push(e);
             Action::Allow
         });
         if a != Action::Allow {
             heads.push(HeadRule {
-                head,
-                ty,
-                rule,
+                head: k.head,
+                ty: k.ty,
+                rule: k.rule,
                 action: a,
-                threshold: c.thresholds.get(head).copied(),
+                threshold: c.thresholds.get(k.head).copied(),
+                channel: k.channel,
+                fallback: k.fallback,
             });
         }
     }
     for h in c.thresholds.keys() {
         if !heads.iter().any(|r| r.head == h) {
+            let known: Vec<&str> = HEADS.iter().map(|k| k.head).collect();
             errs.push(loaded.error_at(
                 &format!("classifiers.thresholds.{h}"),
                 format!(
-                    "no rule uses the `{h}` head (known heads: injection, toxicity; give `input.{h}_classifier` an action)"
+                    "no rule uses the `{h}` head (known heads: {}; give `input.{h}_classifier` an action)",
+                    known.join(", ")
                 ),
             ));
         }
     }
+
     let t = &c.topics;
     if !(t.threshold > 0.0 && t.threshold <= 1.0) {
         errs.push(loaded.error_at(
@@ -841,6 +964,8 @@ fn compile_classifiers(
         denied_action,
         off_topic_action,
         skip_roles: c.skip_roles.clone(),
+        supplied_roles: c.supplied_roles.clone(),
+        operating_point: c.operating_point.clone(),
     })
 }
 

@@ -52,10 +52,16 @@ enum Command {
         /// PORTCULLIS_PSEUDONYM_KEY; unset, an empty key is used and a warning printed).
         #[arg(long, default_value = "default")]
         tenant: String,
-        /// Read one JSON object per line (`{"id": .., "text": ..}`) and print one result per
-        /// line, with the `id`, instead of reading all of stdin as one text.
+        /// Read one JSON object per line (`{"id": .., "text": .., "role": ..}`, `role`
+        /// optional) and print one result per line, with the `id`, instead of reading all of
+        /// stdin as one text.
         #[arg(long)]
         jsonl: bool,
+        /// Who wrote the text (`user`, `system`, `tool`, `document`, ...): decides which
+        /// injection operating point scores it (`classifiers.supplied_roles`: a tool result or
+        /// document is scored for indirect injection). A `--jsonl` line's `role` overrides it.
+        #[arg(long, default_value = "user", value_parser = parse_role)]
+        role: filters::protocol::Role,
         /// Model bundles for a policy with `classifiers:` (default: `models/` beside the
         /// policy's folder). The scores are printed under `scores`.
         #[arg(long)]
@@ -192,11 +198,19 @@ enum DirectionArg {
     Output,
 }
 
+/// A role named on the command line or in a `check --jsonl` line.
+fn parse_role(s: &str) -> Result<filters::protocol::Role, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+        "roles are system, developer, user, assistant, tool, tool_definition, document, unknown"
+            .to_string()
+    })
+}
+
 fn check(
     policy: &std::path::Path,
     direction: DirectionArg,
     tenant: &str,
-    jsonl: bool,
+    (jsonl, default_role): (bool, filters::protocol::Role),
     models: Option<PathBuf>,
 ) -> ExitCode {
     use std::io::{BufRead, Read, Write};
@@ -252,7 +266,7 @@ fn check(
         DirectionArg::Input => &p.input,
         DirectionArg::Output => &p.output,
     };
-    let decide = |text: &str| {
+    let decide = |text: &str, role: filters::protocol::Role| {
         let mut vault = filters::Vault::default();
         // Person names and street addresses come from the bundle's entity head.
         let mut tag_failed = false;
@@ -280,10 +294,11 @@ fn check(
         let mut scores = serde_json::Map::new();
         if let Some((plan, model)) = &model
             && plan.scores_anything()
+            && plan.scores(role)
         {
             match model.classify_blocking(&[text]) {
                 Ok(s) => {
-                    let v = plan.decide(model, &s, &[filters::protocol::Role::User]);
+                    let v = plan.decide(model, &s, &[role]);
                     for (k, x) in &v.scores {
                         scores.insert(k.clone(), serde_json::json!((x * 1e4).round() / 1e4));
                     }
@@ -337,7 +352,21 @@ fn check(
                 eprintln!("error: line {}: no string field `text`", n + 1);
                 return ExitCode::FAILURE;
             };
-            let mut r = decide(text);
+            let role = match v.get("role") {
+                None | Some(serde_json::Value::Null) => default_role,
+                Some(r) => match r.as_str().map(parse_role) {
+                    Some(Ok(r)) => r,
+                    Some(Err(e)) => {
+                        eprintln!("error: line {}: `role`: {e}", n + 1);
+                        return ExitCode::FAILURE;
+                    }
+                    None => {
+                        eprintln!("error: line {}: `role` is not a string", n + 1);
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
+            let mut r = decide(text, role);
             r["id"] = v.get("id").cloned().unwrap_or(serde_json::Value::Null);
             if writeln!(out, "{r}").is_err() {
                 return ExitCode::FAILURE;
@@ -350,7 +379,7 @@ fn check(
         eprintln!("error: stdin is not UTF-8 text: {e}");
         return ExitCode::FAILURE;
     }
-    match serde_json::to_string_pretty(&decide(&text)) {
+    match serde_json::to_string_pretty(&decide(&text, default_role)) {
         Ok(s) if writeln!(out, "{s}").is_ok() => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
     }
@@ -662,9 +691,10 @@ fn main() -> ExitCode {
             direction,
             tenant,
             jsonl,
+            role,
             models,
             route: None,
-        } => check(&policy, direction, &tenant, jsonl, models),
+        } => check(&policy, direction, &tenant, (jsonl, role), models),
         Command::Serve { config } => {
             let c = match GatewayConfig::load(&config) {
                 Ok(c) => c,

@@ -115,8 +115,9 @@ impl Models {
             .get(&plan.model, plan.version.as_deref())
             .map_err(|e| format!("policy `{}`: model `{}`: {e}", policy.name, plan.model))?;
         let model = slot.current();
-        for head in plan.head_names() {
-            if !model.heads.iter().any(|h| h.name == head) {
+        for rule in &plan.heads {
+            if rule.head_in(&model).is_none() {
+                let head = rule.head;
                 return Err(format!(
                     "policy `{}` uses the `{head}` head, which bundle {} does not have (it has: {})",
                     policy.name,
@@ -129,6 +130,27 @@ impl Models {
                         .join(", ")
                 ));
             }
+        }
+        if let Some(point) = &plan.operating_point
+            && !plan.heads.iter().any(|r| {
+                r.head_in(&model)
+                    .is_some_and(|h| h.operating_points.contains_key(point))
+            })
+        {
+            return Err(format!(
+                "policy `{}` asks for the operating point `{point}`, which none of the heads it uses in bundle {} has (they have: {})",
+                policy.name,
+                model.id(),
+                model
+                    .heads
+                    .iter()
+                    .flat_map(|h| h
+                        .operating_points
+                        .keys()
+                        .map(move |p| format!("{}.{p}", h.name)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
         if policy.input.wants_entities(filters::finding::ENTITY_TYPES) && !model.has_entities() {
             return Err(format!(

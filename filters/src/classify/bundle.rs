@@ -126,6 +126,10 @@ pub struct HeadSpec {
     /// How the threshold was chosen.
     #[serde(default)]
     pub calibration: Option<String>,
+    /// More calibrated operating points by name (`strict`: a lower threshold, more recall for
+    /// more false positives); a policy picks one with `classifiers.operating_point`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub operating_points: std::collections::BTreeMap<String, f64>,
 }
 
 fn default_heads_file() -> String {

@@ -53,6 +53,8 @@ pub struct Head {
     pub name: String,
     /// Decision threshold on the logit, as calibrated in the bundle.
     pub threshold_logit: f64,
+    /// Other calibrated thresholds (logits) by operating point name (`strict`).
+    pub operating_points: std::collections::BTreeMap<String, f64>,
     layers: Vec<Layer>,
 }
 
@@ -84,11 +86,25 @@ impl Head {
         if !spec.threshold_logit.is_finite() {
             return Err(bad("threshold_logit is not a finite number".into()));
         }
+        if let Some((name, _)) = spec.operating_points.iter().find(|(_, t)| !t.is_finite()) {
+            return Err(bad(format!(
+                "operating point `{name}` is not a finite number"
+            )));
+        }
         Ok(Head {
             name: spec.name.clone(),
             threshold_logit: spec.threshold_logit,
+            operating_points: spec.operating_points.clone(),
             layers,
         })
+    }
+
+    /// The threshold (logit) of a named operating point, or the bundle's default one.
+    pub fn threshold_at(&self, point: Option<&str>) -> f64 {
+        point
+            .and_then(|p| self.operating_points.get(p))
+            .copied()
+            .unwrap_or(self.threshold_logit)
     }
 
     /// The head's logit for one feature vector.
@@ -228,6 +244,7 @@ mod tests {
             activation: "sigmoid".into(),
             threshold_logit: 0.0,
             calibration: None,
+            operating_points: Default::default(),
         }
     }
 

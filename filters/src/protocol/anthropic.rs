@@ -115,6 +115,8 @@ fn read_blocks(r: &mut Reader, v: &Value, at: &At<'_>) -> Result<(), ShapeError>
                 })?;
             }
             "document" => {
+                let role = r.role();
+                r.group(Role::Document);
                 r.object(b, &bat, |r, k, v, at| {
                     match k {
                         "type" | "cache_control" => {}
@@ -151,8 +153,11 @@ fn read_blocks(r: &mut Reader, v: &Value, at: &At<'_>) -> Result<(), ShapeError>
                     }
                     Ok(true)
                 })?;
+                r.group(role);
             }
             "search_result" => {
+                let role = r.role();
+                r.group(Role::Document);
                 r.object(b, &bat, |r, k, v, at| {
                     match k {
                         "type" | "cache_control" => {}
@@ -163,6 +168,7 @@ fn read_blocks(r: &mut Reader, v: &Value, at: &At<'_>) -> Result<(), ShapeError>
                     }
                     Ok(true)
                 })?;
+                r.group(role);
             }
             "tool_use" => {
                 let role = r.role();

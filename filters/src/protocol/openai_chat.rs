@@ -160,7 +160,7 @@ pub(crate) fn read_chat(body: &Value, r: &mut Reader) -> Result<(), ShapeError> 
             )?,
             "chat_template" | "audio" => {}
             "documents" => r.array(v, at, |r, _, d, at| {
-                r.group(Role::Tool);
+                r.group(Role::Document);
                 r.json(d, at, Kind::Content);
                 Ok(())
             })?,

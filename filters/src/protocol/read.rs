@@ -39,6 +39,10 @@ pub enum Role {
     Assistant,
     /// Tool results: untrusted content the model reads (indirect injection arrives here).
     Tool,
+    /// Documents, search results and retrieved passages the client attached for the model to
+    /// read (Anthropic `document` and `search_result` blocks, vLLM's `documents`): text the
+    /// user supplied for processing, not text the user typed.
+    Document,
     /// Tool and function definitions, grammars and schemas the backend renders into the prompt
     /// (tool poisoning arrives here).
     ToolDefinition,
@@ -55,6 +59,7 @@ impl Role {
             Role::User => "user",
             Role::Assistant => "assistant",
             Role::Tool => "tool",
+            Role::Document => "document",
             Role::ToolDefinition => "tool_definition",
             Role::Unknown => "unknown",
         }

@@ -640,6 +640,10 @@ impl Gateway {
                 f.ty.trim_end_matches("_classifier"),
                 f.score
             ),
+            "indirect_injection_classifier" => format!(
+                "the injection classifier scored content supplied in {place} (a tool result, document or tool definition) {:.3}",
+                f.score
+            ),
             "denied_topic" => format!(
                 "{place} is about the denied topic `{}`",
                 topic.unwrap_or("?")
