@@ -77,6 +77,13 @@ pub struct DataSpec {
     /// Share of `train` held out when `validation` is absent. Default 0.1.
     #[serde(default = "default_fraction")]
     pub validation_fraction: f64,
+    /// Benign texts from *elsewhere* (JSON lines, `label` 0): ordinary traffic that is not
+    /// yours, such as other teams' prompts or a public set. The threshold is raised until at
+    /// most 1% of them are flagged too, so a head tuned on your traffic does not start refusing
+    /// everyone else's. Used only to choose the threshold, never trained on, and not accounted:
+    /// give public data, not private data.
+    #[serde(default)]
+    pub reference: Option<PathBuf>,
 }
 
 /// The head: an MLP `features → hidden → ReLU → 1`, read as a sigmoid score.
@@ -89,6 +96,24 @@ pub struct HeadSpec {
     /// Hidden width. Default 256 (the shipped heads' shape).
     #[serde(default = "default_hidden")]
     pub hidden: i64,
+    /// Where the weights start: `random` (a new head), or `encoder` — the encoder bundle's own
+    /// head of this name, so that the run *fine-tunes* the shipped head on your labelled
+    /// traffic (its hidden width must match). Default `random`.
+    #[serde(default)]
+    pub init: HeadInit,
+}
+
+/// The starting weights of a head job.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadInit {
+    /// Fresh random weights.
+    #[default]
+    Random,
+    /// The encoder bundle's head of the same name.
+    Encoder,
 }
 
 impl Default for HeadSpec {
@@ -96,6 +121,7 @@ impl Default for HeadSpec {
         Self {
             name: default_head(),
             hidden: default_hidden(),
+            init: HeadInit::Random,
         }
     }
 }
@@ -551,6 +577,41 @@ impl Head {
         Ok(Head { model, l0, l2 })
     }
 
+    /// Start from the weights of the bundle's head `name` (a fine-tune of the shipped head).
+    fn load_from(&self, bundle_dir: &Path, name: &str) -> anyhow::Result<()> {
+        let b = filters::classify::bundle::Bundle::open(bundle_dir)?;
+        let Some(spec) = b.manifest.heads.iter().find(|h| h.name == name) else {
+            bail!(
+                "head.init is `encoder`, but the bundle {} has no head `{name}` (it has: {})",
+                bundle_dir.display(),
+                b.manifest
+                    .heads
+                    .iter()
+                    .map(|h| h.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        let tensors = crate::tensors::read(&b.path(&spec.file))
+            .with_context(|| format!("reading the head `{name}` of {}", bundle_dir.display()))?;
+        for (pname, p) in self.model.parameters() {
+            // `<name>.0.weight` here is `<tensors>.0.weight` in the bundle
+            let key = format!("{}{}", spec.tensors, &pname[name.len()..]);
+            let Some(src) = tensors.get(&key) else {
+                bail!("the bundle's head `{name}` has no tensor `{key}`");
+            };
+            ensure!(
+                src.size() == p.size(),
+                "the bundle's `{key}` is {:?}, the job's head wants {:?} (set head.hidden to match)",
+                src.size(),
+                p.size()
+            );
+            let mut p = p;
+            tch::no_grad(|| p.f_copy_(&src.to_kind(Kind::Float)))?;
+        }
+        Ok(())
+    }
+
     fn logits(&self, x: &Tensor, tape: &mut Tape) -> Result<Tensor, crate::engine::EngineError> {
         let h = self.l0.forward(x, tape)?.f_relu()?;
         Ok(self.l2.forward(&h, tape)?.f_squeeze_dim(1)?)
@@ -824,6 +885,9 @@ fn train_registered(
         tch::manual_seed(seed as i64);
     }
     let head = Head::new(&job.head.name, x.size()[1], job.head.hidden)?;
+    if job.head.init == HeadInit::Encoder {
+        head.load_from(&encoder_dir, &job.head.name)?;
+    }
     let mut params: Vec<Tensor> = head
         .model
         .parameters()
@@ -925,6 +989,38 @@ fn train_registered(
         }
         None => (None, None, None, None),
     };
+    // The reference texts' own 1% point: the threshold is the higher of the two.
+    let reference = match &job.data.reference {
+        Some(path) => {
+            let rows = read_jsonl(path)?;
+            ensure!(
+                rows.iter().all(|e| e.label == 0.0),
+                "{}: data.reference holds benign texts only (label 0)",
+                path.display()
+            );
+            let xr = features(
+                job,
+                &encoder_dir,
+                &sha256_file(path)?,
+                &rows,
+                "reference",
+                progress,
+            )?;
+            let _g = tch::no_grad_guard();
+            let mut z: Vec<f32> = Vec::try_from(&head.logits(&xr, &mut Tape::off())?)?;
+            z.sort_by(f32::total_cmp);
+            let allowed = (z.len() as f64 * 0.01).floor() as usize;
+            Some((
+                f64::from(z[z.len() - 1 - allowed.min(z.len() - 1)]),
+                rows.len(),
+            ))
+        }
+        None => None,
+    };
+    let threshold = match (thr, reference) {
+        (Some((t, _)), Some((r, _))) => Some(t.max(r)),
+        (t, r) => t.map(|t| t.0).or(r.map(|r| r.0)),
+    };
     let svg_path = job.output.dir.join("training.svg");
     let series = |f: fn(&Point) -> Option<f64>| -> Vec<(f64, f64)> {
         history
@@ -951,7 +1047,7 @@ fn train_registered(
             b,
             &encoder_dir,
             &head_path,
-            thr.map_or(0.0, |t| t.0),
+            threshold.unwrap_or(0.0),
             eps,
             delta,
         )?),
@@ -1001,6 +1097,9 @@ fn train_registered(
             "auc": auc,
             "threshold_logit_at_1pct_fpr": thr.map(|t| t.0),
             "recall_at_1pct_fpr": thr.map(|t| t.1),
+            "reference_threshold_logit": reference.map(|r| r.0),
+            "reference_texts": reference.map(|r| r.1),
+            "threshold_logit": threshold,
         }),
         outputs: serde_json::json!({
             "head": head_path,
@@ -1071,14 +1170,26 @@ fn write_bundle(
     std::fs::write(
         tmp.join("MODEL_CARD.md"),
         format!(
-            "# {name} {next}\n\nHead `{head}` trained by `trainer-sidecar train` (job `{job}`) with DP-SGD: \
+            "# {name} {next}\n\nHead `{head}` trained by `trainer-sidecar train` (job `{job}`){start} with DP-SGD: \
              (ε = {epsilon:.4}, δ = {delta:.1e})-DP with respect to one line of the training file, \
              accounted with {acc}. Encoder: {enc_name} {enc_version} (frozen).\n\nThe decision threshold \
-             (logit {threshold:.4}, ≤ 1% false positives) was chosen on the validation split, which is \
-             not covered by the guarantee.\n",
+             (logit {threshold:.4}) flags at most 1% of the benign texts of the validation split{reference}; \
+             it was chosen without DP: the validation split is not covered by the guarantee.\n",
             name = out.name,
             head = job.head.name,
             job = job.name,
+            reference = if job.data.reference.is_some() {
+                " and of the job's reference texts (`data.reference`)"
+            } else {
+                ""
+            },
+            start = match job.head.init {
+                HeadInit::Random => String::new(),
+                HeadInit::Encoder => format!(
+                    ", starting from the head `{}` of {} {}",
+                    job.head.name, enc.manifest.name, enc.manifest.version
+                ),
+            },
             acc = job.privacy.accountant.name(),
             enc_name = enc.manifest.name,
             enc_version = enc.manifest.version,
@@ -1097,8 +1208,14 @@ fn write_bundle(
         activation: "sigmoid".into(),
         threshold_logit: threshold,
         calibration: Some(format!(
-            "false-positive rate <= 0.01 on the validation split; DP-SGD (epsilon={epsilon:.4}, delta={delta:.1e})"
+            "false-positive rate <= 0.01 on the validation split{}; DP-SGD (epsilon={epsilon:.4}, delta={delta:.1e})",
+            if job.data.reference.is_some() {
+                " and on data.reference"
+            } else {
+                ""
+            }
         )),
+        operating_points: Default::default(),
     }];
     manifest.entities = entities;
     bundle::write_manifest(&tmp, &mut manifest)?;
