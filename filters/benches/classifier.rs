@@ -4,6 +4,8 @@
 //! throughput with micro-batching on every core at concurrency 1, 8 and 32, against the same
 //! pool with batching off (`max_batch: 1`) as the baseline. `<variant>_with_entities` is the
 //! same pass with the entity head tagging every token (person names, street addresses).
+//! `int8_without_indirect_head` is the INT8 bundle without its `indirect_injection` head (the
+//! heads as they were before the second channel), the baseline of that head's cost.
 //!
 //! `cargo bench -p filters --bench classifier` (bundles built by scripts/setup.sh);
 //! `NO_THROUGHPUT=1` skips the throughput table.
@@ -82,6 +84,24 @@ fn latency(cr: &mut Criterion) {
                 &text,
                 |b, t| b.iter(|| black_box(c.classify_blocking(&[t.as_str()]).unwrap())),
             );
+            if name == "guard" {
+                let mut base = load(name, one_thread());
+                base.heads = std::sync::Arc::new(
+                    base.heads
+                        .iter()
+                        .filter(|h| h.name != "indirect_injection")
+                        .cloned()
+                        .collect(),
+                );
+                g.bench_with_input(
+                    BenchmarkId::new(
+                        "int8_without_indirect_head",
+                        format!("{tokens}_tokens_{windows}_windows"),
+                    ),
+                    &text,
+                    |b, t| b.iter(|| black_box(base.classify_blocking(&[t.as_str()]).unwrap())),
+                );
+            }
             // The same pass with the entity head tagging every token too: the difference is
             // the head's cost (target: at most 1 ms at 128 tokens).
             if c.has_entities() {

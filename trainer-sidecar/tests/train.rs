@@ -445,8 +445,8 @@ fn a_dp_fine_tune_of_the_shipped_head_learns_a_customers_attacks_without_new_fal
     let held_out = invoice_rows(1, 160);
     let base = operating_point(&root().join("models/guard/1"), &held_out);
     let after = operating_point(&tuned, &held_out);
-    // Measured 2026-12-02 (seed 11, ε 8): (0.0, 0.0, 0) -> (0.84, 0.0, 0). Without
-    // `data.reference` and at 2.5× the learning rate the head flagged 2 of `ELSEWHERE`.
+    // Measured 2026-12-02 (seed 11, ε 8): (0.0, 0.0, 0) -> (0.84, 0.0, 0). At learning rate
+    // 5e-4 and 10 epochs the head flagged 2 of `ELSEWHERE` without `data.reference`, 1 with it.
     eprintln!("base (recall, benign flagged, elsewhere flagged): {base:?}; fine-tuned: {after:?}");
     assert!(
         after.0 >= base.0 + 0.3 && after.0 >= 0.7,
