@@ -352,16 +352,12 @@ fn check(
                 eprintln!("error: line {}: no string field `text`", n + 1);
                 return ExitCode::FAILURE;
             };
-            let role = match v.get("role") {
-                None | Some(serde_json::Value::Null) => default_role,
-                Some(r) => match r.as_str().map(parse_role) {
-                    Some(Ok(r)) => r,
-                    Some(Err(e)) => {
+            let role = match v.get("role").filter(|r| !r.is_null()) {
+                None => default_role,
+                Some(r) => match parse_role(r.as_str().unwrap_or_default()) {
+                    Ok(r) => r,
+                    Err(e) => {
                         eprintln!("error: line {}: `role`: {e}", n + 1);
-                        return ExitCode::FAILURE;
-                    }
-                    None => {
-                        eprintln!("error: line {}: `role` is not a string", n + 1);
                         return ExitCode::FAILURE;
                     }
                 },

@@ -198,3 +198,49 @@ fn check_route_shows_what_reaches_the_model() {
     assert_eq!(v["action"], "refuse");
     assert_eq!(v["refused"]["path"], "mystery");
 }
+
+#[test]
+fn check_jsonl_takes_a_role_per_line_and_refuses_an_unknown_one() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.yaml");
+    std::fs::write(&policy, "name: p\nversion: 1\ninput:\n  secrets: redact\n").unwrap();
+    let run = |input: &str| {
+        let mut child = Command::new(gateway_bin())
+            .args(["check", "--jsonl", "--policy"])
+            .arg(&policy)
+            .env("PORTCULLIS_PSEUDONYM_KEY", "test")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let ok = run(
+        "{\"id\": 1, \"text\": \"hello\", \"role\": \"tool\"}\n{\"id\": 2, \"text\": \"hi\", \"role\": null}\n",
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).lines().count(), 2);
+    for bad in ["\"robot\"", "3"] {
+        let out = run(&format!(
+            "{{\"id\": 1, \"text\": \"hello\", \"role\": {bad}}}\n"
+        ));
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("line 1: `role`") && err.contains("tool_definition, document"),
+            "{err}"
+        );
+    }
+}

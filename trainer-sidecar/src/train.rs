@@ -633,6 +633,13 @@ impl Head {
     }
 }
 
+/// The smallest logit with at most 1% of `neg` (benign logits, sorted ascending, not empty)
+/// strictly above it.
+fn threshold_at_1pct(neg: &[f32]) -> f64 {
+    let allowed = (neg.len() as f64 * 0.01).floor() as usize;
+    f64::from(neg[neg.len() - 1 - allowed.min(neg.len() - 1)])
+}
+
 /// (loss, accuracy, AUC, (threshold, recall)).
 type Metrics = (f64, f64, Option<f64>, Option<(f64, f64)>);
 
@@ -689,9 +696,7 @@ fn evaluate(head: &Head, x: &Tensor, y: &Tensor) -> anyhow::Result<Metrics> {
         wins += j_lo as f64 + 0.5 * (j_hi - j_lo) as f64;
     }
     let auc = wins / (pos.len() as f64 * neg.len() as f64);
-    // Threshold: the smallest logit with at most 1% of negatives strictly above it.
-    let allowed = (neg.len() as f64 * 0.01).floor() as usize;
-    let threshold = f64::from(neg[neg.len() - 1 - allowed.min(neg.len() - 1)]);
+    let threshold = threshold_at_1pct(&neg);
     let recall =
         pos.iter().filter(|p| f64::from(**p) > threshold).count() as f64 / pos.len() as f64;
     Ok((loss, acc, Some(auc), Some((threshold, recall))))
@@ -1009,11 +1014,7 @@ fn train_registered(
             let _g = tch::no_grad_guard();
             let mut z: Vec<f32> = Vec::try_from(&head.logits(&xr, &mut Tape::off())?)?;
             z.sort_by(f32::total_cmp);
-            let allowed = (z.len() as f64 * 0.01).floor() as usize;
-            Some((
-                f64::from(z[z.len() - 1 - allowed.min(z.len() - 1)]),
-                rows.len(),
-            ))
+            Some((threshold_at_1pct(&z), rows.len()))
         }
         None => None,
     };
