@@ -92,6 +92,13 @@ cat <<BANNER
       -H 'Content-Type: application/json' \\
       -d '{"inputs":"Streaming through the gateway","parameters":{"max_new_tokens":20}}'
 
+  MCP: $GATEWAY_URL/mcp/demo  (an example MCP server over stdio, behind the default policy)
+    the official SDK as the client: list, call, a poisoned tool, a rug-pull, an injection in a result
+    .venv/bin/python gateway/tests/clients/mcp_client.py $GATEWAY_URL/mcp/demo --key $API_KEY
+    tool pins: curl -s $ADMIN_URL/admin/mcp/pins -H "Authorization: Bearer $PORTCULLIS_ADMIN_TOKEN"
+    approve a changed tool: curl -s -X POST "$ADMIN_URL/admin/mcp/approve?server=demo&tool=weather" \
+      -H "Authorization: Bearer $PORTCULLIS_ADMIN_TOKEN"
+
   Trainer sidecar: http://$SIDECAR  (token: $PORTCULLIS_SIDECAR_TOKEN)
     outputs signed with .deps/model-signing/private.pem (the key the gateway trusts); check one
     with target/release/trainer-sidecar verify <dir> --public-key .deps/model-signing/public.pem

@@ -95,6 +95,22 @@ pub const CLASSIFIER_TYPES: &[&str] = &[
     "classifier_unavailable",
 ];
 
+/// Types that count only in *supplied* text (tool definitions, tool results, documents, fields
+/// the gateway does not understand): what they match is ordinary in a system prompt or a user's
+/// question ("do not reveal this to the user") and a warning sign only in text the model is
+/// given to read.
+pub const SUPPLIED_ONLY: &[&str] = &["tool_poisoning"];
+
+/// Whether a finding of type `ty` counts in text written by `role`.
+pub fn counts_in(ty: &str, role: crate::protocol::Role) -> bool {
+    use crate::protocol::Role;
+    !SUPPLIED_ONLY.contains(&ty)
+        || matches!(
+            role,
+            Role::Tool | Role::ToolDefinition | Role::Document | Role::Unknown
+        )
+}
+
 /// PII types found by the entity head of the `classifiers:` bundle (input only), not by rules.
 pub const ENTITY_TYPES: &[&str] = &["person", "address"];
 
@@ -307,6 +323,12 @@ pub const TYPES: &[TypeInfo] = &[
         Group::Injection,
         "JAILBREAK",
         "role-play and restriction-removal markers",
+    ),
+    t(
+        "tool_poisoning",
+        Group::Injection,
+        "INJECTION",
+        "instructions hidden for the model in supplied text: concealment from the user, reading credential files, shadowing other tools; counted only in tool definitions, tool results and documents",
     ),
     t(
         "prompt_extraction",

@@ -178,6 +178,95 @@ pub struct PolicyFile {
     /// take their actions from `input` like any other type.
     #[serde(default)]
     pub classifiers: Option<ClassifiersSection>,
+    /// Agents' tool traffic through the gateway's `/mcp/<server>` routes: which tools are
+    /// offered, what a changed tool definition does, what a finding in a server's text does,
+    /// calls per minute. Absent: every tool, changed definitions blocked until approved,
+    /// blocking findings in tool results refused.
+    #[serde(default)]
+    pub mcp: McpSection,
+}
+
+/// The `mcp:` section of a policy. Tool patterns are `server.tool` (the server's name in the
+/// gateway config, the tool's name as the server lists it), `*` standing for any characters.
+/// The input rules (`input:`) apply to MCP traffic both ways: tool-call arguments on their way
+/// to a server, and every text a server sends back (tool results, resource contents, prompt
+/// messages, the server's own requests), the latter also scored by the injection classifier as
+/// supplied text (`tool` role).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct McpSection {
+    /// Tools offered in `tools/list` and callable (`github.*`, `fs.read_file`). Default `["*"]`.
+    #[serde(default = "all_tools")]
+    pub allow_tools: Vec<String>,
+    /// Tools never offered nor callable, even when `allow_tools` matches them.
+    #[serde(default)]
+    pub deny_tools: Vec<String>,
+    /// A tool whose definition (name, description, schemas, annotations) changed since the
+    /// gateway first saw it (a rug-pull): `block` (hidden from `tools/list` and its calls
+    /// refused until an admin approves the new definition with `POST /admin/mcp/approve`),
+    /// `flag` (offered, with a `mcp_tool_changed` finding in the audit trail and metrics), or
+    /// `off` (no pinning).
+    #[serde(default)]
+    pub pinning: Pinning,
+    /// A blocking finding in text a server sends (a prompt injection in a tool result):
+    /// `block` answers the call with a JSON-RPC error saying why; `mark` lets the text through
+    /// behind a warning that it is untrusted data (a first text block for tool results, the
+    /// finding types under `_meta["portcullis/flagged"]`). Tool definitions with a blocking
+    /// finding are always withheld from `tools/list` (tool poisoning).
+    #[serde(default)]
+    pub untrusted_text: UntrustedText,
+    /// Most `tools/call` requests per minute per API key and tool (0: no limit).
+    #[serde(default)]
+    pub calls_per_minute: u32,
+}
+
+fn all_tools() -> Vec<String> {
+    vec!["*".to_string()]
+}
+
+impl Default for McpSection {
+    fn default() -> Self {
+        McpSection {
+            allow_tools: all_tools(),
+            deny_tools: Vec::new(),
+            pinning: Pinning::default(),
+            untrusted_text: UntrustedText::default(),
+            calls_per_minute: 0,
+        }
+    }
+}
+
+impl McpSection {
+    /// Whether the policy offers `tool` of `server`.
+    pub fn allows(&self, server: &str, tool: &str) -> bool {
+        let name = format!("{server}.{tool}");
+        let hit = |pats: &[String]| pats.iter().any(|p| crate::protocol::mcp::glob(p, &name));
+        hit(&self.allow_tools) && !hit(&self.deny_tools)
+    }
+}
+
+/// What a changed tool definition does (see [`McpSection::pinning`]).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Pinning {
+    /// Hidden and refused until approved.
+    #[default]
+    Block,
+    /// Offered, and recorded.
+    Flag,
+    /// Not pinned.
+    Off,
+}
+
+/// What a blocking finding in a server's text does (see [`McpSection::untrusted_text`]).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UntrustedText {
+    /// The call is answered with a JSON-RPC error.
+    #[default]
+    Block,
+    /// The text goes through behind a warning.
+    Mark,
 }
 
 fn default_classifier_timeout() -> Duration {
@@ -747,7 +836,21 @@ impl Side {
         vault: &mut Vault,
         pseudo: &Pseudonymizer,
     ) -> Decision {
+        self.evaluate_as(text, Role::User, entities, vault, pseudo)
+    }
+
+    /// [`Side::evaluate_with`] for text written by `role` (a type of
+    /// [`crate::finding::SUPPLIED_ONLY`] counts only in supplied text).
+    pub fn evaluate_as(
+        &self,
+        text: &str,
+        role: Role,
+        entities: &[crate::classify::EntitySpan],
+        vault: &mut Vault,
+        pseudo: &Pseudonymizer,
+    ) -> Decision {
         let mut findings = self.findings(text);
+        findings.retain(|f| crate::finding::counts_in(f.ty, role));
         self.add_entities(&mut findings, entities);
         let action = findings
             .iter()
@@ -1048,6 +1151,8 @@ pub struct Policy {
     pub output: Side,
     /// Model classifiers on prompts, when the policy has a `classifiers:` section.
     pub classifiers: Option<ClassifierPlan>,
+    /// Agents' tool traffic (`/mcp/<server>`).
+    pub mcp: McpSection,
     /// The file it came from.
     pub source: PathBuf,
     /// This compilation's number, unique in the process (a reload makes a new one, even of an
@@ -1219,6 +1324,23 @@ impl Policy {
             Some(c) => compile_classifiers(&loaded, c, &p.input, &mut errs),
             None => None,
         };
+        for (list, pats) in [
+            ("allow_tools", &p.mcp.allow_tools),
+            ("deny_tools", &p.mcp.deny_tools),
+        ] {
+            for (i, pat) in pats.iter().enumerate() {
+                let plain =
+                    |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '*' | '/');
+                if pat.is_empty() || !pat.chars().all(plain) || (pat != "*" && !pat.contains('.')) {
+                    errs.push(loaded.error_at(
+                        &format!("mcp.{list}[{i}]"),
+                        format!(
+                            "`{pat}` is not a tool pattern: write `server.tool` (the server's name in the gateway config, then the tool's), with `*` for any characters (`github.*`, `*.delete_*`, `*`)"
+                        ),
+                    ));
+                }
+            }
+        }
         if !errs.is_empty() {
             return Err(PolicyError { errors: errs });
         }
@@ -1233,6 +1355,7 @@ impl Policy {
             input,
             output,
             classifiers,
+            mcp: p.mcp,
             source: path.to_path_buf(),
             id: POLICY_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })

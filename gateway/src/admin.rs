@@ -2,7 +2,9 @@
 //! bearer token (`admin.token_env`): `POST /admin/reload` (keys, policies, model versions), `GET /admin/models`,
 //! `POST /admin/models/refresh` (model versions only: what a publisher calls),
 //! `POST /admin/models/<name>/rollback[?to=<version>]`, `GET /admin/policies`, `GET /admin/keys`,
-//! `GET /admin/limits/<key id>`. Separate from the public
+//! `GET /admin/limits/<key id>`, `GET /admin/mcp/pins`,
+//! `POST /admin/mcp/approve?server=<name>[&tool=<tool>]` (approve changed MCP tool definitions).
+//! Separate from the public
 //! listener (default `127.0.0.1:9090`) so that probes and scrapes never compete with, or are
 //! exposed to, API traffic; nothing here is routed on the public listener.
 
@@ -35,6 +37,10 @@ pub struct Control {
     pub guard: Option<Arc<Guard>>,
     /// LoRA adapters.
     pub adapters: Option<Arc<crate::adapters::Adapters>>,
+    /// MCP servers (tool-definition pins).
+    pub mcp: Option<Arc<crate::mcp::Mcp>>,
+    /// The audit trail (approvals are recorded).
+    pub audit: Option<crate::audit::AuditLog>,
 }
 
 /// The admin application.
@@ -219,9 +225,74 @@ impl AdminApp {
                     ),
                 }
             }
+            ("GET", "/admin/mcp/pins") => match &c.mcp {
+                Some(m) => json(StatusCode::OK, &m.pins.listing()),
+                None => json(
+                    StatusCode::NOT_FOUND,
+                    &json!({"error": "no MCP servers (no `mcp:` section)"}),
+                ),
+            },
+            ("POST", "/admin/mcp/approve") => {
+                let Some(m) = &c.mcp else {
+                    return json(
+                        StatusCode::NOT_FOUND,
+                        &json!({"error": "no MCP servers (no `mcp:` section)"}),
+                    );
+                };
+                let param = |k: &str| {
+                    query.and_then(|q| {
+                        q.split('&')
+                            .find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+                            .map(|v| v.replace("%2F", "/").replace("%2f", "/"))
+                    })
+                };
+                let Some(server) = param("server").filter(|s| !s.is_empty()) else {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        &json!({"error": "name the server: POST /admin/mcp/approve?server=<name>[&tool=<tool>]"}),
+                    );
+                };
+                let tool = param("tool").filter(|t| !t.is_empty());
+                match m.pins.approve(&server, tool.as_deref()) {
+                    None => json(
+                        StatusCode::NOT_FOUND,
+                        &json!({"error": format!("no pinned tools for MCP server `{server}`")}),
+                    ),
+                    Some(approved) => {
+                        for t in &approved {
+                            self.metrics
+                                .mcp_tool_changes
+                                .with_label_values(&[server.as_str(), "approved"])
+                                .inc();
+                            tracing::info!(server = %server, tool = %t, "MCP tool definition approved");
+                            if let Some(a) = &c.audit {
+                                a.record(crate::audit::Record {
+                                    time: crate::audit::now_rfc3339(),
+                                    event: Some("mcp_tool_approved".into()),
+                                    route: "admin".into(),
+                                    limit: "pass".into(),
+                                    mcp: Some(crate::audit::McpCall {
+                                        server: server.clone(),
+                                        method: "approve".into(),
+                                        tool: Some(t.clone()),
+                                        decision: "approved".into(),
+                                        reason: None,
+                                    }),
+                                    ..crate::audit::Record::default()
+                                })
+                                .await;
+                            }
+                        }
+                        json(
+                            StatusCode::OK,
+                            &json!({"server": server, "approved": approved}),
+                        )
+                    }
+                }
+            }
             _ => json(
                 StatusCode::NOT_FOUND,
-                &json!({"error": "not found", "routes": ["POST /admin/reload", "GET /admin/policies", "GET /admin/models", "POST /admin/models/refresh", "POST /admin/models/<name>/rollback?to=<version>", "GET /admin/keys", "GET /admin/limits/<key id>"]}),
+                &json!({"error": "not found", "routes": ["POST /admin/reload", "GET /admin/policies", "GET /admin/models", "POST /admin/models/refresh", "POST /admin/models/<name>/rollback?to=<version>", "GET /admin/keys", "GET /admin/limits/<key id>", "GET /admin/mcp/pins", "POST /admin/mcp/approve?server=<name>[&tool=<tool>]"]}),
             ),
         }
     }

@@ -218,6 +218,30 @@ pub struct Record {
     /// `adapter_refused` events: which model and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelEvent>,
+    /// One JSON-RPC call through an MCP route (route `mcp`): which server, method and tool,
+    /// and what the gateway decided; or, for `mcp_tool_changed` / `mcp_tool_approved` events,
+    /// which tool. Never arguments or results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpCall>,
+}
+
+/// An MCP call or tool event in the audit trail (see [`Record::mcp`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct McpCall {
+    /// The server's name in the gateway config.
+    pub server: String,
+    /// The JSON-RPC method (`tools/call`), or the event.
+    pub method: String,
+    /// The tool, for `tools/call` and tool events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// `forwarded`, `refused` (by the gateway, before the server saw it), `withheld` (the
+    /// server's answer replaced by the gateway's error), `marked`, `upstream_error`,
+    /// `changed_blocked`, `changed_flagged`, `approved`.
+    pub decision: String,
+    /// Why, for a refusal (a finding type or a gateway reason code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A model registry event: a version swapped in, rolled back to, or refused.

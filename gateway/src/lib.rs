@@ -9,6 +9,8 @@
 //! - [`metrics`], [`admin`]: Prometheus metrics and the admin listener.
 //! - [`keys`], [`limits`], [`audit`]: who may call, how much, and the tamper-evident record.
 //! - [`models`], [`adapters`]: signed classifier bundles and LoRA adapters (trust, swaps, routing).
+//! - [`mcp`]: the MCP gateway's state (servers, tool-definition pins, sessions); its request
+//!   path is `proxy/mcp.rs`.
 //! - [`server`]: assembling the pingora server; [`telemetry`]: logging.
 
 pub mod adapters;
@@ -21,6 +23,7 @@ pub mod guard;
 pub mod harness;
 pub mod keys;
 pub mod limits;
+pub mod mcp;
 pub mod memory;
 pub mod metrics;
 pub mod models;

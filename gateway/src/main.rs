@@ -287,7 +287,7 @@ fn check(
             }
             _ => Vec::new(),
         };
-        let mut d = side.evaluate_with(text, &entities, &mut vault, &pseudo);
+        let mut d = side.evaluate_as(text, role, &entities, &mut vault, &pseudo);
         if tag_failed && let Some((plan, _)) = &model {
             d.findings.push(plan.unavailable());
         }

@@ -108,6 +108,18 @@ pub struct Metrics {
     /// (`base` for none), `routed`; or a split's choice that was not live (`not_live`: the
     /// base model served).
     pub adapter_requests: IntCounterVec,
+    /// `portcullis_mcp_calls_total{server,method,tool,outcome}`: JSON-RPC requests a client
+    /// sent to an MCP server, by outcome (`forwarded`, `refused`, `withheld`: the answer was
+    /// replaced by the gateway's error, `marked`, `upstream_error`). `tool` is the tool's
+    /// name when the server listed it (else `other`), `-` for other methods; `method` is one
+    /// of MCP's methods or `other`.
+    pub mcp_calls: IntCounterVec,
+    /// `portcullis_mcp_tools_hidden_total{server,reason}`: tools removed from `tools/list`
+    /// answers (`not_allowed`, `finding`, `changed`).
+    pub mcp_tools_hidden: IntCounterVec,
+    /// `portcullis_mcp_tool_changes_total{server,action}`: tool definitions seen changed since
+    /// they were pinned (`block`, `flag`), and approvals (`approved`).
+    pub mcp_tool_changes: IntCounterVec,
 }
 
 /// The series of one route (see [`Metrics::for_route`]).
@@ -451,6 +463,30 @@ impl Metrics {
                     "portcullis_adapter_requests_total",
                     "Requests by the LoRA adapter they were routed to (base: none) and outcome (routed, not_live)",
                     &["adapter", "outcome"],
+                )?,
+            )?,
+            mcp_calls: reg(
+                &r,
+                cv(
+                    "portcullis_mcp_calls_total",
+                    "JSON-RPC requests to MCP servers by server, method, tool and outcome (forwarded, refused, withheld, marked, upstream_error)",
+                    &["server", "method", "tool", "outcome"],
+                )?,
+            )?,
+            mcp_tools_hidden: reg(
+                &r,
+                cv(
+                    "portcullis_mcp_tools_hidden_total",
+                    "Tools removed from MCP tools/list answers by server and reason (not_allowed, finding, changed)",
+                    &["server", "reason"],
+                )?,
+            )?,
+            mcp_tool_changes: reg(
+                &r,
+                cv(
+                    "portcullis_mcp_tool_changes_total",
+                    "MCP tool definitions that changed after they were pinned, by server and what the policy did (block, flag), and approvals (approved)",
+                    &["server", "action"],
                 )?,
             )?,
             registry: r,

@@ -45,6 +45,9 @@ pub enum Route {
     BackendMetrics,
     /// `GET /v1/models`
     Models,
+    /// `POST|GET|DELETE /mcp/<server>`: an MCP server's Streamable HTTP endpoint (see
+    /// `proxy/mcp.rs`); errors are JSON-RPC's.
+    Mcp,
 }
 
 /// Which API family a route speaks.
@@ -74,7 +77,7 @@ pub struct RouteDef {
 }
 
 /// The route table: route → path, method, label, API family.
-pub static ROUTES: [RouteDef; 15] = [
+pub static ROUTES: [RouteDef; 16] = [
     row(
         Route::Compat,
         "/",
@@ -180,7 +183,18 @@ pub static ROUTES: [RouteDef; 15] = [
         "models",
         Family::NoBody(Dialect::OpenAi),
     ),
+    // the path is a prefix: `/mcp/<server>` (the MCP handler reads its own bodies)
+    row(
+        Route::Mcp,
+        MCP_PREFIX,
+        Method::POST,
+        "mcp",
+        Family::NoBody(Dialect::JsonRpc),
+    ),
 ];
+
+/// The path prefix of the MCP servers' endpoints.
+pub const MCP_PREFIX: &str = "/mcp/";
 
 const fn row(
     route: Route,
@@ -221,6 +235,16 @@ impl Route {
 
     /// Match a method and path (without query).
     pub fn classify(method: &Method, path: &str) -> Result<Route, RouteError> {
+        if path.starts_with(MCP_PREFIX) {
+            // Streamable HTTP: POST messages, GET the server's stream, DELETE the session
+            return if matches!(*method, Method::POST | Method::GET | Method::DELETE) {
+                Ok(Route::Mcp)
+            } else {
+                Err(RouteError::MethodNotAllowed {
+                    allowed: Method::POST,
+                })
+            };
+        }
         let def = ROUTES
             .iter()
             .find(|d| d.path == path)
@@ -320,6 +344,14 @@ mod tests {
             Err(RouteError::NotFound)
         );
         assert_eq!(Route::classify(&Method::HEAD, "/health"), Ok(Route::Health));
+        for m in [Method::POST, Method::GET, Method::DELETE] {
+            assert_eq!(Route::classify(&m, "/mcp/github"), Ok(Route::Mcp));
+        }
+        assert!(Route::classify(&Method::PUT, "/mcp/github").is_err());
+        assert_eq!(
+            Route::classify(&Method::POST, "/mcp"),
+            Err(RouteError::NotFound)
+        );
     }
 
     #[test]

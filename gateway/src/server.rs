@@ -157,6 +157,12 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
     let adapters = config.adapters.as_ref().map(|a| {
         crate::adapters::Adapters::start(a.clone(), metrics.clone(), access.audit.clone())
     });
+    let mcp = match &config.mcp {
+        Some(m) => Some(Arc::new(
+            crate::mcp::Mcp::new(m.clone()).context("starting the MCP gateway")?,
+        )),
+        None => None,
+    };
     let pool_list: Vec<_> = pools.values().cloned().collect();
     let gateway = Gateway::new(
         default_pool,
@@ -173,6 +179,7 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
                 }
             }),
             monitor_share: config.models.as_ref().map_or(0.0, |m| m.monitor_share),
+            mcp: mcp.clone(),
         },
         guard.clone(),
         access.clone(),
@@ -188,6 +195,8 @@ pub fn build(config: &GatewayConfig) -> anyhow::Result<Built> {
             limiter: access.limits.local().clone(),
             guard: guard.clone(),
             adapters,
+            mcp,
+            audit: access.audit.clone(),
         },
     );
     Ok(Built {

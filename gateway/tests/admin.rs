@@ -200,7 +200,7 @@ async fn the_policy_in_use_is_reported() {
         .unwrap();
     assert_eq!(v["policy"]["name"], "default");
     assert_eq!(
-        gw.metric("portcullis_policy_info{policy=\"default\",version=\"4\"}")
+        gw.metric("portcullis_policy_info{policy=\"default\",version=\"5\"}")
             .await,
         1.0
     );

@@ -46,24 +46,28 @@ pub enum InspectError {
     Shape(#[from] ShapeError),
 }
 
+/// A reader of one kind of body: walks it with a [`Reader`] (a family's [`Protocol::read`], or
+/// one of [`super::mcp`]'s readers of JSON-RPC messages).
+pub type ReadFn<'a> = &'a (dyn Fn(&Value, &mut Reader) -> Result<(), ShapeError> + Sync);
+
 /// Read `body` with `proto` under `policy`'s settings (no scanning).
 pub fn read_units(
     proto: &dyn Protocol,
     body: &Value,
     policy: &Policy,
 ) -> Result<Vec<Unit>, ShapeError> {
-    read_body(proto, &mut Cow::Borrowed(body), policy)
+    read_body(&|b, r| proto.read(b, r), &mut Cow::Borrowed(body), policy)
 }
 
-/// Read `body` with `proto`, writing into it the decoded forms the reader asks for (then it is
+/// Read `body` with `read`, writing into it the decoded forms the reader asks for (then it is
 /// owned, and changed).
 fn read_body(
-    proto: &dyn Protocol,
+    read: ReadFn<'_>,
     body: &mut Cow<'_, Value>,
     policy: &Policy,
 ) -> Result<Vec<Unit>, ShapeError> {
     let mut r = Reader::new(policy.settings.unknown_fields);
-    proto.read(body, &mut r)?;
+    read(body, &mut r)?;
     let (units, decoded) = r.finish();
     for (path, plain) in decoded {
         if let Some(Value::String(slot)) = path.get_mut(body.to_mut()) {
@@ -258,9 +262,30 @@ pub fn inspect_with(
     classify: bool,
     memo: Option<&dyn ScanMemo>,
 ) -> Result<Inspection, InspectError> {
-    let mut read = Cow::Borrowed(&*body);
-    let units = read_body(proto, &mut read, policy)?;
-    let decoded = match read {
+    inspect_read(
+        &|b, r| proto.read(b, r),
+        body,
+        policy,
+        vault,
+        pseudo,
+        classify,
+        memo,
+    )
+}
+
+/// [`inspect_with`] for a body `read` walks (a JSON-RPC message of the MCP proxy).
+pub fn inspect_read(
+    read: ReadFn<'_>,
+    body: &mut Value,
+    policy: &Policy,
+    vault: &mut Vault,
+    pseudo: &Pseudonymizer,
+    classify: bool,
+    memo: Option<&dyn ScanMemo>,
+) -> Result<Inspection, InspectError> {
+    let mut copy = Cow::Borrowed(&*body);
+    let units = read_body(read, &mut copy, policy)?;
+    let decoded = match copy {
         Cow::Owned(v) => Some(v),
         Cow::Borrowed(_) => None,
     };
@@ -281,10 +306,11 @@ pub fn inspect_with(
     }
     for u in units.iter().filter(|u| u.scan) {
         let (text, ranges) = materialize(u, body)?;
-        let found = match memo {
+        let mut found = match memo {
             Some(m) => m.findings(policy, &text, &mut |t| policy.input.findings(t)),
             None => policy.input.findings(&text),
         };
+        found.retain(|f| crate::finding::counts_in(f.ty, u.role));
         if found.is_empty() {
             continue;
         }
@@ -330,7 +356,7 @@ pub fn unit_texts(
     policy: &Policy,
 ) -> Result<Vec<(Role, String)>, ShapeError> {
     let mut body = Cow::Borrowed(body);
-    let units = read_body(proto, &mut body, policy)?;
+    let units = read_body(&|b, r| proto.read(b, r), &mut body, policy)?;
     units
         .iter()
         .map(|u| materialize(u, &body).map(|(t, _)| (u.role, t.into_owned())))

@@ -24,6 +24,7 @@ pub mod answer;
 pub mod anthropic;
 pub mod inspect;
 pub mod json;
+pub mod mcp;
 pub mod openai_chat;
 pub mod openai_completions;
 pub mod openai_embeddings;
@@ -37,7 +38,8 @@ use serde_json::{Value, json};
 
 pub use answer::{AnswerCx, Frame, Key, StreamCx, StreamState};
 pub use inspect::{
-    ClassifierText, InspectError, Inspection, ScanMemo, inspect, inspect_with, unit_texts,
+    ClassifierText, InspectError, Inspection, ReadFn, ScanMemo, inspect, inspect_read,
+    inspect_with, unit_texts,
 };
 pub use json::{JsonError, parse_strict};
 pub use path::{At, Path};
@@ -56,6 +58,9 @@ pub enum Dialect {
     /// Anthropic: `{"type": "error", "error": {"type", "message"}}`; stream events
     /// `event: error`.
     Anthropic,
+    /// JSON-RPC 2.0 (MCP): `{"jsonrpc": "2.0", "id": null, "error": {"code", "message",
+    /// "data": {"code", "source": "gateway"}}}`; stream events `event: message`.
+    JsonRpc,
 }
 
 /// An error the gateway answers, independent of its shape.
@@ -86,6 +91,12 @@ impl Dialect {
                 "message": e.message,
                 "code": e.code,
             }}),
+            Dialect::JsonRpc => mcp::error(
+                &Value::Null,
+                mcp::code_for_status(e.status),
+                &e.message,
+                e.code,
+            ),
         }
     }
 
@@ -96,6 +107,7 @@ impl Dialect {
             Dialect::Tgi => format!("data:{v}\n\n"),
             Dialect::OpenAi => format!("data: {v}\n\n"),
             Dialect::Anthropic => format!("event: error\ndata: {v}\n\n"),
+            Dialect::JsonRpc => format!("event: message\ndata: {v}\n\n"),
         }
         .into_bytes()
     }
@@ -103,7 +115,9 @@ impl Dialect {
     /// The dialect a path that matches no route answers in: OpenAI's under `/v1/`, TGI's
     /// elsewhere (Anthropic's for `/v1/messages...`).
     pub fn for_path(path: &str) -> Dialect {
-        if path.starts_with("/v1/messages") {
+        if path.starts_with("/mcp/") {
+            Dialect::JsonRpc
+        } else if path.starts_with("/v1/messages") {
             Dialect::Anthropic
         } else if path.starts_with("/v1/") {
             Dialect::OpenAi

@@ -34,6 +34,7 @@ mod access;
 mod adapters;
 mod audit;
 mod guard;
+mod mcp;
 mod server;
 mod upstreams;
 
@@ -51,6 +52,7 @@ pub use access::{AuthSection, RateLimitsSection, RateSection, RedisSection};
 pub use adapters::{AdaptersSection, RuleSection};
 pub use audit::AuditSection;
 pub use guard::{GuardRuntime, GuardSection, ModelsSection};
+pub use mcp::{McpSection, McpServerSection};
 pub use server::{
     AdminSection, DEFAULT_ADMIN_LISTEN, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_LISTEN,
     DEFAULT_MAX_BODY_BYTES, DEFAULT_SHUTDOWN_GRACE, LimitsSection, MAX_MAX_BODY_BYTES,
@@ -105,6 +107,9 @@ pub struct FileConfig {
     /// Signed LoRA adapters, who may use them, canary splits.
     #[serde(default)]
     pub adapters: Option<AdaptersSection>,
+    /// MCP servers exposed at `/mcp/<name>`.
+    #[serde(default)]
+    pub mcp: Option<McpSection>,
     /// Named upstream pools.
     pub upstreams: BTreeMap<String, UpstreamSection>,
     /// The pool requests go to; required when there is more than one.
@@ -162,6 +167,8 @@ pub struct GatewayConfig {
     pub models: Option<ModelsSettings>,
     /// LoRA adapters.
     pub adapters: Option<crate::adapters::AdapterSettings>,
+    /// MCP servers.
+    pub mcp: Option<crate::mcp::McpSettings>,
 }
 
 /// Why a configuration cannot be used: every problem found, each located in its file.
@@ -233,6 +240,7 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
     let access = access::check(&mut cx);
     let audit = audit::check(&mut cx);
     let adapters = adapters::check(&mut cx);
+    let mcp = mcp::check(&mut cx);
     if !cx.errors.is_empty() {
         return Err(ConfigError { errors: cx.errors });
     }
@@ -260,6 +268,7 @@ fn validate(loaded: Loaded<FileConfig>) -> Result<GatewayConfig, ConfigError> {
         tls: server.tls,
         models: guard.models,
         adapters,
+        mcp,
     })
 }
 

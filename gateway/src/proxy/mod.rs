@@ -24,6 +24,7 @@
 
 pub mod access;
 pub mod body;
+mod mcp;
 pub mod monitor;
 
 use std::sync::Arc;
@@ -68,6 +69,8 @@ pub struct ProxySettings {
     pub monitor_concurrency: usize,
     /// The share of the sessions' time monitoring may use (`models.monitor_share`).
     pub monitor_share: f64,
+    /// MCP servers served at `/mcp/<name>`, when configured.
+    pub mcp: Option<Arc<crate::mcp::Mcp>>,
 }
 
 /// The gateway proxy. Cheap to share: everything inside is behind `Arc`s.
@@ -201,6 +204,9 @@ pub struct RequestCtx {
     usage: UsageMeter,
     /// Tokens settled against the quotas (once).
     tokens: Option<crate::audit::TokenCounts>,
+    /// An MCP request's audit records, one per JSON-RPC call (written in `logging` instead of
+    /// the request's own).
+    mcp_records: Vec<crate::audit::Record>,
 }
 
 /// Keeps `portcullis_in_flight_requests` right whatever path the request ends on.
@@ -1392,6 +1398,7 @@ impl ProxyHttp for Gateway {
             listing: None,
             usage: UsageMeter::default(),
             tokens: None,
+            mcp_records: Vec::new(),
         }
     }
 
@@ -1435,9 +1442,14 @@ impl ProxyHttp for Gateway {
         };
         ctx.route = Some(route);
         ctx.dialect = route.dialect();
-        ctx.pool = Some(self.default_pool.clone());
+        if route != Route::Mcp {
+            ctx.pool = Some(self.default_pool.clone());
+        }
         if self.check_access(session, ctx, route).await? {
             return Ok(true);
+        }
+        if route == Route::Mcp {
+            return self.mcp(session, ctx).await;
         }
 
         if route.has_json_body() {
@@ -2003,6 +2015,18 @@ impl ProxyHttp for Gateway {
         if let Some(audit) = &self.access.audit {
             if flood {
                 audit.refused(route, status);
+            } else if !ctx.mcp_records.is_empty() {
+                // one record per JSON-RPC call of an MCP request
+                let base = self.audit_record(ctx, status, source, total, None);
+                for r in std::mem::take(&mut ctx.mcp_records) {
+                    audit
+                        .record(crate::audit::Record {
+                            findings: r.findings,
+                            mcp: r.mcp,
+                            ..base.clone()
+                        })
+                        .await;
+                }
             } else {
                 let mut record = self.audit_record(ctx, status, source, total, tokens);
                 match monitor {
