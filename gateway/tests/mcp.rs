@@ -213,7 +213,7 @@ async fn the_official_sdk_through_the_default_policy() {
     let sent = r["send_email"]["text"].as_str().unwrap_or("");
     assert!(!sent.is_empty(), "{r}");
     assert!(!sent.contains("alice@example.com"), "{sent}");
-    assert!(!sent.contains("AKIAIOSFODNN7EXAMPLE"), "{sent}");
+    assert!(!sent.contains("AKIAQ7LMZ2XABCDEFGHI"), "{sent}");
     // an injection in a tool result and in a resource does not reach the client
     for step in ["fetch_page", "readme"] {
         let m = error_message(&r[step]);
@@ -235,7 +235,7 @@ async fn the_official_sdk_through_the_default_policy() {
     );
     for raw in [
         "alice@example.com",
-        "AKIAIOSFODNN7EXAMPLE",
+        "AKIAQ7LMZ2XABCDEFGHI",
         "Ignore all previous",
     ] {
         assert!(!audit.contains(raw), "{raw} in the audit trail");
@@ -572,8 +572,8 @@ async fn a_stdio_server_is_served_over_http_and_restarts_without_losing_the_sess
     let (s, sid, v) = rpc(&c, &url, key, None, &init).await;
     assert_eq!(s, 200, "{v}");
     assert!(v["result"]["serverInfo"].is_object(), "{v}");
-    let sid = sid.expect("the gateway's session id");
-    let sid = Some(sid.as_str());
+    let sid_text = sid.expect("the gateway's session id");
+    let sid = Some(sid_text.as_str());
     // the process dies while answering: a clear JSON-RPC error for that call...
     let (s, _, v) = rpc(&c, &url, key, sid, &call(2, "crash", json!({}))).await;
     assert_eq!(s, 200, "{v}");
@@ -605,7 +605,7 @@ async fn a_stdio_server_is_served_over_http_and_restarts_without_losing_the_sess
     let d = c
         .delete(&url)
         .bearer_auth(key)
-        .header("mcp-session-id", sid.unwrap())
+        .header("mcp-session-id", &sid_text)
         .send()
         .await
         .unwrap();

@@ -55,6 +55,9 @@ const MAX_SESSIONS: usize = 100_000;
 /// Most (key, server, tool) call windows remembered.
 const MAX_WINDOWS: usize = 100_000;
 
+/// (key id, server, tool): whose calls a window counts.
+type WindowKey = (String, String, String);
+
 /// The MCP gateway's shared state.
 pub struct Mcp {
     /// The configuration.
@@ -68,7 +71,7 @@ pub struct Mcp {
     /// Session id → the key id that owns it (`""`: no key).
     sessions: Mutex<lru::LruCache<String, String>>,
     /// (key id, server, tool) → (start of the current minute window, calls in it).
-    windows: Mutex<lru::LruCache<(String, String, String), (Instant, u32)>>,
+    windows: Mutex<lru::LruCache<WindowKey, (Instant, u32)>>,
 }
 
 impl std::fmt::Debug for Mcp {

@@ -614,7 +614,11 @@ impl Gateway {
                 .mcp_answer_json(session, ctx, 200, &v, None, false)
                 .await;
         }
-        if batch || mcp.stdio(name).is_some() {
+        // a client that takes no event stream gets the answers collected into JSON
+        let takes_sse = plain_header(&headers, "accept")
+            .or_else(|| headers.get("accept").and_then(|v| v.to_str().ok()))
+            .is_none_or(|a| a.to_ascii_lowercase().contains("text/event-stream"));
+        if batch || mcp.stdio(name).is_some() || !takes_sse {
             // MCP servers since protocol 2025-06-18 refuse JSON-RPC batches: each message is
             // forwarded on its own, and the answers come back as one array (a stdio server's
             // answers are always collected, then sent as JSON)
@@ -704,7 +708,7 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
-        if status == 202 || (200..300).contains(&status) && resp.content_length() == Some(0) {
+        if status == 202 || ((200..300).contains(&status) && resp.content_length() == Some(0)) {
             for c in calls.values() {
                 self.mcp_count(mcp, name, c);
             }
@@ -1379,6 +1383,30 @@ impl Gateway {
                 continue;
             }
             kept.push(tool);
+        }
+        // the rest of the answer (`_meta`, a cursor) is the server's text too
+        let rest = self.mcp_scan_server(scan, &rpc::read_server, m, ctx).await;
+        if let Verdict::Blocked(b, f) = rest {
+            let id = m.get("id").cloned().unwrap_or(Value::Null);
+            *m = rpc::error(
+                &id,
+                rpc::REFUSED,
+                &Self::mcp_refusal(
+                    scan.policy.as_deref(),
+                    &b,
+                    "withheld the MCP server's tool list",
+                ),
+                b.ty,
+            );
+            events.push(Call {
+                method: "tools/list".into(),
+                tool: None,
+                findings: f,
+                decision: "withheld",
+                reason: Some(b.ty.to_string()),
+            });
+            self.mcp_audit(ctx, name, events);
+            return;
         }
         if let Some(r) = m.get_mut("result").and_then(Value::as_object_mut) {
             r.insert("tools".into(), Value::Array(kept));

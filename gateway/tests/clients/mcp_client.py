@@ -65,7 +65,7 @@ BASIC_STEPS = ["tools_first", "add"]
 # The tool calls: step name -> (tool name, arguments).
 TOOL_CALLS: dict[str, tuple[str, dict[str, Any]]] = {
     "add": ("add", {"a": 2, "b": 3}),
-    "send_email": ("send_email", {"to": "alice@example.com", "body": "key AKIAIOSFODNN7EXAMPLE"}),
+    "send_email": ("send_email", {"to": "alice@example.com", "body": "key AKIAQ7LMZ2XABCDEFGHI"}),
     "fetch_page": ("fetch_page", {"url": "http://shop.example"}),
     "notes": ("notes", {"topic": "meeting"}),
     "weather": ("weather", {"city": "Paris"}),
