@@ -243,7 +243,7 @@ impl AdminApp {
                     query.and_then(|q| {
                         q.split('&')
                             .find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
-                            .map(|v| v.replace("%2F", "/").replace("%2f", "/"))
+                            .map(percent_decode)
                     })
                 };
                 let Some(server) = param("server").filter(|s| !s.is_empty()) else {
@@ -253,12 +253,17 @@ impl AdminApp {
                     );
                 };
                 let tool = param("tool").filter(|t| !t.is_empty());
-                match m.pins.approve(&server, tool.as_deref()) {
-                    None => json(
+                let digest = param("digest").filter(|d| !d.is_empty());
+                match m.pins.approve(&server, tool.as_deref(), digest.as_deref()) {
+                    Err(crate::mcp::ApproveError::UnknownServer) => json(
                         StatusCode::NOT_FOUND,
                         &json!({"error": format!("no pinned tools for MCP server `{server}`")}),
                     ),
-                    Some(approved) => {
+                    Err(crate::mcp::ApproveError::DigestMismatch { tool, pending }) => json(
+                        StatusCode::CONFLICT,
+                        &json!({"error": format!("the pending definition of `{tool}` is not the one `digest` names (it changed again): read it with GET /admin/mcp/pins and approve its digest"), "tool": tool, "pending": pending}),
+                    ),
+                    Ok(approved) => {
                         for t in &approved {
                             self.metrics
                                 .mcp_tool_changes
@@ -283,6 +288,7 @@ impl AdminApp {
                                 .await;
                             }
                         }
+                        m.pins.flush().await;
                         json(
                             StatusCode::OK,
                             &json!({"server": server, "approved": approved}),
@@ -292,7 +298,7 @@ impl AdminApp {
             }
             _ => json(
                 StatusCode::NOT_FOUND,
-                &json!({"error": "not found", "routes": ["POST /admin/reload", "GET /admin/policies", "GET /admin/models", "POST /admin/models/refresh", "POST /admin/models/<name>/rollback?to=<version>", "GET /admin/keys", "GET /admin/limits/<key id>", "GET /admin/mcp/pins", "POST /admin/mcp/approve?server=<name>[&tool=<tool>]"]}),
+                &json!({"error": "not found", "routes": ["POST /admin/reload", "GET /admin/policies", "GET /admin/models", "POST /admin/models/refresh", "POST /admin/models/<name>/rollback?to=<version>", "GET /admin/keys", "GET /admin/limits/<key id>", "GET /admin/mcp/pins", "POST /admin/mcp/approve?server=<name>[&tool=<tool>][&digest=<pending digest>]"]}),
             ),
         }
     }
@@ -352,6 +358,30 @@ fn swap_json(r: &filters::classify::SwapReport) -> serde_json::Value {
         "refused": r.refusal.map(|k| k.as_str()),
         "result": match &r.result { Ok(()) => "ok".to_string(), Err(e) => e.clone() },
     })
+}
+
+/// A query value with its `%XX` escapes and `+` decoded (an invalid escape is kept as written).
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(x)) => {
+                out.push(x);
+                i += 3;
+                continue;
+            }
+            (b'+', _) => out.push(b' '),
+            (c, _) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn json(status: StatusCode, v: &serde_json::Value) -> Response<Vec<u8>> {

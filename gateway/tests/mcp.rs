@@ -270,8 +270,40 @@ async fn the_official_sdk_through_the_default_policy() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 401, "the approval needs the admin token");
+    // the admin reads the pending definition and approves what was read (its digest)
+    let pins: Value = c
+        .get(gw.admin_url("/admin/mcp/pins"))
+        .bearer_auth("admin-secret")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pin = &pins["servers"]["demo"]["weather"];
+    assert!(
+        pin["pending_definition"]["description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("whole conversation"),
+        "{pins}"
+    );
+    let digest = pin["pending"].as_str().unwrap().to_string();
+    let stale = c
+        .post(gw.admin_url("/admin/mcp/approve?server=demo&tool=weather&digest=0000"))
+        .bearer_auth("admin-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stale.status(),
+        409,
+        "a digest that is not the pending one is refused"
+    );
     let ok: Value = c
-        .post(gw.admin_url("/admin/mcp/approve?server=demo&tool=weather"))
+        .post(gw.admin_url(&format!(
+            "/admin/mcp/approve?server=demo&tool=weather&digest={digest}"
+        )))
         .bearer_auth("admin-secret")
         .send()
         .await
@@ -347,7 +379,7 @@ fn call(id: u64, tool: &str, args: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}})
 }
 
-const POLICY: &str = "name: mcp-test\nversion: 1\ninput:\n  pii: redact\n  secrets: redact\n  instruction_override: block\nmcp:\n  deny_tools: [\"demo.admin_*\"]\n  calls_per_minute: 3\n  pinning: flag\n";
+const POLICY: &str = "name: mcp-test\nversion: 1\ninput:\n  pii: redact\n  secrets: redact\n  instruction_override: block\nmcp:\n  deny_tools: [\"demo.admin_*\"]\n  calls_per_minute: 3\n  pinning: flag\n  untrusted_text: mark\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_json_rpc_denied_tools_batches_limits_sessions_and_a_killed_server() {
@@ -429,7 +461,7 @@ async fn raw_json_rpc_denied_tools_batches_limits_sessions_and_a_killed_server()
     );
     let (_, _, v) = rpc(&c, &url, key, sid, &call(3, "admin_reset", json!({}))).await;
     assert_eq!(v["id"], 3);
-    assert_eq!(v["error"]["code"], -32001, "{v}");
+    assert_eq!(v["error"]["code"], -32060, "{v}");
     assert_eq!(v["error"]["data"]["code"], "tool_not_allowed", "{v}");
 
     // a batch: the gateway's refusals and the server's answers in one array, each by its id
@@ -481,7 +513,7 @@ async fn raw_json_rpc_denied_tools_batches_limits_sessions_and_a_killed_server()
         &call(22, "add", json!({"a": 1, "b": 1})),
     )
     .await;
-    assert_eq!(v["error"]["code"], -32003, "{v}");
+    assert_eq!(v["error"]["code"], -32062, "{v}");
 
     // malformed and oversize bodies
     let r = c
@@ -517,13 +549,31 @@ async fn raw_json_rpc_denied_tools_batches_limits_sessions_and_a_killed_server()
     .await;
     assert_eq!(v["error"]["code"], -32600, "{v}");
 
+    // untrusted_text: mark: an injection in a tool result goes through behind a warning
+    let (_, _, v) = rpc(
+        &c,
+        &url,
+        key,
+        sid,
+        &call(50, "fetch_page", json!({"url": "http://shop.example"})),
+    )
+    .await;
+    let first = v["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(first.starts_with("[portcullis]"), "{v}");
+    assert_eq!(
+        v["result"]["_meta"]["portcullis/flagged"][0], "instruction_override",
+        "{v}"
+    );
+
     // a server that cannot be reached: a JSON-RPC error saying the gateway could not connect
     let (s, _, v) = rpc(&c, &gw.url("/mcp/gone"), key, None, &init).await;
     assert_eq!(s, 502, "{v}");
     assert!(error_message(&v).contains("could not connect"), "{v}");
     assert_eq!(v["id"], 1);
     // the server dies: the next call gets the gateway's error, and works once it is back
-    let port = server.port;
     server.kill();
     let (s, _, v) = rpc(
         &c,
@@ -535,7 +585,6 @@ async fn raw_json_rpc_denied_tools_batches_limits_sessions_and_a_killed_server()
     .await;
     assert_eq!(s, 502, "{v}");
     assert_eq!(v["error"]["data"]["source"], "gateway", "{v}");
-    let _ = port;
 
     // the access log names no value
     for raw in ["bob@example.org", "ghp_0123456789"] {
@@ -612,4 +661,45 @@ async fn a_stdio_server_is_served_over_http_and_restarts_without_losing_the_sess
     assert_eq!(d.status(), 200);
     let (s, _, _) = rpc(&c, &url, key, sid, &call(5, "add", json!({"a": 1, "b": 1}))).await;
     assert_eq!(s, 404, "an ended session stays ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn person_names_in_tool_arguments_are_tagged_as_in_prompts() {
+    let server = McpServer::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "name: names\nversion: 1\ninput:\n  person: placeholder\n  address: placeholder\n  email: placeholder\nclassifiers:\n  model: guard\n  timeout: 2s\n  on_timeout: block\n",
+    )
+    .unwrap();
+    let (gw, secrets) = gateway(
+        dir.path(),
+        &policy,
+        &[("demo", server.url())],
+        &["agent"],
+        true,
+    )
+    .await;
+    let (c, key, url) = (client(), secrets[0].as_str(), gw.url("/mcp/demo"));
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+    let (_, sid, _) = rpc(&c, &url, key, None, &init).await;
+    let sid = sid.expect("a session id");
+    let (s, _, v) = rpc(
+        &c,
+        &url,
+        key,
+        Some(&sid),
+        &call(2, "send_email", json!({"to": "john.smith@example.com", "body": "Dear John Smith, your parcel goes to 221B Baker Street, London NW1 6XE."})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let sent = v["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(!sent.is_empty(), "{v}");
+    for raw in ["John Smith", "Baker Street", "john.smith@example.com"] {
+        assert!(!sent.contains(raw), "{raw} reached the server: {sent}");
+    }
 }

@@ -283,6 +283,36 @@ pub fn inspect_read(
     classify: bool,
     memo: Option<&dyn ScanMemo>,
 ) -> Result<Inspection, InspectError> {
+    inspect_units(read, body, policy, vault, pseudo, classify, memo, true)
+}
+
+/// [`inspect_read`] that does not stop at the first block: every unit is scanned and every
+/// rewrite written, and [`Inspection::blocked`] is the first blocking finding. For a caller
+/// that may still let the body through behind a warning (the MCP proxy's
+/// `untrusted_text: mark`), so that what the other rules redact is redacted all the same.
+pub fn inspect_read_all(
+    read: ReadFn<'_>,
+    body: &mut Value,
+    policy: &Policy,
+    vault: &mut Vault,
+    pseudo: &Pseudonymizer,
+    classify: bool,
+    memo: Option<&dyn ScanMemo>,
+) -> Result<Inspection, InspectError> {
+    inspect_units(read, body, policy, vault, pseudo, classify, memo, false)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn inspect_units(
+    read: ReadFn<'_>,
+    body: &mut Value,
+    policy: &Policy,
+    vault: &mut Vault,
+    pseudo: &Pseudonymizer,
+    classify: bool,
+    memo: Option<&dyn ScanMemo>,
+    stop: bool,
+) -> Result<Inspection, InspectError> {
     let mut copy = Cow::Borrowed(&*body);
     let units = read_body(read, &mut copy, policy)?;
     let decoded = match copy {
@@ -315,9 +345,11 @@ pub fn inspect_read(
             continue;
         }
         if let Some(b) = found.iter().find(|f| f.action == Action::Block) {
-            out.blocked = Some(b.clone());
-            out.findings.extend(found);
-            return Ok(out);
+            out.blocked.get_or_insert_with(|| b.clone());
+            if stop {
+                out.findings.extend(found);
+                return Ok(out);
+            }
         }
         if found.iter().any(|f| f.action.rewrites()) {
             let text = text.into_owned();
@@ -355,8 +387,17 @@ pub fn unit_texts(
     body: &Value,
     policy: &Policy,
 ) -> Result<Vec<(Role, String)>, ShapeError> {
+    unit_texts_read(&|b, r| proto.read(b, r), body, policy)
+}
+
+/// [`unit_texts`] for a body `read` walks.
+pub fn unit_texts_read(
+    read: ReadFn<'_>,
+    body: &Value,
+    policy: &Policy,
+) -> Result<Vec<(Role, String)>, ShapeError> {
     let mut body = Cow::Borrowed(body);
-    let units = read_body(&|b, r| proto.read(b, r), &mut body, policy)?;
+    let units = read_body(read, &mut body, policy)?;
     units
         .iter()
         .map(|u| materialize(u, &body).map(|(t, _)| (u.role, t.into_owned())))

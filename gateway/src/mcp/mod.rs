@@ -85,10 +85,12 @@ impl std::fmt::Debug for Mcp {
 /// Whether a session may be used by a caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionCheck {
-    /// It is the caller's (or unknown to the gateway: it becomes the caller's).
+    /// It is the caller's.
     Ok,
     /// Another key's.
     Foreign,
+    /// Not issued through this gateway (or forgotten: the oldest of `MAX_SESSIONS`).
+    Unknown,
 }
 
 impl Mcp {
@@ -131,17 +133,24 @@ impl Mcp {
         self.stdio.get(name)
     }
 
-    /// Check (and bind, when new) the session `sid` for the caller `key`.
+    /// Whether the caller `key` may use the session `sid`: only the key whose request the
+    /// server issued it for may (an id the gateway never saw issued is unknown: a client
+    /// presenting a leaked or guessed id, or any id after a restart, starts a new session).
     pub fn session(&self, server: &str, sid: &str, key: &str) -> SessionCheck {
+        match self.sessions.lock().get(&format!("{server}\u{0}{sid}")) {
+            Some(owner) if owner == key => SessionCheck::Ok,
+            Some(_) => SessionCheck::Foreign,
+            None => SessionCheck::Unknown,
+        }
+    }
+
+    /// The server issued `sid` in its answer to `key`'s request: the session is that key's
+    /// (an id already bound stays with its owner).
+    pub fn bind(&self, server: &str, sid: &str, key: &str) {
         let k = format!("{server}\u{0}{sid}");
         let mut s = self.sessions.lock();
-        match s.get(&k) {
-            Some(owner) if owner != key => SessionCheck::Foreign,
-            Some(_) => SessionCheck::Ok,
-            None => {
-                s.put(k, key.to_string());
-                SessionCheck::Ok
-            }
+        if s.get(&k).is_none() {
+            s.put(k, key.to_string());
         }
     }
 
@@ -193,6 +202,9 @@ pub struct Pin {
     /// When the change was first seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_since: Option<String>,
+    /// The changed definition, for the admin to read before approving it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_definition: Option<serde_json::Value>,
 }
 
 /// What a listing's definition is to its pin.
@@ -210,20 +222,43 @@ pub enum PinCheck {
     },
 }
 
+/// Most tools pinned per server (a listing with more is refused: pins and metric labels stay
+/// bounded whatever a server lists).
+pub const MAX_TOOLS: usize = 1024;
+
 /// Tool-definition pins, and the tools withheld for a finding in their definition.
 pub struct Pins {
     file: Option<PathBuf>,
     state: Mutex<PinState>,
+    /// Serialises writes of the pins file (the newest snapshot wins).
+    writing: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct PinState {
     /// server → tool → pin.
     servers: BTreeMap<String, BTreeMap<String, Pin>>,
-    /// (server, tool) → the finding type its definition was withheld for (not persisted: the
-    /// next listing decides again).
+    /// (server, tool, policy id) → the finding type its definition was withheld for under
+    /// that policy (not persisted: the next listing decides again).
     #[serde(skip)]
-    poisoned: HashMap<(String, String), &'static str>,
+    poisoned: HashMap<(String, String, u64), &'static str>,
+    /// Changed since the file was last written.
+    #[serde(skip)]
+    dirty: bool,
+}
+
+/// Why an approval was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApproveError {
+    /// The server has no pins.
+    UnknownServer,
+    /// `digest` is not the pending definition's (it changed again since the admin read it).
+    DigestMismatch {
+        /// The tool.
+        tool: String,
+        /// Its pending digest now.
+        pending: String,
+    },
 }
 
 impl Pins {
@@ -243,11 +278,19 @@ impl Pins {
         Ok(Pins {
             file,
             state: Mutex::new(state),
+            writing: tokio::sync::Mutex::new(()),
         })
     }
 
-    /// Compare a listed definition's digest with the tool's pin (pinning it when new).
-    pub fn check(&self, server: &str, tool: &str, digest: &str) -> PinCheck {
+    /// Compare a listed definition (`definition`, its `digest`) with the tool's pin, pinning
+    /// it when new. Changes are kept in memory until [`Pins::flush`].
+    pub fn check(
+        &self,
+        server: &str,
+        tool: &str,
+        digest: &str,
+        definition: &serde_json::Value,
+    ) -> PinCheck {
         let mut st = self.state.lock();
         let tools = st.servers.entry(server.to_string()).or_default();
         let out = match tools.get_mut(tool) {
@@ -259,30 +302,32 @@ impl Pins {
                         since: crate::audit::now_rfc3339(),
                         pending: None,
                         pending_since: None,
+                        pending_definition: None,
                     },
                 );
                 PinCheck::New
             }
             Some(p) if p.digest == digest => {
-                // a server that went back to the approved definition: nothing is pending
-                if p.pending.take().is_some() {
-                    p.pending_since = None;
-                    self.save(&st);
+                if p.pending.is_none() {
+                    return PinCheck::Same;
                 }
-                return PinCheck::Same;
+                // the server went back to the approved definition: nothing is pending
+                p.pending = None;
+                p.pending_since = None;
+                p.pending_definition = None;
+                PinCheck::Same
+            }
+            Some(p) if p.pending.as_deref() == Some(digest) => {
+                return PinCheck::Changed { first: false };
             }
             Some(p) => {
-                let first = p.pending.as_deref() != Some(digest);
-                if first {
-                    p.pending = Some(digest.to_string());
-                    p.pending_since = Some(crate::audit::now_rfc3339());
-                } else {
-                    return PinCheck::Changed { first };
-                }
-                PinCheck::Changed { first }
+                p.pending = Some(digest.to_string());
+                p.pending_since = Some(crate::audit::now_rfc3339());
+                p.pending_definition = Some(definition.clone());
+                PinCheck::Changed { first: true }
             }
         };
-        self.save(&st);
+        st.dirty = true;
         out
     }
 
@@ -305,33 +350,60 @@ impl Pins {
             .is_some_and(|t| t.contains_key(tool))
     }
 
-    /// Approve the pending definitions of `server` (one `tool`, or all). Returns the tools
-    /// approved; `None` when the server has no pins at all.
-    pub fn approve(&self, server: &str, tool: Option<&str>) -> Option<Vec<String>> {
+    /// Approve the pending definitions of `server` (one `tool`, or all; with `digest`, only
+    /// if it is the pending one: what the admin read is what gets approved). Returns the tools
+    /// approved.
+    pub fn approve(
+        &self,
+        server: &str,
+        tool: Option<&str>,
+        digest: Option<&str>,
+    ) -> Result<Vec<String>, ApproveError> {
         let mut st = self.state.lock();
-        let tools = st.servers.get_mut(server)?;
-        let mut done = Vec::new();
-        for (name, p) in tools.iter_mut() {
-            if tool.is_some_and(|t| t != name) {
-                continue;
+        let tools = st
+            .servers
+            .get_mut(server)
+            .ok_or(ApproveError::UnknownServer)?;
+        let chosen = |name: &str| tool.is_none_or(|t| t == name);
+        if let Some(d) = digest {
+            for (name, p) in tools.iter().filter(|(n, _)| chosen(n)) {
+                if let Some(pending) = &p.pending
+                    && pending != d
+                {
+                    return Err(ApproveError::DigestMismatch {
+                        tool: name.clone(),
+                        pending: pending.clone(),
+                    });
+                }
             }
+        }
+        let mut done = Vec::new();
+        for (name, p) in tools.iter_mut().filter(|(n, _)| chosen(n)) {
             if let Some(d) = p.pending.take() {
                 p.digest = d;
                 p.since = crate::audit::now_rfc3339();
                 p.pending_since = None;
+                p.pending_definition = None;
                 done.push(name.clone());
             }
         }
         if !done.is_empty() {
-            self.save(&st);
+            st.dirty = true;
         }
-        Some(done)
+        Ok(done)
     }
 
-    /// Record that `tool`'s definition was withheld for a finding (`None`: it is clean now).
-    pub fn set_poisoned(&self, server: &str, tool: &str, finding: Option<&'static str>) {
+    /// Record that `tool`'s definition was withheld under policy `policy` for a finding
+    /// (`None`: that policy found it clean at the last listing).
+    pub fn set_poisoned(
+        &self,
+        server: &str,
+        tool: &str,
+        policy: u64,
+        finding: Option<&'static str>,
+    ) {
         let mut st = self.state.lock();
-        let k = (server.to_string(), tool.to_string());
+        let k = (server.to_string(), tool.to_string(), policy);
         match finding {
             Some(f) => {
                 st.poisoned.insert(k, f);
@@ -342,12 +414,12 @@ impl Pins {
         }
     }
 
-    /// The finding `tool`'s definition was withheld for, if it was.
-    pub fn poisoned(&self, server: &str, tool: &str) -> Option<&'static str> {
+    /// The finding `tool`'s definition was withheld for under policy `policy`, if it was.
+    pub fn poisoned(&self, server: &str, tool: &str, policy: u64) -> Option<&'static str> {
         self.state
             .lock()
             .poisoned
-            .get(&(server.to_string(), tool.to_string()))
+            .get(&(server.to_string(), tool.to_string(), policy))
             .copied()
     }
 
@@ -356,24 +428,42 @@ impl Pins {
         let st = self.state.lock();
         serde_json::json!({
             "servers": st.servers,
-            "withheld": st.poisoned.iter().map(|((s, t), f)| serde_json::json!({"server": s, "tool": t, "finding": f})).collect::<Vec<_>>(),
+            "withheld": st.poisoned.iter().map(|((s, t, _), f)| serde_json::json!({"server": s, "tool": t, "finding": f})).collect::<Vec<_>>(),
         })
     }
 
-    /// Write the pins file (atomically: a temporary file renamed over it). A failure is logged:
-    /// the pins stay in force in memory.
-    fn save(&self, st: &PinState) {
-        let Some(file) = &self.file else { return };
-        if let Err(e) = write_atomically(file, st) {
-            tracing::error!(file = %file.display(), error = %e, "could not write the MCP pins file; pins stay in memory");
+    /// Write the pins file when something changed (once per listing or approval, off the
+    /// async threads, atomically: a temporary file synced and renamed over it). A failure is
+    /// logged: the pins stay in force in memory.
+    pub async fn flush(&self) {
+        let Some(file) = self.file.clone() else {
+            return;
+        };
+        let _one_writer = self.writing.lock().await;
+        let snapshot = {
+            let mut st = self.state.lock();
+            if !st.dirty {
+                return;
+            }
+            st.dirty = false;
+            serde_json::to_vec_pretty(&*st)
+        };
+        let Ok(bytes) = snapshot else { return };
+        let target = file.clone();
+        let written = tokio::task::spawn_blocking(move || write_atomically(&target, &bytes)).await;
+        if !matches!(written, Ok(Ok(()))) {
+            self.state.lock().dirty = true;
+            tracing::error!(file = %file.display(), "could not write the MCP pins file; pins stay in memory");
         }
     }
 }
 
-fn write_atomically(file: &Path, st: &PinState) -> std::io::Result<()> {
+fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
     let tmp = file.with_extension("tmp");
-    let text = serde_json::to_vec_pretty(st).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, text)?;
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
     std::fs::rename(&tmp, file)
 }
 
@@ -384,31 +474,60 @@ pub type Shared = Arc<Mcp>;
 mod tests {
     use super::*;
 
-    #[test]
-    fn pins_record_changes_until_approved_and_survive_a_restart() {
+    #[tokio::test]
+    async fn pins_record_changes_until_approved_and_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pins.json");
+        let def = serde_json::json!({"name": "w"});
         let p = Pins::open(Some(file.clone())).unwrap();
-        assert_eq!(p.check("s", "w", "d1"), PinCheck::New);
-        assert_eq!(p.check("s", "w", "d1"), PinCheck::Same);
+        assert_eq!(p.check("s", "w", "d1", &def), PinCheck::New);
+        assert_eq!(p.check("s", "w", "d1", &def), PinCheck::Same);
         assert!(!p.pending("s", "w"));
-        assert_eq!(p.check("s", "w", "d2"), PinCheck::Changed { first: true });
-        assert_eq!(p.check("s", "w", "d2"), PinCheck::Changed { first: false });
+        assert_eq!(
+            p.check("s", "w", "d2", &def),
+            PinCheck::Changed { first: true }
+        );
+        assert_eq!(
+            p.check("s", "w", "d2", &def),
+            PinCheck::Changed { first: false }
+        );
         assert!(p.pending("s", "w"));
+        p.flush().await;
         // a restart keeps both the pin and the pending change
         let p = Pins::open(Some(file.clone())).unwrap();
         assert!(p.pending("s", "w"));
-        assert_eq!(p.approve("s", Some("other")), Some(vec![]));
-        assert_eq!(p.approve("nope", None), None);
-        assert_eq!(p.approve("s", None), Some(vec!["w".to_string()]));
-        assert_eq!(p.check("s", "w", "d2"), PinCheck::Same);
-        assert_eq!(p.check("s", "w", "d1"), PinCheck::Changed { first: true });
+        assert_eq!(p.approve("s", Some("other"), None), Ok(vec![]));
+        assert_eq!(
+            p.approve("nope", None, None),
+            Err(ApproveError::UnknownServer)
+        );
+        // an approval names what the admin read: another digest is refused
+        assert!(matches!(
+            p.approve("s", Some("w"), Some("d3")),
+            Err(ApproveError::DigestMismatch { .. })
+        ));
+        assert_eq!(p.approve("s", None, Some("d2")), Ok(vec!["w".to_string()]));
+        assert_eq!(p.check("s", "w", "d2", &def), PinCheck::Same);
+        assert_eq!(
+            p.check("s", "w", "d1", &def),
+            PinCheck::Changed { first: true }
+        );
         // going back to the approved definition clears the pending one
-        assert_eq!(p.check("s", "w", "d2"), PinCheck::Same);
+        assert_eq!(p.check("s", "w", "d2", &def), PinCheck::Same);
         assert!(!p.pending("s", "w"));
         assert!(Pins::open(Some(dir.path().join("absent.json"))).is_ok());
         std::fs::write(&file, "{not json").unwrap();
         assert!(Pins::open(Some(file)).is_err());
+    }
+
+    #[test]
+    fn poisoning_verdicts_are_per_policy() {
+        let p = Pins::open(None).unwrap();
+        p.set_poisoned("s", "t", 1, Some("tool_poisoning"));
+        assert_eq!(p.poisoned("s", "t", 1), Some("tool_poisoning"));
+        assert_eq!(p.poisoned("s", "t", 2), None);
+        p.set_poisoned("s", "t", 2, None);
+        assert_eq!(p.poisoned("s", "t", 1), Some("tool_poisoning"));
     }
 
     #[test]
@@ -419,13 +538,18 @@ mod tests {
             pins_file: None,
         })
         .unwrap();
-        assert_eq!(m.session("s", "abc", "k1"), SessionCheck::Ok);
+        // an id nobody was issued is nobody's, whoever presents it first
+        assert_eq!(m.session("s", "abc", "k2"), SessionCheck::Unknown);
+        m.bind("s", "abc", "k1");
         assert_eq!(m.session("s", "abc", "k1"), SessionCheck::Ok);
         assert_eq!(m.session("s", "abc", "k2"), SessionCheck::Foreign);
+        // a second issue of the same id does not move it
+        m.bind("s", "abc", "k2");
+        assert_eq!(m.session("s", "abc", "k2"), SessionCheck::Foreign);
         // the same id on another server is another session
-        assert_eq!(m.session("t", "abc", "k2"), SessionCheck::Ok);
+        assert_eq!(m.session("t", "abc", "k1"), SessionCheck::Unknown);
         m.end_session("s", "abc");
-        assert_eq!(m.session("s", "abc", "k2"), SessionCheck::Ok);
+        assert_eq!(m.session("s", "abc", "k1"), SessionCheck::Unknown);
     }
 
     #[test]

@@ -49,7 +49,14 @@ const PROTOCOL_VERSION: &str = "2025-11-25";
 const MAX_SESSIONS: usize = 10_000;
 
 type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
-type Stdin = Arc<tokio::sync::Mutex<tokio::process::ChildStdin>>;
+/// Lines for the process's input: one writer task owns it, so that nobody waits on a lock a
+/// blocked write holds (the reader answering the process's own requests never waits at all).
+type Stdin = tokio::sync::mpsc::Sender<Vec<u8>>;
+
+/// Lines waiting for the process's input.
+const INPUT_QUEUE: usize = 256;
+/// Longest wait for room in that queue (a process that stopped reading its input).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running process.
 struct Running {
@@ -182,12 +189,14 @@ impl StdioServer {
     async fn write(&self, stdin: &Stdin, v: &Value) -> Result<(), String> {
         let mut line = v.to_string().into_bytes();
         line.push(b'\n');
-        let mut w = stdin.lock().await;
-        w.write_all(&line).await.map_err(|_| {
-            "exited (its input is closed); the gateway starts it again for the next call"
-                .to_string()
-        })?;
-        w.flush().await.map_err(|_| "exited".to_string())
+        match tokio::time::timeout(WRITE_TIMEOUT, stdin.send(line)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(
+                "exited (its input is closed); the gateway starts it again for the next call"
+                    .to_string(),
+            ),
+            Err(_) => Err("does not read its input".to_string()),
+        }
     }
 
     /// The running process's input, starting (and initializing) it when it is not running.
@@ -282,11 +291,13 @@ impl StdioServer {
             tracing::error!(server = %self.name, command = %self.cmd.command, error = %e, "cannot start MCP stdio server");
             "could not be started (see the gateway's log)".to_string()
         })?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        let (Some(raw_stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err("could not be started (no pipes)".into());
         };
-        let stdin: Stdin = Arc::new(tokio::sync::Mutex::new(stdin));
+        let (tx, rx) = tokio::sync::mpsc::channel(INPUT_QUEUE);
+        let stdin: Stdin = tx;
         let dead = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        tokio::spawn(write_loop(raw_stdin, rx, dead.clone()));
         tokio::spawn(read_loop(
             self.name.clone(),
             stdout,
@@ -296,6 +307,21 @@ impl StdioServer {
             self.max_line,
         ));
         Ok(Running { stdin, child, dead })
+    }
+}
+
+/// Write queued lines to the process's input until it closes (or every sender is gone, with
+/// the process).
+async fn write_loop(
+    mut stdin: tokio::process::ChildStdin,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    dead: Arc<std::sync::atomic::AtomicBool>,
+) {
+    while let Some(line) = rx.recv().await {
+        if stdin.write_all(&line).await.is_err() || stdin.flush().await.is_err() {
+            dead.store(true, Ordering::Release);
+            break;
+        }
     }
 }
 
@@ -356,11 +382,9 @@ async fn read_loop(
                 };
                 let mut out = answer.to_string().into_bytes();
                 out.push(b'\n');
-                let mut w = stdin.lock().await;
-                if w.write_all(&out).await.is_err() {
-                    break;
-                }
-                let _ = w.flush().await;
+                // never waits: a process that floods requests without reading its input
+                // loses answers, not the gateway's reader
+                let _ = stdin.try_send(out);
             }
             _ => {} // notifications
         }

@@ -49,15 +49,49 @@ use crate::guard::Guard;
 use crate::mcp::{Mcp, PinCheck, ServerSettings, SessionCheck};
 use crate::routes::{MCP_PREFIX, Route};
 
-/// Headers a client sends that the server needs (`mcp-method` and `mcp-name` are the
-/// 2026-07-28 protocol's, which servers check against the body).
-const FORWARDED: [&str; 5] = [
-    "mcp-session-id",
-    "mcp-protocol-version",
-    "last-event-id",
-    "mcp-method",
-    "mcp-name",
-];
+/// Headers a client sends that the server needs, forwarded as sent (the session id only when
+/// the caller owns it: `Gateway::mcp` checked).
+const FORWARDED: [&str; 3] = ["mcp-session-id", "mcp-protocol-version", "last-event-id"];
+
+/// An upstream request with the client's MCP headers. `msg`: the message it carries; the
+/// 2026-07-28 protocol's `mcp-method` and `mcp-name` are then written from it (never passed on
+/// as the client sent them: the gateway decided on the body, and a server or proxy that
+/// routes on the headers must see the same call). `sid`: the session to use instead of the
+/// client's header.
+fn with_headers(
+    mut rb: reqwest::RequestBuilder,
+    headers: &http::HeaderMap,
+    msg: Option<&Value>,
+    sid: Option<&str>,
+) -> reqwest::RequestBuilder {
+    for h in FORWARDED {
+        if h == "mcp-session-id" && sid.is_some() {
+            continue;
+        }
+        if let Some(v) = plain_header(headers, h) {
+            rb = rb.header(h, v);
+        }
+    }
+    if let Some(s) = sid {
+        rb = rb.header("mcp-session-id", s);
+    }
+    if let Some(m) = msg
+        && (headers.contains_key("mcp-method") || headers.contains_key("mcp-name"))
+    {
+        if let Some(method) = m.get("method").and_then(Value::as_str) {
+            rb = rb.header("mcp-method", method);
+        }
+        let params = m.get("params");
+        let named = params
+            .and_then(|p| p.get("name").or_else(|| p.get("uri")))
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty() && n.len() <= 256 && n.bytes().all(|b| b.is_ascii_graphic()));
+        if let Some(n) = named {
+            rb = rb.header("mcp-name", n);
+        }
+    }
+    rb
+}
 
 /// MCP's methods, for metric labels (anything else is `other`).
 const METHODS: &[&str] = &[
@@ -135,13 +169,35 @@ fn sse_event(msg: &Value, id: Option<&str>) -> Vec<u8> {
     out
 }
 
+/// An event's `id:` and `retry:` fields, re-written, when it has any (else `None`: nothing to
+/// send).
+fn fields_only(raw: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let mut out = String::new();
+    if let Some(id) = event_id(raw) {
+        out.push_str(&format!("id: {id}\n"));
+    }
+    if let Some(r) = text
+        .split(['\n', '\r'])
+        .find_map(|l| l.strip_prefix("retry:"))
+        .map(str::trim)
+        .filter(|r| !r.is_empty() && r.len() <= 10 && r.bytes().all(|b| b.is_ascii_digit()))
+    {
+        out.push_str(&format!("retry: {r}\n"));
+    }
+    (!out.is_empty()).then(|| {
+        out.push('\n');
+        out.into_bytes()
+    })
+}
+
 /// The `id:` field of a raw SSE event, if it has one (printable, bounded).
 fn event_id(raw: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(raw).ok()?;
     text.split(['\n', '\r'])
         .find_map(|l| l.strip_prefix("id:"))
         .map(|v| v.strip_prefix(' ').unwrap_or(v).to_string())
-        .filter(|v| v.len() <= 256 && !v.contains('\0'))
+        .filter(|v| v.len() <= 256 && v.bytes().all(|b| b.is_ascii_graphic()))
 }
 
 /// A header value a client or server sent, if it is short visible ASCII.
@@ -159,6 +215,8 @@ impl Scan {
         read: ReadFn<'_>,
         msg: &mut Value,
         classify: bool,
+        entities: Option<&super::EntitySpans>,
+        all: bool,
     ) -> (Verdict, Vec<(Role, String)>) {
         let (Some(policy), Some(pseudo)) = (&self.policy, &self.pseudo) else {
             return (Verdict::Pass(Vec::new()), Vec::new());
@@ -176,14 +234,26 @@ impl Scan {
                 cache,
                 tenant: &self.tenant,
             });
-        let inspected = filters::protocol::inspect_read(
+        let inner = memo.as_ref().map(|m| m as &dyn filters::protocol::ScanMemo);
+        let tagged = entities.map(|spans| super::WithEntities { inner, spans });
+        // under `untrusted_text: mark` a server's text may still go through: every rewrite is
+        // made, not only those before the first block
+        let inspect = if all {
+            filters::protocol::inspect_read_all
+        } else {
+            filters::protocol::inspect_read
+        };
+        let inspected = inspect(
             read,
             msg,
             policy,
             &mut self.vault,
             pseudo,
             classify,
-            memo.as_ref().map(|m| m as &dyn filters::protocol::ScanMemo),
+            match &tagged {
+                Some(t) => Some(t as &dyn filters::protocol::ScanMemo),
+                None => inner,
+            },
         );
         match inspected {
             Err(InspectError::Shape(e)) => (
@@ -247,12 +317,13 @@ impl Gateway {
                 self.respond(session, ctx, e, true).await?;
                 return Ok(true);
             };
-            // a stdio server's sessions are the gateway's own: an unknown one is over
+            // only the key whose request a session was issued for may use it (a stdio
+            // server's sessions are the gateway's own, and end with it)
             let stale = mcp.stdio(&name).is_some_and(|s| !s.knows(sid));
-            if stale || mcp.session(&name, sid, &key) == SessionCheck::Foreign {
+            if stale || mcp.session(&name, sid, &key) != SessionCheck::Ok {
                 let e = GatewayError::new(
                     ErrorKind::NotFound,
-                    "unknown MCP session for this API key: start a new one with initialize",
+                    "unknown MCP session for this API key (sessions are bound to the key whose initialize opened them, and end when the gateway restarts): start a new one with initialize",
                 );
                 self.respond(session, ctx, e, true).await?;
                 return Ok(true);
@@ -314,7 +385,12 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Verdict {
         let t0 = Instant::now();
-        let (verdict, texts) = scan.rules(read, msg, true);
+        let entities = match self.mcp_entities(scan, read, msg, ctx).await {
+            Ok(e) => e,
+            Err(v) => return v,
+        };
+        let all = scan.rules.untrusted_text == UntrustedText::Mark;
+        let (verdict, texts) = scan.rules(read, msg, true, entities.as_ref(), all);
         let Verdict::Pass(mut findings) = verdict else {
             self.mcp_record_decision(scan, &verdict, t0);
             return verdict;
@@ -351,6 +427,23 @@ impl Gateway {
         let v = Verdict::Pass(findings);
         self.mcp_record_decision(scan, &v, t0);
         v
+    }
+
+    /// Person names and addresses in a message, when the policy acts on them (the entity head
+    /// of its bundle, as for prompts). `Err`: the tagging failed and the policy fails closed.
+    async fn mcp_entities(
+        &self,
+        scan: &Scan,
+        read: ReadFn<'_>,
+        msg: &Value,
+        ctx: &RequestCtx,
+    ) -> Result<Option<super::EntitySpans>, Verdict> {
+        let (Some(g), Some(policy)) = (&scan.guard, &scan.policy) else {
+            return Ok(None);
+        };
+        self.tag_entities(g, policy, read, msg, ctx)
+            .await
+            .map_err(|(finding, _)| Verdict::Blocked(finding.clone(), vec![finding]))
     }
 
     /// Count a message's findings and decision in the guard metrics.
@@ -509,13 +602,13 @@ impl Gateway {
                             "tool_not_allowed",
                         ))
                     }
-                    Some(t) if mcp.pins.poisoned(name, t).is_some() => {
+                    Some(t) if mcp.pins.poisoned(name, t, policy_id(&scan)).is_some() => {
                         refusal = Some((
                             rpc::REFUSED,
                             format!(
                                 "the gateway refused the call: the definition of tool `{name}.{}` carries a `{}` finding (tool poisoning), so the tool is withheld",
                                 filters::protocol::read::shown(t).trim_matches('`'),
-                                mcp.pins.poisoned(name, t).unwrap_or("")
+                                mcp.pins.poisoned(name, t, policy_id(&scan)).unwrap_or("")
                             ),
                             "tool_poisoned",
                         ))
@@ -550,7 +643,13 @@ impl Gateway {
             let mut findings = Vec::new();
             if refusal.is_none() {
                 let t0 = Instant::now();
-                let (v, _) = scan.rules(&rpc::read_client, &mut m, false);
+                let v = match self.mcp_entities(&scan, &rpc::read_client, &m, ctx).await {
+                    Ok(entities) => {
+                        scan.rules(&rpc::read_client, &mut m, false, entities.as_ref(), false)
+                            .0
+                    }
+                    Err(v) => v,
+                };
                 self.mcp_record_decision(&scan, &v, t0);
                 match v {
                     Verdict::Pass(f) => findings = f,
@@ -601,7 +700,7 @@ impl Gateway {
             self.mcp_count(mcp, name, c);
         }
         if forward.is_empty() {
-            self.mcp_audit(ctx, name, refused_calls);
+            self.mcp_audit(mcp, ctx, name, refused_calls);
             if answers.is_empty() {
                 return self.mcp_answer_empty(session, ctx, 202, None).await;
             }
@@ -647,11 +746,7 @@ impl Gateway {
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json, text/event-stream")
             .body(sent);
-        for h in FORWARDED {
-            if let Some(v) = plain_header(&headers, h) {
-                rb = rb.header(h, v);
-            }
-        }
+        rb = with_headers(rb, &headers, Some(&out), None);
         ctx.upstream_started = Some(Instant::now());
         let resp = match tokio::time::timeout(server.timeout, rb.send()).await {
             Ok(Ok(r)) => r,
@@ -699,8 +794,8 @@ impl Gateway {
         ctx.upstream_status = Some(status);
         let sid = plain_header(resp.headers(), "mcp-session-id").map(str::to_string);
         if let Some(sid) = &sid {
-            // a new session is the caller's
-            mcp.session(name, sid, &key);
+            // the server issued it for this caller's request: the session is the caller's
+            mcp.bind(name, sid, &key);
         }
         let content_type = resp
             .headers()
@@ -713,7 +808,7 @@ impl Gateway {
                 self.mcp_count(mcp, name, c);
             }
             refused_calls.extend(calls.into_values());
-            self.mcp_audit(ctx, name, refused_calls);
+            self.mcp_audit(mcp, ctx, name, refused_calls);
             if answers.is_empty() {
                 return self
                     .mcp_answer_empty(session, ctx, 202, sid.as_deref())
@@ -842,7 +937,7 @@ impl Gateway {
             self.mcp_count(mcp, name, c);
         }
         refused_calls.extend(calls.into_values());
-        self.mcp_audit(ctx, name, refused_calls);
+        self.mcp_audit(mcp, ctx, name, refused_calls);
         let v = if batch || upstream_batch || out.len() > 1 {
             Value::Array(out)
         } else if let Some(one) = out.pop() {
@@ -885,7 +980,7 @@ impl Gateway {
             let msgs = match got {
                 Ok((new_sid, msgs)) => {
                     if let Some(s) = new_sid {
-                        mcp.session(name, &s, ctx.caller.key_id().unwrap_or(""));
+                        mcp.bind(name, &s, ctx.caller.key_id().unwrap_or(""));
                         sid = Some(s);
                     }
                     msgs
@@ -919,7 +1014,7 @@ impl Gateway {
             self.mcp_count(mcp, name, c);
         }
         done.extend(calls.into_values());
-        self.mcp_audit(ctx, name, done);
+        self.mcp_audit(mcp, ctx, name, done);
         let v = match out.len() {
             0 => {
                 return self
@@ -958,17 +1053,7 @@ impl Gateway {
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json, text/event-stream")
             .body(m.to_string());
-        for h in FORWARDED {
-            if h == "mcp-session-id" {
-                continue;
-            }
-            if let Some(v) = plain_header(headers, h) {
-                rb = rb.header(h, v);
-            }
-        }
-        if let Some(s) = sid {
-            rb = rb.header("mcp-session-id", s);
-        }
+        rb = with_headers(rb, headers, Some(m), sid);
         let resp = match tokio::time::timeout(server.timeout, rb.send()).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => return Err("could not be reached".into()),
@@ -992,7 +1077,11 @@ impl Gateway {
             let mut evs = p.feed(&body);
             evs.extend(p.feed(b"\n\n"));
             evs.into_iter()
-                .filter_map(|e| e.data.map(String::into_bytes))
+                .filter_map(|e| {
+                    e.data
+                        .filter(|d| !d.trim().is_empty())
+                        .map(String::into_bytes)
+                })
                 .collect()
         } else {
             vec![body]
@@ -1028,15 +1117,11 @@ impl Gateway {
             // there is no server stream to offer
             return self.mcp_answer_empty(session, ctx, 405, None).await;
         }
-        let mut rb = mcp
+        let rb = mcp
             .client
             .get(&server.url)
             .header(http::header::ACCEPT, "text/event-stream");
-        for h in FORWARDED {
-            if let Some(v) = plain_header(&headers, h) {
-                rb = rb.header(h, v);
-            }
-        }
+        let rb = with_headers(rb, &headers, None, None);
         ctx.upstream_started = Some(Instant::now());
         let resp = match tokio::time::timeout(server.timeout, rb.send()).await {
             Ok(Ok(r)) => r,
@@ -1097,12 +1182,7 @@ impl Gateway {
                 .mcp_answer_empty(session, ctx, if ended { 200 } else { 404 }, None)
                 .await;
         }
-        let mut rb = mcp.client.delete(&server.url);
-        for h in FORWARDED {
-            if let Some(v) = plain_header(&headers, h) {
-                rb = rb.header(h, v);
-            }
-        }
+        let rb = with_headers(mcp.client.delete(&server.url), &headers, None, None);
         let status = match tokio::time::timeout(server.timeout, rb.send()).await {
             Ok(Ok(r)) => r.status().as_u16(),
             _ => {
@@ -1162,7 +1242,16 @@ impl Gateway {
             .id()
             .and_then(|id| calls.get(&id_key(id)).map(|c| c.method.clone()));
         // tools/list: each tool decided on its own
-        if matches!(env, Message::Result { .. }) && answered.as_deref() == Some("tools/list") {
+        // (an answer to a request of another HTTP exchange, replayed on a GET stream after a
+        // reconnection, is a listing when it carries one)
+        let lists_tools = match answered.as_deref() {
+            Some(method) => method == "tools/list",
+            None => m
+                .get("result")
+                .and_then(|r| r.get("tools"))
+                .is_some_and(Value::is_array),
+        };
+        if matches!(env, Message::Result { .. }) && lists_tools {
             self.mcp_tools_list(scan, ctx, mcp, name, m).await;
             return true;
         }
@@ -1189,7 +1278,13 @@ impl Gateway {
             ),
         };
         let call = env.id().and_then(|id| calls.get_mut(&id_key(id)));
-        let mark = scan.rules.untrusted_text == UntrustedText::Mark;
+        // `mark` lets through only what is blocked as an injection (secrets, personal data,
+        // unreadable messages are withheld whatever the mode)
+        let injection = blocked.as_ref().is_some_and(|(ty, _)| {
+            filters::finding::type_info(ty)
+                .is_some_and(|t| t.group == filters::finding::Group::Injection)
+        });
+        let mark = scan.rules.untrusted_text == UntrustedText::Mark && injection;
         match (&env, blocked) {
             (Message::Result { id } | Message::Error { id }, Some((ty, why))) => {
                 if let Some(c) = call {
@@ -1238,6 +1333,7 @@ impl Gateway {
                     },
                 );
                 self.mcp_audit(
+                    mcp,
                     ctx,
                     name,
                     vec![Call {
@@ -1284,6 +1380,19 @@ impl Gateway {
             );
             return;
         };
+        if tools.len() > crate::mcp::MAX_TOOLS {
+            *m = rpc::error(
+                m.get("id").unwrap_or(&Value::Null),
+                rpc::UPSTREAM,
+                &format!(
+                    "MCP server `{name}` listed {} tools; the gateway pins at most {}",
+                    tools.len(),
+                    crate::mcp::MAX_TOOLS
+                ),
+                "too_many_tools",
+            );
+            return;
+        }
         let mut kept = Vec::with_capacity(tools.len());
         let mut events = Vec::new();
         for mut tool in tools {
@@ -1306,7 +1415,7 @@ impl Gateway {
             let digest = rpc::tool_digest(&tool);
             let changed = match scan.rules.pinning {
                 Pinning::Off => None,
-                _ => match mcp.pins.check(name, &tname, &digest) {
+                _ => match mcp.pins.check(name, &tname, &digest, &tool) {
                     PinCheck::Changed { first } => Some(first),
                     _ => None,
                 },
@@ -1349,7 +1458,8 @@ impl Gateway {
                 .await
             {
                 Verdict::Blocked(b, f) => {
-                    mcp.pins.set_poisoned(name, &tname, Some(b.ty));
+                    mcp.pins
+                        .set_poisoned(name, &tname, policy_id(scan), Some(b.ty));
                     self.metrics
                         .mcp_tools_hidden
                         .with_label_values(&[name, "finding"])
@@ -1365,15 +1475,19 @@ impl Gateway {
                     continue;
                 }
                 Verdict::Unreadable(_) => {
-                    mcp.pins
-                        .set_poisoned(name, &tname, Some("unsupported_request_shape"));
+                    mcp.pins.set_poisoned(
+                        name,
+                        &tname,
+                        policy_id(scan),
+                        Some("unsupported_request_shape"),
+                    );
                     self.metrics
                         .mcp_tools_hidden
                         .with_label_values(&[name, "finding"])
                         .inc();
                     continue;
                 }
-                Verdict::Pass(_) => mcp.pins.set_poisoned(name, &tname, None),
+                Verdict::Pass(_) => mcp.pins.set_poisoned(name, &tname, policy_id(scan), None),
             }
             if changed.is_some() && block {
                 self.metrics
@@ -1384,6 +1498,7 @@ impl Gateway {
             }
             kept.push(tool);
         }
+        mcp.pins.flush().await;
         // the rest of the answer (`_meta`, a cursor) is the server's text too
         let rest = self.mcp_scan_server(scan, &rpc::read_server, m, ctx).await;
         if let Verdict::Blocked(b, f) = rest {
@@ -1405,14 +1520,14 @@ impl Gateway {
                 decision: "withheld",
                 reason: Some(b.ty.to_string()),
             });
-            self.mcp_audit(ctx, name, events);
+            self.mcp_audit(mcp, ctx, name, events);
             return;
         }
         if let Some(r) = m.get_mut("result").and_then(Value::as_object_mut) {
             r.insert("tools".into(), Value::Array(kept));
         }
         if !events.is_empty() {
-            self.mcp_audit(ctx, name, events);
+            self.mcp_audit(mcp, ctx, name, events);
         }
     }
 
@@ -1462,6 +1577,7 @@ impl Gateway {
         let mut parser = SseParser::default();
         let mut stream = resp.bytes_stream();
         let sid_opt = sid.clone();
+        let mut first = true;
         while !client_gone {
             let next = if idle_timeout {
                 match tokio::time::timeout(server.timeout, stream.next()).await {
@@ -1475,7 +1591,15 @@ impl Gateway {
                 stream.next().await
             };
             let chunk = match next {
-                Some(Ok(c)) => c,
+                // a byte-order mark before the first event is the stream's, not an event's
+                Some(Ok(c)) if first && c.starts_with("\u{feff}".as_bytes()) => {
+                    first = false;
+                    c.slice(3..)
+                }
+                Some(Ok(c)) => {
+                    first = false;
+                    c
+                }
                 Some(Err(_)) => {
                     for c in calls.values_mut() {
                         c.decision = "upstream_error";
@@ -1501,7 +1625,7 @@ impl Gateway {
                         .await;
                     self.mcp_finish_stream(ctx, mcp, name, calls, done);
                     return Ok(());
-                } else if let Some(data) = &ev.data {
+                } else if let Some(data) = ev.data.as_ref().filter(|d| !d.trim().is_empty()) {
                     let mut m = match parse_strict(data.as_bytes()) {
                         Ok(v) => v,
                         Err(_) => rpc::error(
@@ -1522,9 +1646,11 @@ impl Gateway {
                         continue;
                     }
                 } else {
-                    // no data: a priming event (`id:`, `retry:`) or a comment: nothing to read
-                    let mut b = ev.raw.clone();
-                    b.extend_from_slice(b"\n\n");
+                    // no data (or empty data): a priming event, a keep-alive: only its `id:`
+                    // and `retry:` fields go on, re-written (never bytes the gateway did not read)
+                    let Some(b) = fields_only(&ev.raw) else {
+                        continue;
+                    };
                     b
                 };
                 ctx.bytes_out += out.len() as u64;
@@ -1546,7 +1672,7 @@ impl Gateway {
             self.mcp_count(mcp, name, c);
         }
         done.extend(calls.into_values());
-        self.mcp_audit(ctx, name, done);
+        self.mcp_audit(mcp, ctx, name, done);
         Ok(())
     }
 
@@ -1563,7 +1689,7 @@ impl Gateway {
             self.mcp_count(mcp, name, &c);
             done.push(c);
         }
-        self.mcp_audit(ctx, name, done);
+        self.mcp_audit(mcp, ctx, name, done);
     }
 
     /// The server answered an error status: its body (a JSON-RPC error, bounded) filtered,
@@ -1614,7 +1740,7 @@ impl Gateway {
             self.mcp_count(mcp, name, &c);
             done.push(c);
         }
-        self.mcp_audit(ctx, name, done);
+        self.mcp_audit(mcp, ctx, name, done);
         let body = v.to_string();
         let mut h = ResponseHeader::build(status, Some(4))?;
         h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
@@ -1651,7 +1777,7 @@ impl Gateway {
             self.mcp_count(mcp, name, &c);
             done.push(c);
         }
-        self.mcp_audit(ctx, name, done);
+        self.mcp_audit(mcp, ctx, name, done);
         ctx.gateway_error = Some(ErrorKind::UpstreamConnect);
         let v = if batch || answers.len() != 1 {
             Value::Array(answers)
@@ -1708,7 +1834,13 @@ impl Gateway {
         h.insert_header(http::header::CONTENT_LENGTH, "0")?;
         h.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         if status >= 400 {
-            h.insert_header(ERROR_SOURCE_HEADER, "backend")?;
+            // the server's status, unless the gateway answered for a stdio server
+            let source = if ctx.upstream_status.is_some() {
+                "backend"
+            } else {
+                "gateway"
+            };
+            h.insert_header(ERROR_SOURCE_HEADER, source)?;
         }
         if let Some(s) = sid {
             h.insert_header("mcp-session-id", s)?;
@@ -1730,9 +1862,18 @@ impl Gateway {
             .inc();
     }
 
-    /// One audit record per call (kept on the request; written in `logging`).
-    fn mcp_audit(&self, ctx: &mut RequestCtx, server: &str, calls: Vec<Call>) {
-        for c in calls {
+    /// One audit record per call (kept on the request; written in `logging`). A tool the
+    /// server never listed is recorded as `other`: its name is the client's (the model's)
+    /// writing and may carry anything.
+    fn mcp_audit(&self, mcp: &Mcp, ctx: &mut RequestCtx, server: &str, calls: Vec<Call>) {
+        for mut c in calls {
+            c.tool = c.tool.map(|t| {
+                if t.len() <= 128 && mcp.pins.known(server, &t) {
+                    t
+                } else {
+                    "other".to_string()
+                }
+            });
             let mut findings = Vec::new();
             super::access::count_into(&mut findings, &c.findings);
             ctx.mcp_records.push(Record {
@@ -1755,6 +1896,11 @@ fn headers_sid(h: &http::HeaderMap, from_server: Option<&str>) -> Option<String>
     from_server
         .or_else(|| plain_header(h, "mcp-session-id"))
         .map(str::to_string)
+}
+
+/// The id of the policy a scan runs under (0: none), which poisoning verdicts are kept by.
+fn policy_id(scan: &Scan) -> u64 {
+    scan.policy.as_ref().map_or(0, |p| p.id)
 }
 
 /// A policy's name for messages.

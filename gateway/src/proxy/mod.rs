@@ -428,7 +428,7 @@ impl Gateway {
         &self,
         g: &Guard,
         policy: &Policy,
-        proto: &'static dyn filters::protocol::Protocol,
+        read: filters::protocol::ReadFn<'_>,
         body: &serde_json::Value,
         ctx: &RequestCtx,
     ) -> Result<Option<EntitySpans>, (Applied, GatewayError)> {
@@ -447,7 +447,7 @@ impl Gateway {
             return self.tagging_failed(policy, plan, &model, ctx, "the bundle has no entity head");
         }
         // A body the reader refuses is refused by the rules pass that follows.
-        let Ok(units) = filters::protocol::unit_texts(proto, body, policy) else {
+        let Ok(units) = filters::protocol::unit_texts_read(read, body, policy) else {
             return Ok(None);
         };
         let mut texts: Vec<String> = units
@@ -742,7 +742,8 @@ impl Gateway {
         };
         // Person names and addresses come from the model: tagged before the rules run, so
         // their rewrite lands in the same pass as the rules' (see `WithEntities`).
-        let entities = match self.tag_entities(&g, &policy, proto, &body, ctx).await {
+        let read = |b: &serde_json::Value, r: &mut filters::protocol::Reader| proto.read(b, r);
+        let entities = match self.tag_entities(&g, &policy, &read, &body, ctx).await {
             Ok(e) => e,
             Err((finding, err)) => {
                 self.record(
