@@ -36,10 +36,12 @@ struct Args {
 }
 
 /// The call every request makes: an e-mail address in the arguments (the rules rewrite it on
-/// the way in) and a result the server echoes (the rules and classifiers read it on the way out).
+/// the way in) and a result the server echoes (the rules and classifiers read it on the way
+/// out). Each call's text is different (its id in it), so the scan-once cache never answers
+/// for the classifier: every result is scored.
 fn call(id: u64) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "send_email",
-        "arguments": {"to": "alice@example.com", "body": "The meeting moved to 3 pm on Thursday, room 4.12."}}})
+        "arguments": {"to": "alice@example.com", "body": format!("Ticket {id}: the meeting moved to 3 pm on Thursday, room 4.12.")}}})
 }
 
 /// POST one message; the answer's JSON-RPC messages (JSON or SSE) and the session id.
@@ -119,8 +121,15 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[i.min(v.len() - 1)]
 }
 
-/// `calls` calls at `conc` workers; (latencies in ms, errors, wall seconds).
-async fn phase(url: &str, key: &str, calls: usize, conc: usize) -> (Vec<f64>, usize, f64) {
+/// `calls` calls at `conc` workers, ids from `first_id` (never repeated in a run, so no text
+/// is one the gateway scored before); (latencies in ms, errors, wall seconds).
+async fn phase(
+    url: &str,
+    key: &str,
+    calls: usize,
+    conc: usize,
+    first_id: usize,
+) -> (Vec<f64>, usize, f64) {
     let setup = reqwest::Client::new();
     let sid = match session(&setup, url, key).await {
         Ok(s) => s,
@@ -143,7 +152,7 @@ async fn phase(url: &str, key: &str, calls: usize, conc: usize) -> (Vec<f64>, us
             let mut lat = Vec::with_capacity(per);
             let mut errors = 0;
             for i in 0..per {
-                let id = (w * per + i + 10) as u64;
+                let id = (first_id + w * per + i) as u64;
                 let t = Instant::now();
                 match post(&c, &url, &key, sid.as_deref(), &call(id)).await {
                     Ok((msgs, _))
@@ -178,14 +187,17 @@ async fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    let mut first_id = 10;
     for round in 1..=args.rounds {
         for &conc in &concs {
+            first_id += args.calls + conc;
             for t in &args.targets {
                 let Some((name, url)) = t.split_once('=') else {
                     eprintln!("--target must be name=url: {t}");
                     std::process::exit(2);
                 };
-                let (mut lat, errors, wall) = phase(url, &args.key, args.calls, conc).await;
+                let (mut lat, errors, wall) =
+                    phase(url, &args.key, args.calls, conc, first_id).await;
                 let n = lat.len();
                 println!(
                     "{}",

@@ -119,6 +119,15 @@ pub(super) fn check(cx: &mut Check<'_>) -> Option<McpSettings> {
                 ),
             },
             (None, Some(command)) if !command.trim().is_empty() => {
+                // the process runs in this file's folder, named absolutely (a relative folder
+                // would be taken from the new working directory again)
+                let here = cx.base();
+                let here = if here.as_os_str().is_empty() {
+                    std::path::PathBuf::from(".")
+                } else {
+                    here
+                };
+                let base = std::path::absolute(&here).unwrap_or(here);
                 servers.insert(
                     name.clone(),
                     ServerSettings {
@@ -126,13 +135,13 @@ pub(super) fn check(cx: &mut Check<'_>) -> Option<McpSettings> {
                         stdio: Some(StdioCommand {
                             // a path (not a name looked up on PATH) is relative to this file
                             command: if command.contains('/') {
-                                cx.base().join(command).display().to_string()
+                                base.join(command).display().to_string()
                             } else {
                                 command.clone()
                             },
                             args: s.args.clone(),
                             env: s.env.clone(),
-                            cwd: Some(cx.base()).filter(|b| !b.as_os_str().is_empty()),
+                            cwd: Some(base),
                         }),
                         timeout: s.timeout,
                     },

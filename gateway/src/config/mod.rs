@@ -303,6 +303,34 @@ mod tests {
     }
 
     #[test]
+    fn mcp_servers_are_checked_and_stdio_paths_made_absolute() {
+        let up = "upstreams:\n  tgi:\n    backends: [h:1]\n";
+        let c = parse(&format!(
+            "{up}mcp:\n  servers:\n    a: {{url: http://127.0.0.1:1/mcp}}\n    b: {{command: ./srv, args: [x]}}\n    c: {{command: npx}}\n"
+        ))
+        .unwrap();
+        let m = c.mcp.unwrap();
+        assert_eq!(m.servers["a"].url, "http://127.0.0.1:1/mcp");
+        let b = m.servers["b"].stdio.as_ref().unwrap();
+        // run from the config's folder, a relative program named absolutely
+        assert!(Path::new(&b.command).is_absolute(), "{}", b.command);
+        assert!(b.cwd.as_ref().is_some_and(|d| d.is_absolute()));
+        assert_eq!(m.servers["c"].stdio.as_ref().unwrap().command, "npx");
+        for bad in [
+            "mcp:\n  servers: {}\n",
+            "mcp:\n  servers:\n    a: {url: https://x/mcp}\n",
+            "mcp:\n  servers:\n    a: {url: ftp://x/mcp}\n",
+            "mcp:\n  servers:\n    a: {}\n",
+            "mcp:\n  servers:\n    'a/b': {url: http://x/mcp}\n",
+            "mcp:\n  servers:\n    a: {url: http://x/mcp, command: y}\n",
+            "mcp:\n  servers:\n    a: {url: http://x/mcp, nope: 1}\n",
+            "mcp:\n  servers:\n    a: {url: http://x/mcp}\n  max_message_bytes: 10\n",
+        ] {
+            assert!(parse(&format!("{up}{bad}")).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn durations_are_human() {
         let c = parse(
             "upstreams:\n  tgi:\n    backends: [h:1]\n    timeouts: {connect: 250ms, read: 2m}\n",

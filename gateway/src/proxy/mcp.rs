@@ -1578,12 +1578,36 @@ impl Gateway {
         let mut stream = resp.bytes_stream();
         let sid_opt = sid.clone();
         let mut first = true;
+        let mut answered: std::collections::HashSet<String> = std::collections::HashSet::new();
         while !client_gone {
             let next = if idle_timeout {
                 match tokio::time::timeout(server.timeout, stream.next()).await {
                     Ok(n) => n,
                     Err(_) => {
                         tracing::warn!(request_id = %ctx.request_id, server = name, "MCP server's stream went silent; closing it");
+                        // the calls it did not answer get the gateway's error
+                        for (id, c) in calls.iter_mut() {
+                            c.decision = "upstream_error";
+                            let id: Value = serde_json::from_str(id).unwrap_or(Value::Null);
+                            let e = rpc::error(
+                                &id,
+                                rpc::UPSTREAM,
+                                &format!(
+                                    "MCP server `{name}` went silent for {} before answering",
+                                    humantime::format_duration(server.timeout)
+                                ),
+                                "upstream_timeout",
+                            );
+                            let ev = sse_event(&e, None);
+                            if session
+                                .write_response_body(Some(Bytes::from(ev)), false)
+                                .await
+                                .is_err()
+                            {
+                                client_gone = true;
+                                break;
+                            }
+                        }
                         break;
                     }
                 }
@@ -1641,6 +1665,11 @@ impl Gateway {
                         )
                         .await
                     {
+                        if (m.get("result").is_some() || m.get("error").is_some())
+                            && let Some(id) = m.get("id")
+                        {
+                            answered.insert(id_key(id));
+                        }
                         sse_event(&m, event_id(&ev.raw).as_deref())
                     } else {
                         continue;

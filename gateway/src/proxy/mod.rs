@@ -2019,14 +2019,33 @@ impl ProxyHttp for Gateway {
             } else if !ctx.mcp_records.is_empty() {
                 // one record per JSON-RPC call of an MCP request
                 let base = self.audit_record(ctx, status, source, total, None);
-                for r in std::mem::take(&mut ctx.mcp_records) {
-                    audit
-                        .record(crate::audit::Record {
-                            findings: r.findings,
-                            mcp: r.mcp,
-                            ..base.clone()
-                        })
-                        .await;
+                let records: Vec<crate::audit::Record> = std::mem::take(&mut ctx.mcp_records)
+                    .into_iter()
+                    .map(|r| crate::audit::Record {
+                        findings: r.findings,
+                        mcp: r.mcp,
+                        ..base.clone()
+                    })
+                    .collect();
+                let audit = audit.clone();
+                let write = async move |mut records: Vec<crate::audit::Record>,
+                                        late: Vec<Applied>| {
+                    // a monitor-only classification's findings join the first call's record
+                    if let Some(first) = records.first_mut() {
+                        access::count_into(&mut first.findings, &late);
+                    }
+                    for r in records {
+                        audit.record(r).await;
+                    }
+                };
+                match monitor {
+                    Some(pending) => {
+                        tokio::spawn(async move {
+                            let late = pending.await.unwrap_or_default();
+                            write(records, late).await;
+                        });
+                    }
+                    None => write(records, Vec::new()).await,
                 }
             } else {
                 let mut record = self.audit_record(ctx, status, source, total, tokens);
