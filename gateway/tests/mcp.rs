@@ -37,15 +37,17 @@ struct McpServer {
 
 impl McpServer {
     async fn start(json_answers: bool) -> McpServer {
+        Self::start_with(if json_answers { &["--json"] } else { &[] }).await
+    }
+
+    async fn start_with(args: &[&str]) -> McpServer {
         let port = free_port();
         let mut cmd = Command::new(python());
         cmd.arg(repo_root().join("gateway/tests/clients/mcp_server.py"))
             .args(["--port", &port.to_string()])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if json_answers {
-            cmd.arg("--json");
-        }
         let child = cmd.spawn().expect("start mcp_server.py");
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -702,4 +704,88 @@ async fn person_names_in_tool_arguments_are_tagged_as_in_prompts() {
     for raw in ["John Smith", "Baker Street", "john.smith@example.com"] {
         assert!(!sent.contains(raw), "{raw} reached the server: {sent}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_server_is_reached_with_its_own_ca_and_refused_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("openssl")
+        .current_dir(dir.path())
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        .output()
+        .expect("openssl (Debian package openssl) makes the test certificate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let server = McpServer::start_with(&[
+        "--json",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ])
+    .await;
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "name: tls\nversion: 1\ninput:\n  secrets: redact\n",
+    )
+    .unwrap();
+    let url = format!("https://localhost:{}/mcp", server.port);
+    let (gw, secrets) = gateway(
+        dir.path(),
+        &policy,
+        &[
+            (
+                "secure",
+                format!(
+                    "{{url: \"{url}\", ca_file: {}, timeout: 10s}}",
+                    cert.display()
+                ),
+            ),
+            ("untrusted", format!("{{url: \"{url}\", timeout: 10s}}")),
+        ],
+        &["agent"],
+        false,
+    )
+    .await;
+    let (c, key) = (client(), secrets[0].as_str());
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+    let (s, sid, v) = rpc(&c, &gw.url("/mcp/secure"), key, None, &init).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["result"]["serverInfo"].is_object(), "{v}");
+    let (_, _, v) = rpc(
+        &c,
+        &gw.url("/mcp/secure"),
+        key,
+        sid.as_deref(),
+        &call(2, "add", json!({"a": 20, "b": 22})),
+    )
+    .await;
+    assert_eq!(v["result"]["content"][0]["text"], "42", "{v}");
+    // a certificate the gateway does not trust: the server is not reached
+    let (s, _, v) = rpc(&c, &gw.url("/mcp/untrusted"), key, None, &init).await;
+    assert_eq!(s, 502, "{v}");
+    assert_eq!(v["error"]["data"]["source"], "gateway", "{v}");
 }

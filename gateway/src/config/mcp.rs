@@ -5,6 +5,7 @@
 //! mcp:
 //!   servers:
 //!     github: {url: http://127.0.0.1:8001/mcp}   # Streamable HTTP
+//!     docs: {url: https://mcp.internal/mcp, ca_file: internal-ca.pem}
 //!     files: {command: npx, args: [-y, "@modelcontextprotocol/server-filesystem", /srv]}  # stdio
 //!   max_message_bytes: 1000000
 //!   pins_file: mcp-pins.json                     # tool definition pins, kept across restarts
@@ -67,6 +68,10 @@ pub struct McpServerSection {
     /// The command's environment (only `PATH` and `HOME` are kept from the gateway's).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// CA certificates (PEM, relative to this file) an `https` server's certificate is checked
+    /// against, beside the system's (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Time the server has to start answering a POST (`30s`); a stream may then last longer.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
@@ -99,23 +104,35 @@ pub(super) fn check(cx: &mut Check<'_>) -> Option<McpSettings> {
         }
         match (&s.url, &s.command) {
             (Some(url), None) => match url.parse::<http::Uri>() {
-                Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => {
+                Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {
+                    let ca_file = s.ca_file.as_ref().map(|f| cx.base().join(f));
+                    if let Some(f) = &ca_file
+                        && !super::readable(f)
+                    {
+                        cx.err(
+                            &format!("{at}.ca_file"),
+                            format!("{} is not a readable file", f.display()),
+                        );
+                    }
+                    if ca_file.is_some() && u.scheme_str() != Some("https") {
+                        cx.err(
+                            &format!("{at}.ca_file"),
+                            "only an https `url:` uses a CA file",
+                        );
+                    }
                     servers.insert(
                         name.clone(),
                         ServerSettings {
                             url: url.clone(),
+                            ca_file,
                             stdio: None,
                             timeout: s.timeout,
                         },
                     );
                 }
-                Ok(u) if u.scheme_str() == Some("https") => cx.err(
-                    &format!("{at}.url"),
-                    "https MCP servers are not supported yet: reach the server over http on a private network, or put a TLS-terminating proxy on the gateway's host",
-                ),
                 _ => cx.err(
                     &format!("{at}.url"),
-                    format!("`{url}` is not an http URL (write `http://host:port/path`)"),
+                    format!("`{url}` is not an http(s) URL (write `https://host:port/path`)"),
                 ),
             },
             (None, Some(command)) if !command.trim().is_empty() => {
@@ -132,6 +149,7 @@ pub(super) fn check(cx: &mut Check<'_>) -> Option<McpSettings> {
                     name.clone(),
                     ServerSettings {
                         url: String::new(),
+                        ca_file: None,
                         stdio: Some(StdioCommand {
                             // a path (not a name looked up on PATH) is relative to this file
                             command: if command.contains('/') {
@@ -149,7 +167,10 @@ pub(super) fn check(cx: &mut Check<'_>) -> Option<McpSettings> {
             }
             (None, Some(_)) => cx.err(&format!("{at}.command"), "the command is empty"),
             (Some(_), Some(_)) => cx.err(&at, "give `url:` or `command:`, not both"),
-            (None, None) => cx.err(&at, "give the server's `url:` (Streamable HTTP) or `command:` (stdio)"),
+            (None, None) => cx.err(
+                &at,
+                "give the server's `url:` (Streamable HTTP) or `command:` (stdio)",
+            ),
         }
         if s.timeout.is_zero() {
             cx.err(&format!("{at}.timeout"), "must be more than 0");

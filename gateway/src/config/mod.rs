@@ -311,6 +311,12 @@ mod tests {
         .unwrap();
         let m = c.mcp.unwrap();
         assert_eq!(m.servers["a"].url, "http://127.0.0.1:1/mcp");
+        assert!(
+            parse(&format!(
+                "{up}mcp:\n  servers:\n    a: {{url: https://mcp.example/mcp}}\n"
+            ))
+            .is_ok()
+        );
         let b = m.servers["b"].stdio.as_ref().unwrap();
         // run from the config's folder, a relative program named absolutely
         assert!(Path::new(&b.command).is_absolute(), "{}", b.command);
@@ -318,7 +324,8 @@ mod tests {
         assert_eq!(m.servers["c"].stdio.as_ref().unwrap().command, "npx");
         for bad in [
             "mcp:\n  servers: {}\n",
-            "mcp:\n  servers:\n    a: {url: https://x/mcp}\n",
+            "mcp:\n  servers:\n    a: {url: https://x/mcp, ca_file: /nonexistent/ca.pem}\n",
+            "mcp:\n  servers:\n    a: {url: http://x/mcp, ca_file: gw.yaml}\n",
             "mcp:\n  servers:\n    a: {url: ftp://x/mcp}\n",
             "mcp:\n  servers:\n    a: {}\n",
             "mcp:\n  servers:\n    'a/b': {url: http://x/mcp}\n",

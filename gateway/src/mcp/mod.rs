@@ -33,6 +33,8 @@ pub use stdio::{StdioCommand, StdioServer};
 pub struct ServerSettings {
     /// Its Streamable HTTP endpoint (empty for a stdio server).
     pub url: String,
+    /// CA certificates (PEM) its https endpoint is checked against, beside the system's.
+    pub ca_file: Option<PathBuf>,
     /// The command of a stdio server.
     pub stdio: Option<StdioCommand>,
     /// Time it has to start answering a POST.
@@ -62,8 +64,10 @@ type WindowKey = (String, String, String);
 pub struct Mcp {
     /// The configuration.
     pub settings: McpSettings,
-    /// The HTTP client for upstream servers (connection pool shared by all of them).
-    pub client: reqwest::Client,
+    /// The HTTP client of each HTTP server (its own connection pool and trusted CAs).
+    clients: HashMap<String, reqwest::Client>,
+    /// The client of servers without one of their own.
+    default_client: reqwest::Client,
     /// Tool-definition pins.
     pub pins: Pins,
     /// The stdio servers, by name.
@@ -97,11 +101,26 @@ impl Mcp {
     /// The state for `settings`, reading the pins file when there is one.
     pub fn new(settings: McpSettings) -> anyhow::Result<Mcp> {
         let pins = Pins::open(settings.pins_file.clone())?;
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .pool_idle_timeout(Duration::from_secs(60))
+                .redirect(reqwest::redirect::Policy::none())
+        };
+        let mut clients = HashMap::new();
+        for (name, s) in &settings.servers {
+            let Some(ca) = &s.ca_file else { continue };
+            let pem = std::fs::read(ca)
+                .map_err(|e| anyhow::anyhow!("mcp.servers.{name}.ca_file {}: {e}", ca.display()))?;
+            let mut b = builder();
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| anyhow::anyhow!("mcp.servers.{name}.ca_file {}: {e}", ca.display()))?
+            {
+                b = b.add_root_certificate(cert);
+            }
+            clients.insert(name.clone(), b.build()?);
+        }
+        let default_client = builder().build()?;
         let stdio = settings
             .servers
             .iter()
@@ -117,7 +136,8 @@ impl Mcp {
         Ok(Mcp {
             stdio,
             settings,
-            client,
+            clients,
+            default_client,
             pins,
             sessions: Mutex::new(lru::LruCache::new(
                 NonZeroUsize::new(MAX_SESSIONS).unwrap_or(NonZeroUsize::MIN),
@@ -126,6 +146,11 @@ impl Mcp {
                 NonZeroUsize::new(MAX_WINDOWS).unwrap_or(NonZeroUsize::MIN),
             )),
         })
+    }
+
+    /// The HTTP client for server `name`.
+    pub fn client(&self, name: &str) -> &reqwest::Client {
+        self.clients.get(name).unwrap_or(&self.default_client)
     }
 
     /// The stdio server `name`, when it is one.

@@ -741,7 +741,7 @@ impl Gateway {
         let out = forward.remove(0);
         let sent = Bytes::from(out.to_string());
         let mut rb = mcp
-            .client
+            .client(name)
             .post(&server.url)
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json, text/event-stream")
@@ -1048,7 +1048,7 @@ impl Gateway {
                 .map(|x| (x.session, x.answers));
         }
         let mut rb = mcp
-            .client
+            .client(name)
             .post(&server.url)
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json, text/event-stream")
@@ -1118,7 +1118,7 @@ impl Gateway {
             return self.mcp_answer_empty(session, ctx, 405, None).await;
         }
         let rb = mcp
-            .client
+            .client(name)
             .get(&server.url)
             .header(http::header::ACCEPT, "text/event-stream");
         let rb = with_headers(rb, &headers, None, None);
@@ -1182,7 +1182,7 @@ impl Gateway {
                 .mcp_answer_empty(session, ctx, if ended { 200 } else { 404 }, None)
                 .await;
         }
-        let rb = with_headers(mcp.client.delete(&server.url), &headers, None, None);
+        let rb = with_headers(mcp.client(name).delete(&server.url), &headers, None, None);
         let status = match tokio::time::timeout(server.timeout, rb.send()).await {
             Ok(Ok(r)) => r.status().as_u16(),
             _ => {
@@ -1312,7 +1312,7 @@ impl Gateway {
                 tracing::info!(request_id = %ctx.request_id, server = name, method = method_label(method), finding = ty, "MCP server request blocked");
                 let answer = rpc::error(id, rpc::REFUSED, &why, ty);
                 let mut rb = mcp
-                    .client
+                    .client(name)
                     .post(&server.url)
                     .header(http::header::CONTENT_TYPE, "application/json")
                     .header(http::header::ACCEPT, "application/json, text/event-stream")

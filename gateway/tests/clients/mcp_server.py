@@ -123,13 +123,30 @@ def main() -> None:
     transport.add_argument("--stdio", action="store_true", help="serve over stdin/stdout")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind in HTTP mode (default 127.0.0.1)")
     parser.add_argument("--json", action="store_true", help="answer POSTs with application/json instead of SSE")
+    parser.add_argument("--tls-cert", help="serve https with this certificate (PEM; needs --tls-key)")
+    parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
     args = parser.parse_args()
-    if args.stdio and args.json:
-        parser.error("--json applies to --port (HTTP) only")
+    if args.stdio and (args.json or args.tls_cert):
+        parser.error("--json and --tls-* apply to --port (HTTP) only")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
 
     server = build_server()
     if args.stdio:
         server.run("stdio")
+    elif args.tls_cert:
+        # https: the same app under uvicorn with a certificate (the SDK's run() has no TLS option)
+        import uvicorn
+
+        app = server.streamable_http_app(streamable_http_path="/mcp", json_response=args.json)
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            ssl_certfile=args.tls_cert,
+            ssl_keyfile=args.tls_key,
+            log_level="warning",
+        )
     else:
         # The SDK turns on its DNS-rebinding guard for a loopback host: a request whose Host header
         # is not 127.0.0.1:*, localhost:* or [::1]:* gets 421, and one with a foreign Origin 403.
