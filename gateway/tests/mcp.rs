@@ -134,13 +134,29 @@ async fn gateway(
 
 /// Run the SDK client against `url`; its JSON report.
 async fn sdk_client(url: String, key: &str, steps: &str) -> Value {
+    sdk_client_mode(url, key, steps, "legacy").await
+}
+
+/// [`sdk_client`] in one of the client's protocol modes (`legacy`: the initialize handshake;
+/// `auto`: the SDK's default, the 2026-07-28 protocol when the server speaks it).
+async fn sdk_client_mode(url: String, key: &str, steps: &str, mode: &str) -> Value {
     let key = key.to_string();
     let steps = steps.to_string();
+    let mode = mode.to_string();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(python())
             .arg(repo_root().join("gateway/tests/clients/mcp_client.py"))
             .arg(&url)
-            .args(["--key", &key, "--steps", &steps, "--timeout", "20"])
+            .args([
+                "--key",
+                &key,
+                "--steps",
+                &steps,
+                "--timeout",
+                "20",
+                "--mode",
+                &mode,
+            ])
             .output()
             .expect("run mcp_client.py")
     })
@@ -320,6 +336,21 @@ async fn the_official_sdk_through_the_default_policy() {
         "{r}"
     );
     assert_eq!(r["weather"]["text"], "Sunny in Paris", "{r}");
+    // the SDK's default mode (the 2026-07-28 protocol: no session, `mcp-method`/`mcp-name`
+    // headers the gateway writes from the body) goes through the same guard
+    let r = sdk_client_mode(gw.url("/mcp/demo"), &secrets[0], "all", "auto").await;
+    assert_eq!(r["protocol_version"], "2026-07-28", "{r}");
+    assert!(
+        !names(&r["tools_first"]).contains(&"notes".to_string()),
+        "{r}"
+    );
+    assert_eq!(r["add"]["text"], "5", "{r}");
+    assert!(error_message(&r["fetch_page"]).contains("withheld"), "{r}");
+    let sent = r["send_email"]["text"].as_str().unwrap_or("");
+    assert!(
+        !sent.is_empty() && !sent.contains("alice@example.com"),
+        "{r}"
+    );
     // the pins survive in the pins file
     let pins = std::fs::read_to_string(dir.path().join("pins.json")).unwrap();
     assert!(pins.contains("\"weather\""), "{pins}");
