@@ -1022,6 +1022,19 @@ impl Gateway {
                     .await;
             }
             1 if !batch => out.remove(0),
+            // one message asked, its answer given: the server's notifications along the way
+            // (progress, logs) have no place in a JSON answer to a single message
+            _ if !batch => match out
+                .iter()
+                .position(|m| m.get("result").is_some() || m.get("error").is_some())
+            {
+                Some(i) => out.swap_remove(i),
+                None => {
+                    return self
+                        .mcp_answer_empty(session, ctx, 202, sid.as_deref())
+                        .await;
+                }
+            },
             _ => Value::Array(out),
         };
         self.mcp_answer_json(session, ctx, 200, &v, sid.as_deref(), false)
