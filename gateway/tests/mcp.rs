@@ -820,3 +820,74 @@ async fn an_https_server_is_reached_with_its_own_ca_and_refused_without_it() {
     assert_eq!(s, 502, "{v}");
     assert_eq!(v["error"]["data"]["source"], "gateway", "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_request_carrying_an_injection_is_answered_by_the_gateway_not_relayed() {
+    // SSE answers: the server's sampling request travels on the call's own stream
+    let server = McpServer::start(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "name: s\nversion: 1\ninput:\n  instruction_override: block\n",
+    )
+    .unwrap();
+    let (gw, secrets) = gateway(
+        dir.path(),
+        &policy,
+        &[("demo", server.url())],
+        &["agent"],
+        false,
+    )
+    .await;
+    let (c, key, url) = (client(), secrets[0].as_str(), gw.url("/mcp/demo"));
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {"sampling": {}}, "clientInfo": {"name": "raw", "version": "1"}}});
+    let (s, sid, v) = rpc(&c, &url, key, None, &init).await;
+    assert_eq!(s, 200, "{v}");
+    let sid = sid.expect("a session id");
+    rpc(
+        &c,
+        &url,
+        key,
+        Some(&sid),
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    let (s, _, v) = rpc(
+        &c,
+        &url,
+        key,
+        Some(&sid),
+        &call(2, "summarize_page", json!({"url": "http://shop.example"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let msgs = v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]);
+    // the client never saw the server's request...
+    assert!(
+        msgs.iter().all(|m| m.get("method").is_none()),
+        "a server request reached the client: {v}"
+    );
+    // ...the server got the gateway's refusal as the answer to it, and the call still ends:
+    // with the tool's own failure text, or withheld in turn when that text repeats what the
+    // server asked (the SDK's exception quotes the request)
+    let answer = msgs
+        .iter()
+        .find(|m| m["id"] == 2)
+        .cloned()
+        .unwrap_or(Value::Null);
+    let text = answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        text.starts_with("sampling failed") || answer["error"]["data"]["source"] == "gateway",
+        "{v}"
+    );
+    assert!(!v.to_string().contains("Ignore all previous"), "{v}");
+    let audit = wait_for_audit(&dir.path().join("audit"), "sampling/createMessage").await;
+    assert!(
+        audit.contains("\"method\":\"sampling/createMessage\""),
+        "{audit}"
+    );
+    assert!(audit.contains("\"decision\":\"withheld\""), "{audit}");
+}
