@@ -390,6 +390,22 @@ pub fn unit_texts(
     unit_texts_read(&|b, r| proto.read(b, r), body, policy)
 }
 
+/// The prose of a body `read` walks: the texts of the units the classifiers read, member
+/// names left out (what the entity head needs to tag, without a pass per JSON key or URI).
+pub fn prose_texts_read(
+    read: ReadFn<'_>,
+    body: &Value,
+    policy: &Policy,
+) -> Result<Vec<(Role, String)>, ShapeError> {
+    let mut body = Cow::Borrowed(body);
+    let units = read_body(read, &mut body, policy)?;
+    units
+        .iter()
+        .filter(|u| u.classify && u.kind != Kind::MemberName)
+        .map(|u| materialize(u, &body).map(|(t, _)| (u.role, t.into_owned())))
+        .collect()
+}
+
 /// [`unit_texts`] for a body `read` walks.
 pub fn unit_texts_read(
     read: ReadFn<'_>,

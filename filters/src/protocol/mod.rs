@@ -39,7 +39,7 @@ use serde_json::{Value, json};
 pub use answer::{AnswerCx, Frame, Key, StreamCx, StreamState};
 pub use inspect::{
     ClassifierText, InspectError, Inspection, ReadFn, ScanMemo, inspect, inspect_read,
-    inspect_read_all, inspect_with, unit_texts, unit_texts_read,
+    inspect_read_all, inspect_with, prose_texts_read, unit_texts, unit_texts_read,
 };
 pub use json::{JsonError, parse_strict};
 pub use path::{At, Path};

@@ -441,7 +441,9 @@ impl Gateway {
         let (Some(g), Some(policy)) = (&scan.guard, &scan.policy) else {
             return Ok(None);
         };
-        self.tag_entities(g, policy, read, msg, ctx)
+        // the prose of the message: JSON-RPC's member names and structural strings (types,
+        // URIs) are not where names are written, and a pass per key would multiply the cost
+        self.tag_entities(g, policy, read, true, msg, ctx)
             .await
             .map_err(|(finding, _)| Verdict::Blocked(finding.clone(), vec![finding]))
     }

@@ -429,6 +429,7 @@ impl Gateway {
         g: &Guard,
         policy: &Policy,
         read: filters::protocol::ReadFn<'_>,
+        prose_only: bool,
         body: &serde_json::Value,
         ctx: &RequestCtx,
     ) -> Result<Option<EntitySpans>, (Applied, GatewayError)> {
@@ -447,7 +448,12 @@ impl Gateway {
             return self.tagging_failed(policy, plan, &model, ctx, "the bundle has no entity head");
         }
         // A body the reader refuses is refused by the rules pass that follows.
-        let Ok(units) = filters::protocol::unit_texts_read(read, body, policy) else {
+        let texts = if prose_only {
+            filters::protocol::prose_texts_read(read, body, policy)
+        } else {
+            filters::protocol::unit_texts_read(read, body, policy)
+        };
+        let Ok(units) = texts else {
             return Ok(None);
         };
         let mut texts: Vec<String> = units
@@ -743,7 +749,10 @@ impl Gateway {
         // Person names and addresses come from the model: tagged before the rules run, so
         // their rewrite lands in the same pass as the rules' (see `WithEntities`).
         let read = |b: &serde_json::Value, r: &mut filters::protocol::Reader| proto.read(b, r);
-        let entities = match self.tag_entities(&g, &policy, &read, &body, ctx).await {
+        let entities = match self
+            .tag_entities(&g, &policy, &read, false, &body, ctx)
+            .await
+        {
             Ok(e) => e,
             Err((finding, err)) => {
                 self.record(
