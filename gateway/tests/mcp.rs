@@ -248,6 +248,10 @@ async fn the_official_sdk_through_the_default_policy() {
     assert!(audit.contains("\"decision\":\"withheld\""), "{audit}");
     assert!(audit.contains("\"decision\":\"tool_withheld\""), "{audit}");
     assert!(
+        audit.contains("\"policy\":\"default\""),
+        "records name the policy: {audit}"
+    );
+    assert!(
         audit.contains("\"decision\":\"changed_blocked\""),
         "{audit}"
     );

@@ -331,6 +331,18 @@ impl Gateway {
         }
         let method = session.req_header().method.clone();
         let scan = self.mcp_scan(ctx);
+        // the request's policy, for its access log line and audit records
+        if let (Some(g), Some(policy)) = (&scan.guard, &scan.policy) {
+            ctx.guard = Some(super::ReqGuard {
+                policy: policy.clone(),
+                tenant: scan.tenant.clone(),
+                pseudo: g.pseudonymizer(&scan.tenant),
+                vault: Vault::default(),
+                findings: Vec::new(),
+                output: super::Output::Off,
+                output_started: None,
+            });
+        }
         match method {
             http::Method::POST => {
                 self.mcp_post(session, ctx, &mcp, &name, &server, headers, scan)
