@@ -412,6 +412,11 @@ async fn rpc(
     (status, sid, v)
 }
 
+/// A raw client's `initialize` (id 1) with these capabilities.
+fn initialize(capabilities: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": capabilities, "clientInfo": {"name": "raw", "version": "1"}}})
+}
+
 fn call(id: u64, tool: &str, args: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}})
 }
@@ -450,7 +455,7 @@ async fn raw_json_rpc_denied_tools_batches_limits_sessions_and_a_killed_server()
     assert_eq!(s, 404, "{v}");
     assert!(error_message(&v).contains("/mcp/demo"), "{v}");
 
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+    let init = initialize(json!({}));
     let (s, sid, v) = rpc(&c, &url, key, None, &init).await;
     assert_eq!(s, 200, "{v}");
     let sid = sid.expect("a session id");
@@ -654,7 +659,7 @@ async fn a_stdio_server_is_served_over_http_and_restarts_without_losing_the_sess
 
     let c = client();
     let url = gw.url("/mcp/local");
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+    let init = initialize(json!({}));
     let (s, sid, v) = rpc(&c, &url, key, None, &init).await;
     assert_eq!(s, 200, "{v}");
     assert!(v["result"]["serverInfo"].is_object(), "{v}");
@@ -719,7 +724,7 @@ async fn person_names_in_tool_arguments_are_tagged_as_in_prompts() {
     )
     .await;
     let (c, key, url) = (client(), secrets[0].as_str(), gw.url("/mcp/demo"));
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+    let init = initialize(json!({}));
     let (_, sid, _) = rpc(&c, &url, key, None, &init).await;
     let sid = sid.expect("a session id");
     let (s, _, v) = rpc(
@@ -806,7 +811,7 @@ async fn an_https_server_is_reached_with_its_own_ca_and_refused_without_it() {
     )
     .await;
     let (c, key) = (client(), secrets[0].as_str());
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+    let init = initialize(json!({}));
     let (s, sid, v) = rpc(&c, &gw.url("/mcp/secure"), key, None, &init).await;
     assert_eq!(s, 200, "{v}");
     assert!(v["result"]["serverInfo"].is_object(), "{v}");
@@ -845,7 +850,7 @@ async fn a_server_request_carrying_an_injection_is_answered_by_the_gateway_not_r
     )
     .await;
     let (c, key, url) = (client(), secrets[0].as_str(), gw.url("/mcp/demo"));
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {"sampling": {}}, "clientInfo": {"name": "raw", "version": "1"}}});
+    let init = initialize(json!({"sampling": {}}));
     let (s, sid, v) = rpc(&c, &url, key, None, &init).await;
     assert_eq!(s, 200, "{v}");
     let sid = sid.expect("a session id");

@@ -818,11 +818,7 @@ impl Gateway {
             .unwrap_or("")
             .to_ascii_lowercase();
         if status == 202 || ((200..300).contains(&status) && resp.content_length() == Some(0)) {
-            for c in calls.values() {
-                self.mcp_count(mcp, name, c);
-            }
-            refused_calls.extend(calls.into_values());
-            self.mcp_audit(mcp, ctx, name, refused_calls);
+            self.mcp_settle(mcp, ctx, name, calls, refused_calls, None);
             if answers.is_empty() {
                 return self
                     .mcp_answer_empty(session, ctx, 202, sid.as_deref())
@@ -947,11 +943,7 @@ impl Gateway {
                 out.push(m);
             }
         }
-        for c in calls.values() {
-            self.mcp_count(mcp, name, c);
-        }
-        refused_calls.extend(calls.into_values());
-        self.mcp_audit(mcp, ctx, name, refused_calls);
+        self.mcp_settle(mcp, ctx, name, calls, refused_calls, None);
         let v = if batch || upstream_batch || out.len() > 1 {
             Value::Array(out)
         } else if let Some(one) = out.pop() {
@@ -979,7 +971,7 @@ impl Gateway {
         mut scan: Scan,
         forward: Vec<Value>,
         mut calls: HashMap<String, Call>,
-        mut done: Vec<Call>,
+        done: Vec<Call>,
         mut out: Vec<Value>,
         batch: bool,
     ) -> pingora::Result<()> {
@@ -1024,11 +1016,7 @@ impl Gateway {
             }
         }
         ctx.upstream_ended = Some(Instant::now());
-        for c in calls.values() {
-            self.mcp_count(mcp, name, c);
-        }
-        done.extend(calls.into_values());
-        self.mcp_audit(mcp, ctx, name, done);
+        self.mcp_settle(mcp, ctx, name, calls, done, None);
         let v = match out.len() {
             0 => {
                 return self
@@ -1570,7 +1558,7 @@ impl Gateway {
         resp: reqwest::Response,
         mut scan: Scan,
         mut calls: HashMap<String, Call>,
-        mut done: Vec<Call>,
+        done: Vec<Call>,
         answers: Vec<Value>,
         sid: Option<String>,
         idle_timeout: bool,
@@ -1674,7 +1662,7 @@ impl Gateway {
                     let _ = session
                         .write_response_body(Some(Bytes::from(b)), true)
                         .await;
-                    self.mcp_finish_stream(ctx, mcp, name, calls, done);
+                    self.mcp_settle(mcp, ctx, name, calls, done, Some("upstream_error"));
                     return Ok(());
                 } else if let Some(data) = ev.data.as_ref().filter(|d| !d.trim().is_empty()) {
                     let mut m = match parse_strict(data.as_bytes()) {
@@ -1724,28 +1712,8 @@ impl Gateway {
         if !client_gone {
             let _ = session.write_response_body(Some(Bytes::new()), true).await;
         }
-        for c in calls.values() {
-            self.mcp_count(mcp, name, c);
-        }
-        done.extend(calls.into_values());
-        self.mcp_audit(mcp, ctx, name, done);
+        self.mcp_settle(mcp, ctx, name, calls, done, None);
         Ok(())
-    }
-
-    fn mcp_finish_stream(
-        &self,
-        ctx: &mut RequestCtx,
-        mcp: &Arc<Mcp>,
-        name: &str,
-        calls: HashMap<String, Call>,
-        mut done: Vec<Call>,
-    ) {
-        for mut c in calls.into_values() {
-            c.decision = "upstream_error";
-            self.mcp_count(mcp, name, &c);
-            done.push(c);
-        }
-        self.mcp_audit(mcp, ctx, name, done);
     }
 
     /// The server answered an error status: its body (a JSON-RPC error, bounded) filtered,
@@ -1761,7 +1729,7 @@ impl Gateway {
         status: u16,
         scan: &mut Scan,
         calls: HashMap<String, Call>,
-        mut done: Vec<Call>,
+        done: Vec<Call>,
     ) -> pingora::Result<()> {
         let body = read_bounded(resp, mcp.settings.max_message_bytes, Duration::from_secs(5))
             .await
@@ -1791,12 +1759,7 @@ impl Gateway {
                 "upstream_error",
             );
         }
-        for mut c in calls.into_values() {
-            c.decision = "upstream_error";
-            self.mcp_count(mcp, name, &c);
-            done.push(c);
-        }
-        self.mcp_audit(mcp, ctx, name, done);
+        self.mcp_settle(mcp, ctx, name, calls, done, Some("upstream_error"));
         let body = v.to_string();
         let mut h = ResponseHeader::build(status, Some(4))?;
         h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
@@ -1820,20 +1783,17 @@ impl Gateway {
         mcp: &Arc<Mcp>,
         name: &str,
         calls: HashMap<String, Call>,
-        mut done: Vec<Call>,
+        done: Vec<Call>,
         mut answers: Vec<Value>,
         batch: bool,
         why: &str,
     ) -> pingora::Result<()> {
         tracing::warn!(request_id = %ctx.request_id, server = name, "{why}");
-        for (id, mut c) in calls {
-            let id: Value = serde_json::from_str(&id).unwrap_or(Value::Null);
+        for id in calls.keys() {
+            let id: Value = serde_json::from_str(id).unwrap_or(Value::Null);
             answers.push(rpc::error(&id, rpc::UPSTREAM, why, "upstream_error"));
-            c.decision = "upstream_error";
-            self.mcp_count(mcp, name, &c);
-            done.push(c);
         }
-        self.mcp_audit(mcp, ctx, name, done);
+        self.mcp_settle(mcp, ctx, name, calls, done, Some("upstream_error"));
         ctx.gateway_error = Some(ErrorKind::UpstreamConnect);
         let v = if batch || answers.len() != 1 {
             Value::Array(answers)
@@ -1916,6 +1876,28 @@ impl Gateway {
             .mcp_calls
             .with_label_values(&[server, method_label(&c.method), tool, c.decision])
             .inc();
+    }
+
+    /// The end of an exchange: each forwarded call counted (its decision set to `failed` when
+    /// the server did not answer it), then every call audited, `done` ones (counted where they
+    /// were decided) included.
+    fn mcp_settle(
+        &self,
+        mcp: &Mcp,
+        ctx: &mut RequestCtx,
+        name: &str,
+        calls: HashMap<String, Call>,
+        mut done: Vec<Call>,
+        failed: Option<&'static str>,
+    ) {
+        for mut c in calls.into_values() {
+            if let Some(d) = failed {
+                c.decision = d;
+            }
+            self.mcp_count(mcp, name, &c);
+            done.push(c);
+        }
+        self.mcp_audit(mcp, ctx, name, done);
     }
 
     /// One audit record per call (kept on the request; written in `logging`). A tool the
