@@ -412,6 +412,24 @@ async fn rpc(
     (status, sid, v)
 }
 
+/// A policy file with `text` in `dir`.
+fn policy_file(dir: &std::path::Path, text: &str) -> PathBuf {
+    let p = dir.join("policy.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// A raw client's session: `initialize` with `capabilities`, then `initialized`.
+async fn open_session(c: &reqwest::Client, url: &str, key: &str, capabilities: Value) -> String {
+    let (s, sid, v) = rpc(c, url, key, None, &initialize(capabilities)).await;
+    assert_eq!(s, 200, "{v}");
+    let sid = sid.expect("a session id");
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let (s, _, _) = rpc(c, url, key, Some(&sid), &initialized).await;
+    assert_eq!(s, 202);
+    sid
+}
+
 /// A raw client's `initialize` (id 1) with these capabilities.
 fn initialize(capabilities: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": capabilities, "clientInfo": {"name": "raw", "version": "1"}}})
@@ -427,8 +445,7 @@ const POLICY: &str = "name: mcp-test\nversion: 1\ninput:\n  pii: redact\n  secre
 async fn raw_json_rpc_denied_tools_batches_limits_sessions_and_a_killed_server() {
     let mut server = McpServer::start(true).await;
     let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
+    let policy = policy_file(dir.path(), POLICY);
     let (gw, secrets) = gateway(
         dir.path(),
         &policy,
@@ -681,6 +698,40 @@ async fn a_stdio_server_is_served_over_http_and_restarts_without_losing_the_sess
     .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["result"]["content"][0]["text"], "42", "{v}");
+    // a call its client cancels (from another POST) ends at once with a JSON-RPC error, and
+    // the process stops working on it (it counts the cancellations it was told of)
+    let slow = {
+        let (c, url, key, sid) = (c.clone(), url.clone(), key.to_string(), sid_text.clone());
+        tokio::spawn(async move {
+            rpc(
+                &c,
+                &url,
+                &key,
+                Some(&sid),
+                &call(6, "slow", json!({"seconds": 60})),
+            )
+            .await
+        })
+    };
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 6, "reason": "the user gave up"}});
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !slow.is_finished() {
+        // the cancellation may overtake the call: a cancellation of an unknown id is ignored,
+        // so it is sent again until the call ends
+        assert!(Instant::now() < deadline, "the cancelled call did not end");
+        let (s, _, _) = rpc(&c, &url, key, sid, &cancel).await;
+        assert_eq!(s, 202);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, _, v) = slow.await.unwrap();
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["id"], 6, "{v}");
+    assert_eq!(v["error"]["code"], -32800, "{v}");
+    let (_, _, v) = rpc(&c, &url, key, sid, &call(7, "slow", json!({"seconds": 0}))).await;
+    assert_eq!(
+        v["result"]["content"][0]["text"], "done (1 cancelled before)",
+        "{v}"
+    );
     // a session the gateway never made is refused; GET offers no stream; DELETE ends it
     let (s, _, _) = rpc(
         &c,
@@ -709,12 +760,10 @@ async fn a_stdio_server_is_served_over_http_and_restarts_without_losing_the_sess
 async fn person_names_in_tool_arguments_are_tagged_as_in_prompts() {
     let server = McpServer::start(true).await;
     let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(
-        &policy,
+    let policy = policy_file(
+        dir.path(),
         "name: names\nversion: 1\ninput:\n  person: placeholder\n  address: placeholder\n  email: placeholder\nclassifiers:\n  model: guard\n  timeout: 2s\n  on_timeout: block\n",
-    )
-    .unwrap();
+    );
     let (gw, secrets) = gateway(
         dir.path(),
         &policy,
@@ -786,12 +835,10 @@ async fn an_https_server_is_reached_with_its_own_ca_and_refused_without_it() {
         key.to_str().unwrap(),
     ])
     .await;
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(
-        &policy,
+    let policy = policy_file(
+        dir.path(),
         "name: tls\nversion: 1\ninput:\n  secrets: redact\n",
-    )
-    .unwrap();
+    );
     let url = format!("https://localhost:{}/mcp", server.port);
     let (gw, secrets) = gateway(
         dir.path(),
@@ -835,12 +882,10 @@ async fn a_server_request_carrying_an_injection_is_answered_by_the_gateway_not_r
     // SSE answers: the server's sampling request travels on the call's own stream
     let server = McpServer::start(false).await;
     let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(
-        &policy,
+    let policy = policy_file(
+        dir.path(),
         "name: s\nversion: 1\ninput:\n  instruction_override: block\n",
-    )
-    .unwrap();
+    );
     let (gw, secrets) = gateway(
         dir.path(),
         &policy,
@@ -850,18 +895,7 @@ async fn a_server_request_carrying_an_injection_is_answered_by_the_gateway_not_r
     )
     .await;
     let (c, key, url) = (client(), secrets[0].as_str(), gw.url("/mcp/demo"));
-    let init = initialize(json!({"sampling": {}}));
-    let (s, sid, v) = rpc(&c, &url, key, None, &init).await;
-    assert_eq!(s, 200, "{v}");
-    let sid = sid.expect("a session id");
-    rpc(
-        &c,
-        &url,
-        key,
-        Some(&sid),
-        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-    )
-    .await;
+    let sid = open_session(&c, &url, key, json!({"sampling": {}})).await;
     let (s, _, v) = rpc(
         &c,
         &url,
@@ -899,4 +933,101 @@ async fn a_server_request_carrying_an_injection_is_answered_by_the_gateway_not_r
         "{audit}"
     );
     assert!(audit.contains("\"decision\":\"withheld\""), "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_own_stream_is_read_like_its_answers() {
+    // the session's GET stream carries what the server sends outside any call: notices, and
+    // requests to the client
+    let server = McpServer::start(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_file(
+        dir.path(),
+        "name: g\nversion: 1\ninput:\n  instruction_override: block\nmcp:\n  untrusted_text: mark\n",
+    );
+    let (gw, secrets) = gateway(
+        dir.path(),
+        &policy,
+        &[("demo", server.url())],
+        &["agent"],
+        false,
+    )
+    .await;
+    let (c, key, url) = (client(), secrets[0].as_str(), gw.url("/mcp/demo"));
+    let sid = open_session(&c, &url, key, json!({"sampling": {}})).await;
+    let mut stream = c
+        .get(&url)
+        .bearer_auth(key)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let seen = std::sync::Arc::new(parking_lot::Mutex::new(String::new()));
+    let reader = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(chunk)) = stream.chunk().await {
+                seen.lock().push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+    };
+    // the server registers the stream as the gateway relays its headers: give it a moment
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (s, _, v) = rpc(&c, &url, key, Some(&sid), &call(2, "announce", json!({}))).await;
+    assert_eq!(s, 200, "{v}");
+    // the plain notice reached the client on the stream; the one carrying an injection did
+    // not (a notification cannot be marked: it is withheld), nor did the sampling request,
+    // which the gateway answered itself (the tool reports the refusal)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.lock().contains("the index was rebuilt") {
+        assert!(
+            Instant::now() < deadline,
+            "the notice did not arrive: {}",
+            seen.lock()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = seen.lock().clone();
+    let msgs: Vec<Value> = sse_data(&got)
+        .iter()
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(
+        msgs.iter().all(|m| m["method"] == "notifications/message"),
+        "{got}"
+    );
+    assert_eq!(msgs.len(), 1, "{got}");
+    assert!(!got.contains("Ignore all previous"), "{got}");
+    let msgs = v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]);
+    let answer = msgs
+        .iter()
+        .find(|m| m["id"] == 2)
+        .cloned()
+        .unwrap_or(Value::Null);
+    // the tool's text (behind the gateway's mark when the refusal it quotes reads as an
+    // injection) says the gateway refused, not that nobody answered
+    let texts: Vec<&str> = answer["result"]["content"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|b| b["text"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("sampling failed") && t.contains("the gateway withheld"))
+            || answer["error"]["data"]["source"] == "gateway",
+        "{v}"
+    );
+    let audit = wait_for_audit(&dir.path().join("audit"), "sampling/createMessage").await;
+    assert!(audit.contains("\"decision\":\"withheld\""), "{audit}");
+    reader.abort();
 }

@@ -11,6 +11,11 @@
 //!   so, and the next call starts it again: at once the first time, then after a backoff that
 //!   doubles from 250 ms to 8 s while it keeps dying within a minute. Client sessions are the
 //!   gateway's, so they survive the restart.
+//! * **Cancellation.** A client's `notifications/cancelled` names its own request id in its
+//!   session: the gateway passes it on with the process's id, and the cancelled call's POST
+//!   ends at once with a JSON-RPC error. A call the gateway gives up on (its timeout) is
+//!   cancelled in the process the same way, so a shared process does not keep working for
+//!   nobody.
 //! * **Server requests** (`roots/list`, `sampling/createMessage`, ...): a process shared by
 //!   clients cannot ask one of them, so the gateway answers them itself (`ping`, an empty
 //!   `roots/list`, else "method not found"); notifications from the process are dropped.
@@ -53,6 +58,12 @@ type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
 /// blocked write holds (the reader answering the process's own requests never waits at all).
 type Stdin = tokio::sync::mpsc::Sender<Vec<u8>>;
 
+/// Calls in flight: (client session, client request id) → the process's id.
+type InFlight = Arc<Mutex<HashMap<(String, String), u64>>>;
+
+/// JSON-RPC code of a call its client cancelled (as LSP's `RequestCancelled`).
+pub const CANCELLED: i64 = -32800;
+
 /// Lines waiting for the process's input.
 const INPUT_QUEUE: usize = 256;
 /// Longest wait for room in that queue (a process that stopped reading its input).
@@ -73,6 +84,7 @@ pub struct StdioServer {
     max_line: usize,
     running: tokio::sync::Mutex<Option<Running>>,
     waiters: Waiters,
+    inflight: InFlight,
     next_id: AtomicU64,
     /// The process's answer to the gateway's `initialize`.
     init: Mutex<Option<Value>>,
@@ -100,6 +112,7 @@ impl StdioServer {
             max_line,
             running: tokio::sync::Mutex::new(None),
             waiters: Arc::new(Mutex::new(HashMap::new())),
+            inflight: Arc::new(Mutex::new(HashMap::new())),
             next_id: AtomicU64::new(1),
             init: Mutex::new(None),
             sessions: Mutex::new(lru::LruCache::new(
@@ -120,9 +133,14 @@ impl StdioServer {
         self.sessions.lock().pop(sid).is_some()
     }
 
-    /// Send one client message; its answers. `Err`: why the server could not answer (for the
-    /// client's JSON-RPC error).
-    pub async fn exchange(&self, msg: &Value, timeout: Duration) -> Result<Exchange, String> {
+    /// Send one client message of session `sid` (None before `initialize`); its answers.
+    /// `Err`: why the server could not answer (for the client's JSON-RPC error).
+    pub async fn exchange(
+        &self,
+        msg: &Value,
+        sid: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Exchange, String> {
         let method = msg.get("method").and_then(Value::as_str);
         let id = msg.get("id").cloned();
         let is_request = method.is_some() && id.is_some();
@@ -136,16 +154,13 @@ impl StdioServer {
                 answers: vec![json!({"jsonrpc": "2.0", "id": id, "result": result})],
             });
         }
-        if method == Some("notifications/initialized") {
-            // the gateway initialized the process itself
-            return Ok(Exchange {
-                session: None,
-                answers: Vec::new(),
-            });
-        }
         if !is_request {
-            // a notification (cancellations carry the client's ids, which the process never
-            // saw: dropped), or an answer to a server request the gateway answered itself
+            // `notifications/initialized`: the gateway initialized the process itself; an
+            // answer to a server request: the gateway answered it itself; other notifications
+            // but cancellations concern the client's session only
+            if method == Some("notifications/cancelled") {
+                self.cancel_from_client(msg, sid.unwrap_or(""));
+            }
             return Ok(Exchange {
                 session: None,
                 answers: Vec::new(),
@@ -155,12 +170,28 @@ impl StdioServer {
         let mut out = msg.clone();
         out["id"] = json!(gid);
         let rx = self.register(gid);
+        let key = (
+            sid.unwrap_or("").to_string(),
+            id.as_ref().map(id_key).unwrap_or_default(),
+        );
+        self.inflight.lock().insert(key.clone(), gid);
+        // cancels the call in the process unless it is answered (the client went away, the
+        // gateway gave up)
+        let mut pending = Pending {
+            server: self,
+            stdin: &stdin,
+            gid,
+            key,
+            reason: "the client went away",
+            settled: false,
+        };
         if let Err(e) = self.write(&stdin, &out).await {
-            self.waiters.lock().remove(&gid);
+            pending.settle();
             return Err(e);
         }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(mut answer)) => {
+                pending.settle();
                 answer["id"] = id.unwrap_or(Value::Null);
                 Ok(Exchange {
                     session: None,
@@ -168,16 +199,50 @@ impl StdioServer {
                 })
             }
             Ok(Err(_)) => {
+                pending.settle();
                 Err("exited while answering; the gateway starts it again for the next call".into())
             }
             Err(_) => {
-                self.waiters.lock().remove(&gid);
+                pending.reason = "timed out at the gateway";
                 Err(format!(
                     "did not answer within {}",
                     humantime::format_duration(timeout)
                 ))
             }
         }
+    }
+
+    /// A client cancelled one of its calls: the process learns it under its own id, and the
+    /// call's waiter gets an error at once.
+    fn cancel_from_client(&self, msg: &Value, sid: &str) {
+        let Some(rid) = msg.pointer("/params/requestId") else {
+            return;
+        };
+        let Some(gid) = self.inflight.lock().remove(&(sid.to_string(), id_key(rid))) else {
+            return; // already answered, or not this session's
+        };
+        self.send_cancel(gid, "cancelled by the client");
+        if let Some(tx) = self.waiters.lock().remove(&gid) {
+            let _ = tx.send(json!({"jsonrpc": "2.0", "id": gid, "error": {
+                "code": CANCELLED,
+                "message": "the client cancelled this request",
+            }}));
+        }
+    }
+
+    /// Tell the process to stop working on `gid` (never waits: a process that does not read
+    /// its input loses the notice, not the gateway's time).
+    fn send_cancel(&self, gid: u64, reason: &str) {
+        let Ok(running) = self.running.try_lock() else {
+            return;
+        };
+        let Some(r) = running.as_ref() else { return };
+        let mut line = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": gid, "reason": reason}})
+        .to_string()
+        .into_bytes();
+        line.push(b'\n');
+        let _ = r.stdin.try_send(line);
     }
 
     fn register(&self, gid: u64) -> oneshot::Receiver<Value> {
@@ -310,6 +375,57 @@ impl StdioServer {
     }
 }
 
+/// A call written to the process and not yet settled: dropping it unsettled (the client went
+/// away, the gateway timed out) cancels the call in the process.
+struct Pending<'a> {
+    server: &'a StdioServer,
+    stdin: &'a Stdin,
+    gid: u64,
+    key: (String, String),
+    reason: &'static str,
+    settled: bool,
+}
+
+impl Pending<'_> {
+    /// The call ended with an answer or with the process: nothing to cancel.
+    fn settle(&mut self) {
+        self.settled = true;
+        self.server.waiters.lock().remove(&self.gid);
+        let mut inflight = self.server.inflight.lock();
+        if inflight.get(&self.key) == Some(&self.gid) {
+            inflight.remove(&self.key);
+        }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let cancelled_here = self.server.waiters.lock().remove(&self.gid).is_some();
+        {
+            let mut inflight = self.server.inflight.lock();
+            if inflight.get(&self.key) == Some(&self.gid) {
+                inflight.remove(&self.key);
+            }
+        }
+        if cancelled_here {
+            let mut line = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                "params": {"requestId": self.gid, "reason": self.reason}})
+            .to_string()
+            .into_bytes();
+            line.push(b'\n');
+            let _ = self.stdin.try_send(line);
+        }
+    }
+}
+
+/// The key of a JSON-RPC id (`1` and `"1"` are different ids).
+fn id_key(id: &Value) -> String {
+    id.to_string()
+}
+
 /// Write queued lines to the process's input until it closes (or every sender is gone, with
 /// the process).
 async fn write_loop(
@@ -398,7 +514,9 @@ async fn read_loop(
 mod tests {
     use super::*;
 
-    /// A tiny stdio "server" in sh: answers initialize, echoes `x/echo`, exits on `x/exit`.
+    /// A tiny stdio "server" in sh: answers initialize, echoes `x/echo` (with the process id
+    /// of the last request it was told was cancelled), exits on `x/exit`, never answers
+    /// `x/hang`.
     fn script() -> StdioCommand {
         StdioCommand {
             command: "sh".into(),
@@ -409,7 +527,8 @@ mod tests {
   case "$line" in
     *'"method":"initialize"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"sh","version":"1"}}}\n' "$id" ;;
     *'"method":"x/exit"'*) exit 3 ;;
-    *'"method":"x/echo"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"echo":true}}\n' "$id" ;;
+    *'"method":"notifications/cancelled"'*) c=$(printf '%s' "$line" | sed -n 's/.*"requestId":\([0-9]*\).*/\1/p') ;;
+    *'"method":"x/echo"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"echo":true,"cancelled":"%s"}}\n' "$id" "$c" ;;
   esac
 done"#
                     .into(),
@@ -426,6 +545,7 @@ done"#
         let init = s
             .exchange(
                 &json!({"jsonrpc":"2.0","id":"c1","method":"initialize","params":{}}),
+                None,
                 t,
             )
             .await
@@ -435,20 +555,32 @@ done"#
         assert_eq!(init.answers[0]["id"], "c1");
         assert_eq!(init.answers[0]["result"]["serverInfo"]["name"], "sh");
         let a = s
-            .exchange(&json!({"jsonrpc":"2.0","id":7,"method":"x/echo"}), t)
+            .exchange(
+                &json!({"jsonrpc":"2.0","id":7,"method":"x/echo"}),
+                Some(&sid),
+                t,
+            )
             .await
             .unwrap();
         assert_eq!(a.answers[0]["id"], 7);
         assert_eq!(a.answers[0]["result"]["echo"], true);
         // the process dies while answering: a clear error, then the next call works
         let e = s
-            .exchange(&json!({"jsonrpc":"2.0","id":8,"method":"x/exit"}), t)
+            .exchange(
+                &json!({"jsonrpc":"2.0","id":8,"method":"x/exit"}),
+                Some(&sid),
+                t,
+            )
             .await
             .err()
             .unwrap();
         assert!(e.contains("exited"), "{e}");
         let a = s
-            .exchange(&json!({"jsonrpc":"2.0","id":9,"method":"x/echo"}), t)
+            .exchange(
+                &json!({"jsonrpc":"2.0","id":9,"method":"x/echo"}),
+                Some(&sid),
+                t,
+            )
             .await
             .unwrap();
         assert_eq!(a.answers[0]["id"], 9);
@@ -456,6 +588,82 @@ done"#
         // the session survived the restart
         assert!(s.knows(&sid));
         assert!(s.end(&sid) && !s.knows(&sid));
+    }
+
+    #[tokio::test]
+    async fn cancellations_reach_the_process_under_its_own_ids() {
+        let s = Arc::new(StdioServer::new("sh", script(), 1 << 16));
+        let t = Duration::from_secs(5);
+        let init = s
+            .exchange(
+                &json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}),
+                None,
+                t,
+            )
+            .await
+            .unwrap();
+        let sid = init.session.unwrap();
+        // a call that never ends, cancelled by its client from another exchange
+        let hang = {
+            let (s, sid) = (s.clone(), sid.clone());
+            tokio::spawn(async move {
+                s.exchange(
+                    &json!({"jsonrpc":"2.0","id":"h1","method":"x/hang"}),
+                    Some(&sid),
+                    Duration::from_secs(30),
+                )
+                .await
+            })
+        };
+        while s.inflight.lock().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let gid = *s.inflight.lock().values().next().unwrap();
+        // another session's client cannot cancel it (ids are per session)
+        let other =
+            json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"h1"}});
+        let x = s.exchange(&other, Some("another"), t).await.unwrap();
+        assert!(x.answers.is_empty());
+        assert_eq!(s.inflight.lock().len(), 1);
+        let x = s.exchange(&other, Some(&sid), t).await.unwrap();
+        assert!(x.answers.is_empty());
+        let a = tokio::time::timeout(Duration::from_secs(5), hang)
+            .await
+            .expect("the cancelled call ends at once")
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.answers[0]["id"], "h1");
+        assert_eq!(a.answers[0]["error"]["code"], CANCELLED);
+        let e = s
+            .exchange(
+                &json!({"jsonrpc":"2.0","id":2,"method":"x/echo"}),
+                Some(&sid),
+                t,
+            )
+            .await
+            .unwrap();
+        assert_eq!(e.answers[0]["result"]["cancelled"], gid.to_string());
+        // a call the gateway gives up on is cancelled in the process too
+        let e = s
+            .exchange(
+                &json!({"jsonrpc":"2.0","id":3,"method":"x/hang"}),
+                Some(&sid),
+                Duration::from_millis(200),
+            )
+            .await
+            .err()
+            .unwrap();
+        assert!(e.contains("did not answer"), "{e}");
+        let e = s
+            .exchange(
+                &json!({"jsonrpc":"2.0","id":4,"method":"x/echo"}),
+                Some(&sid),
+                t,
+            )
+            .await
+            .unwrap();
+        assert_eq!(e.answers[0]["result"]["cancelled"], (gid + 2).to_string());
+        assert!(s.inflight.lock().is_empty() && s.waiters.lock().is_empty());
     }
 
     #[tokio::test]
@@ -473,6 +681,7 @@ done"#
         let e = s
             .exchange(
                 &json!({"jsonrpc":"2.0","id":1,"method":"ping"}),
+                None,
                 Duration::from_secs(2),
             )
             .await

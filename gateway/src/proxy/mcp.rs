@@ -131,6 +131,26 @@ struct Scan {
     vault: Vault,
 }
 
+/// One HTTP exchange of a client with an MCP server, from its first message to the last
+/// answer: where it goes, the policy it runs under, and what each call got so far.
+struct Exchange<'a> {
+    mcp: &'a Arc<Mcp>,
+    /// The server's name (`/mcp/<name>`).
+    name: &'a str,
+    server: &'a ServerSettings,
+    /// The client's request headers.
+    headers: http::HeaderMap,
+    scan: Scan,
+    /// Forwarded requests awaiting the server's answer, by id.
+    calls: HashMap<String, Call>,
+    /// Calls the gateway decided itself (refused), counted where they were decided.
+    done: Vec<Call>,
+    /// The gateway's own answers (refusals), sent before the server's.
+    answers: Vec<Value>,
+    /// The client sent a batch: its answers go back as an array.
+    batch: bool,
+}
+
 /// What the rules (and classifiers) decided about one message.
 enum Verdict {
     /// It goes on (rewritten where the rules rewrite), with these findings.
@@ -343,19 +363,21 @@ impl Gateway {
                 output_started: None,
             });
         }
+        let x = Exchange {
+            mcp: &mcp,
+            name: &name,
+            server: &server,
+            headers,
+            scan,
+            calls: HashMap::new(),
+            done: Vec::new(),
+            answers: Vec::new(),
+            batch: false,
+        };
         match method {
-            http::Method::POST => {
-                self.mcp_post(session, ctx, &mcp, &name, &server, headers, scan)
-                    .await?
-            }
-            http::Method::GET => {
-                self.mcp_get(session, ctx, &mcp, &name, &server, headers, scan)
-                    .await?
-            }
-            _ => {
-                self.mcp_delete(session, ctx, &mcp, &name, &server, headers)
-                    .await?
-            }
+            http::Method::POST => self.mcp_post(session, ctx, x).await?,
+            http::Method::GET => self.mcp_get(session, ctx, x).await?,
+            _ => self.mcp_delete(session, ctx, x).await?,
         }
         Ok(true)
     }
@@ -482,28 +504,63 @@ impl Gateway {
         }
     }
 
-    /// A client's POST.
-    #[allow(clippy::too_many_arguments)]
+    /// A client's POST: its messages admitted one by one, what is left forwarded, the
+    /// server's answers filtered on their way back.
     async fn mcp_post(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        mcp: &Arc<Mcp>,
-        name: &str,
-        server: &ServerSettings,
-        headers: http::HeaderMap,
-        mut scan: Scan,
+        mut x: Exchange<'_>,
     ) -> pingora::Result<()> {
-        if let Some(enc) = plain_header(&headers, "content-encoding")
+        let Some(msgs) = self.mcp_read_post(session, ctx, &mut x).await? else {
+            return Ok(()); // answered: the body could not be read as MCP
+        };
+        let mut forward: Vec<Value> = Vec::new();
+        for m in msgs {
+            if let Some(m) = self.mcp_admit(&mut x, ctx, m).await {
+                forward.push(m);
+            }
+        }
+        for c in &x.done {
+            self.mcp_count(x.mcp, x.name, c);
+        }
+        if forward.is_empty() {
+            let sid = None;
+            return self.mcp_answer_gateways(session, ctx, x, sid).await;
+        }
+        // a client that takes no event stream gets the answers collected into JSON
+        let takes_sse = plain_header(&x.headers, "accept")
+            .or_else(|| x.headers.get("accept").and_then(|v| v.to_str().ok()))
+            .is_none_or(|a| a.to_ascii_lowercase().contains("text/event-stream"));
+        if x.batch || x.mcp.stdio(x.name).is_some() || !takes_sse {
+            // MCP servers since protocol 2025-06-18 refuse JSON-RPC batches: each message is
+            // forwarded on its own, and the answers come back as one array (a stdio server's
+            // answers are always collected, then sent as JSON)
+            return self.mcp_post_each(session, ctx, x, forward).await;
+        }
+        let out = forward.remove(0);
+        self.mcp_post_one(session, ctx, x, out).await
+    }
+
+    /// The body of a client's POST, read whole (bounded) and parsed strictly into its
+    /// messages (`x.batch` set). `None`: the client was answered why not.
+    async fn mcp_read_post(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        x: &mut Exchange<'_>,
+    ) -> pingora::Result<Option<Vec<Value>>> {
+        if let Some(enc) = plain_header(&x.headers, "content-encoding")
             && !enc.eq_ignore_ascii_case("identity")
         {
             let e = GatewayError::new(
                 ErrorKind::UnsupportedEncoding,
                 "the MCP message is compressed; the gateway reads every message, so send it uncompressed",
             );
-            return self.respond(session, ctx, e, true).await;
+            self.respond(session, ctx, e, true).await?;
+            return Ok(None);
         }
-        let limit = mcp.settings.max_message_bytes;
+        let limit = x.mcp.settings.max_message_bytes;
         let body = match super::body::read_whole(session, limit, self.settings.body_read_timeout)
             .await
         {
@@ -515,7 +572,8 @@ impl Gateway {
                         "the MCP message is larger than the gateway's limit of {limit} bytes (mcp.max_message_bytes)"
                     ),
                 );
-                return self.respond(session, ctx, e, true).await;
+                self.respond(session, ctx, e, true).await?;
+                return Ok(None);
             }
             Err(super::body::BodyError::Read(e)) => return Err(e),
             Err(_) => {
@@ -523,244 +581,249 @@ impl Gateway {
                     ErrorKind::RequestTimeout,
                     "the MCP message did not arrive whole in time",
                 );
-                return self.respond(session, ctx, e, true).await;
+                self.respond(session, ctx, e, true).await?;
+                return Ok(None);
             }
         };
         ctx.body = body.clone();
-        let parsed = match parse_strict(&body) {
-            Ok(v) => v,
-            Err(err) => {
-                return self
-                    .mcp_answer_json(
-                        session,
-                        ctx,
-                        400,
-                        &rpc::error(
-                            &Value::Null,
-                            rpc::PARSE_ERROR,
-                            &format!("the MCP message is not valid JSON: {err}"),
-                            "invalid_json",
-                        ),
-                        None,
-                        true,
-                    )
-                    .await;
-            }
-        };
-        let (msgs, batch) = match rpc::messages(&parsed) {
-            Ok(m) => m,
-            Err(err) => {
-                let v = rpc::error(
+        let refused = match parse_strict(&body) {
+            Ok(parsed) => match rpc::messages(&parsed) {
+                Ok((msgs, batch)) => {
+                    x.batch = batch;
+                    return Ok(Some(msgs.into_iter().cloned().collect()));
+                }
+                Err(err) => rpc::error(
                     &Value::Null,
                     rpc::INVALID_REQUEST,
                     &err.0,
                     "invalid_request",
-                );
-                return self
-                    .mcp_answer_json(session, ctx, 400, &v, None, true)
-                    .await;
+                ),
+            },
+            Err(err) => rpc::error(
+                &Value::Null,
+                rpc::PARSE_ERROR,
+                &format!("the MCP message is not valid JSON: {err}"),
+                "invalid_json",
+            ),
+        };
+        self.mcp_answer_json(session, ctx, 400, &refused, None, true)
+            .await?;
+        Ok(None)
+    }
+
+    /// One client message: its envelope, the policy's decisions on a `tools/call`, then the
+    /// input rules over its text. `Some`: forward it (rewritten where the rules rewrite);
+    /// `None`: the gateway answered or dropped it (recorded in `x`).
+    async fn mcp_admit(
+        &self,
+        x: &mut Exchange<'_>,
+        ctx: &mut RequestCtx,
+        mut m: Value,
+    ) -> Option<Value> {
+        let env = match rpc::envelope(&m) {
+            Ok(e) => e,
+            Err(err) => {
+                let id = m
+                    .get("id")
+                    .filter(|i| i.is_string() || i.is_i64() || i.is_u64())
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                x.answers.push(rpc::error(
+                    &id,
+                    rpc::INVALID_REQUEST,
+                    &err.0,
+                    "invalid_request",
+                ));
+                return None;
             }
         };
+        let method = env.method().unwrap_or("").to_string();
+        let tool = (method == "tools/call")
+            .then(|| {
+                m.get("params")
+                    .and_then(|p| p.get("name"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .flatten();
         let key = ctx.caller.key_id().unwrap_or("").to_string();
-        let mut answers: Vec<Value> = Vec::new();
-        let mut forward: Vec<Value> = Vec::new();
-        let mut calls: HashMap<String, Call> = HashMap::new();
-        let mut refused_calls: Vec<Call> = Vec::new();
-        for m in msgs {
-            let mut m = m.clone();
-            let env = match rpc::envelope(&m) {
-                Ok(e) => e,
-                Err(err) => {
-                    let id = m
-                        .get("id")
-                        .filter(|i| i.is_string() || i.is_i64() || i.is_u64())
-                        .cloned()
-                        .unwrap_or(Value::Null);
-                    answers.push(rpc::error(
-                        &id,
-                        rpc::INVALID_REQUEST,
-                        &err.0,
-                        "invalid_request",
+        let mut refusal = if method == "tools/call" {
+            self.mcp_call_refusal(x, &key, tool.as_deref())
+        } else {
+            None
+        };
+        let mut findings = Vec::new();
+        if refusal.is_none() {
+            let t0 = Instant::now();
+            let v = match self.mcp_entities(&x.scan, &rpc::read_client, &m, ctx).await {
+                Ok(entities) => {
+                    x.scan
+                        .rules(&rpc::read_client, &mut m, false, entities.as_ref(), false)
+                        .0
+                }
+                Err(v) => v,
+            };
+            self.mcp_record_decision(&x.scan, &v, t0);
+            match v {
+                Verdict::Pass(f) => findings = f,
+                Verdict::Blocked(b, f) => {
+                    refusal = Some((
+                        rpc::REFUSED,
+                        Self::mcp_refusal(x.scan.policy.as_deref(), &b, "refused the message"),
+                        b.ty,
                     ));
-                    continue;
+                    findings = f;
                 }
-            };
-            let method = env.method().unwrap_or("").to_string();
-            let tool = (method == "tools/call")
-                .then(|| {
-                    m.get("params")
-                        .and_then(|p| p.get("name"))
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                })
-                .flatten();
-            // tools/call: allowed, not withheld, not changed, under its rate
-            let mut refusal: Option<(i64, String, &'static str)> = None;
-            if method == "tools/call" {
-                match &tool {
-                    None => {
-                        refusal = Some((
-                            rpc::INVALID_PARAMS,
-                            "tools/call needs `params.name`, a string".into(),
-                            "invalid_request",
-                        ))
-                    }
-                    Some(t) if !scan.rules.allows(name, t) => {
-                        refusal = Some((
-                            rpc::REFUSED,
-                            format!(
-                                "the gateway refused the call: tool `{name}.{}` is not allowed by policy {} (mcp.allow_tools / deny_tools)",
-                                filters::protocol::read::shown(t).trim_matches('`'),
-                                policy_named(scan.policy.as_deref())
-                            ),
-                            "tool_not_allowed",
-                        ))
-                    }
-                    Some(t) if mcp.pins.poisoned(name, t, policy_id(&scan)).is_some() => {
-                        refusal = Some((
-                            rpc::REFUSED,
-                            format!(
-                                "the gateway refused the call: the definition of tool `{name}.{}` carries a `{}` finding (tool poisoning), so the tool is withheld",
-                                filters::protocol::read::shown(t).trim_matches('`'),
-                                mcp.pins.poisoned(name, t, policy_id(&scan)).unwrap_or("")
-                            ),
-                            "tool_poisoned",
-                        ))
-                    }
-                    Some(t)
-                        if scan.rules.pinning == Pinning::Block && mcp.pins.pending(name, t) =>
-                    {
-                        refusal = Some((
-                            rpc::REFUSED,
-                            format!(
-                                "the gateway refused the call: the definition of tool `{name}.{}` changed since it was approved; an admin must approve the new one (POST /admin/mcp/approve?server={name}&tool=...)",
-                                filters::protocol::read::shown(t).trim_matches('`')
-                            ),
-                            "tool_changed",
-                        ))
-                    }
-                    Some(t) => {
-                        if let Err(wait) = mcp.take_call(&key, name, t, scan.rules.calls_per_minute)
-                        {
-                            refusal = Some((
-                                rpc::RATE_LIMITED,
-                                format!(
-                                    "the gateway refused the call: more than {} calls per minute to this tool for this API key (mcp.calls_per_minute); retry in {wait} s",
-                                    scan.rules.calls_per_minute
-                                ),
-                                "rate_limited",
-                            ));
-                        }
-                    }
+                Verdict::Unreadable(why) => {
+                    refusal = Some((
+                        rpc::INVALID_PARAMS,
+                        format!(
+                            "the gateway cannot inspect the message ({why}) and refuses what it cannot read"
+                        ),
+                        "unsupported_request_shape",
+                    ));
                 }
-            }
-            let mut findings = Vec::new();
-            if refusal.is_none() {
-                let t0 = Instant::now();
-                let v = match self.mcp_entities(&scan, &rpc::read_client, &m, ctx).await {
-                    Ok(entities) => {
-                        scan.rules(&rpc::read_client, &mut m, false, entities.as_ref(), false)
-                            .0
-                    }
-                    Err(v) => v,
-                };
-                self.mcp_record_decision(&scan, &v, t0);
-                match v {
-                    Verdict::Pass(f) => findings = f,
-                    Verdict::Blocked(b, f) => {
-                        refusal = Some((
-                            rpc::REFUSED,
-                            Self::mcp_refusal(scan.policy.as_deref(), &b, "refused the message"),
-                            b.ty,
-                        ));
-                        findings = f;
-                    }
-                    Verdict::Unreadable(why) => {
-                        refusal = Some((
-                            rpc::INVALID_PARAMS,
-                            format!(
-                                "the gateway cannot inspect the message ({why}) and refuses what it cannot read"
-                            ),
-                            "unsupported_request_shape",
-                        ));
-                    }
-                }
-            }
-            let call = |decision, reason: Option<String>, findings| Call {
-                method: method.clone(),
-                tool: tool.clone(),
-                findings,
-                decision,
-                reason,
-            };
-            match (refusal, &env) {
-                (Some((code, msg, reason)), Message::Request { id, .. }) => {
-                    answers.push(rpc::error(id, code, &msg, reason));
-                    refused_calls.push(call("refused", Some(reason.to_string()), findings));
-                }
-                (Some((_, _, reason)), _) => {
-                    // a notification or an answer the gateway will not pass: dropped (nothing
-                    // to answer); recorded
-                    refused_calls.push(call("refused", Some(reason.to_string()), findings));
-                }
-                (None, Message::Request { id, .. }) => {
-                    calls.insert(id_key(id), call("forwarded", None, findings));
-                    forward.push(m);
-                }
-                (None, _) => forward.push(m),
             }
         }
-        for c in &refused_calls {
-            self.mcp_count(mcp, name, c);
-        }
-        if forward.is_empty() {
-            self.mcp_audit(mcp, ctx, name, refused_calls);
-            if answers.is_empty() {
-                return self.mcp_answer_empty(session, ctx, 202, None).await;
+        let call = |decision, reason: Option<String>, findings| Call {
+            method: method.clone(),
+            tool: tool.clone(),
+            findings,
+            decision,
+            reason,
+        };
+        match (refusal, &env) {
+            (Some((code, msg, reason)), Message::Request { id, .. }) => {
+                x.answers.push(rpc::error(id, code, &msg, reason));
+                x.done
+                    .push(call("refused", Some(reason.to_string()), findings));
+                None
             }
-            let v = if batch {
-                Value::Array(answers)
-            } else {
-                answers.remove(0)
-            };
+            (Some((_, _, reason)), _) => {
+                // a notification or an answer the gateway will not pass: dropped (nothing to
+                // answer); recorded
+                x.done
+                    .push(call("refused", Some(reason.to_string()), findings));
+                None
+            }
+            (None, Message::Request { id, .. }) => {
+                x.calls
+                    .insert(id_key(id), call("forwarded", None, findings));
+                Some(m)
+            }
+            (None, _) => Some(m),
+        }
+    }
+
+    /// Why the policy refuses a `tools/call` of `tool` (JSON-RPC code, message, reason), if
+    /// it does: not allowed, withheld as poisoned, changed since pinned, over its rate (the
+    /// rate is taken only when everything else allows the call).
+    fn mcp_call_refusal(
+        &self,
+        x: &Exchange<'_>,
+        key: &str,
+        tool: Option<&str>,
+    ) -> Option<(i64, String, &'static str)> {
+        let (mcp, name, scan) = (x.mcp, x.name, &x.scan);
+        let Some(t) = tool else {
+            return Some((
+                rpc::INVALID_PARAMS,
+                "tools/call needs `params.name`, a string".into(),
+                "invalid_request",
+            ));
+        };
+        let shown = || {
+            filters::protocol::read::shown(t)
+                .trim_matches('`')
+                .to_string()
+        };
+        if !scan.rules.allows(name, t) {
+            return Some((
+                rpc::REFUSED,
+                format!(
+                    "the gateway refused the call: tool `{name}.{}` is not allowed by policy {} (mcp.allow_tools / deny_tools)",
+                    shown(),
+                    policy_named(scan.policy.as_deref())
+                ),
+                "tool_not_allowed",
+            ));
+        }
+        if let Some(finding) = mcp.pins.poisoned(name, t, policy_id(scan)) {
+            return Some((
+                rpc::REFUSED,
+                format!(
+                    "the gateway refused the call: the definition of tool `{name}.{}` carries a `{finding}` finding (tool poisoning), so the tool is withheld",
+                    shown()
+                ),
+                "tool_poisoned",
+            ));
+        }
+        if scan.rules.pinning == Pinning::Block && mcp.pins.pending(name, t) {
+            return Some((
+                rpc::REFUSED,
+                format!(
+                    "the gateway refused the call: the definition of tool `{name}.{}` changed since it was approved; an admin must approve the new one (POST /admin/mcp/approve?server={name}&tool=...)",
+                    shown()
+                ),
+                "tool_changed",
+            ));
+        }
+        if let Err(wait) = mcp.take_call(key, name, t, scan.rules.calls_per_minute) {
+            return Some((
+                rpc::RATE_LIMITED,
+                format!(
+                    "the gateway refused the call: more than {} calls per minute to this tool for this API key (mcp.calls_per_minute); retry in {wait} s",
+                    scan.rules.calls_per_minute
+                ),
+                "rate_limited",
+            ));
+        }
+        None
+    }
+
+    /// Nothing forwarded (or the server answered nothing): the gateway's own answers, or 202.
+    async fn mcp_answer_gateways(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        mut x: Exchange<'_>,
+        sid: Option<String>,
+    ) -> pingora::Result<()> {
+        let batch = x.batch;
+        let mut answers = std::mem::take(&mut x.answers);
+        self.mcp_settle(ctx, x, None);
+        if answers.is_empty() {
             return self
-                .mcp_answer_json(session, ctx, 200, &v, None, false)
+                .mcp_answer_empty(session, ctx, 202, sid.as_deref())
                 .await;
         }
-        // a client that takes no event stream gets the answers collected into JSON
-        let takes_sse = plain_header(&headers, "accept")
-            .or_else(|| headers.get("accept").and_then(|v| v.to_str().ok()))
-            .is_none_or(|a| a.to_ascii_lowercase().contains("text/event-stream"));
-        if batch || mcp.stdio(name).is_some() || !takes_sse {
-            // MCP servers since protocol 2025-06-18 refuse JSON-RPC batches: each message is
-            // forwarded on its own, and the answers come back as one array (a stdio server's
-            // answers are always collected, then sent as JSON)
-            return self
-                .mcp_post_batch(
-                    session,
-                    ctx,
-                    mcp,
-                    name,
-                    server,
-                    &headers,
-                    scan,
-                    forward,
-                    calls,
-                    refused_calls,
-                    answers,
-                    batch,
-                )
-                .await;
-        }
-        let out = forward.remove(0);
-        let sent = Bytes::from(out.to_string());
-        let mut rb = mcp
+        let v = if batch {
+            Value::Array(answers)
+        } else {
+            answers.remove(0)
+        };
+        self.mcp_answer_json(session, ctx, 200, &v, sid.as_deref(), false)
+            .await
+    }
+
+    /// One message to a server over HTTP, its answer (JSON, or an SSE stream relayed event by
+    /// event) filtered on its way back.
+    async fn mcp_post_one(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        mut x: Exchange<'_>,
+        out: Value,
+    ) -> pingora::Result<()> {
+        let (name, server) = (x.name, x.server);
+        let mut rb = x
+            .mcp
             .client(name)
             .post(&server.url)
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json, text/event-stream")
-            .body(sent);
-        rb = with_headers(rb, &headers, Some(&out), None);
+            .body(Bytes::from(out.to_string()));
+        rb = with_headers(rb, &x.headers, Some(&out), None);
         ctx.upstream_started = Some(Instant::now());
         let resp = match tokio::time::timeout(server.timeout, rb.send()).await {
             Ok(Ok(r)) => r,
@@ -770,37 +833,15 @@ impl Gateway {
                 } else {
                     "lost the connection to"
                 };
-                return self
-                    .mcp_upstream_failed(
-                        session,
-                        ctx,
-                        mcp,
-                        name,
-                        calls,
-                        refused_calls,
-                        answers,
-                        batch,
-                        &format!("the gateway {why} MCP server `{name}`"),
-                    )
-                    .await;
+                let why = format!("the gateway {why} MCP server `{name}`");
+                return self.mcp_upstream_failed(session, ctx, x, &why).await;
             }
             Err(_) => {
-                return self
-                    .mcp_upstream_failed(
-                        session,
-                        ctx,
-                        mcp,
-                        name,
-                        calls,
-                        refused_calls,
-                        answers,
-                        batch,
-                        &format!(
-                            "MCP server `{name}` did not answer within {}",
-                            humantime::format_duration(server.timeout)
-                        ),
-                    )
-                    .await;
+                let why = format!(
+                    "MCP server `{name}` did not answer within {}",
+                    humantime::format_duration(server.timeout)
+                );
+                return self.mcp_upstream_failed(session, ctx, x, &why).await;
             }
         };
         ctx.first_byte = ctx.upstream_started.map(|s| s.elapsed());
@@ -809,7 +850,7 @@ impl Gateway {
         let sid = plain_header(resp.headers(), "mcp-session-id").map(str::to_string);
         if let Some(sid) = &sid {
             // the server issued it for this caller's request: the session is the caller's
-            mcp.bind(name, sid, &key);
+            x.mcp.bind(name, sid, ctx.caller.key_id().unwrap_or(""));
         }
         let content_type = resp
             .headers()
@@ -818,132 +859,50 @@ impl Gateway {
             .unwrap_or("")
             .to_ascii_lowercase();
         if status == 202 || ((200..300).contains(&status) && resp.content_length() == Some(0)) {
-            self.mcp_settle(mcp, ctx, name, calls, refused_calls, None);
-            if answers.is_empty() {
-                return self
-                    .mcp_answer_empty(session, ctx, 202, sid.as_deref())
-                    .await;
-            }
-            let v = if batch {
-                Value::Array(answers)
-            } else {
-                answers.remove(0)
-            };
-            return self
-                .mcp_answer_json(session, ctx, 200, &v, sid.as_deref(), false)
-                .await;
+            return self.mcp_answer_gateways(session, ctx, x, sid).await;
         }
         if !(200..300).contains(&status) {
-            return self
-                .mcp_backend_error(
-                    session,
-                    ctx,
-                    mcp,
-                    name,
-                    resp,
-                    status,
-                    &mut scan,
-                    calls,
-                    refused_calls,
-                )
-                .await;
+            return self.mcp_backend_error(session, ctx, x, resp, status).await;
         }
         if content_type.starts_with("text/event-stream") {
-            return self
-                .mcp_stream(
-                    session,
-                    ctx,
-                    mcp,
-                    name,
-                    server,
-                    resp,
-                    scan,
-                    calls,
-                    refused_calls,
-                    answers,
-                    sid,
-                    true,
-                )
-                .await;
+            return self.mcp_stream(session, ctx, x, resp, sid, true).await;
         }
         if !content_type.starts_with("application/json") {
-            return self
-                .mcp_upstream_failed(
-                    session,
-                    ctx,
-                    mcp,
-                    name,
-                    calls,
-                    refused_calls,
-                    answers,
-                    batch,
-                    &format!(
-                        "MCP server `{name}` answered with a content type the gateway does not read"
-                    ),
-                )
-                .await;
+            let why = format!(
+                "MCP server `{name}` answered with a content type the gateway does not read"
+            );
+            return self.mcp_upstream_failed(session, ctx, x, &why).await;
         }
         // a JSON answer: read whole (bounded), each message filtered
-        let body = match read_bounded(resp, limit, server.timeout).await {
+        let body = match read_bounded(resp, x.mcp.settings.max_message_bytes, server.timeout).await
+        {
             Ok(b) => b,
             Err(why) => {
-                return self
-                    .mcp_upstream_failed(
-                        session,
-                        ctx,
-                        mcp,
-                        name,
-                        calls,
-                        refused_calls,
-                        answers,
-                        batch,
-                        &format!("MCP server `{name}`'s answer {why}"),
-                    )
-                    .await;
+                let why = format!("MCP server `{name}`'s answer {why}");
+                return self.mcp_upstream_failed(session, ctx, x, &why).await;
             }
         };
         ctx.upstream_ended = Some(Instant::now());
-        let parsed = match parse_strict(&body) {
-            Ok(v) => v,
+        let (list, upstream_batch) = match parse_strict(&body) {
+            Ok(Value::Array(a)) => (a, true),
+            Ok(v) => (vec![v], false),
             Err(_) => {
-                return self
-                    .mcp_upstream_failed(
-                        session,
-                        ctx,
-                        mcp,
-                        name,
-                        calls,
-                        refused_calls,
-                        answers,
-                        batch,
-                        &format!("MCP server `{name}` answered with invalid JSON"),
-                    )
-                    .await;
+                let why = format!("MCP server `{name}` answered with invalid JSON");
+                return self.mcp_upstream_failed(session, ctx, x, &why).await;
             }
         };
-        let (list, upstream_batch) = match &parsed {
-            Value::Array(a) => (a.clone(), true),
-            v => (vec![v.clone()], false),
-        };
-        let mut out = answers;
+        let reply_sid = headers_sid(&x.headers, sid.as_deref());
+        let mut out = std::mem::take(&mut x.answers);
         for mut m in list {
             if self
-                .mcp_filter_server(
-                    &mut scan,
-                    ctx,
-                    mcp,
-                    name,
-                    server,
-                    &headers_sid(&headers, sid.as_deref()),
-                    &mut m,
-                    &mut calls,
-                )
+                .mcp_filter_server(&mut x, ctx, &reply_sid, &mut m)
                 .await
             {
                 out.push(m);
             }
         }
-        self.mcp_settle(mcp, ctx, name, calls, refused_calls, None);
+        let batch = x.batch;
+        self.mcp_settle(ctx, x, None);
         let v = if batch || upstream_batch || out.len() > 1 {
             Value::Array(out)
         } else if let Some(one) = out.pop() {
@@ -957,49 +916,38 @@ impl Gateway {
             .await
     }
 
-    /// A client's batch: each forwarded message POSTed on its own (in order), every answer
-    /// filtered, all of them returned as one JSON array with the gateway's own answers.
-    #[allow(clippy::too_many_arguments)]
-    async fn mcp_post_batch(
+    /// Messages forwarded each on its own (in order; a batch, a stdio server, a client that
+    /// takes no event stream), every answer filtered, all of them returned as JSON with the
+    /// gateway's own answers.
+    async fn mcp_post_each(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        mcp: &Arc<Mcp>,
-        name: &str,
-        server: &ServerSettings,
-        headers: &http::HeaderMap,
-        mut scan: Scan,
+        mut x: Exchange<'_>,
         forward: Vec<Value>,
-        mut calls: HashMap<String, Call>,
-        done: Vec<Call>,
-        mut out: Vec<Value>,
-        batch: bool,
     ) -> pingora::Result<()> {
-        let limit = mcp.settings.max_message_bytes;
-        let mut sid = plain_header(headers, "mcp-session-id").map(str::to_string);
+        let mut sid = plain_header(&x.headers, "mcp-session-id").map(str::to_string);
+        let mut out = std::mem::take(&mut x.answers);
         ctx.upstream_started = Some(Instant::now());
         for m in forward {
             let id = m.get("id").cloned();
-            let got = self
-                .mcp_exchange(mcp, name, server, headers, sid.as_deref(), &m, limit)
-                .await;
-            let msgs = match got {
+            let msgs = match self.mcp_exchange(&x, sid.as_deref(), &m).await {
                 Ok((new_sid, msgs)) => {
                     if let Some(s) = new_sid {
-                        mcp.bind(name, &s, ctx.caller.key_id().unwrap_or(""));
+                        x.mcp.bind(x.name, &s, ctx.caller.key_id().unwrap_or(""));
                         sid = Some(s);
                     }
                     msgs
                 }
                 Err(why) => {
                     if let Some(id) = id {
-                        if let Some(c) = calls.get_mut(&id_key(&id)) {
+                        if let Some(c) = x.calls.get_mut(&id_key(&id)) {
                             c.decision = "upstream_error";
                         }
                         out.push(rpc::error(
                             &id,
                             rpc::UPSTREAM,
-                            &format!("MCP server `{name}` {why}"),
+                            &format!("MCP server `{}` {why}", x.name),
                             "upstream_error",
                         ));
                     }
@@ -1007,16 +955,14 @@ impl Gateway {
                 }
             };
             for mut a in msgs {
-                if self
-                    .mcp_filter_server(&mut scan, ctx, mcp, name, server, &sid, &mut a, &mut calls)
-                    .await
-                {
+                if self.mcp_filter_server(&mut x, ctx, &sid, &mut a).await {
                     out.push(a);
                 }
             }
         }
         ctx.upstream_ended = Some(Instant::now());
-        self.mcp_settle(mcp, ctx, name, calls, done, None);
+        let batch = x.batch;
+        self.mcp_settle(ctx, x, None);
         let v = match out.len() {
             0 => {
                 return self
@@ -1045,30 +991,28 @@ impl Gateway {
 
     /// POST one message and read every message of the answer (JSON, or an SSE stream to its
     /// end), bounded. `Err`: why not, for the client (`could not be reached`, ...).
-    #[allow(clippy::too_many_arguments)]
     async fn mcp_exchange(
         &self,
-        mcp: &Mcp,
-        name: &str,
-        server: &ServerSettings,
-        headers: &http::HeaderMap,
+        x: &Exchange<'_>,
         sid: Option<&str>,
         m: &Value,
-        limit: usize,
     ) -> Result<(Option<String>, Vec<Value>), String> {
-        if let Some(stdio) = mcp.stdio(name) {
+        let (name, server) = (x.name, x.server);
+        if let Some(stdio) = x.mcp.stdio(name) {
             return stdio
-                .exchange(m, server.timeout)
+                .exchange(m, sid, server.timeout)
                 .await
                 .map(|x| (x.session, x.answers));
         }
-        let mut rb = mcp
+        let limit = x.mcp.settings.max_message_bytes;
+        let mut rb = x
+            .mcp
             .client(name)
             .post(&server.url)
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json, text/event-stream")
             .body(m.to_string());
-        rb = with_headers(rb, headers, Some(m), sid);
+        rb = with_headers(rb, &x.headers, Some(m), sid);
         let resp = match tokio::time::timeout(server.timeout, rb.send()).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => return Err("could not be reached".into()),
@@ -1116,17 +1060,13 @@ impl Gateway {
     }
 
     /// The server's own stream (GET).
-    #[allow(clippy::too_many_arguments)]
     async fn mcp_get(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        mcp: &Arc<Mcp>,
-        name: &str,
-        server: &ServerSettings,
-        headers: http::HeaderMap,
-        scan: Scan,
+        x: Exchange<'_>,
     ) -> pingora::Result<()> {
+        let (mcp, name, server, headers) = (x.mcp, x.name, x.server, &x.headers);
         if mcp.stdio(name).is_some() {
             // a stdio server's own messages are answered by the gateway (see `mcp::stdio`):
             // there is no server stream to offer
@@ -1136,7 +1076,7 @@ impl Gateway {
             .client(name)
             .get(&server.url)
             .header(http::header::ACCEPT, "text/event-stream");
-        let rb = with_headers(rb, &headers, None, None);
+        let rb = with_headers(rb, headers, None, None);
         ctx.upstream_started = Some(Instant::now());
         let resp = match tokio::time::timeout(server.timeout, rb.send()).await {
             Ok(Ok(r)) => r,
@@ -1156,23 +1096,8 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|c| c.to_ascii_lowercase().starts_with("text/event-stream"));
         if status == 200 && is_sse {
-            let sid = plain_header(&headers, "mcp-session-id").map(str::to_string);
-            return self
-                .mcp_stream(
-                    session,
-                    ctx,
-                    mcp,
-                    name,
-                    server,
-                    resp,
-                    scan,
-                    HashMap::new(),
-                    Vec::new(),
-                    Vec::new(),
-                    sid,
-                    false,
-                )
-                .await;
+            let sid = plain_header(headers, "mcp-session-id").map(str::to_string);
+            return self.mcp_stream(session, ctx, x, resp, sid, false).await;
         }
         // 405 (no stream offered) and other refusals: the status, without a body to read
         self.mcp_answer_empty(session, ctx, status, None).await
@@ -1183,13 +1108,11 @@ impl Gateway {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        mcp: &Arc<Mcp>,
-        name: &str,
-        server: &ServerSettings,
-        headers: http::HeaderMap,
+        x: Exchange<'_>,
     ) -> pingora::Result<()> {
+        let (mcp, name, server, headers) = (x.mcp, x.name, x.server, &x.headers);
         if let Some(stdio) = mcp.stdio(name) {
-            let ended = plain_header(&headers, "mcp-session-id").is_some_and(|sid| {
+            let ended = plain_header(headers, "mcp-session-id").is_some_and(|sid| {
                 mcp.end_session(name, sid);
                 stdio.end(sid)
             });
@@ -1197,7 +1120,7 @@ impl Gateway {
                 .mcp_answer_empty(session, ctx, if ended { 200 } else { 404 }, None)
                 .await;
         }
-        let rb = with_headers(mcp.client(name).delete(&server.url), &headers, None, None);
+        let rb = with_headers(mcp.client(name).delete(&server.url), headers, None, None);
         let status = match tokio::time::timeout(server.timeout, rb.send()).await {
             Ok(Ok(r)) => r.status().as_u16(),
             _ => {
@@ -1209,7 +1132,7 @@ impl Gateway {
             }
         };
         ctx.upstream_status = Some(status);
-        if let Some(sid) = plain_header(&headers, "mcp-session-id")
+        if let Some(sid) = plain_header(headers, "mcp-session-id")
             && (200..300).contains(&status)
         {
             mcp.end_session(name, sid);
@@ -1219,18 +1142,14 @@ impl Gateway {
 
     /// Filter one message the server sent. `false`: it does not go to the client (a server
     /// request or notification the gateway blocked; the server's request was answered).
-    #[allow(clippy::too_many_arguments)]
     async fn mcp_filter_server(
         &self,
-        scan: &mut Scan,
+        x: &mut Exchange<'_>,
         ctx: &mut RequestCtx,
-        mcp: &Arc<Mcp>,
-        name: &str,
-        server: &ServerSettings,
         sid: &Option<String>,
         m: &mut Value,
-        calls: &mut HashMap<String, Call>,
     ) -> bool {
+        let (mcp, name, server) = (x.mcp, x.name, x.server);
         let env = match rpc::envelope(m) {
             Ok(e) => e,
             Err(_) => {
@@ -1240,7 +1159,7 @@ impl Gateway {
                     .cloned()
                     .filter(|i| !i.is_object() && !i.is_array())
                     .unwrap_or(Value::Null);
-                if let Some(c) = calls.get_mut(&id_key(&id)) {
+                if let Some(c) = x.calls.get_mut(&id_key(&id)) {
                     c.decision = "upstream_error";
                     c.reason = Some("unreadable_answer".into());
                 }
@@ -1255,7 +1174,7 @@ impl Gateway {
         };
         let answered = env
             .id()
-            .and_then(|id| calls.get(&id_key(id)).map(|c| c.method.clone()));
+            .and_then(|id| x.calls.get(&id_key(id)).map(|c| c.method.clone()));
         // tools/list: each tool decided on its own
         // (an answer to a request of another HTTP exchange, replayed on a GET stream after a
         // reconnection, is a listing when it carries one)
@@ -1267,17 +1186,19 @@ impl Gateway {
                 .is_some_and(Value::is_array),
         };
         if matches!(env, Message::Result { .. }) && lists_tools {
-            self.mcp_tools_list(scan, ctx, mcp, name, m).await;
+            self.mcp_tools_list(x, ctx, m).await;
             return true;
         }
-        let v = self.mcp_scan_server(scan, &rpc::read_server, m, ctx).await;
+        let v = self
+            .mcp_scan_server(&mut x.scan, &rpc::read_server, m, ctx)
+            .await;
         let (blocked, findings) = match v {
             Verdict::Pass(f) => (None, f),
             Verdict::Blocked(b, f) => (
                 Some((
                     b.ty,
                     Self::mcp_refusal(
-                        scan.policy.as_deref(),
+                        x.scan.policy.as_deref(),
                         &b,
                         "withheld the MCP server's message",
                     ),
@@ -1292,20 +1213,20 @@ impl Gateway {
                 Vec::new(),
             ),
         };
-        let call = env.id().and_then(|id| calls.get_mut(&id_key(id)));
+        let call = env.id().and_then(|id| x.calls.get_mut(&id_key(id)));
         // `mark` lets through only what is blocked as an injection (secrets, personal data,
         // unreadable messages are withheld whatever the mode)
         let injection = blocked.as_ref().is_some_and(|(ty, _)| {
             filters::finding::type_info(ty)
                 .is_some_and(|t| t.group == filters::finding::Group::Injection)
         });
-        let mark = scan.rules.untrusted_text == UntrustedText::Mark && injection;
+        let mark = x.scan.rules.untrusted_text == UntrustedText::Mark && injection;
         match (&env, blocked) {
             (Message::Result { id } | Message::Error { id }, Some((ty, why))) => {
                 if let Some(c) = call {
                     c.findings.extend(findings.clone());
                 }
-                let c = calls.get_mut(&id_key(id));
+                let c = x.calls.get_mut(&id_key(id));
                 if mark && matches!(env, Message::Result { .. }) {
                     mark_untrusted(m, ty);
                     if let Some(c) = c {
@@ -1373,14 +1294,8 @@ impl Gateway {
 
     /// A `tools/list` answer: tools not allowed, poisoned, or changed since pinned are
     /// removed (or flagged); every decision counted.
-    async fn mcp_tools_list(
-        &self,
-        scan: &mut Scan,
-        ctx: &mut RequestCtx,
-        mcp: &Arc<Mcp>,
-        name: &str,
-        m: &mut Value,
-    ) {
+    async fn mcp_tools_list(&self, x: &mut Exchange<'_>, ctx: &mut RequestCtx, m: &mut Value) {
+        let (mcp, name, scan) = (x.mcp, x.name, &mut x.scan);
         let Some(tools) = m
             .get_mut("result")
             .and_then(|r| r.get_mut("tools"))
@@ -1547,22 +1462,19 @@ impl Gateway {
     }
 
     /// Stream a server's SSE answer (a POST's) or stream (GET) to the client, event by event.
-    #[allow(clippy::too_many_arguments)]
+    /// `idle_timeout`: a server silent for its `timeout` ends the stream (a POST's answer; a
+    /// GET stream may idle).
     async fn mcp_stream(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        mcp: &Arc<Mcp>,
-        name: &str,
-        server: &ServerSettings,
+        mut x: Exchange<'_>,
         resp: reqwest::Response,
-        mut scan: Scan,
-        mut calls: HashMap<String, Call>,
-        done: Vec<Call>,
-        answers: Vec<Value>,
         sid: Option<String>,
         idle_timeout: bool,
     ) -> pingora::Result<()> {
+        let (mcp, name, server) = (x.mcp, x.name, x.server);
+        let answers = std::mem::take(&mut x.answers);
         let mut h = ResponseHeader::build(200, Some(6))?;
         h.insert_header(http::header::CONTENT_TYPE, "text/event-stream")?;
         h.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
@@ -1601,7 +1513,7 @@ impl Gateway {
                     Err(_) => {
                         tracing::warn!(request_id = %ctx.request_id, server = name, "MCP server's stream went silent; closing it");
                         // the calls it did not answer get the gateway's error
-                        for (id, c) in calls.iter_mut() {
+                        for (id, c) in x.calls.iter_mut() {
                             c.decision = "upstream_error";
                             let id: Value = serde_json::from_str(id).unwrap_or(Value::Null);
                             let e = rpc::error(
@@ -1640,7 +1552,7 @@ impl Gateway {
                     c
                 }
                 Some(Err(_)) => {
-                    for c in calls.values_mut() {
+                    for c in x.calls.values_mut() {
                         c.decision = "upstream_error";
                     }
                     break;
@@ -1662,7 +1574,7 @@ impl Gateway {
                     let _ = session
                         .write_response_body(Some(Bytes::from(b)), true)
                         .await;
-                    self.mcp_settle(mcp, ctx, name, calls, done, Some("upstream_error"));
+                    self.mcp_settle(ctx, x, Some("upstream_error"));
                     return Ok(());
                 } else if let Some(data) = ev.data.as_ref().filter(|d| !d.trim().is_empty()) {
                     let mut m = match parse_strict(data.as_bytes()) {
@@ -1674,12 +1586,13 @@ impl Gateway {
                             "unreadable_answer",
                         ),
                     };
-                    if self
-                        .mcp_filter_server(
-                            &mut scan, ctx, mcp, name, server, &sid_opt, &mut m, &mut calls,
-                        )
-                        .await
-                    {
+                    let pass = self.mcp_filter_server(&mut x, ctx, &sid_opt, &mut m).await;
+                    if !idle_timeout {
+                        // a GET stream may stay open for hours: what it decided is audited
+                        // as it happens, not when the stream closes
+                        self.mcp_audit_now(ctx).await;
+                    }
+                    if pass {
                         if (m.get("result").is_some() || m.get("error").is_some())
                             && let Some(id) = m.get("id")
                         {
@@ -1712,25 +1625,21 @@ impl Gateway {
         if !client_gone {
             let _ = session.write_response_body(Some(Bytes::new()), true).await;
         }
-        self.mcp_settle(mcp, ctx, name, calls, done, None);
+        self.mcp_settle(ctx, x, None);
         Ok(())
     }
 
     /// The server answered an error status: its body (a JSON-RPC error, bounded) filtered,
     /// the status kept, marked as the backend's.
-    #[allow(clippy::too_many_arguments)]
     async fn mcp_backend_error(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        mcp: &Arc<Mcp>,
-        name: &str,
+        mut x: Exchange<'_>,
         resp: reqwest::Response,
         status: u16,
-        scan: &mut Scan,
-        calls: HashMap<String, Call>,
-        done: Vec<Call>,
     ) -> pingora::Result<()> {
+        let (mcp, name) = (x.mcp, x.name);
         let body = read_bounded(resp, mcp.settings.max_message_bytes, Duration::from_secs(5))
             .await
             .ok();
@@ -1746,7 +1655,7 @@ impl Gateway {
                 )
             });
         if !matches!(
-            self.mcp_scan_server(scan, &rpc::read_server, &mut v, ctx)
+            self.mcp_scan_server(&mut x.scan, &rpc::read_server, &mut v, ctx)
                 .await,
             Verdict::Pass(_)
         ) {
@@ -1759,7 +1668,7 @@ impl Gateway {
                 "upstream_error",
             );
         }
-        self.mcp_settle(mcp, ctx, name, calls, done, Some("upstream_error"));
+        self.mcp_settle(ctx, x, Some("upstream_error"));
         let body = v.to_string();
         let mut h = ResponseHeader::build(status, Some(4))?;
         h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
@@ -1775,25 +1684,21 @@ impl Gateway {
 
     /// The server could not be reached or answered what the gateway cannot read: every
     /// forwarded request gets the gateway's JSON-RPC error (502).
-    #[allow(clippy::too_many_arguments)]
     async fn mcp_upstream_failed(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        mcp: &Arc<Mcp>,
-        name: &str,
-        calls: HashMap<String, Call>,
-        done: Vec<Call>,
-        mut answers: Vec<Value>,
-        batch: bool,
+        mut x: Exchange<'_>,
         why: &str,
     ) -> pingora::Result<()> {
-        tracing::warn!(request_id = %ctx.request_id, server = name, "{why}");
-        for id in calls.keys() {
+        tracing::warn!(request_id = %ctx.request_id, server = x.name, "{why}");
+        let mut answers = std::mem::take(&mut x.answers);
+        for id in x.calls.keys() {
             let id: Value = serde_json::from_str(id).unwrap_or(Value::Null);
             answers.push(rpc::error(&id, rpc::UPSTREAM, why, "upstream_error"));
         }
-        self.mcp_settle(mcp, ctx, name, calls, done, Some("upstream_error"));
+        let batch = x.batch;
+        self.mcp_settle(ctx, x, Some("upstream_error"));
         ctx.gateway_error = Some(ErrorKind::UpstreamConnect);
         let v = if batch || answers.len() != 1 {
             Value::Array(answers)
@@ -1881,23 +1786,16 @@ impl Gateway {
     /// The end of an exchange: each forwarded call counted (its decision set to `failed` when
     /// the server did not answer it), then every call audited, `done` ones (counted where they
     /// were decided) included.
-    fn mcp_settle(
-        &self,
-        mcp: &Mcp,
-        ctx: &mut RequestCtx,
-        name: &str,
-        calls: HashMap<String, Call>,
-        mut done: Vec<Call>,
-        failed: Option<&'static str>,
-    ) {
-        for mut c in calls.into_values() {
+    fn mcp_settle(&self, ctx: &mut RequestCtx, x: Exchange<'_>, failed: Option<&'static str>) {
+        let mut done = x.done;
+        for mut c in x.calls.into_values() {
             if let Some(d) = failed {
                 c.decision = d;
             }
-            self.mcp_count(mcp, name, &c);
+            self.mcp_count(x.mcp, x.name, &c);
             done.push(c);
         }
-        self.mcp_audit(mcp, ctx, name, done);
+        self.mcp_audit(x.mcp, ctx, x.name, done);
     }
 
     /// One audit record per call (kept on the request; written in `logging`). A tool the
@@ -1925,6 +1823,29 @@ impl Gateway {
                 }),
                 ..Record::default()
             });
+        }
+    }
+}
+
+impl Gateway {
+    /// Write the audit records an exchange has so far (as `logging` would at its end).
+    async fn mcp_audit_now(&self, ctx: &mut RequestCtx) {
+        if ctx.mcp_records.is_empty() {
+            return;
+        }
+        let records = std::mem::take(&mut ctx.mcp_records);
+        let Some(audit) = &self.access.audit else {
+            return;
+        };
+        let base = self.audit_record(ctx, 200, "backend", ctx.started.elapsed(), None);
+        for r in records {
+            audit
+                .record(Record {
+                    findings: r.findings,
+                    mcp: r.mcp,
+                    ..base.clone()
+                })
+                .await;
         }
     }
 }

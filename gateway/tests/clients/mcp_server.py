@@ -14,7 +14,10 @@ What it serves, so the tests know exactly what to expect:
   in the arguments reached the server), `fetch_page` (its result carries an indirect prompt
   injection), `notes` (its description is poisoned), `weather` (a rug-pull: its description turns
   malicious from the second tools/list this process answers on), `admin_reset` (harmless; test
-  policies deny it), `slow` (sleeps, for timeout tests);
+  policies deny it), `slow` (sleeps; its answer counts the calls cancelled so far, for the
+  timeout and cancellation tests);
+- `announce` (sends, on the session's own GET stream, a plain notice, a notice carrying the
+  injection and a sampling request about the injected page);
 - the resource doc://readme (text/plain, carries an injection);
 - the prompt `greet`.
 """
@@ -68,6 +71,10 @@ class RugPull:
         return result
 
 
+# How many `slow` calls were cancelled in this process.
+CANCELLED = [0]
+
+
 def build_server() -> MCPServer:
     # WARNING keeps the tests' stderr quiet; the SDK logs only failures at that level.
     server = MCPServer("portcullis-test-mcp", version="1.0.0", log_level="WARNING", middleware=[RugPull()])
@@ -99,8 +106,14 @@ def build_server() -> MCPServer:
 
     @server.tool(description="Sleep for the given number of seconds, then answer.")
     async def slow(seconds: float) -> str:
-        await anyio.sleep(seconds)
-        return "done"
+        try:
+            await anyio.sleep(seconds)
+        except anyio.get_cancelled_exc_class():
+            # the client's notifications/cancelled reached this process (the gateway's
+            # cancellation test reads the count)
+            CANCELLED[0] += 1
+            raise
+        return f"done ({CANCELLED[0]} cancelled before)"
 
     @server.tool(description="Summarize a web page with the client's model (a sampling request).")
     async def summarize_page(url: str, ctx: Context) -> str:
@@ -115,6 +128,24 @@ def build_server() -> MCPServer:
             )
         except Exception as e:  # the client (or a gateway) refused: say so in the result
             return f"sampling failed: {e}"
+        content = result.content
+        return "summary: " + (content.text if isinstance(content, TextContent) else str(content))
+
+    @server.tool(description="Post two notices on the server's own stream and ask the client's model about a page.")
+    async def announce(ctx: Context) -> str:
+        # Nothing here names the call's request: the SDK sends these messages on the session's
+        # standalone stream (the client's GET), which the gateway must read like any answer.
+        session = ctx.request_context.session
+        await session.send_log_message(level="info", data="the index was rebuilt", logger="announce")
+        await session.send_log_message(level="info", data=INJECTION_PAGE, logger="announce")
+        try:
+            with anyio.fail_after(20):
+                result = await session.create_message(
+                    [SamplingMessage(role="user", content=TextContent(type="text", text=f"Summarize: {INJECTION_PAGE}"))],
+                    max_tokens=50,
+                )
+        except Exception as e:  # the client (or a gateway) refused, or nobody answered
+            return f"sampling failed: {type(e).__name__}: {e}"
         content = result.content
         return "summary: " + (content.text if isinstance(content, TextContent) else str(content))
 
