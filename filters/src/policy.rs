@@ -801,6 +801,16 @@ impl Side {
         types.iter().any(|t| self.action(t) != Action::Allow)
     }
 
+    /// The entity types (of `crate::finding::ENTITY_TYPES`) this side acts on, explicitly or
+    /// through its `pii` group.
+    pub fn entity_types(&self) -> Vec<&'static str> {
+        crate::finding::ENTITY_TYPES
+            .iter()
+            .copied()
+            .filter(|t| self.action(t) != Action::Allow)
+            .collect()
+    }
+
     /// Add the entity head's spans of a text to the rules' findings of the same text, with this
     /// side's actions (spans of types it allows are dropped), in text order. Where a span and a
     /// rule's finding overlap, the rewrite keeps the stronger, then the longer
@@ -1643,5 +1653,12 @@ classifiers:
         )
         .unwrap();
         assert!(!p.input.wants_entities(crate::finding::ENTITY_TYPES));
+        assert!(p.input.entity_types().is_empty());
+        // the types a side acts on, named or through its group: what a bundle must tag
+        let p = parse(
+            "name: a\nversion: 1\ninput:\n  pii: placeholder\n  person: allow\nclassifiers:\n  model: guard\n",
+        )
+        .unwrap();
+        assert_eq!(p.input.entity_types(), ["address"]);
     }
 }

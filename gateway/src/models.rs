@@ -152,11 +152,27 @@ impl Models {
                     .join(", ")
             ));
         }
-        if policy.input.wants_entities(filters::finding::ENTITY_TYPES) && !model.has_entities() {
+        let untagged = model.untagged(&policy.input.entity_types());
+        if !untagged.is_empty() {
+            let what = if model.has_entities() {
+                "has an entity head that does not tag them"
+            } else {
+                "has no entity head"
+            };
             return Err(format!(
-                "policy `{}` acts on person names or addresses, which the entity head finds, and bundle {} has no entity head (rebuild it with scripts/setup.sh, or set `person: allow` and `address: allow`)",
+                "policy `{}` acts on {} (person names, addresses: found by a bundle's entity head), and bundle {} {what} (rebuild it with scripts/setup.sh, or set {} in the policy)",
                 policy.name,
-                model.id()
+                untagged
+                    .iter()
+                    .map(|t| format!("`{t}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                model.id(),
+                untagged
+                    .iter()
+                    .map(|t| format!("`{t}: allow`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ));
         }
         let examples = plan.examples();

@@ -418,7 +418,7 @@ def model_card(bundle, variant, report, tox_source, injection_card):
     ent = report["entities"]
     lines += [
         "",
-        "## Entity head (PERSON, ADDRESS)",
+        f"## Entity head ({', '.join(t.upper() for t in entity_head.TYPES)})",
         f"A per-token BIO tagger (MLP {entity_head.TOKEN_DIM} → {entity_head.HIDDEN} → {len(entity_head.entity_data.LABELS)}, ReLU, softmax) on the encoder's `tokens` output "
         "(layers 3 and 6 of every token), trained on frozen FP32 states of synthetic sentences "
         "(`models/build/entity_data.py`: Faker names and addresses in 7 locales, 16 template families, public figures, "
@@ -431,12 +431,14 @@ def model_card(bundle, variant, report, tox_source, injection_card):
         "Character-level recall/precision (share of each entity's characters covered / share of flagged characters that are the entity); "
         "entity recall: at least half of an entity's characters covered.",
         "",
-        "| split | texts | flagged texts | PERSON recall | PERSON precision | PERSON entity recall | ADDRESS recall | ADDRESS precision | ADDRESS entity recall |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| split | texts | flagged texts | "
+        + " | ".join(f"{t.upper()} recall | {t.upper()} precision | {t.upper()} entity recall" for t in entity_head.TYPES)
+        + " |",
+        "|---|---|---|" + "---|---|---|" * len(entity_head.TYPES),
     ]
     for split, m in ent["splits"].items():
         cells = [split, str(m["texts"]), f"{m['flagged_texts']:.3f}"]
-        for t in ("person", "address"):
+        for t in entity_head.TYPES:
             e = m.get(t) or {}
             for k in ("char_recall", "char_precision", "entity_recall"):
                 v = e.get(k) if e.get("entities") else None

@@ -358,7 +358,9 @@ class Generator:
             return " ".join(fake.street_address().split())
         if slot == "C":
             return fake.city()
-        if slot == "O":
+        if slot in ("O", "E"):
+            # {E}: a company as a named person's employer, labelled only where ENTITY_TYPES
+            # names the slot (benches/entities/employer_experiment.py; not in the shipped head)
             return fake.company()
         if slot == "N":
             return str(r.randint(1000, 99999))

@@ -3,8 +3,8 @@
 of entity_data.py, calibrated and evaluated on each bundle's own encoder (INT8 or FP32).
 
 The gateway (filters/src/classify/entities.rs) does what `decode` below does, token for token:
-  - a token is an entity token when 1 - p(O) >= threshold; its type is the likelier of the two
-    (B and I of a type summed);
+  - a token is an entity token when 1 - p(O) >= threshold; its type is the likeliest (B and I
+    of a type summed; the first in LABELS order on a tie);
   - a token between two tokens of one type, the second of which continues the span (not a
     B token), takes that type (bridges one-token gaps and flips);
   - consecutive entity tokens of one type form a span; a B token starts a new span, unless it
@@ -36,6 +36,7 @@ SIZES = {
     "public_calibration": 600,
     "ood_public": 1000,
 }
+# in the order of entity_data.LABELS (B-, I- pairs after O)
 TYPES = ["person", "address"]
 
 
@@ -143,7 +144,7 @@ def probabilities(head, f):
 
 
 def tags(probs, threshold):
-    """Per token: (type 0 none / 1 person / 2 address, begins, 1 - p(O)), then one-token gaps
+    """Per token: (type 0 none / 1 + index in TYPES, begins, 1 - p(O)), then one-token gaps
     and one-token type flips inside a span bridged (a token between two tokens of one type,
     the second of which continues the span, takes that type)."""
     out = []
@@ -152,10 +153,10 @@ def tags(probs, threshold):
         if pe < threshold:
             out.append([0, False, pe])
             continue
-        per, addr = p[1] + p[2], p[3] + p[4]
-        ty = 1 if per >= addr else 2
-        begin = bool(p[1] > p[2]) if ty == 1 else bool(p[3] > p[4])
-        out.append([ty, begin, pe])
+        totals = [p[1 + 2 * i] + p[2 + 2 * i] for i in range(len(TYPES))]
+        best = max(range(len(TYPES)), key=lambda i: (totals[i], -i))
+        begin = bool(p[1 + 2 * best] > p[2 + 2 * best])
+        out.append([best + 1, begin, pe])
     for k in range(1, len(out) - 1):
         a, b, c = out[k - 1], out[k], out[k + 1]
         if a[0] != 0 and a[0] == c[0] and b[0] != a[0] and not c[1]:

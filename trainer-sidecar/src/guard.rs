@@ -58,7 +58,7 @@ pub enum GuardError {
 /// has no `classifiers:` section or acts on neither type. The bundle comes from `models` (a
 /// registry root: `<models>/<name>/<version>/`); its digests are checked (signatures are the
 /// serving gateway's business, as for `gateway check`). A policy that acts on names or
-/// addresses and names a bundle without an entity head is refused.
+/// addresses and names a bundle whose entity head does not tag them is refused.
 pub fn entity_model(
     policy: &Policy,
     models: &Path,
@@ -66,7 +66,7 @@ pub fn entity_model(
     let Some(plan) = policy.classifiers.as_ref() else {
         return Ok(None);
     };
-    if !policy.input.wants_entities(&["person", "address"]) {
+    if !policy.input.wants_entities(filters::finding::ENTITY_TYPES) {
         return Ok(None);
     }
     let reg = filters::classify::ModelRegistry::new(
@@ -80,10 +80,12 @@ pub fn entity_model(
         .get(&plan.model, plan.version.as_deref())
         .map_err(|e| GuardError::Model(format!("`{}`: {e}", plan.model)))?;
     let c = slot.current();
-    if !c.has_entities() {
+    let untagged = c.untagged(&policy.input.entity_types());
+    if !untagged.is_empty() {
         return Err(GuardError::Model(format!(
-            "policy `{}` acts on person names or addresses, but bundle {} has no entity head",
+            "policy `{}` acts on {}, but the entity head of bundle {} does not tag them (rebuild it with scripts/setup.sh)",
             policy.name,
+            untagged.join(", "),
             c.id()
         )));
     }

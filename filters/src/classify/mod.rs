@@ -422,6 +422,17 @@ impl Classifier {
         self.entities.is_some()
     }
 
+    /// Of `wanted`, the entity types this bundle's entity head does not tag (all of them when
+    /// it has none): a policy that acts on one of them cannot be served by this bundle.
+    pub fn untagged(&self, wanted: &[&'static str]) -> Vec<&'static str> {
+        let tagged = self.entities.as_ref().map_or(&[][..], |h| h.types());
+        wanted
+            .iter()
+            .copied()
+            .filter(|t| !tagged.contains(t))
+            .collect()
+    }
+
     /// Whether the bundle has idle-priority sessions for background work.
     pub fn has_background(&self) -> bool {
         self.background.is_some()

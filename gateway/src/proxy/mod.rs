@@ -447,6 +447,15 @@ impl Gateway {
         if model.entities.is_none() {
             return self.tagging_failed(policy, plan, &model, ctx, "the bundle has no entity head");
         }
+        if !model.untagged(&policy.input.entity_types()).is_empty() {
+            return self.tagging_failed(
+                policy,
+                plan,
+                &model,
+                ctx,
+                "the bundle's entity head does not tag every type the policy acts on",
+            );
+        }
         // A body the reader refuses is refused by the rules pass that follows.
         let texts = if prose_only {
             filters::protocol::prose_texts_read(read, body, policy)
