@@ -5,6 +5,8 @@
 # at each concurrency, rounds interleaved. Prints a markdown table of medians over rounds.
 #
 #   bash benches/mcp/run.sh     # ROUNDS=3 CALLS=400 CONCURRENCY=1,16 THREADS=1
+#   BASELINE_BIN=/path/to/older/gateway bash benches/mcp/run.sh
+#                               # adds `rules_base`: the rules through that binary, in the same run
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -27,8 +29,8 @@ pids+=($!)
 wait_port "$SERVER"
 KEY=$(./target/release/gateway keys add --file "$OUT/keys.yaml" --id bench --tenant bench --quiet)
 
-start_gw() { # name policy
-  local port admin
+start_gw() { # name policy [binary]
+  local port admin bin=${3:-./target/release/gateway}
   port=$(free_port); admin=$(free_port)
   cat >"$OUT/$1.yaml" <<YAML
 server: {listen: 127.0.0.1:$port, threads: $THREADS}
@@ -42,15 +44,19 @@ mcp:
   servers:
     demo: {url: http://127.0.0.1:$SERVER/mcp}
 YAML
-  ./target/release/gateway serve --config "$OUT/$1.yaml" >"$OUT/$1.log" 2>&1 &
+  "$bin" serve --config "$OUT/$1.yaml" >"$OUT/$1.log" 2>&1 &
   pids+=($!)
   wait_port "$port"
   echo "$1=http://127.0.0.1:$port/mcp/demo"
 }
 T_RULES=$(start_gw rules benches/mcp/rules.yaml)
 T_CLS=$(start_gw classifier benches/mcp/classifier.yaml)
+BASE=()
+if [ -n "${BASELINE_BIN:-}" ]; then
+  BASE=(--target "$(start_gw rules_base benches/mcp/rules.yaml "$BASELINE_BIN")")
+fi
 
-"$BENCH" --target "direct=http://127.0.0.1:$SERVER/mcp" --target "$T_RULES" --target "$T_CLS" \
+"$BENCH" --target "direct=http://127.0.0.1:$SERVER/mcp" --target "$T_RULES" "${BASE[@]}" --target "$T_CLS" \
   --key "$KEY" --calls "$CALLS" --concurrency "$CONCURRENCY" --rounds "$ROUNDS" | tee "$OUT/results.jsonl"
 
 python3 - "$OUT/results.jsonl" <<'PY'
@@ -66,7 +72,7 @@ for conc in sorted({c for c, _ in by}):
     base = by.get((conc, "direct"))
     b50 = med([r["p50_ms"] for r in base]) if base else None
     b99 = med([r["p99_ms"] for r in base]) if base else None
-    for name in ["direct", "rules", "classifier"]:
+    for name in ["direct", "rules", "rules_base", "classifier"]:
         rs = by.get((conc, name))
         if not rs:
             continue
