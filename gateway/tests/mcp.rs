@@ -430,6 +430,39 @@ async fn open_session(c: &reqwest::Client, url: &str, key: &str, capabilities: V
     sid
 }
 
+/// The SDK's server with SSE answers behind a gateway under the policy `policy`, and a raw
+/// client's session opened with the sampling capability.
+struct SseDemo {
+    _server: McpServer,
+    dir: tempfile::TempDir,
+    _gw: Gateway,
+    client: reqwest::Client,
+    key: String,
+    url: String,
+    sid: String,
+}
+
+impl SseDemo {
+    async fn start(policy: &str) -> SseDemo {
+        let server = McpServer::start(false).await;
+        let dir = tempfile::tempdir().unwrap();
+        let p = policy_file(dir.path(), policy);
+        let (gw, secrets) =
+            gateway(dir.path(), &p, &[("demo", server.url())], &["agent"], false).await;
+        let (client, url) = (client(), gw.url("/mcp/demo"));
+        let sid = open_session(&client, &url, &secrets[0], json!({"sampling": {}})).await;
+        SseDemo {
+            _server: server,
+            dir,
+            _gw: gw,
+            client,
+            key: secrets[0].clone(),
+            url,
+            sid,
+        }
+    }
+}
+
 /// A raw client's `initialize` (id 1) with these capabilities.
 fn initialize(capabilities: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": capabilities, "clientInfo": {"name": "raw", "version": "1"}}})
@@ -880,27 +913,13 @@ async fn an_https_server_is_reached_with_its_own_ca_and_refused_without_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_request_carrying_an_injection_is_answered_by_the_gateway_not_relayed() {
     // SSE answers: the server's sampling request travels on the call's own stream
-    let server = McpServer::start(false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let policy = policy_file(
-        dir.path(),
-        "name: s\nversion: 1\ninput:\n  instruction_override: block\n",
-    );
-    let (gw, secrets) = gateway(
-        dir.path(),
-        &policy,
-        &[("demo", server.url())],
-        &["agent"],
-        false,
-    )
-    .await;
-    let (c, key, url) = (client(), secrets[0].as_str(), gw.url("/mcp/demo"));
-    let sid = open_session(&c, &url, key, json!({"sampling": {}})).await;
+    let d = SseDemo::start("name: s\nversion: 1\ninput:\n  instruction_override: block\n").await;
+    let (c, key, url, sid) = (&d.client, d.key.as_str(), &d.url, &d.sid);
     let (s, _, v) = rpc(
-        &c,
-        &url,
+        c,
+        url,
         key,
-        Some(&sid),
+        Some(sid),
         &call(2, "summarize_page", json!({"url": "http://shop.example"})),
     )
     .await;
@@ -927,7 +946,7 @@ async fn a_server_request_carrying_an_injection_is_answered_by_the_gateway_not_r
         "{v}"
     );
     assert!(!v.to_string().contains("Ignore all previous"), "{v}");
-    let audit = wait_for_audit(&dir.path().join("audit"), "sampling/createMessage").await;
+    let audit = wait_for_audit(&d.dir.path().join("audit"), "sampling/createMessage").await;
     assert!(
         audit.contains("\"method\":\"sampling/createMessage\""),
         "{audit}"
@@ -939,27 +958,16 @@ async fn a_server_request_carrying_an_injection_is_answered_by_the_gateway_not_r
 async fn the_servers_own_stream_is_read_like_its_answers() {
     // the session's GET stream carries what the server sends outside any call: notices, and
     // requests to the client
-    let server = McpServer::start(false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let policy = policy_file(
-        dir.path(),
+    let d = SseDemo::start(
         "name: g\nversion: 1\ninput:\n  instruction_override: block\nmcp:\n  untrusted_text: mark\n",
-    );
-    let (gw, secrets) = gateway(
-        dir.path(),
-        &policy,
-        &[("demo", server.url())],
-        &["agent"],
-        false,
     )
     .await;
-    let (c, key, url) = (client(), secrets[0].as_str(), gw.url("/mcp/demo"));
-    let sid = open_session(&c, &url, key, json!({"sampling": {}})).await;
+    let (c, key, url, sid) = (&d.client, d.key.as_str(), &d.url, &d.sid);
     let mut stream = c
-        .get(&url)
+        .get(url)
         .bearer_auth(key)
         .header("accept", "text/event-stream")
-        .header("mcp-session-id", &sid)
+        .header("mcp-session-id", sid)
         .header("mcp-protocol-version", "2025-11-25")
         .send()
         .await
@@ -982,7 +990,7 @@ async fn the_servers_own_stream_is_read_like_its_answers() {
     };
     // the server registers the stream as the gateway relays its headers: give it a moment
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (s, _, v) = rpc(&c, &url, key, Some(&sid), &call(2, "announce", json!({}))).await;
+    let (s, _, v) = rpc(c, url, key, Some(sid), &call(2, "announce", json!({}))).await;
     assert_eq!(s, 200, "{v}");
     // the plain notice reached the client on the stream; the one carrying an injection did
     // not (a notification cannot be marked: it is withheld), nor did the sampling request,
@@ -1027,7 +1035,7 @@ async fn the_servers_own_stream_is_read_like_its_answers() {
             || answer["error"]["data"]["source"] == "gateway",
         "{v}"
     );
-    let audit = wait_for_audit(&dir.path().join("audit"), "sampling/createMessage").await;
+    let audit = wait_for_audit(&d.dir.path().join("audit"), "sampling/createMessage").await;
     assert!(audit.contains("\"decision\":\"withheld\""), "{audit}");
     reader.abort();
 }

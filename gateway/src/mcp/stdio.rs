@@ -230,19 +230,14 @@ impl StdioServer {
         }
     }
 
-    /// Tell the process to stop working on `gid` (never waits: a process that does not read
-    /// its input loses the notice, not the gateway's time).
+    /// Tell the running process to stop working on `gid`.
     fn send_cancel(&self, gid: u64, reason: &str) {
         let Ok(running) = self.running.try_lock() else {
             return;
         };
-        let Some(r) = running.as_ref() else { return };
-        let mut line = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-            "params": {"requestId": gid, "reason": reason}})
-        .to_string()
-        .into_bytes();
-        line.push(b'\n');
-        let _ = r.stdin.try_send(line);
+        if let Some(r) = running.as_ref() {
+            cancel_notice(&r.stdin, gid, reason);
+        }
     }
 
     fn register(&self, gid: u64) -> oneshot::Receiver<Value> {
@@ -390,35 +385,38 @@ impl Pending<'_> {
     /// The call ended with an answer or with the process: nothing to cancel.
     fn settle(&mut self) {
         self.settled = true;
-        self.server.waiters.lock().remove(&self.gid);
+        self.forget();
+    }
+
+    /// Drop the call's waiter and in-flight entry (unless a newer call of the same client id
+    /// took it); whether the waiter was still there (nobody answered or cancelled it).
+    fn forget(&self) -> bool {
+        let waiting = self.server.waiters.lock().remove(&self.gid).is_some();
         let mut inflight = self.server.inflight.lock();
         if inflight.get(&self.key) == Some(&self.gid) {
             inflight.remove(&self.key);
         }
+        waiting
     }
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        if self.settled {
-            return;
-        }
-        let cancelled_here = self.server.waiters.lock().remove(&self.gid).is_some();
-        {
-            let mut inflight = self.server.inflight.lock();
-            if inflight.get(&self.key) == Some(&self.gid) {
-                inflight.remove(&self.key);
-            }
-        }
-        if cancelled_here {
-            let mut line = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                "params": {"requestId": self.gid, "reason": self.reason}})
-            .to_string()
-            .into_bytes();
-            line.push(b'\n');
-            let _ = self.stdin.try_send(line);
+        if !self.settled && self.forget() {
+            cancel_notice(self.stdin, self.gid, self.reason);
         }
     }
+}
+
+/// Queue `notifications/cancelled` for the process's request `gid` (never waits: a process
+/// that does not read its input loses the notice, not the gateway's time).
+fn cancel_notice(stdin: &Stdin, gid: u64, reason: &str) {
+    let mut line = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": gid, "reason": reason}})
+    .to_string()
+    .into_bytes();
+    line.push(b'\n');
+    let _ = stdin.try_send(line);
 }
 
 /// The key of a JSON-RPC id (`1` and `"1"` are different ids).

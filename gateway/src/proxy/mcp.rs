@@ -790,20 +790,27 @@ impl Gateway {
         sid: Option<String>,
     ) -> pingora::Result<()> {
         let batch = x.batch;
-        let mut answers = std::mem::take(&mut x.answers);
+        let answers = std::mem::take(&mut x.answers);
         self.mcp_settle(ctx, x, None);
-        if answers.is_empty() {
-            return self
-                .mcp_answer_empty(session, ctx, 202, sid.as_deref())
-                .await;
-        }
-        let v = if batch {
-            Value::Array(answers)
-        } else {
-            answers.remove(0)
-        };
-        self.mcp_answer_json(session, ctx, 200, &v, sid.as_deref(), false)
+        self.mcp_reply(session, ctx, one_or_array(answers, batch), sid.as_deref())
             .await
+    }
+
+    /// The end of a POST: the answers as JSON, or 202 when there is none to give.
+    async fn mcp_reply(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        v: Option<Value>,
+        sid: Option<&str>,
+    ) -> pingora::Result<()> {
+        match v {
+            Some(v) => {
+                self.mcp_answer_json(session, ctx, 200, &v, sid, false)
+                    .await
+            }
+            None => self.mcp_answer_empty(session, ctx, 202, sid).await,
+        }
     }
 
     /// One message to a server over HTTP, its answer (JSON, or an SSE stream relayed event by
@@ -901,18 +908,9 @@ impl Gateway {
                 out.push(m);
             }
         }
-        let batch = x.batch;
+        let array = x.batch || upstream_batch || out.len() > 1;
         self.mcp_settle(ctx, x, None);
-        let v = if batch || upstream_batch || out.len() > 1 {
-            Value::Array(out)
-        } else if let Some(one) = out.pop() {
-            one
-        } else {
-            return self
-                .mcp_answer_empty(session, ctx, 202, sid.as_deref())
-                .await;
-        };
-        self.mcp_answer_json(session, ctx, 200, &v, sid.as_deref(), false)
+        self.mcp_reply(session, ctx, one_or_array(out, array), sid.as_deref())
             .await
     }
 
@@ -963,29 +961,13 @@ impl Gateway {
         ctx.upstream_ended = Some(Instant::now());
         let batch = x.batch;
         self.mcp_settle(ctx, x, None);
-        let v = match out.len() {
-            0 => {
-                return self
-                    .mcp_answer_empty(session, ctx, 202, sid.as_deref())
-                    .await;
-            }
-            1 if !batch => out.remove(0),
+        if !batch && out.len() > 1 {
             // one message asked, its answer given: the server's notifications along the way
             // (progress, logs) have no place in a JSON answer to a single message
-            _ if !batch => match out
-                .iter()
-                .position(|m| m.get("result").is_some() || m.get("error").is_some())
-            {
-                Some(i) => out.swap_remove(i),
-                None => {
-                    return self
-                        .mcp_answer_empty(session, ctx, 202, sid.as_deref())
-                        .await;
-                }
-            },
-            _ => Value::Array(out),
-        };
-        self.mcp_answer_json(session, ctx, 200, &v, sid.as_deref(), false)
+            out.retain(|m| m.get("result").is_some() || m.get("error").is_some());
+            out.truncate(1);
+        }
+        self.mcp_reply(session, ctx, one_or_array(out, batch), sid.as_deref())
             .await
     }
 
@@ -1847,6 +1829,15 @@ impl Gateway {
                 })
                 .await;
         }
+    }
+}
+
+/// Answers as one JSON value: an array when `array`, else the first; `None` when there are none.
+fn one_or_array(mut out: Vec<Value>, array: bool) -> Option<Value> {
+    match out.len() {
+        0 => None,
+        _ if array => Some(Value::Array(out)),
+        _ => Some(out.swap_remove(0)),
     }
 }
 
