@@ -6,6 +6,9 @@
 //! same pass with the entity head tagging every token (person names, street addresses).
 //! `int8_without_indirect_head` is the INT8 bundle without its `indirect_injection` head (the
 //! heads as they were before the second channel), the baseline of that head's cost.
+//! `entity_head/tag_tokens/<n>` is the entity head alone on `n` token states (the part of
+//! `_with_entities` that is ours; the rest is reading the `tokens` output), too small to see
+//! in the difference of two whole passes on a noisy machine.
 //!
 //! `cargo bench -p filters --bench classifier` (bundles built by scripts/setup.sh);
 //! `NO_THROUGHPUT=1` skips the throughput table.
@@ -18,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group};
-use filters::classify::{Classifier, EncoderOptions};
+use filters::classify::{Bundle, Classifier, EncoderOptions, TokenHead};
 
 fn bundle(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../models/{name}/1"))
@@ -194,7 +197,29 @@ fn throughput_table() {
     }
 }
 
-criterion_group!(benches, latency);
+/// The entity head alone: `tag_tokens` on the states of one full window (126 tokens) and of a
+/// short prompt (10 tokens); the values do not change the work.
+fn entity_head(cr: &mut Criterion) {
+    let b = Bundle::open(&bundle("guard")).unwrap();
+    let (Some(spec), Some(dim)) = (b.manifest.entities.clone(), b.manifest.encoder.token_dim)
+    else {
+        return;
+    };
+    let head = TokenHead::load(&spec, &b.path(&spec.file), dim).unwrap();
+    let mut g = cr.benchmark_group("entity_head");
+    g.sample_size(50);
+    for n in [10usize, 126] {
+        let states: Vec<f32> = (0..n * dim)
+            .map(|i| ((i * 7919) % 2003) as f32 / 1001.0 - 1.0)
+            .collect();
+        g.bench_with_input(BenchmarkId::new("tag_tokens", n), &states, |b, s| {
+            b.iter(|| black_box(head.tag_tokens(s)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, latency, entity_head);
 
 fn main() {
     benches();

@@ -573,6 +573,11 @@ fn entity_spans_match_the_build_scripts_decoder() {
                 differ.push(format!("{text:?}: gateway {got:?}, build {want:?}"));
             }
         }
+        eprintln!(
+            "{name}: {} of {} probe texts decoded differently",
+            differ.len(),
+            probe.len()
+        );
         assert!(
             differ.len() * 10 <= probe.len(),
             "{name}: {} of {} texts decoded differently:\n{}",

@@ -348,6 +348,7 @@ def main():
         entities = {
             "tensors": "entity",
             "kind": "mlp",
+            "context": entity_head.CONTEXT,
             "labels": entity_head.entity_data.LABELS,
             "threshold": entity_report[variant]["threshold"],
             "calibration": f"flags at most {entity_head.PUBLIC_FLAG_TARGET:.0%} of the public_calibration texts",
@@ -419,7 +420,8 @@ def model_card(bundle, variant, report, tox_source, injection_card):
     lines += [
         "",
         f"## Entity head ({', '.join(t.upper() for t in entity_head.TYPES)})",
-        f"A per-token BIO tagger (MLP {entity_head.TOKEN_DIM} → {entity_head.HIDDEN} → {len(entity_head.entity_data.LABELS)}, ReLU, softmax) on the encoder's `tokens` output "
+        f"A per-token BIO tagger (MLP {entity_head.TOKEN_DIM} → {entity_head.HIDDEN} → {len(entity_head.entity_data.LABELS)}, ReLU, softmax; "
+        f"the output layer reads the hidden units of {entity_head.CONTEXT} token(s) on each side too) on the encoder's `tokens` output "
         "(layers 3 and 6 of every token), trained on frozen FP32 states of synthetic sentences "
         "(`models/build/entity_data.py`: Faker names and addresses in 7 locales, 16 template families, public figures, "
         "characters, places and brands labelled as not personal). Counts: "

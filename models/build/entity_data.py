@@ -138,6 +138,24 @@ FAMILIES = {
         "Summarise the inspection report for {S}, {C}.",
     ],
 }
+# Codes, times, amounts and reference numbers right beside names and addresses ("room 12B",
+# "at 6 pm", "INV-4471"), unlabelled: without them the head reads a short alphanumeric token
+# next to an entity as part of it (seen on development families held out of training by
+# benches/entities/head_experiment.py; none of these families is a test family).
+for _fam, _t in [
+    ("introduction", "I'm {P}, room 12B, and the heating has been off since 7 pm."),
+    ("letter", "Write to {P} at {A}: order 88C ships on 3 May, reference {N}."),
+    ("shipping", "Ship order 4471-B to {A} before 5 pm; the gate code is 2290."),
+    ("shipping", "Two boxes for {P}, {A}. Tracking JD0148 2291, weight 3 kg."),
+    ("hr", "{P} (badge 7731) starts on Monday at 9 am, desk 3F."),
+    ("medical", "Patient {P}, bed 12A, ward C2: give the next dose at 10 pm."),
+    ("finance", "Pay invoice INV-{N} for {P}, {A}, by 30 June; amount 420.50 EUR."),
+    ("school", "{P} from class 5C left locker 118 open after the 2 pm test."),
+    ("real_estate", "Flat 4B at {A} is free from 1 June; get the keys from {P} after 6 pm."),
+    ("narrative", "At 7 pm {P} left {S} and took bus 42 towards the airport."),
+    ("form", "Name: {P}\nRef: AB-{N}\nAddress: {AL}\nSlot: 10:30"),
+]:
+    FAMILIES[_fam].append(_t)
 HELD_OUT_FAMILIES = ["legal", "chat", "signature"]
 
 # Sentences about public entities: nothing here is personal data. {X} is filled from the list the

@@ -2,11 +2,21 @@
 (layers 3 and 6, 768 values per token), trained on frozen FP32 states of the synthetic sentences
 of entity_data.py, calibrated and evaluated on each bundle's own encoder (INT8 or FP32).
 
+The head: h_i = ReLU(W1 x_i + b1) per token (HIDDEN units), then the output layer reads the hidden
+units of the token and of its CONTEXT neighbours on each side ([h_(i-1), h_i, h_(i+1)], zeros past
+the text's edges): a width-3 convolution over the hidden layer, so the big first layer still runs
+once per token. `benches/entities/head_experiment.py` chose HIDDEN and CONTEXT on development
+families and a development locale held out of training (never on the test splits).
+
 The gateway (filters/src/classify/entities.rs) does what `decode` below does, token for token:
   - a token is an entity token when 1 - p(O) >= threshold; its type is the likeliest (B and I
     of a type summed; the first in LABELS order on a tie);
   - a token between two tokens of one type, the second of which continues the span (not a
     B token), takes that type (bridges one-token gaps and flips);
+  - a run of tokens of one type between two tokens of another, same type takes that type ("Via
+    Giuseppe Verdi 3": a street named after a person is part of the address);
+  - the tokens of one word (joined with no gap, letters or digits on both sides of the joint)
+    take the type of the word's first entity token;
   - consecutive entity tokens of one type form a span; a B token starts a new span, unless it
     continues the previous token's word (no gap between them);
   - a span grows to whole words (letters and digits around it).
@@ -25,7 +35,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import entity_data  # noqa: E402
 
-HIDDEN = 32
+HIDDEN = 64
+CONTEXT = 1
+# the two decoding rules added with the context head (benches/entities/head_experiment.py turns
+# them off to measure what each brings)
+ENCLOSED_RUNS = True
+WORD_TYPE = True
 TOKEN_DIM = 768
 PUBLIC_FLAG_TARGET = 0.05
 SIZES = {
@@ -41,14 +56,41 @@ TYPES = ["person", "address"]
 
 
 class TokenHead(torch.nn.Module):
-    def __init__(self):
+    """`layers` as nn.Sequential numbers them (0: first, 2: output), the names the bundle's
+    safetensors file and the gateway's loader use."""
+
+    def __init__(self, hidden=None, context=None):
         super().__init__()
+        self.hidden = HIDDEN if hidden is None else hidden
+        self.context = CONTEXT if context is None else context
         self.layers = torch.nn.Sequential(
-            torch.nn.Linear(TOKEN_DIM, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, len(entity_data.LABELS))
+            torch.nn.Linear(TOKEN_DIM, self.hidden),
+            torch.nn.ReLU(),
+            torch.nn.Linear(self.hidden * (1 + 2 * self.context), len(entity_data.LABELS)),
         )
 
-    def forward(self, x):
-        return self.layers(x)
+    def hidden_units(self, x):
+        return self.layers[1](self.layers[0](x))
+
+    def forward(self, x, neighbours=()):
+        """x: [n, TOKEN_DIM]; neighbours: per offset -c..-1, 1..c, (states [n, TOKEN_DIM], mask [n])
+        with mask 0 where the neighbour is past the text's edge."""
+        h = self.hidden_units(x)
+        if self.context:
+            hs = [self.hidden_units(s) * m[:, None] for s, m in neighbours]
+            c = self.context
+            h = torch.cat(hs[:c] + [h] + hs[c:], dim=1)
+        return self.layers[2](h)
+
+    def sequence(self, x):
+        """Logits for the tokens of one text, x: [n, TOKEN_DIM]."""
+        n = len(x)
+        neighbours = []
+        for d in list(range(-self.context, 0)) + list(range(1, self.context + 1)):
+            idx = torch.arange(n) + d
+            ok = (idx >= 0) & (idx < n)
+            neighbours.append((x[idx.clamp(0, max(n - 1, 0))], ok.float()))
+        return self(x, neighbours)
 
 
 def token_labels(offsets, spans):
@@ -114,21 +156,33 @@ class Featurizer:
         return res
 
 
-def train(feats, epochs=10, seed=0):
+def train(feats, epochs=10, seed=0, hidden=None, context=None):
     torch.manual_seed(seed)
     x = np.concatenate([f for f, _, _ in feats]).astype(np.float32)
     y = np.concatenate([l for _, _, l in feats])
+    head = TokenHead(hidden, context)
+    # each token's neighbours within its text (-1: past the edge)
+    offsets = list(range(-head.context, 0)) + list(range(1, head.context + 1))
+    near = {d: [] for d in offsets}
+    base = 0
+    for f, _, _ in feats:
+        n = len(f)
+        for d in offsets:
+            near[d] += [base + k + d if 0 <= k + d < n else -1 for k in range(n)]
+        base += n
+    near = {d: torch.tensor(v) for d, v in near.items()}
     mu, sd = x.mean(axis=0), x.std(axis=0) + 1e-6
-    head = TokenHead()
-    opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-2)
     xt, yt = torch.from_numpy((x - mu) / sd), torch.from_numpy(y)
+    xz = torch.cat([xt, torch.zeros(1, xt.shape[1])])  # index -1: the zero row
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-2)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         perm = torch.randperm(len(xt), generator=gen)
         for b in range(0, len(xt), 256):
             i = perm[b : b + 256]
             opt.zero_grad()
-            torch.nn.functional.cross_entropy(head(xt[i]), yt[i]).backward()
+            nb = [(xz[near[d][i]], (near[d][i] >= 0).float()) for d in offsets]
+            torch.nn.functional.cross_entropy(head(xt[i], nb), yt[i]).backward()
             opt.step()
     with torch.no_grad():
         first = head.layers[0]
@@ -140,7 +194,7 @@ def train(feats, epochs=10, seed=0):
 
 def probabilities(head, f):
     with torch.no_grad():
-        return torch.softmax(head(torch.from_numpy(f.astype(np.float32))), dim=-1).numpy()
+        return torch.softmax(head.sequence(torch.from_numpy(f.astype(np.float32))), dim=-1).numpy()
 
 
 def tags(probs, threshold):
@@ -161,13 +215,41 @@ def tags(probs, threshold):
         a, b, c = out[k - 1], out[k], out[k + 1]
         if a[0] != 0 and a[0] == c[0] and b[0] != a[0] and not c[1]:
             b[0], b[1] = a[0], False
+    # a run of one type between two tokens of another, same type takes that type
+    k = 0
+    while ENCLOSED_RUNS and k < len(out):
+        j = k
+        while j + 1 < len(out) and out[j + 1][0] == out[k][0]:
+            j += 1
+        if out[k][0] != 0 and k > 0 and j + 1 < len(out) and out[k - 1][0] != 0 and out[k - 1][0] == out[j + 1][0]:
+            for t in range(k, j + 1):
+                out[t][0], out[t][1] = out[k - 1][0], False
+        k = j + 1
     return out
+
+
+def joins(text, prev_end, start):
+    """The token starting at `start` continues the word of the token ending at `prev_end`."""
+    return prev_end == start and start > 0 and text[start - 1].isalnum() and start < len(text) and text[start].isalnum()
 
 
 def decode(text, offsets, probs, threshold):
     """Character spans [(start, end, type)], as the gateway decodes them."""
     spans, cur, prev_end = [], None, None
-    for (s, e), (t, begin, _) in zip(offsets, tags(probs, threshold)):
+    tg = tags(probs, threshold)
+    # the tokens of one word take the type of its first entity token
+    word_type, end = 0, None
+    for (s, e), t in zip(offsets, tg):
+        if s == e:
+            continue
+        if not joins(text, end, s):
+            word_type = 0
+        if t[0] != 0 and WORD_TYPE:
+            if word_type == 0:
+                word_type = t[0]
+            t[0] = word_type
+        end = e
+    for (s, e), (t, begin, _) in zip(offsets, tg):
         if s == e:
             continue
         if t == 0:

@@ -101,6 +101,10 @@ pub struct EntitySpec {
     pub labels: Vec<String>,
     /// A token is part of an entity when `1 - p(O)` reaches this (softmax over the outputs).
     pub threshold: f64,
+    /// Tokens on each side whose hidden units the output layer reads besides the token's own
+    /// (0: each token alone; needs an `mlp` head when above 0).
+    #[serde(default)]
+    pub context: usize,
     /// How the threshold was chosen.
     #[serde(default)]
     pub calibration: Option<String>,

@@ -597,7 +597,6 @@ fn run_batch(
         }
         _ => None,
     };
-    let (mut a, mut b) = (Vec::new(), Vec::new());
     Ok((0..n)
         .map(|r| {
             let f = &feats[r * sh.feat..(r + 1) * sh.feat];
@@ -605,12 +604,9 @@ fn run_batch(
                 Some((toks, head)) if batch[r].tag => {
                     let d = head.dim();
                     // the tokens between [CLS] and [SEP]
-                    (1..batch[r].ids.len().saturating_sub(1))
-                        .map(|pos| {
-                            let at = (r * width + pos) * d;
-                            head.tag(&toks[at..at + d], &mut a, &mut b)
-                        })
-                        .collect()
+                    let inner = batch[r].ids.len().saturating_sub(2);
+                    let at = (r * width + 1) * d;
+                    head.tag_tokens(&toks[at..at + inner * d])
                 }
                 _ => Vec::new(),
             };

@@ -1,12 +1,20 @@
 //! The entity head: a per-token BIO tagger (person names, street addresses) on the encoder's
 //! per-token states, evaluated in plain Rust beside the sequence heads in the same session run.
 //!
+//! The head is an MLP whose hidden part runs once per token; with `context: c` its output layer
+//! reads the hidden units of the `c` tokens before and after the token too (zeros past the
+//! window's edges), a width-`2c + 1` convolution over the hidden layer.
+//!
 //! Decoding is `models/build/entity_head.py`'s `decode`, token for token (the bundle's figures
 //! are measured with it):
 //! - a token is part of an entity when `1 - p(O)` reaches the calibrated threshold; its type is
 //!   the likelier one (`B-` and `I-` of a type summed);
 //! - a token between two tokens of one type, the second of which continues the span (not
 //!   `B-`), takes that type (one-token gaps and flips are bridged);
+//! - a run of tokens of one type between two tokens of another, same type takes that type ("Via
+//!   Giuseppe Verdi 3": a street named after a person is part of the address);
+//! - the tokens of one word (joined with no gap, letters or digits on both sides of the joint)
+//!   take the type of the word's first entity token;
 //! - consecutive entity tokens of one type make one span; a `B-` token starts a new span unless
 //!   it continues the previous token's word (no gap between them);
 //! - a span grows to whole words (letters and digits around it), so a name is never half masked.
@@ -17,10 +25,12 @@ use safetensors::SafeTensors;
 
 use super::ModelError;
 use super::bundle::EntitySpec;
-use super::heads::{Layer, forward, load_layers};
+use super::heads::{Layer, forward_rows, load_layers};
 
 /// Most entity types one head may have.
 const MAX_TYPES: usize = 8;
+/// Most neighbours on each side the output layer may read.
+const MAX_CONTEXT: usize = 8;
 
 /// A person name or street address the entity head found: UTF-8 byte offsets into the text.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,6 +66,8 @@ pub struct TokenHead {
     units: Vec<Option<(usize, bool)>>,
     threshold: f32,
     dim: usize,
+    /// Neighbours on each side whose hidden units the output layer reads.
+    context: usize,
 }
 
 impl TokenHead {
@@ -68,7 +80,21 @@ impl TokenHead {
         let raw = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
         let st =
             SafeTensors::deserialize(&raw).map_err(|e| bad(format!("{}: {e}", path.display())))?;
-        let (layers, width) = load_layers(&st, &spec.tensors, &spec.kind, dim).map_err(&bad)?;
+        if spec.context > MAX_CONTEXT {
+            return Err(bad(format!(
+                "context {} is more than {MAX_CONTEXT} tokens on each side",
+                spec.context
+            )));
+        }
+        let span = 2 * spec.context + 1;
+        let (layers, width) =
+            load_layers(&st, &spec.tensors, &spec.kind, dim, span).map_err(&bad)?;
+        if spec.context > 0 && layers.len() < 2 {
+            return Err(bad(format!(
+                "context {} needs an `mlp` head (a hidden layer to read the neighbours' units of)",
+                spec.context
+            )));
+        }
         if width != spec.labels.len() {
             return Err(bad(format!(
                 "the last layer has {width} outputs but {} labels are named",
@@ -130,6 +156,7 @@ impl TokenHead {
             units,
             threshold: spec.threshold as f32,
             dim,
+            context: spec.context,
         })
     }
 
@@ -143,9 +170,40 @@ impl TokenHead {
         &self.types
     }
 
-    /// Tag one token from its state; `a` and `b` are scratch buffers.
-    pub fn tag(&self, state: &[f32], a: &mut Vec<f32>, b: &mut Vec<f32>) -> Tag {
-        forward(&self.layers, state, a, b);
+    /// Tag the tokens whose states lie one after another in `states` (`dim` values each).
+    pub fn tag_tokens(&self, states: &[f32]) -> Vec<Tag> {
+        let n = states.len() / self.dim.max(1);
+        let states = &states[..n * self.dim];
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let Some((last, hidden_layers)) = self.layers.split_last().filter(|_| n > 0) else {
+            return Vec::new();
+        };
+        if self.context == 0 || hidden_layers.is_empty() {
+            forward_rows(&self.layers, states, false, &mut a, &mut b);
+        } else {
+            // the hidden units of every token, then the output layer over each token's
+            // neighbourhood [h(i - c) .. h(i + c)], zeros past the edges
+            forward_rows(hidden_layers, states, true, &mut a, &mut b);
+            let width = a.len() / n.max(1);
+            let span = 2 * self.context + 1;
+            let mut near = vec![0f32; n * span * width];
+            for (i, row) in near.chunks_exact_mut(span * width).enumerate() {
+                for (k, slot) in row.chunks_exact_mut(width).enumerate() {
+                    if let Some(j) = (i + k).checked_sub(self.context).filter(|&j| j < n) {
+                        slot.copy_from_slice(&a[j * width..(j + 1) * width]);
+                    }
+                }
+            }
+            last.apply_rows(&near, &mut a);
+        }
+        let outputs = self.units.len();
+        a.chunks_exact_mut(outputs)
+            .map(|logits| self.tag_logits(logits))
+            .collect()
+    }
+
+    /// The tag of one token from its output layer's logits (softmax in place).
+    fn tag_logits(&self, a: &mut [f32]) -> Tag {
         let max = a.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0f32;
         for v in a.iter_mut() {
@@ -199,7 +257,56 @@ fn bridged(tags: &[Tag]) -> Vec<Tag> {
             out[k].begin = false;
         }
     }
+    // a run of one type between two tokens of another, same type takes that type
+    let mut k = 0;
+    while k < out.len() {
+        let mut j = k;
+        while j + 1 < out.len() && out[j + 1].ty == out[k].ty {
+            j += 1;
+        }
+        if out[k].ty != 0 && k > 0 && j + 1 < out.len() {
+            let around = out[k - 1].ty;
+            if around != 0 && around == out[j + 1].ty {
+                for t in &mut out[k..=j] {
+                    t.ty = around;
+                    t.begin = false;
+                }
+            }
+        }
+        k = j + 1;
+    }
     out
+}
+
+/// The tokens of one word take the type of the word's first entity token.
+fn word_types(text: &str, offsets: &[(usize, usize)], tags: &mut [Tag]) {
+    let alnum_before = |i: usize| {
+        text.get(..i)
+            .and_then(|t| t.chars().next_back())
+            .is_some_and(char::is_alphanumeric)
+    };
+    let alnum_at = |i: usize| {
+        text.get(i..)
+            .and_then(|t| t.chars().next())
+            .is_some_and(char::is_alphanumeric)
+    };
+    let (mut word_type, mut end) = (0u8, None);
+    for (&(s, e), t) in offsets.iter().zip(tags.iter_mut()) {
+        if s == e {
+            continue;
+        }
+        let joins = end == Some(s) && s > 0 && alnum_before(s) && alnum_at(s);
+        if !joins {
+            word_type = 0;
+        }
+        if t.ty != 0 {
+            if word_type == 0 {
+                word_type = t.ty;
+            }
+            t.ty = word_type;
+        }
+        end = Some(e);
+    }
 }
 
 /// See the module documentation.
@@ -209,7 +316,8 @@ pub fn decode(
     offsets: &[(usize, usize)],
     tags: &[Tag],
 ) -> Vec<EntitySpan> {
-    let tags = bridged(tags);
+    let mut tags = bridged(tags);
+    word_types(text, offsets, &mut tags);
     let mut spans: Vec<EntitySpan> = Vec::new();
     let mut open = false;
     let mut prev_end: Option<usize> = None;
@@ -262,6 +370,7 @@ pub fn decode(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use std::path::PathBuf;
 
     const TYPES: &[&str] = &["person", "address"];
 
@@ -398,6 +507,7 @@ mod tests {
             kind: "linear".into(),
             labels: labels.iter().map(|l| l.to_string()).collect(),
             threshold,
+            context: 0,
             calibration: None,
         };
         TokenHead::load(&spec, &p, 2)
@@ -409,15 +519,14 @@ mod tests {
     fn tags_follow_the_threshold_on_one_minus_p_outside() {
         let h = head(LABELS, 0.9).unwrap();
         assert_eq!(h.types(), ["person", "address"]);
-        let (mut a, mut b) = (Vec::new(), Vec::new());
         // x = 0: every unit 0, p(O) = 1/5, 1 - p(O) = 0.8 < 0.9: no entity
-        let t = h.tag(&[0.0, 0.0], &mut a, &mut b);
-        assert_eq!(t.ty, 0);
-        assert!((t.p - 0.8).abs() < 1e-5, "{t:?}");
         // x = 5: B-PERSON dominates, p(O) tiny
-        let t = h.tag(&[5.0, 0.0], &mut a, &mut b);
-        assert_eq!((t.ty, t.begin), (1, true), "{t:?}");
-        assert!(t.p > 0.99);
+        let t = h.tag_tokens(&[0.0, 0.0, 5.0, 0.0]);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].ty, 0);
+        assert!((t[0].p - 0.8).abs() < 1e-5, "{t:?}");
+        assert_eq!((t[1].ty, t[1].begin), (1, true), "{t:?}");
+        assert!(t[1].p > 0.99);
     }
 
     #[test]
@@ -439,6 +548,172 @@ mod tests {
         // the head's outputs must match the labels
         let e = head(&["O", "B-PERSON", "I-PERSON"], 0.5);
         assert!(e.is_ok(), "three labels, three outputs");
+    }
+
+    #[test]
+    fn a_run_of_one_type_inside_another_takes_its_type() {
+        // a street named after a person: the name's tokens read as a person
+        let text = "at Via Giuseppe Verdi 3, Roma";
+        let offs = [
+            (0, 2),
+            (3, 6),
+            (7, 15),
+            (16, 21),
+            (22, 23),
+            (23, 24),
+            (25, 29),
+        ];
+        let tags = [
+            Tag::default(),
+            tag(2, true),
+            tag(1, true),
+            tag(1, false),
+            tag(2, false),
+            tag(2, false),
+            tag(2, false),
+        ];
+        let s = decode(TYPES, text, &offs, &tags);
+        assert_eq!(
+            s.iter().map(|s| (s.ty, s.start, s.end)).collect::<Vec<_>>(),
+            [("address", 3, 29)]
+        );
+        // a name before an address is not inside it
+        let text = "to Anna Rossi, Via Roma 3";
+        let offs = [
+            (0, 2),
+            (3, 7),
+            (8, 13),
+            (13, 14),
+            (15, 18),
+            (19, 23),
+            (24, 25),
+        ];
+        let tags = [
+            Tag::default(),
+            tag(1, true),
+            tag(1, false),
+            Tag::default(),
+            tag(2, true),
+            tag(2, false),
+            tag(2, false),
+        ];
+        let s = decode(TYPES, text, &offs, &tags);
+        assert_eq!(
+            s.iter().map(|s| (s.ty, s.start, s.end)).collect::<Vec<_>>(),
+            [("person", 3, 13), ("address", 15, 25)]
+        );
+    }
+
+    #[test]
+    fn the_tokens_of_a_word_take_its_first_entity_tokens_type() {
+        // `Mor` + `in` read as person then address: one person span, not two overlapping ones
+        let text = "for Ada Morin.";
+        let offs = [(0, 3), (4, 7), (8, 11), (11, 13), (13, 14)];
+        let tags = [
+            Tag::default(),
+            tag(1, true),
+            tag(1, false),
+            tag(2, false),
+            Tag::default(),
+        ];
+        let s = decode(TYPES, text, &offs, &tags);
+        assert_eq!(
+            s.iter().map(|s| (s.ty, s.start, s.end)).collect::<Vec<_>>(),
+            [("person", 4, 13)]
+        );
+        // a word that begins outside any entity takes the type of its first entity token
+        let tags = [
+            Tag::default(),
+            Tag::default(),
+            Tag::default(),
+            tag(2, true),
+            Tag::default(),
+        ];
+        let s = decode(TYPES, text, &offs, &tags);
+        assert_eq!(
+            s.iter().map(|s| (s.ty, s.start, s.end)).collect::<Vec<_>>(),
+            [("address", 8, 13)]
+        );
+    }
+
+    /// A safetensors file of `(name, shape, values)` in a temporary directory.
+    fn write_tensors(tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("heads.safetensors");
+        let bytes: Vec<Vec<u8>> = tensors
+            .iter()
+            .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            .collect();
+        let views: std::collections::HashMap<String, _> = tensors
+            .iter()
+            .zip(&bytes)
+            .map(|((n, shape, _), b)| {
+                (
+                    n.to_string(),
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+                        .unwrap(),
+                )
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, &p).unwrap();
+        (d, p)
+    }
+
+    fn context_spec(context: usize, kind: &str) -> EntitySpec {
+        EntitySpec {
+            file: "heads.safetensors".into(),
+            tensors: "e".into(),
+            kind: kind.into(),
+            labels: LABELS.iter().map(|l| l.to_string()).collect(),
+            threshold: 0.9,
+            context,
+            calibration: None,
+        }
+    }
+
+    #[test]
+    fn a_context_head_reads_the_neighbours_hidden_units() {
+        // hidden: h = ReLU(x) (1 unit); output over [h_prev, h, h_next]: B-PERSON = 10 h_next,
+        // every other unit 0. A token is a person's start when the next token's x is positive.
+        let mut out = vec![0f32; 5 * 3];
+        out[3 + 2] = 10.0; // unit 1 (B-PERSON), input 2 (h_next)
+        let (_d, p) = write_tensors(&[
+            ("e.0.weight", vec![1, 1], vec![1.0]),
+            ("e.0.bias", vec![1], vec![0.0]),
+            ("e.2.weight", vec![5, 3], out),
+            ("e.2.bias", vec![5], vec![0.0; 5]),
+        ]);
+        let h = TokenHead::load(&context_spec(1, "mlp"), &p, 1).unwrap();
+        let t = h.tag_tokens(&[0.0, 1.0, 1.0]);
+        // token 0: next is 1 -> person; token 1: next is 1 -> person; token 2: past the edge
+        // (zeros) -> every unit 0, 1 - p(O) = 0.8 < 0.9
+        assert_eq!(
+            t.iter().map(|t| t.ty).collect::<Vec<_>>(),
+            [1, 1, 0],
+            "{t:?}"
+        );
+        assert!(t[0].begin);
+        // one token alone: both neighbours past the edges
+        assert_eq!(h.tag_tokens(&[1.0])[0].ty, 0);
+        assert!(h.tag_tokens(&[]).is_empty());
+        // without context the same output layer does not fit the hidden layer
+        let e = TokenHead::load(&context_spec(0, "mlp"), &p, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected [_, 1]"), "{e}");
+        let e = TokenHead::load(&context_spec(9, "mlp"), &p, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than 8 tokens"), "{e}");
+        // a linear head has no hidden units to read
+        let (_d2, p2) = write_tensors(&[
+            ("e.weight", vec![5, 1], vec![0.0; 5]),
+            ("e.bias", vec![5], vec![0.0; 5]),
+        ]);
+        let e = TokenHead::load(&context_spec(1, "linear"), &p2, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs an `mlp` head"), "{e}");
     }
 
     #[test]

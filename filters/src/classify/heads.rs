@@ -18,7 +18,7 @@ pub(crate) struct Layer {
 }
 
 impl Layer {
-    fn apply(&self, x: &[f32], out: &mut Vec<f32>) {
+    pub(crate) fn apply(&self, x: &[f32], out: &mut Vec<f32>) {
         out.clear();
         out.extend(
             self.weight
@@ -26,6 +26,47 @@ impl Layer {
                 .zip(&self.bias)
                 .map(|(row, b)| dot(row, x) + b),
         );
+    }
+
+    /// This layer on every row of `x` (rows of `inputs` values; a trailing partial row is
+    /// ignored) in one matrix product, leaving `[rows, outputs]` row-major in `out`.
+    /// `matrixmultiply` picks its AVX2/FMA kernels at run time, where a row at a time would
+    /// stream the whole weight matrix once per row.
+    pub(crate) fn apply_rows(&self, x: &[f32], out: &mut Vec<f32>) {
+        let (k, m) = (self.inputs, self.bias.len());
+        let n = x.len().checked_div(k).unwrap_or(0);
+        out.clear();
+        for _ in 0..n {
+            out.extend_from_slice(&self.bias);
+        }
+        if n == 0 || m == 0 {
+            return;
+        }
+        debug_assert_eq!(self.weight.len(), m * k);
+        // SAFETY: `x` holds at least n·k values read as an [n, k] matrix with row stride k;
+        // `weight` holds m·k values (checked at load: shape [m, k]) read as its transpose
+        // [k, m] (row stride 1, column stride k); `out` holds exactly n·m values written as
+        // [n, m] with row stride m. No pointer is read or written past those bounds, and
+        // `out` does not alias the inputs.
+        #[allow(unsafe_code)]
+        unsafe {
+            matrixmultiply::sgemm(
+                n,
+                k,
+                m,
+                1.0,
+                x.as_ptr(),
+                k as isize,
+                1,
+                self.weight.as_ptr(),
+                1,
+                k as isize,
+                1.0,
+                out.as_mut_ptr(),
+                m as isize,
+                1,
+            );
+        }
     }
 }
 
@@ -77,7 +118,7 @@ impl Head {
             )));
         }
         let (layers, width) =
-            load_layers(&st, &spec.tensors, &spec.kind, features).map_err(&bad)?;
+            load_layers(&st, &spec.tensors, &spec.kind, features, 1).map_err(&bad)?;
         if width != 1 {
             return Err(bad(format!(
                 "the last layer has {width} outputs; expected 1"
@@ -118,11 +159,14 @@ impl Head {
 /// The layers `<tensors>.<i>.weight`/`.bias` (`mlp`, ReLU between) or `<tensors>.weight`/`.bias`
 /// (`linear`) of a safetensors file, checked to chain from `features` inputs; with the width of
 /// the last layer.
+/// The last layer reads `last_span` times the width before it (an entity head's output layer
+/// reads the hidden units of a token and its neighbours; 1 for a sequence head).
 pub(crate) fn load_layers(
     st: &SafeTensors<'_>,
     tensors: &str,
     kind: &str,
     features: usize,
+    last_span: usize,
 ) -> Result<(Vec<Layer>, usize), String> {
     let names: Vec<String> = match kind {
         "linear" => vec![tensors.to_string()],
@@ -149,7 +193,10 @@ pub(crate) fn load_layers(
     }
     let mut layers = Vec::new();
     let mut width = features;
-    for n in &names {
+    for (i, n) in names.iter().enumerate() {
+        if i + 1 == names.len() && i > 0 {
+            width *= last_span;
+        }
         let (w, wshape) = tensor(st, &format!("{n}.weight"))?;
         let (b, bshape) = tensor(st, &format!("{n}.bias"))?;
         if wshape.len() != 2 || wshape[1] != width || bshape != [wshape[0]] {
@@ -173,6 +220,27 @@ pub(crate) fn forward(layers: &[Layer], x: &[f32], a: &mut Vec<f32>, b: &mut Vec
         // The first layer reads the input in place; the rest ping-pong two buffers.
         l.apply(if i == 0 { x } else { a }, b);
         if i + 1 < layers.len() {
+            for v in b.iter_mut() {
+                *v = v.max(0.0);
+            }
+        }
+        std::mem::swap(a, b);
+    }
+}
+
+/// Run `layers` on every row of `x` (ReLU between layers), leaving `[rows, outputs]` in `a`;
+/// `b` is scratch. With `relu_last`, a ReLU follows the last layer too (the hidden part of an
+/// MLP).
+pub(crate) fn forward_rows(
+    layers: &[Layer],
+    x: &[f32],
+    relu_last: bool,
+    a: &mut Vec<f32>,
+    b: &mut Vec<f32>,
+) {
+    for (i, l) in layers.iter().enumerate() {
+        l.apply_rows(if i == 0 { x } else { a }, b);
+        if relu_last || i + 1 < layers.len() {
             for v in b.iter_mut() {
                 *v = v.max(0.0);
             }
@@ -287,6 +355,35 @@ mod tests {
         let e = Head::load(&spec("mlp"), &p, 4).unwrap_err().to_string();
         assert!(e.contains("no tensors"), "{e}");
         assert!(Head::load(&spec("linear"), &p, 4).is_ok());
+    }
+
+    #[test]
+    fn a_matrix_product_over_rows_equals_one_row_at_a_time() {
+        // odd sizes, so that every kernel's edge handling is exercised
+        let (k, m, n) = (37, 11, 5);
+        let layer = Layer {
+            weight: (0..m * k).map(|i| ((i * 7) % 13) as f32 - 6.0).collect(),
+            bias: (0..m).map(|i| i as f32 * 0.5).collect(),
+            inputs: k,
+        };
+        let x: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 5) % 11) as f32 * 0.25 - 1.0)
+            .collect();
+        let mut rows = Vec::new();
+        // a trailing partial row is ignored
+        let mut with_tail = x.clone();
+        with_tail.extend([1.0, 2.0]);
+        layer.apply_rows(&with_tail, &mut rows);
+        assert_eq!(rows.len(), n * m);
+        let mut one = Vec::new();
+        for (r, xr) in x.chunks_exact(k).enumerate() {
+            layer.apply(xr, &mut one);
+            for (a, b) in one.iter().zip(&rows[r * m..(r + 1) * m]) {
+                assert!((a - b).abs() < 1e-3, "row {r}: {a} vs {b}");
+            }
+        }
+        layer.apply_rows(&[], &mut rows);
+        assert!(rows.is_empty());
     }
 
     #[test]
