@@ -4,20 +4,37 @@
 # counters (`ok` = classified; `over_budget`, `skipped` = not monitored; `cached` = known).
 #
 #   bash benches/coverage/run.sh POLICY [wrk CONCURRENCY | rate REQS_PER_S]
+#   POLICY: a policy file, or `default-blocking`: policies/default.yaml as shipped with the
+#   injection classifier *blocking* (every request waits for its scores) at a threshold benign
+#   prompts do not reach (made from the shipped file at each run, so it cannot drift from it).
 #   env: SHARE (models.monitor_share, 0.5), CACHE (guard.scan_cache_bytes_per_tenant, 16 MiB),
-#        PROMPTS (distinct | same; distinct by default), SECONDS_ (8)
+#        PROMPTS (distinct | same; distinct by default), SECONDS_ (8), WORKERS (models.workers:
+#        encoder sessions; the gateway's default, one per core, when unset), BATCH_WAIT
+#        (models.batch_wait, e.g. 0s; the gateway's default when unset), GATEWAY (another
+#        gateway binary, e.g. an older build, against the same harness)
 # e.g. bash benches/coverage/run.sh policies/default.yaml rate 500
-#      CACHE=0 PROMPTS=same bash benches/coverage/run.sh benches/coverage/blocking.yaml wrk 1
+#      CACHE=0 PROMPTS=same bash benches/coverage/run.sh default-blocking wrk 1
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
-POLICY=$(realpath "$1"); MODE=${2:-wrk}; N=${3:-1}
+MODE=${2:-wrk}; N=${3:-1}
 SHARE=${SHARE:-0.5}; CACHE=${CACHE:-16777216}; SECS=${SECONDS_:-8}
 export PROMPTS=${PROMPTS:-distinct}
 cargo build -q --release --bins -p gateway -p benches
 fp() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 MOCK=$(fp); P=$(fp); A=$(fp)
 OUT=$(mktemp -d)
+if [ "$1" = default-blocking ]; then
+  POLICY="$OUT/default-blocking.yaml"
+  sed -e 's/^name: default$/name: default-blocking/' \
+      -e 's/^  injection_classifier: monitor$/  injection_classifier: block/' \
+      -e "/^settings:$/a\\  lexicon_dir: $ROOT/policies/lexicons/toxicity" policies/default.yaml > "$POLICY"
+  grep -q '^  injection_classifier: block$' "$POLICY" && tail -1 "$POLICY" | grep -q '^  on_timeout:' \
+    || { echo "policies/default.yaml changed shape: update default-blocking in $0" >&2; exit 1; }
+  echo "  thresholds: {injection: 0.9999}" >> "$POLICY"
+else
+  POLICY=$(realpath "$1")
+fi
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$OUT"; }
 trap cleanup EXIT INT TERM
@@ -31,12 +48,14 @@ guard: {scan_cache_bytes_per_tenant: $CACHE}
 models:
   dir: $ROOT/models
   monitor_share: $SHARE
+${WORKERS:+  workers: $WORKERS}
+${BATCH_WAIT:+  batch_wait: $BATCH_WAIT}
   trust: {keys: [$ROOT/.deps/model-signing/public.pem]}
 log: {level: warn}
 upstreams:
   tgi: {backends: [127.0.0.1:$MOCK]}
 YAML
-./target/release/gateway serve --config "$OUT/gateway.yaml" 2>"$OUT/gateway.log" &
+${GATEWAY:-./target/release/gateway} serve --config "$OUT/gateway.yaml" 2>"$OUT/gateway.log" &
 GP=$!; pids+=($GP)
 until curl -fsS "localhost:$A/readyz" >/dev/null 2>&1; do
   kill -0 "$GP" 2>/dev/null || { cat "$OUT/gateway.log" >&2; exit 1; }

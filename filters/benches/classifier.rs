@@ -6,9 +6,10 @@
 //! same pass with the entity head tagging every token (person names, street addresses).
 //! `int8_without_indirect_head` is the INT8 bundle without its `indirect_injection` head (the
 //! heads as they were before the second channel), the baseline of that head's cost.
-//! `entity_head/tag_tokens/<n>` is the entity head alone on `n` token states (the part of
+//! `heads/tag_tokens/<n>` is the entity head alone on `n` token states (the part of
 //! `_with_entities` that is ours; the rest is reading the `tokens` output), too small to see
-//! in the difference of two whole passes on a noisy machine.
+//! in the difference of two whole passes on a noisy machine; `heads/sequence_heads_*` every
+//! sequence head on one window's features.
 //!
 //! `cargo bench -p filters --bench classifier` (bundles built by scripts/setup.sh);
 //! `NO_THROUGHPUT=1` skips the throughput table.
@@ -32,6 +33,8 @@ fn load(name: &str, opts: EncoderOptions) -> Classifier {
         .unwrap_or_else(|e| panic!("{name}: {e} (run scripts/setup.sh)"))
 }
 
+/// One session on one thread, the default batch wait (a lone caller stops paying it after the
+/// first pass whose wait found nothing).
 fn one_thread() -> EncoderOptions {
     EncoderOptions {
         workers: 1,
@@ -78,7 +81,7 @@ fn latency(cr: &mut Criterion) {
     g.sample_size(30);
     for name in ["guard", "guard-fp32"] {
         let c = load(name, one_thread());
-        for tokens in [128usize, 512] {
+        for tokens in [13usize, 128, 512] {
             let text = prompt(&c, tokens);
             let windows = c.encoder().windows(&text).unwrap().len();
             let label = if name == "guard" { "int8" } else { "fp32" };
@@ -197,16 +200,17 @@ fn throughput_table() {
     }
 }
 
-/// The entity head alone: `tag_tokens` on the states of one full window (126 tokens) and of a
-/// short prompt (10 tokens); the values do not change the work.
-fn entity_head(cr: &mut Criterion) {
+/// The heads alone: the entity head's `tag_tokens` on the states of one full window (126
+/// tokens) and of a short prompt (10 tokens), and every sequence head on one window's
+/// features; the values do not change the work.
+fn heads(cr: &mut Criterion) {
     let b = Bundle::open(&bundle("guard")).unwrap();
     let (Some(spec), Some(dim)) = (b.manifest.entities.clone(), b.manifest.encoder.token_dim)
     else {
         return;
     };
     let head = TokenHead::load(&spec, &b.path(&spec.file), dim).unwrap();
-    let mut g = cr.benchmark_group("entity_head");
+    let mut g = cr.benchmark_group("heads");
     g.sample_size(50);
     for n in [10usize, 126] {
         let states: Vec<f32> = (0..n * dim)
@@ -216,10 +220,30 @@ fn entity_head(cr: &mut Criterion) {
             b.iter(|| black_box(head.tag_tokens(s)))
         });
     }
+    // every sequence head of the bundle on one window's features (the gateway's own work
+    // after the encoder pass on a short prompt)
+    let c = load("guard", one_thread());
+    let width = b.manifest.encoder.features;
+    let features: Vec<f32> = (0..width)
+        .map(|i| ((i * 7919) % 2003) as f32 / 1001.0 - 1.0)
+        .collect();
+    g.bench_function(
+        format!("sequence_heads_{}_1_window", c.heads.len()),
+        |bch| {
+            bch.iter(|| {
+                black_box(
+                    c.heads
+                        .iter()
+                        .map(|h| h.logit(black_box(&features)))
+                        .sum::<f32>(),
+                )
+            })
+        },
+    );
     g.finish();
 }
 
-criterion_group!(benches, latency, entity_head);
+criterion_group!(benches, latency, heads);
 
 fn main() {
     benches();

@@ -380,6 +380,52 @@ fn registry_swaps_in_new_versions_and_keeps_old_ones_for_requests_in_flight() {
     assert_eq!(pinned.current().bundle.manifest.version, "1");
 }
 
+/// One session, one caller at a time (a one-core machine): the worker waits `batch_wait` for
+/// company once, finds none, and then runs each window as it comes instead of waiting again
+/// on every pass; once windows queue up, it batches them again.
+#[test]
+fn a_lone_caller_does_not_pay_the_batch_wait_on_every_pass() {
+    let wait = Duration::from_secs(2);
+    let largest = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = largest.clone();
+    let observer: filters::classify::BatchObserver = Arc::new(move |n, _| {
+        seen.fetch_max(n, std::sync::atomic::Ordering::SeqCst);
+    });
+    let c = Classifier::load(
+        &models().join("guard/1"),
+        &EncoderOptions {
+            workers: 1,
+            batch_wait: wait,
+            ..EncoderOptions::default()
+        },
+        None,
+        Some(observer),
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    c.classify_blocking(&["the first prompt"]).unwrap();
+    // (the first pass may wait: nothing is known yet about the load)
+    assert!(t.elapsed() < wait * 3, "{:?}", t.elapsed());
+    for i in 0..4 {
+        let t = std::time::Instant::now();
+        c.classify_blocking(&[format!("prompt number {i}").as_str()])
+            .unwrap();
+        assert!(
+            t.elapsed() < wait / 2,
+            "pass {i} took {:?}: it waited for company that never comes",
+            t.elapsed()
+        );
+    }
+    assert_eq!(largest.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // windows queued together still run together
+    let texts: Vec<String> = (0..8).map(|i| format!("a batch of prompts, {i}")).collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let t = std::time::Instant::now();
+    assert_eq!(c.classify_blocking(&refs).unwrap().len(), 8);
+    assert!(t.elapsed() < wait / 2, "{:?}", t.elapsed());
+    assert!(largest.load(std::sync::atomic::Ordering::SeqCst) > 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_request_does_not_stall_the_pool() {
     let c = Arc::new(load());

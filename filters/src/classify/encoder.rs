@@ -6,7 +6,9 @@
 //! takes a batch from one tenant's lane, the next in turn with fewer than
 //! `sessions_per_tenant` batches running, and tops it up from that lane until it is full or
 //! `batch_wait` has passed; when another worker is idle nothing is gained by waiting, so it
-//! runs what it has. A quiet tenant's window thus runs in its own batch, not behind a noisy
+//! runs what it has, and a worker whose last wait found nothing takes only what is already
+//! queued (one caller at a time on a one-session pool does not pay `batch_wait` per pass)
+//! until windows queue up again. A quiet tenant's window thus runs in its own batch, not behind a noisy
 //! tenant's fifteen. Windows whose caller has gone (time budget spent) are dropped before they
 //! cost a run.
 
@@ -492,6 +494,10 @@ fn worker(sh: Arc<Shared>, mut session: Session) {
         tracing::warn!(error = %e, "encoder session thread: cannot lower its priority to SCHED_IDLE, it runs at normal priority");
     }
     let max = sh.opts.max_batch.max(1);
+    // Whether waiting for company paid off last time: a lone caller (one request at a time,
+    // no other worker idle: a one-core machine) would otherwise pay `batch_wait` on every
+    // pass for windows that never come.
+    let mut worth_waiting = true;
     loop {
         sh.idle.fetch_add(1, Ordering::SeqCst);
         let popped = sh.queue.pop_batch(max, None);
@@ -502,10 +508,18 @@ fn worker(sh: Arc<Shared>, mut session: Session) {
         // the lane's running slot comes back however the batch ends, a panic included (or
         // the tenant's lane would stay at its cap for good)
         let _slot = Finish(&sh.queue, batch.lane.clone());
-        // Another worker is free: it will take what comes next, so do not wait for it.
+        // Another worker is free: it will take what comes next, so do not wait for it. Wait
+        // only while waiting finds windows or others are queued (load is up); otherwise take
+        // what is queued now and run.
         if batch.items.len() < max && sh.idle.load(Ordering::SeqCst) == 0 {
-            let deadline = Instant::now() + sh.opts.batch_wait;
-            sh.queue.top_up(&mut batch, max, deadline);
+            let popped = batch.items.len();
+            let wait = if worth_waiting || !sh.queue.is_empty() {
+                sh.opts.batch_wait
+            } else {
+                Duration::ZERO
+            };
+            sh.queue.top_up(&mut batch, max, Instant::now() + wait);
+            worth_waiting = batch.items.len() > popped || !sh.queue.is_empty();
         }
         // windows whose caller has gone (time budget spent) cost no run
         batch.items.retain(|j| !j.reply.is_closed());

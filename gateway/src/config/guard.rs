@@ -170,7 +170,8 @@ pub struct ModelsSection {
     /// Most text windows per session run (1 to 256).
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
-    /// Longest a batch waits for more windows once it has one, when no session is idle.
+    /// Longest a batch waits for more windows once it has one, when no session is idle and
+    /// waiting lately found some (a lone caller on a busy-free pool does not wait).
     #[serde(default = "default_batch_wait", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub batch_wait: Duration,
