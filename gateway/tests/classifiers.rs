@@ -733,6 +733,58 @@ async fn monitor_only_classification_runs_after_forwarding_and_still_reaches_met
     .await;
 }
 
+/// Without the scan-once cache (`guard.scan_cache_bytes_per_tenant: 0`), a policy that tags
+/// names and blocks on the injection head still runs one encoder pass per text: the
+/// classification takes the tagging pass's scores from the request itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tagging_and_blocking_share_one_pass_without_the_cache() {
+    let mock = MockTgi::echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p.yaml");
+    std::fs::write(
+        &p,
+        "name: tag-and-block\nversion: 1\ninput:\n  person: placeholder\n  injection_classifier: block\n\
+         classifiers:\n  model: guard\n  timeout: 5s\n  on_timeout: block\n",
+    )
+    .unwrap();
+    let gw = gateway(
+        &mock,
+        &models(),
+        &p,
+        "guard:\n  scan_cache_bytes_per_tenant: 0\n",
+    )
+    .await;
+    let body = json!({"messages": [
+        {"role": "user", "content": "My name is John Smith. What is a good name for a cat?"},
+    ]});
+    let r = post_json(
+        &client(),
+        gw.url("/v1/chat/completions"),
+        body.to_string(),
+        &[("x-request-id", "one-pass")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let seen = &mock.requests_with_id("one-pass")[0].body;
+    assert!(
+        !seen.contains("John Smith") && seen.contains("<PERSON_1>"),
+        "{seen}"
+    );
+    let outcome = |o: &'static str| {
+        let gw = &gw;
+        async move {
+            gw.metric(&format!(
+                "portcullis_classifier_requests_total{{model=\"guard\",outcome=\"{o}\"}}"
+            ))
+            .await
+        }
+    };
+    assert_eq!(outcome("entities_ok").await, 1.0);
+    // the blocking classification ran no pass of its own
+    assert_eq!(outcome("ok").await, 0.0);
+    assert_eq!(outcome("cached").await, 1.0);
+}
+
 /// Scan once per conversation: a client resends the whole conversation every turn, and only
 /// what is new that turn is scanned by the rules and scored by the model; a remembered block
 /// still blocks; a monitor-only request the cache knows whole is decided without the model.

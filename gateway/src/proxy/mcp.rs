@@ -419,10 +419,11 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Verdict {
         let t0 = Instant::now();
-        let entities = match self.mcp_entities(scan, read, msg, ctx).await {
+        let mut entities = match self.mcp_entities(scan, read, msg, ctx).await {
             Ok(e) => e,
             Err(v) => return v,
         };
+        ctx.tagged_scores = entities.as_mut().and_then(super::EntitySpans::take_scores);
         let all = scan.rules.untrusted_text == UntrustedText::Mark;
         let (verdict, texts) = scan.rules(read, msg, true, entities.as_ref(), all);
         let Verdict::Pass(mut findings) = verdict else {

@@ -27,6 +27,7 @@ pub mod body;
 mod mcp;
 pub mod monitor;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -198,6 +199,10 @@ pub struct RequestCtx {
     adapter: Option<String>,
     /// A monitor-only classification still running (its findings join the audit record).
     monitor: Option<tokio::task::JoinHandle<Vec<Applied>>>,
+    /// The entity tagging pass's scores of this request's texts and the digest of the bundle
+    /// that made them: the classifiers that follow take them instead of running a second pass
+    /// (with or without the scan-once cache).
+    tagged_scores: Option<TaggedScores>,
     /// A `/v1/models` answer being buffered, to list only what the caller may use.
     listing: Option<Vec<u8>>,
     /// The answer's token counts.
@@ -394,7 +399,8 @@ impl Gateway {
             &self.metrics,
             &model,
             plan,
-            ToScore::new(cache, tenant, &model, texts, roles),
+            ToScore::new(cache, tenant, &model, texts, roles)
+                .with_tagged(ctx.tagged_scores.as_ref(), &model),
             (cache, tenant),
             lane_of(&ctx.caller),
             &ctx.request_id,
@@ -473,7 +479,7 @@ impl Gateway {
         texts.sort_unstable();
         texts.dedup();
         if texts.is_empty() {
-            return Ok(Some(EntitySpans::new()));
+            return Ok(Some(EntitySpans::default()));
         }
         // Texts tagged for this tenant by this bundle before (a conversation's history) are
         // not tagged again.
@@ -483,11 +489,14 @@ impl Gateway {
             None => (vec![None; texts.len()], Vec::new()),
         };
         let missing: Vec<usize> = (0..texts.len()).filter(|&i| known[i].is_none()).collect();
-        let mut tagged: EntitySpans = texts
-            .iter()
-            .zip(known)
-            .filter_map(|(t, k)| Some((t.clone(), k?)))
-            .collect();
+        let mut tagged = EntitySpans {
+            spans: texts
+                .iter()
+                .zip(known)
+                .filter_map(|(t, k)| Some((t.clone(), k?)))
+                .collect(),
+            scores: None,
+        };
         if missing.is_empty() {
             return Ok(Some(tagged));
         }
@@ -506,6 +515,7 @@ impl Gateway {
                     .classifier_requests
                     .with_label_values(&[label, "entities_ok"])
                     .inc();
+                let mut fresh = HashMap::new();
                 for (&i, (s, scores)) in missing.iter().zip(spans) {
                     if let (Some(c), Some(key)) = (g.scan_cache.as_deref(), keys.get(i)) {
                         c.remember_entities(&tenant, *key, &s);
@@ -520,7 +530,15 @@ impl Gateway {
                             );
                         }
                     }
-                    tagged.insert(texts[i].clone(), s);
+                    tagged.spans.insert(texts[i].clone(), s);
+                    // ... and without a cache (or past its eviction), this request's
+                    // classifiers take them from here
+                    if plan.scores_anything() {
+                        fresh.insert(texts[i].clone(), scores);
+                    }
+                }
+                if !fresh.is_empty() {
+                    tagged.scores = Some((model.bundle.digest.clone(), fresh));
                 }
                 return Ok(Some(tagged));
             }
@@ -567,7 +585,8 @@ impl Gateway {
             return Monitor::Not;
         };
         let cache = g.scan_cache.clone();
-        let mut scoring = ToScore::new(cache.as_deref(), tenant, &model, texts, roles);
+        let mut scoring = ToScore::new(cache.as_deref(), tenant, &model, texts, roles)
+            .with_tagged(ctx.tagged_scores.as_ref(), &model);
         scoring.background = true;
         let label = plan.model.as_str();
         if scoring.missing().is_empty() {
@@ -758,7 +777,7 @@ impl Gateway {
         // Person names and addresses come from the model: tagged before the rules run, so
         // their rewrite lands in the same pass as the rules' (see `WithEntities`).
         let read = |b: &serde_json::Value, r: &mut filters::protocol::Reader| proto.read(b, r);
-        let entities = match self
+        let mut entities = match self
             .tag_entities(&g, &policy, &read, false, &body, ctx)
             .await
         {
@@ -778,6 +797,7 @@ impl Gateway {
                 return Ok(true);
             }
         };
+        ctx.tagged_scores = entities.as_mut().and_then(EntitySpans::take_scores);
         // (the memo borrows are not `Send`: they end before the next await)
         let inspected = {
             let memo = g
@@ -1222,7 +1242,25 @@ fn current_model(
 }
 
 /// The entity head's spans of each text of a request.
-type EntitySpans = std::collections::HashMap<String, Vec<filters::classify::EntitySpan>>;
+/// What the entity tagging pass found in a request's texts, keyed by text (see
+/// `Gateway::tag_entities`).
+#[derive(Default)]
+pub(crate) struct EntitySpans {
+    /// Each text's spans (remembered ones included).
+    spans: HashMap<String, Vec<filters::classify::EntitySpan>>,
+    /// The scores the same pass made of the texts it tagged.
+    scores: Option<TaggedScores>,
+}
+
+impl EntitySpans {
+    /// The pass's scores, for the request's classifiers (see `RequestCtx::tagged_scores`).
+    fn take_scores(&mut self) -> Option<TaggedScores> {
+        self.scores.take()
+    }
+}
+
+/// Scores an entity tagging pass made, by text, and the digest of the bundle that made them.
+pub(crate) type TaggedScores = (String, HashMap<String, filters::classify::TextScores>);
 
 /// The rules' findings of a text (remembered by the scan-once cache, `inner`, when there is
 /// one) plus the entity head's spans of that text (remembered by the same cache under the
@@ -1243,7 +1281,7 @@ impl filters::protocol::ScanMemo for WithEntities<'_> {
             Some(m) => m.findings(policy, text, scan),
             None => scan(text),
         };
-        if let Some(spans) = self.spans.get(text) {
+        if let Some(spans) = self.spans.spans.get(text) {
             policy.input.add_entities(&mut found, spans);
         }
         found
@@ -1414,6 +1452,7 @@ impl ProxyHttp for Gateway {
             model_topic: None,
             adapter: None,
             monitor: None,
+            tagged_scores: None,
             listing: None,
             usage: UsageMeter::default(),
             tokens: None,

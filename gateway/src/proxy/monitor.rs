@@ -100,6 +100,27 @@ impl ToScore {
         }
     }
 
+    /// Take the scores this request's entity tagging pass made (`tagged`: the bundle's digest
+    /// and the scores by text) for the texts the cache did not know, when `model` is the
+    /// bundle that made them (a hot swap in between leaves them unused).
+    pub fn with_tagged(
+        mut self,
+        tagged: Option<&super::TaggedScores>,
+        model: &Classifier,
+    ) -> ToScore {
+        let Some((_, scores)) = tagged.filter(|(b, _)| *b == model.bundle.digest) else {
+            return self;
+        };
+        for (t, k) in self.texts.iter().zip(self.known.iter_mut()) {
+            if k.is_none()
+                && let Some(s) = scores.get(t)
+            {
+                *k = Some(s.clone());
+            }
+        }
+        self
+    }
+
     /// The texts the model must still score.
     pub fn missing(&self) -> Vec<&str> {
         self.texts
