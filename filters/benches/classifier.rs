@@ -200,6 +200,13 @@ fn throughput_table() {
     }
 }
 
+/// `n` values spread over [-1, 1] (the heads' work does not depend on them).
+fn values(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7919) % 2003) as f32 / 1001.0 - 1.0)
+        .collect()
+}
+
 /// The heads alone: the entity head's `tag_tokens` on the states of one full window (126
 /// tokens) and of a short prompt (10 tokens), and every sequence head on one window's
 /// features; the values do not change the work.
@@ -213,9 +220,7 @@ fn heads(cr: &mut Criterion) {
     let mut g = cr.benchmark_group("heads");
     g.sample_size(50);
     for n in [10usize, 126] {
-        let states: Vec<f32> = (0..n * dim)
-            .map(|i| ((i * 7919) % 2003) as f32 / 1001.0 - 1.0)
-            .collect();
+        let states = values(n * dim);
         g.bench_with_input(BenchmarkId::new("tag_tokens", n), &states, |b, s| {
             b.iter(|| black_box(head.tag_tokens(s)))
         });
@@ -224,9 +229,7 @@ fn heads(cr: &mut Criterion) {
     // after the encoder pass on a short prompt)
     let c = load("guard", one_thread());
     let width = b.manifest.encoder.features;
-    let features: Vec<f32> = (0..width)
-        .map(|i| ((i * 7919) % 2003) as f32 / 1001.0 - 1.0)
-        .collect();
+    let features = values(width);
     g.bench_function(
         format!("sequence_heads_{}_1_window", c.heads.len()),
         |bch| {

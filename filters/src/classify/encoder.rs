@@ -512,14 +512,14 @@ fn worker(sh: Arc<Shared>, mut session: Session) {
         // only while waiting finds windows or others are queued (load is up); otherwise take
         // what is queued now and run.
         if batch.items.len() < max && sh.idle.load(Ordering::SeqCst) == 0 {
-            let popped = batch.items.len();
+            let taken = batch.items.len();
             let wait = if worth_waiting || !sh.queue.is_empty() {
                 sh.opts.batch_wait
             } else {
                 Duration::ZERO
             };
             sh.queue.top_up(&mut batch, max, Instant::now() + wait);
-            worth_waiting = batch.items.len() > popped || !sh.queue.is_empty();
+            worth_waiting = batch.items.len() > taken || !sh.queue.is_empty();
         }
         // windows whose caller has gone (time budget spent) cost no run
         batch.items.retain(|j| !j.reply.is_closed());

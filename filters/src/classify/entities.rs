@@ -370,6 +370,7 @@ pub fn decode(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use crate::classify::heads::write_safetensors;
     use std::path::PathBuf;
 
     const TYPES: &[&str] = &["person", "address"];
@@ -476,6 +477,18 @@ mod tests {
         );
     }
 
+    fn spec(labels: &[&str], threshold: f64, context: usize, kind: &str) -> EntitySpec {
+        EntitySpec {
+            file: "heads.safetensors".into(),
+            tensors: "e".into(),
+            kind: kind.into(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            threshold,
+            context,
+            calibration: None,
+        }
+    }
+
     fn head(labels: &[&str], threshold: f64) -> Result<TokenHead, ModelError> {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("heads.safetensors");
@@ -486,31 +499,14 @@ mod tests {
             w[i * 2] = 1.0;
         }
         w[2] = 2.0; // B-PERSON leads
-        let bytes_w: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let bytes_b: Vec<u8> = vec![0f32; n].iter().flat_map(|x| x.to_le_bytes()).collect();
-        let views = std::collections::HashMap::from([
-            (
-                "e.weight".to_string(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![n, 2], &bytes_w)
-                    .unwrap(),
-            ),
-            (
-                "e.bias".to_string(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![n], &bytes_b)
-                    .unwrap(),
-            ),
-        ]);
-        safetensors::serialize_to_file(views, None, &p).unwrap();
-        let spec = EntitySpec {
-            file: "heads.safetensors".into(),
-            tensors: "e".into(),
-            kind: "linear".into(),
-            labels: labels.iter().map(|l| l.to_string()).collect(),
-            threshold,
-            context: 0,
-            calibration: None,
-        };
-        TokenHead::load(&spec, &p, 2)
+        write_safetensors(
+            &p,
+            &[
+                ("e.weight", vec![n, 2], w),
+                ("e.bias", vec![n], vec![0.0; n]),
+            ],
+        );
+        TokenHead::load(&spec(labels, threshold, 0, "linear"), &p, 2)
     }
 
     const LABELS: &[&str] = &["O", "B-PERSON", "I-PERSON", "B-ADDRESS", "I-ADDRESS"];
@@ -640,35 +636,12 @@ mod tests {
     fn write_tensors(tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> (tempfile::TempDir, PathBuf) {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("heads.safetensors");
-        let bytes: Vec<Vec<u8>> = tensors
-            .iter()
-            .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
-            .collect();
-        let views: std::collections::HashMap<String, _> = tensors
-            .iter()
-            .zip(&bytes)
-            .map(|((n, shape, _), b)| {
-                (
-                    n.to_string(),
-                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
-                        .unwrap(),
-                )
-            })
-            .collect();
-        safetensors::serialize_to_file(views, None, &p).unwrap();
+        write_safetensors(&p, tensors);
         (d, p)
     }
 
     fn context_spec(context: usize, kind: &str) -> EntitySpec {
-        EntitySpec {
-            file: "heads.safetensors".into(),
-            tensors: "e".into(),
-            kind: kind.into(),
-            labels: LABELS.iter().map(|l| l.to_string()).collect(),
-            threshold: 0.9,
-            context,
-            calibration: None,
-        }
+        spec(LABELS, 0.9, context, kind)
     }
 
     #[test]

@@ -274,34 +274,31 @@ pub fn logit(p: f64) -> f64 {
     (p / (1.0 - p)).ln()
 }
 
+/// Write `(name, shape, values)` F32 tensors to a safetensors file (tests of the heads).
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views: std::collections::HashMap<String, safetensors::tensor::TensorView<'_>> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, shape, _), b)| {
+            (
+                n.to_string(),
+                safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use std::collections::HashMap;
-
-    fn write(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
-        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-            .iter()
-            .map(|(n, s, v)| {
-                (
-                    n.to_string(),
-                    s.clone(),
-                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                )
-            })
-            .collect();
-        let views: HashMap<String, safetensors::tensor::TensorView<'_>> = bytes
-            .iter()
-            .map(|(n, s, b)| {
-                (
-                    n.clone(),
-                    safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
-                )
-            })
-            .collect();
-        safetensors::serialize_to_file(views, None, path).unwrap();
-    }
 
     fn spec(kind: &str) -> HeadSpec {
         HeadSpec {
@@ -321,7 +318,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("heads.safetensors");
         // 3 → 2 → 1: hidden = relu([1,2,3]·W0 + b0), out = hidden·W2 + b2.
-        write(
+        write_safetensors(
             &p,
             &[
                 (
@@ -343,7 +340,7 @@ mod tests {
     fn shape_mismatches_are_named() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("heads.safetensors");
-        write(
+        write_safetensors(
             &p,
             &[
                 ("h.weight", vec![1, 4], vec![0.0; 4]),

@@ -423,7 +423,7 @@ impl Gateway {
             Ok(e) => e,
             Err(v) => return v,
         };
-        ctx.tagged_scores = entities.as_mut().and_then(super::EntitySpans::take_scores);
+        ctx.tagged_scores = entities.as_mut().and_then(|e| e.scores.take());
         let all = scan.rules.untrusted_text == UntrustedText::Mark;
         let (verdict, texts) = scan.rules(read, msg, true, entities.as_ref(), all);
         let Verdict::Pass(mut findings) = verdict else {

@@ -797,7 +797,7 @@ impl Gateway {
                 return Ok(true);
             }
         };
-        ctx.tagged_scores = entities.as_mut().and_then(EntitySpans::take_scores);
+        ctx.tagged_scores = entities.as_mut().and_then(|e| e.scores.take());
         // (the memo borrows are not `Send`: they end before the next await)
         let inspected = {
             let memo = g
@@ -1250,13 +1250,6 @@ pub(crate) struct EntitySpans {
     spans: HashMap<String, Vec<filters::classify::EntitySpan>>,
     /// The scores the same pass made of the texts it tagged.
     scores: Option<TaggedScores>,
-}
-
-impl EntitySpans {
-    /// The pass's scores, for the request's classifiers (see `RequestCtx::tagged_scores`).
-    fn take_scores(&mut self) -> Option<TaggedScores> {
-        self.scores.take()
-    }
 }
 
 /// Scores an entity tagging pass made, by text, and the digest of the bundle that made them.
